@@ -1,0 +1,139 @@
+"""Capture a :class:`LoadedModel` as ONNX: the canonical graph every later stage reads.
+
+``nn.LSTM`` and ``nn.GRU`` stay ONNX ``LSTM``/``GRU`` nodes, constants are folded,
+the graph passes ``onnx.checker`` with full shape inference, and the batch axis
+is dynamic where the model's spec marks it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from edge_lstm import archs
+from edge_lstm.errors import UnsupportedModel
+from edge_lstm.load import LoadedModel
+from edge_lstm.spec import InputSpec, TensorSpec
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+OPSET = 17
+
+
+def to_onnx(model: LoadedModel, dynamic_batch: bool = True) -> onnx.ModelProto:
+    """Export the whole-window (stateless or explicit-state) model to ONNX."""
+    return _export(model.module, model.inputs, list(model.outputs), dynamic_batch)
+
+
+def streaming_model(model: LoadedModel) -> LoadedModel:
+    """A one-timestep model with the recurrent state as explicit inputs and outputs.
+
+    Built-in architectures are rebuilt with ``state_io=True`` and the same
+    weights; a model whose ``forward`` already takes and returns its state is
+    used as it is, with the time axis set to 1.
+    """
+    if model.config is not None and model.arch is not None:
+        cfg = archs.ArchConfig.from_dict({**model.config.to_dict(), "state_io": True})
+        module = archs.build(model.arch, cfg)
+        module.load_state_dict(model.module.state_dict())
+        module.eval()
+        shapes = archs.input_shapes(cfg, window=1)
+        names = archs.input_names(cfg)
+        batch_axes = [0 if cfg.batch_first else 1] + [1] * (len(names) - 1)
+        inputs = InputSpec(
+            tuple(
+                TensorSpec(n, tuple("batch" if a == b else d for a, d in enumerate(s)))
+                for n, s, b in zip(names, shapes, batch_axes, strict=True)
+            )
+        )
+        step = LoadedModel(
+            module, model.format, model.name, inputs, (), arch=model.arch, config=cfg,
+            normalization=model.normalization, task=model.task, metadata=model.metadata, source=model.source,
+        )
+    elif model.has_state_io:
+        x = model.inputs.inputs[0]
+        t_axis = _time_axis(x)
+        shape = tuple(1 if a == t_axis else d for a, d in enumerate(x.shape))
+        step = LoadedModel(
+            model.module, model.format, model.name,
+            InputSpec((x.with_shape(shape), *model.inputs.inputs[1:])), (), task=model.task, source=model.source,
+        )
+    else:
+        raise UnsupportedModel(
+            "A streaming variant needs the recurrent state as explicit inputs and outputs; "
+            f"this {model.format} model's forward() takes only {', '.join(model.inputs.names)}.",
+            "Use an edge-lstm checkpoint, or export a model whose forward(x, h0, c0) returns (y, h, c).",
+        )
+    from edge_lstm.load import probe_outputs
+
+    step.outputs = probe_outputs(step)
+    return step
+
+
+def _time_axis(x: TensorSpec) -> int:
+    batch_axes = [a for a, d in enumerate(x.shape) if isinstance(d, str)]
+    if batch_axes == [1]:
+        return 0
+    return 1
+
+
+def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dynamic_batch: bool) -> onnx.ModelProto:
+    import onnx
+    import torch
+
+    args = tuple(torch.zeros(*t.concrete(1)) for t in inputs.inputs)
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    if dynamic_batch:
+        for t in (*inputs.inputs, *outputs):
+            axes = {a: d for a, d in enumerate(t.shape) if isinstance(d, str)}
+            if axes:
+                dynamic_axes[t.name] = axes
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, buf,
+                input_names=inputs.names, output_names=[o.name for o in outputs],
+                dynamic_axes=dynamic_axes or None, opset_version=OPSET,
+                do_constant_folding=True, dynamo=False,
+            )
+    except Exception as e:  # the exporter's message names the unsupported operator
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedModel(
+            f"PyTorch's ONNX exporter could not capture the model: {first}",
+            "edge-lstm exports LSTM/GRU layers with Linear, LayerNorm and activation heads; "
+            "replace custom ops or loops over time with nn.LSTM/nn.GRU.",
+        ) from e
+    proto = onnx.load_from_string(buf.getvalue())
+    proto.producer_name = "edge-lstm"
+    check(proto)
+    return proto
+
+
+def check(proto: onnx.ModelProto) -> None:
+    """Run ``onnx.checker`` with full shape inference; a failure is an export bug."""
+    import onnx
+
+    onnx.checker.check_model(proto, full_check=True)
+
+
+def op_types(proto: onnx.ModelProto) -> list[str]:
+    """The op types in graph order."""
+    return [n.op_type for n in proto.graph.node]
+
+
+def onnx_io(proto: onnx.ModelProto) -> dict[str, Any]:
+    """Input and output names with their shapes (dim names for dynamic axes)."""
+
+    def dims(vi: Any) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+    inits = {i.name for i in proto.graph.initializer}
+    return {
+        "inputs": {i.name: dims(i) for i in proto.graph.input if i.name not in inits},
+        "outputs": {o.name: dims(o) for o in proto.graph.output},
+    }

@@ -1,0 +1,383 @@
+"""Load ``model.pt`` into a :class:`LoadedModel`, safe by default.
+
+The format is detected by content, never by file name:
+
+1. edge-lstm's own checkpoint (a ``torch.save``d dict, loaded ``weights_only=True``);
+2. TorchScript (``torch.jit.save``);
+3. ``torch.export`` ExportedProgram (``.pt2``), which carries example input shapes;
+4. a whole pickled ``nn.Module``, only with ``trust_pickle=True``, since unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_lstm import archs
+from edge_lstm.errors import InputFileError, ShapeError, UnsupportedModel
+from edge_lstm.spec import InputSpec, TensorSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+CHECKPOINT_FORMAT = "edge-lstm-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to export: the module in eval mode, its I/O specs and metadata."""
+
+    module: nn.Module
+    format: str  # "checkpoint" | "torchscript" | "exported-program" | "pickle"
+    name: str
+    inputs: InputSpec
+    outputs: tuple[TensorSpec, ...]
+    arch: str | None = None
+    config: archs.ArchConfig | None = None
+    normalization: dict[str, list[float]] | None = None
+    task: str = "unknown"  # "forecast" | "classify" | "unknown"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names in order."""
+        return [t.name for t in self.outputs]
+
+    @property
+    def has_state_io(self) -> bool:
+        """True when ``forward`` takes and returns the recurrent state explicitly."""
+        if self.config is not None:
+            return self.config.state_io
+        return len(self.inputs.inputs) > 1 and len(self.outputs) == len(self.inputs.inputs)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (format, layers, parameters, specs)."""
+        params = sum(int(p.numel()) for p in self.module.parameters())
+        return {
+            "name": self.name,
+            "format": self.format,
+            "arch": self.arch,
+            "config": self.config.to_dict() if self.config else None,
+            "task": self.task,
+            "parameters": params,
+            "layers": describe_layers(self.module),
+            "inputs": self.inputs.to_dict(),
+            "outputs": [o.to_dict() for o in self.outputs],
+            "normalization": self.normalization,
+        }
+
+
+def describe_layers(module: nn.Module) -> list[str]:
+    """One line per leaf layer, e.g. ``rnn: LSTM(1, 64, num_layers=2, batch_first=True)``."""
+    lines = []
+    for name, sub in module.named_modules():
+        if name and not list(sub.children()):
+            text = repr(sub) if hasattr(sub, "extra_repr") else type(sub).__name__
+            if text.startswith("RecursiveScriptModule"):
+                text = getattr(sub, "original_name", text)
+            lines.append(f"{name}: {text}")
+    return lines
+
+
+def save_checkpoint(
+    path: str | Path,
+    module: nn.Module,
+    arch: str,
+    config: archs.ArchConfig,
+    window: int,
+    normalization: dict[str, list[float]] | None = None,
+    task: str = "forecast",
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write an edge-lstm checkpoint atomically (temp file, then rename)."""
+    import torch
+
+    spec = _arch_input_spec(config, window)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "arch": arch,
+        "config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "input_spec": spec.to_dict(),
+        "normalization": normalization,
+        "task": task,
+        "metadata": metadata or {},
+    }
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _arch_input_spec(config: archs.ArchConfig, window: int) -> InputSpec:
+    shapes = archs.input_shapes(config, window, batch=1)
+    specs = []
+    for i, (name, shape) in enumerate(zip(archs.input_names(config), shapes, strict=True)):
+        batch_axis = (0 if config.batch_first else 1) if i == 0 else 1
+        dims: tuple[int | str, ...] = tuple("batch" if a == batch_axis else d for a, d in enumerate(shape))
+        specs.append(TensorSpec(name, dims))
+    return InputSpec(tuple(specs))
+
+
+def sniff_format(path: Path) -> str:
+    """Tell the model format from the file's bytes."""
+    if not path.exists():
+        raise InputFileError(f"Model file '{path}' does not exist.", "Check the path.")
+    if path.is_dir():
+        raise InputFileError(f"'{path}' is a directory, not a model file.")
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise InputFileError(f"Cannot read '{path}': {e.strerror}.") from e
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise InputFileError(
+                f"'{path}' looks like a PyTorch file but is truncated or corrupted ({e}).",
+                "Save the model again; check that the copy finished.",
+            ) from e
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n and n.endswith(".json") for n in names):
+            return "exported-program"
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+            return "torch-save"
+        raise InputFileError(f"'{path}' is a zip archive but not a PyTorch model.")
+    if head[:1] == b"\x80":
+        return "torch-save"  # legacy (non-zip) torch.save pickle
+    raise InputFileError(
+        f"'{path}' is not a PyTorch model (unrecognised content).",
+        "edge-lstm reads edge-lstm checkpoints, TorchScript, torch.export .pt2 and pickled nn.Module files.",
+    )
+
+
+def load(
+    path: str | Path,
+    input_shapes: list[tuple[int, ...]] | None = None,
+    trust_pickle: bool = False,
+) -> LoadedModel:
+    """Load a model file; ``input_shapes`` overrides or supplies the input shapes."""
+    path = Path(path)
+    fmt = sniff_format(path)
+    if fmt == "torchscript":
+        model = _load_torchscript(path)
+    elif fmt == "exported-program":
+        model = _load_exported(path)
+    else:
+        model = _load_torch_save(path, trust_pickle)
+    if input_shapes:
+        model.inputs = _override_shapes(model.inputs, input_shapes, path)
+    if not model.inputs.inputs:
+        raise ShapeError(
+            f"The input shapes of '{path}' ({model.format}) are not stored in the file.",
+            "Pass them with --input-shape, e.g. --input-shape 1x96x1 (once per forward() input).",
+        )
+    model.outputs = probe_outputs(model)
+    return model
+
+
+def _override_shapes(spec: InputSpec, shapes: list[tuple[int, ...]], path: Path) -> InputSpec:
+    old = spec.inputs
+    if old and len(shapes) != len(old):
+        raise ShapeError(
+            f"{len(shapes)} --input-shape given, but the model takes {len(old)} inputs ({', '.join(spec.names)}).",
+            "Pass --input-shape once per forward() input, in order.",
+        )
+    out = []
+    for i, shape in enumerate(shapes):
+        if i < len(old):
+            prev = old[i]
+            if len(prev.shape) != len(shape):
+                raise ShapeError(
+                    f"--input-shape {'x'.join(map(str, shape))} has rank {len(shape)}, "
+                    f"but input '{prev.name}' has rank {len(prev.shape)} {tuple(prev.shape)}.",
+                )
+            dims = tuple("batch" if isinstance(p, str) else s for p, s in zip(prev.shape, shape, strict=True))
+            out.append(TensorSpec(prev.name, dims, prev.dtype))
+        else:
+            name = "x" if i == 0 else f"input_{i}"
+            dims2: tuple[int | str, ...] = tuple(shape)
+            out.append(TensorSpec(name, dims2))
+    return InputSpec(tuple(out))
+
+
+def example_inputs(spec: InputSpec, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
+    """Seeded random tensors that fit ``spec``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*t.concrete(batch), generator=gen) for t in spec.inputs]
+
+
+def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
+    """Run the model once on zeros to learn its outputs; a rejected shape is a ShapeError."""
+    import torch
+
+    xs = [torch.zeros(*t.concrete(1)) for t in model.inputs.inputs]
+    try:
+        with torch.no_grad():
+            out = model.module(*xs)
+    except Exception as e:  # the model's own error says what it wanted
+        shapes = ", ".join("x".join(map(str, t.concrete(1))) for t in model.inputs.inputs)
+        raise ShapeError(
+            f"The model rejects input shape(s) {shapes}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            "Check --input-shape against what forward() expects (batch, time, features for batch_first).",
+        ) from e
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    if not all(isinstance(o, torch.Tensor) for o in outs):
+        raise UnsupportedModel("The model returns something other than tensors; export needs tensor outputs.")
+    names = model.output_names if len(model.outputs) == len(outs) else (
+        archs.output_names(model.config) if model.config else [f"output_{i}" if i else "y" for i in range(len(outs))]
+    )
+    return tuple(
+        TensorSpec(n, tuple("batch" if a == _out_batch_axis(model, i) else d for a, d in enumerate(o.shape)))
+        for i, (n, o) in enumerate(zip(names, outs, strict=True))
+    )
+
+
+def _out_batch_axis(model: LoadedModel, index: int) -> int:
+    if index > 0:
+        return 1  # state outputs: (layers*dirs, batch, hidden)
+    cfg = model.config
+    if cfg is not None and cfg.all_steps and not cfg.batch_first:
+        return 1
+    return 0
+
+
+def _load_torch_save(path: Path, trust_pickle: bool) -> LoadedModel:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trust_pickle:
+            raise InputFileError(
+                f"'{path}' holds pickled Python objects (e.g. a whole nn.Module saved with torch.save(model)); "
+                "loading it would run code from the file.",
+                "If you trust the file, pass --trust-pickle (trust_pickle=True), with the model's classes "
+                "importable (set PYTHONPATH). Safer: save a TorchScript, torch.export .pt2 or edge-lstm checkpoint.",
+            ) from e
+        obj = _unpickle_trusted(path)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise InputFileError(
+            f"'{path}' could not be read as a PyTorch file: {str(e).splitlines()[0]}",
+            "The file may be truncated or corrupted; save the model again.",
+        ) from e
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return _from_checkpoint(obj, path)
+    if isinstance(obj, torch.nn.Module):
+        obj.eval()
+        return LoadedModel(obj, "pickle", path.stem.split(".")[0], InputSpec(()), (), source=path)
+    if isinstance(obj, dict):
+        raise InputFileError(
+            f"'{path}' holds a dict that is not an edge-lstm checkpoint (a bare state_dict has no architecture).",
+            "Save with edge_lstm.load.save_checkpoint, torch.jit.save or torch.export.save.",
+        )
+    raise InputFileError(f"'{path}' holds a {type(obj).__name__}, not a model.")
+
+
+def _unpickle_trusted(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError) as e:
+        raise InputFileError(
+            f"'{path}' needs a class that is not importable: {e}.",
+            "Put the module that defines the model's classes on PYTHONPATH.",
+        ) from e
+
+
+def _from_checkpoint(obj: dict[str, Any], path: Path) -> LoadedModel:
+    if obj.get("version") != CHECKPOINT_VERSION:
+        raise InputFileError(f"Checkpoint version {obj.get('version')} is not supported (expected {CHECKPOINT_VERSION}).")
+    try:
+        config = archs.ArchConfig.from_dict(dict(obj["config"]))
+        module = archs.build(str(obj["arch"]), config)
+        module.load_state_dict(obj["state_dict"])
+        spec = InputSpec.from_dict(list(obj["input_spec"]))
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise InputFileError(f"Checkpoint '{path}' is incomplete or does not match its architecture: {e}.") from e
+    module.eval()
+    meta = dict(obj.get("metadata") or {})
+    return LoadedModel(
+        module, "checkpoint", str(meta.get("name") or path.stem.split(".")[0]), spec, (),
+        arch=str(obj["arch"]), config=config, normalization=obj.get("normalization"),
+        task=str(obj.get("task", "unknown")), metadata=meta, source=path,
+    )
+
+
+def _load_torchscript(path: Path) -> LoadedModel:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # torch raises RuntimeError subclasses with long C++ traces
+        raise InputFileError(
+            f"'{path}' is a TorchScript archive that could not be loaded: {str(e).splitlines()[0]}",
+            "The file may be truncated or corrupted; save it again with torch.jit.save.",
+        ) from e
+    module.eval()
+    return LoadedModel(module, "torchscript", path.stem.split(".")[0], InputSpec(()), (), source=path)
+
+
+def _load_exported(path: Path) -> LoadedModel:
+    import torch
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:
+        raise InputFileError(
+            f"'{path}' is a torch.export archive that could not be loaded: {str(e).splitlines()[0]}",
+            "The file may be truncated or corrupted; save it again with torch.export.save.",
+        ) from e
+    args = ep.example_inputs[0] if ep.example_inputs else ()
+    names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    specs = tuple(
+        TensorSpec(names[i] if i < len(names) else f"input_{i}", tuple(int(d) for d in a.shape))
+        for i, a in enumerate(args)
+    )
+    module = _EvalOnly(ep.module())
+    return LoadedModel(module, "exported-program", path.stem.split(".")[0], InputSpec(specs), (), source=path)
+
+
+def _eval_only_cls() -> type:
+    from torch import nn
+
+    class EvalOnly(nn.Module):
+        """Wraps an ExportedProgram's module, whose ``train()`` raises, for tracing exporters."""
+
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def train(self, mode: bool = True) -> EvalOnly:
+            return self  # an exported program is frozen in inference mode
+
+        def forward(self, *args: Any) -> Any:
+            return self.inner(*args)
+
+    return EvalOnly
+
+
+def _EvalOnly(inner: nn.Module) -> nn.Module:  # noqa: N802 - reads like a class at call sites
+    return _eval_only_cls()(inner)  # type: ignore[no-any-return]

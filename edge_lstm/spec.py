@@ -1,0 +1,139 @@
+"""Frozen value types shared by every layer: tensor specs, precisions, tolerances."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from edge_lstm.errors import ShapeError
+
+Dim = int | str  # a str names a dynamic axis, e.g. "batch"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of one model input or output.
+
+    ``shape`` holds ints for static axes and strings for dynamic ones
+    (``("batch", 96, 1)``).
+    """
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    def concrete(self, batch: int = 1) -> tuple[int, ...]:
+        """The shape with every dynamic axis set to ``batch``."""
+        return tuple(d if isinstance(d, int) else batch for d in self.shape)
+
+    def with_shape(self, shape: tuple[Dim, ...]) -> TensorSpec:
+        """A copy with another shape."""
+        return replace(self, shape=shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(d["name"]), tuple(d["shape"]), str(d.get("dtype", "float32")))
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype}[{'x'.join(str(d) for d in self.shape)}]"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The inputs a model takes, in ``forward`` order."""
+
+    inputs: tuple[TensorSpec, ...]
+
+    @property
+    def names(self) -> list[str]:
+        """Input names in order."""
+        return [t.name for t in self.inputs]
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """JSON-ready form."""
+        return [t.to_dict() for t in self.inputs]
+
+    @classmethod
+    def from_dict(cls, items: list[dict[str, Any]]) -> InputSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(TensorSpec.from_dict(d) for d in items))
+
+
+_SHAPE_RE = re.compile(r"^\d+(x\d+)*$")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``"1x96x1"`` into ``(1, 96, 1)``; raise :class:`ShapeError` on anything else."""
+    cleaned = text.strip().lower().replace(",", "x").replace(" ", "")
+    if not _SHAPE_RE.match(cleaned):
+        raise ShapeError(
+            f"Cannot read input shape '{text}'.",
+            "Write shapes as positive integers joined by 'x', e.g. --input-shape 1x96x1.",
+        )
+    dims = tuple(int(p) for p in cleaned.split("x"))
+    if any(d <= 0 for d in dims):
+        raise ShapeError(f"Input shape '{text}' has a zero dimension.", "Every dimension must be >= 1.")
+    return dims
+
+
+class Precision(str, Enum):
+    """Numeric precision of an exported artifact."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC_INT8 = "dynamic-int8"
+    INT8 = "int8"
+
+    @property
+    def is_quantized(self) -> bool:
+        """True for every precision below float32."""
+        return self is not Precision.FP32
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """When an artifact's outputs count as equal to the reference.
+
+    An element fails only when it exceeds both ``atol`` and ``rtol * |ref|``.
+    For quantized artifacts the element rule is off (``elementwise=False``) and the
+    aggregate gates decide: cosine similarity, relative L2 error, PSNR, and the drop
+    of the task metric when labelled data is given.
+    """
+
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    elementwise: bool = True
+    min_cosine: float | None = None
+    max_rel_l2: float | None = None
+    min_psnr: float | None = None
+    max_task_drop: float | None = None  # relative worsening of the task metric, e.g. 0.03
+    per_output: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def for_output(self, name: str) -> Tolerance:
+        """This tolerance with the overrides for one output applied."""
+        over = self.per_output.get(name)
+        if not over:
+            return self
+        return replace(self, **{k: v for k, v in over.items() if k != "per_output"})  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = {
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "elementwise": self.elementwise,
+            "min_cosine": self.min_cosine,
+            "max_rel_l2": self.max_rel_l2,
+            "min_psnr": self.min_psnr,
+            "max_task_drop": self.max_task_drop,
+        }
+        if self.per_output:
+            d["per_output"] = self.per_output
+        return d
