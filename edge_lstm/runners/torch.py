@@ -1,0 +1,46 @@
+"""The reference runner: the PyTorch module itself, in eval mode, without gradients."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_lstm.runners.base import Runner
+
+if TYPE_CHECKING:
+    from edge_lstm.load import LoadedModel
+
+
+class TorchRunner(Runner):
+    """Runs a :class:`LoadedModel` on the CPU; stateless, so ``reset_state`` does nothing."""
+
+    runtime = "torch"
+
+    def __init__(self, model: LoadedModel, threads: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.threads = threads
+
+    def _load(self) -> None:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.inputs = list(self.model.inputs.inputs)
+        self.outputs = list(self.model.outputs)
+
+    def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = [torch.from_numpy(np.ascontiguousarray(feed[n], dtype=np.float32)) for n in self.input_names]
+        with torch.inference_mode():
+            out = self.model.module(*args)
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        return {n: o.detach().numpy() for n, o in zip(self.output_names, outs, strict=True)}
+
+    def version(self) -> str:
+        """torch's version."""
+        import torch
+
+        return str(torch.__version__)
