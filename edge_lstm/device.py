@@ -1,0 +1,160 @@
+"""Device-side runner: runs an artifact on feeds from an ``.npz`` and reports JSON.
+
+Imports only the standard library, numpy and the one runtime asked for, so it
+runs on a Raspberry Pi or phone with ``numpy`` and ``tflite-runtime`` (or
+``ai-edge-litert``, ``onnxruntime``) and nothing else. ``edge_lstm.remote``
+ships it, with the runner modules, as one self-contained zipapp.
+
+Usage::
+
+    python -m edge_lstm.device MODEL --inputs feed.npz [--outputs out.npz]
+        [--runtime auto|litert|tflite-runtime|onnxruntime|tflm] [--threads N]
+        [--no-xnnpack] [--sequence] [--warmup N] [--runs N]
+
+``feed.npz`` holds one array per model input, named like the input, with a
+leading sample axis: ``x`` of shape ``(N, 1, 96, 1)`` is N windows. Each sample
+is run after ``reset_state()`` unless ``--sequence`` says the samples are
+consecutive streaming steps. ``--runs`` then times sample 0 repeatedly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lstm.runners.base import Runner
+
+#: runtime name -> (module, class); imported only when asked for
+RUNTIMES: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("edge_lstm.runners.onnxrt", "OnnxRuntimeRunner"),
+    "litert": ("edge_lstm.runners.litert", "LiteRTRunner"),
+    "tflite-runtime": ("edge_lstm.runners.litert", "LiteRTRunner"),
+    "tflm": ("edge_lstm.runners.tflm", "TFLMRunner"),
+}
+
+
+def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1, xnnpack: bool = True) -> Runner:
+    """A runner for ``path``: ONNX Runtime for ``.onnx``, LiteRT/tflite-runtime for TFLite."""
+    if runtime == "auto":
+        runtime = "onnxruntime" if _is_onnx(Path(path)) else "litert"
+    if runtime not in RUNTIMES:
+        raise SystemExit(f"unknown runtime '{runtime}'; known: {', '.join(RUNTIMES)}")
+    module, cls = RUNTIMES[runtime]
+    runner_cls = getattr(importlib.import_module(module), cls)
+    if runtime == "onnxruntime":
+        return runner_cls(Path(path), threads=threads)  # type: ignore[no-any-return]
+    if runtime == "tflm":
+        return runner_cls(Path(path))  # type: ignore[no-any-return]
+    prefer = "tflite-runtime" if runtime == "tflite-runtime" else None
+    return runner_cls(Path(path), threads=threads, xnnpack=xnnpack, prefer=prefer)  # type: ignore[no-any-return]
+
+
+def _is_onnx(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(8)
+    return head[4:8] != b"TFL3"
+
+
+def run_samples(runner: Runner, feeds: dict[str, np.ndarray], sequence: bool) -> dict[str, np.ndarray]:
+    """Run every sample; reset state before each unless they are consecutive steps."""
+    n = len(next(iter(feeds.values())))
+    outs: dict[str, list[np.ndarray]] = {}
+    runner.reset_state()
+    for i in range(n):
+        if not sequence:
+            runner.reset_state()
+        res = runner.infer({k: v[i] for k, v in feeds.items()})
+        for k, v in res.items():
+            outs.setdefault(k, []).append(np.asarray(v))
+    return {k: np.stack(v) for k, v in outs.items()}
+
+
+def time_runs(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int, reset: bool) -> list[float]:
+    """Seconds per call over ``runs`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        if reset:
+            runner.reset_state()
+        runner.infer(feed)
+    runner.latencies_s.clear()
+    for _ in range(runs):
+        if reset:
+            runner.reset_state()
+        runner.infer(feed)
+    return list(runner.latencies_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the device-side runner."""
+    ap = argparse.ArgumentParser(prog="edge-lstm-device", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--inputs", required=True, help=".npz with one array per input, leading sample axis")
+    ap.add_argument("--outputs", help="write outputs here as .npz")
+    ap.add_argument("--runtime", default="auto")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-xnnpack", action="store_true")
+    ap.add_argument("--sequence", action="store_true", help="samples are consecutive streaming steps")
+    ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--runs", type=int, default=0)
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    try:
+        runner = make_runner(args.model, args.runtime, args.threads, not args.no_xnnpack)
+        with np.load(args.inputs) as z:
+            feeds = {k: z[k] for k in z.files}
+        runner.activate()
+        t0 = time.perf_counter()
+        first = runner.infer({k: v[0] for k, v in feeds.items()})
+        first_s = time.perf_counter() - t0
+        del first
+        outs = run_samples(runner, feeds, args.sequence)
+        lat = time_runs(runner, {k: v[0] for k, v in feeds.items()}, args.warmup, args.runs, not args.sequence)
+    except ImportError as e:
+        print(json.dumps({"error": "missing-runtime", "message": str(e)}))
+        return 3
+    except Exception as e:  # reported to the host, which turns it into a clear message
+        print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+        return 2
+    if args.outputs:
+        _save_npz_atomic(args.outputs, outs)
+    report: dict[str, Any] = {
+        **runner.describe(),
+        "model": os.path.basename(args.model),
+        "threads": args.threads,
+        "xnnpack": not args.no_xnnpack,
+        "load_s": runner.load_time_s,
+        "first_s": first_s,
+        "latencies_s": lat,
+        "samples": int(len(next(iter(feeds.values())))),
+        "inputs": [t.to_dict() for t in runner.inputs],
+        "outputs": [t.to_dict() for t in runner.outputs],
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    print(json.dumps(report))
+    return 0
+
+
+def _save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
