@@ -1,0 +1,207 @@
+"""The ``edge-lstm`` command line: a thin typer wrapper over the Python API.
+
+Exit codes are set in one place (:func:`main`): 0 success; 2 bad invocation or
+unreadable input; 3 a validation tolerance failed; 4 over a device budget;
+5 the model uses something that cannot be exported; 6 a remote device run
+failed; 1 only for internal bugs. A user error prints one message, never a
+traceback, unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from edge_lstm import __version__
+from edge_lstm.errors import EdgeLstmError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Take LSTM models trained in PyTorch to edge devices: export, quantize, validate, profile.")
+err = Console(stderr=True)
+out = Console()
+_state: dict[str, bool] = {"debug": False}
+
+
+def emit(payload: Any, as_json: bool, human: str | None = None) -> None:
+    """Print ``payload`` as JSON for machines, or ``human`` text for people."""
+    if as_json:
+        print(json.dumps(payload, indent=2, default=str))
+    elif human is not None:
+        out.print(human, highlight=False, markup=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edge-lstm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """edge-lstm: export, quantize, validate and profile PyTorch LSTM models for edge devices."""
+    _state["debug"] = debug
+
+
+ShapeOpt = Annotated[list[str] | None, typer.Option(
+    "--input-shape", help="Input shape like 1x96x1; repeat once per forward() input, in order.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Allow loading a whole pickled nn.Module (runs code from the file).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+
+
+def _shapes(items: list[str] | None) -> list[tuple[int, ...]]:
+    from edge_lstm.spec import parse_shape
+
+    return [parse_shape(s) for s in items or []]
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="model.pt: checkpoint, TorchScript, .pt2, or pickled module.")],
+    input_shape: ShapeOpt = None,
+    trust_pickle: TrustOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what was loaded: format, layers, parameters, MACs per inference, inputs and outputs."""
+    from edge_lstm.load import load
+    from edge_lstm.report import cost_summary
+
+    loaded = load(model, _shapes(input_shape) or None, trust_pickle)
+    summary = {**loaded.summary(), **cost_summary(loaded)}
+    lines = [
+        f"{loaded.name} ({summary['format']}{', ' + summary['arch'] if summary['arch'] else ''})",
+        f"parameters: {summary['parameters']:,}",
+        f"MACs per inference: {summary['macs_per_inference']:,} ({summary['macs_per_step']:,} per time step)",
+        "inputs:  " + ", ".join(str(t) for t in loaded.inputs.inputs),
+        "outputs: " + ", ".join(str(t) for t in loaded.outputs),
+        "layers:",
+        *[f"  {line}" for line in summary["layers"]],
+    ]
+    emit(summary, as_json, "\n".join(lines))
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="model.pt: checkpoint, TorchScript, .pt2, or pickled module.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (created; refused if it exists "
+                                         "unless --force).")] = Path("out"),
+    fmt: Annotated[list[str] | None, typer.Option("--format", help="onnx and/or tflite (repeatable).")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="fp32, fp16, dynamic-int8, int8 (repeatable).")] = None,
+    lowering: Annotated[str | None, typer.Option("--lowering", help="TFLite LSTM lowering: fused or unrolled.")] = None,
+    streaming: Annotated[bool, typer.Option("--streaming", help="Also export a one-step streaming model.")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="CSV/NPY series (or NPY windows) to validate on; "
+                                              "seeded random data when omitted.")] = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="CSV/NPY for int8 calibration, or 'random'.")] = None,
+    io: Annotated[str, typer.Option("--io", help="int8 TFLite I/O: float or int8.")] = "float",
+    recipe: Annotated[str, typer.Option("--recipe", help="Bundled recipe name or a TOML path.")] = "default",
+    input_shape: ShapeOpt = None,
+    trust_pickle: TrustOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
+    from edge_lstm.pipeline import ExportOptions
+    from edge_lstm.pipeline import export as run_export
+    from edge_lstm.recipes import load_recipe
+
+    rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
+    opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force)
+    with _progress(as_json) as say:
+        try:
+            result = run_export(model, opts, say)
+        except EdgeLstmError as e:
+            if e.exit_code == 3 and (output / "report.json").exists():
+                e.hint = f"Report with every metric: {output / 'report.md'}"
+            raise
+    emit(result.report, as_json, _export_summary(result.report, output))
+
+
+def _export_summary(report: dict[str, Any], output: Path) -> str:
+    rows = [f"All {len(report['artifacts'])} artifact(s) passed validation "
+            f"({report['validation_data']['source']}, {report['validation_data']['samples']} windows)."]
+    for a in report["artifacts"]:
+        worst = max((o["max_abs"] for v in a["validation"] for o in v["outputs"]), default=0.0)
+        runtimes = ", ".join(v["runtime"] for v in a["validation"])
+        rows.append(f"  {a['file']:<40} {a['size_bytes']:>10,} B  max abs err {worst:.2e}  [{runtimes}]")
+    rows.append(f"Report: {output / 'report.md'} and {output / 'report.json'}")
+    return "\n".join(rows)
+
+
+class _progress:  # noqa: N801 - used as a context manager like a function
+    """A rich status line on stderr for long work (silent with --json)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.status: Any = None
+
+    def __enter__(self) -> Any:
+        if self.quiet or not err.is_terminal:
+            return lambda msg: None if self.quiet else err.print(f"· {msg}", highlight=False)
+        self.status = err.status("starting")
+        self.status.__enter__()
+        return lambda msg: self.status.update(msg)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for name in ("edge_lstm.cli_profile",):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_extensions()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map every :class:`EdgeLstmError` to its exit code and one message."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except EdgeLstmError as e:
+        if debug:
+            raise
+        from rich.text import Text
+
+        err.print(Text("error: ", style="red") + Text(e.render()), soft_wrap=True)
+        return e.exit_code
+    except typer.Exit as e:
+        return int(e.exit_code or 0)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        return 130
+    except Exception as e:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return 2
+        if debug:
+            raise
+        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e}\nRun again with --debug and report this bug.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

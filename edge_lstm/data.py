@@ -1,0 +1,163 @@
+"""Real data for validation, calibration and task metrics: CSV/NPY -> model windows.
+
+A CSV or 2-D NPY is a time series ``(time, features)``: it is normalised with the
+checkpoint's statistics and cut into sliding windows of the model's length, each
+labelled with the next value of the target column. A 3-D NPY is taken as
+ready-made windows ``(N, time, features)`` without labels.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_lstm.errors import DataError, InputFileError
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Model-ready windows ``(N, T, F)`` (normalised), with next-step targets when known."""
+
+    x: np.ndarray
+    y: np.ndarray | None  # (N,) normalised next value of the target column
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def read_series(path: str | Path) -> np.ndarray:
+    """Read a CSV (numeric columns, optional header) or NPY into a float32 array.
+
+    Non-numeric columns such as timestamps are dropped. NaN or Inf is a
+    :class:`DataError` that names the first bad row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"Data file '{path}' does not exist.", "Pass a CSV or NPY file with --data.")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise DataError(f"'{path}' is not a readable .npy array: {e}.") from e
+    else:
+        arr = _read_csv(path)
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    _check_finite(arr, path)
+    return arr
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    try:
+        with path.open(newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"Cannot read '{path}' as CSV: {e}.") from e
+    if not rows:
+        raise DataError(f"'{path}' is empty.")
+    candidates = [j for j in range(len(rows[-1])) if _column_numeric(rows[1:] or rows, j)]
+    header = any(j < len(rows[0]) and not _is_number(rows[0][j]) for j in candidates)
+    body = rows[1:] if header else rows
+    if not body:
+        raise DataError(f"'{path}' has a header but no rows.")
+    numeric = [j for j in candidates if _column_numeric(body, j)]
+    if not numeric:
+        raise DataError(f"'{path}' has no numeric column.", "Each feature must be a column of numbers.")
+    out = np.empty((len(body), len(numeric)), dtype=np.float32)
+    for i, row in enumerate(body):
+        for k, j in enumerate(numeric):
+            cell = row[j].strip() if j < len(row) else ""
+            out[i, k] = float(cell) if cell and cell.lower() != "nan" else np.nan
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _column_numeric(rows: list[list[str]], j: int) -> bool:
+    sample = [r[j].strip() for r in rows[:50] if j < len(r)]
+    return bool(sample) and all(_is_number(c) or c.lower() in ("nan", "") for c in sample)
+
+
+def _check_finite(arr: np.ndarray, path: Path) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise DataError(
+            f"'{path}' has {int(bad.sum())} NaN/Inf value(s); the first is in row {first}.",
+            "Fill or drop missing values before validating or calibrating.",
+        )
+
+
+def windows_from(
+    path: str | Path,
+    window: int,
+    n_features: int,
+    normalization: dict[str, list[float]] | None = None,
+    stride: int = 1,
+    limit: int | None = None,
+) -> Windows:
+    """Cut a series file into normalised windows of ``window`` steps (evenly spread if ``limit``)."""
+    arr = read_series(path)
+    if arr.ndim == 3:
+        if arr.shape[1:] != (window, n_features):
+            raise DataError(
+                f"'{path}' holds windows of shape {arr.shape[1:]}, the model takes ({window}, {n_features}).",
+            )
+        return Windows(_take(arr, limit), None, str(path))
+    if arr.ndim != 2:
+        raise DataError(f"'{path}' has {arr.ndim} dimensions; expected a (time, features) series or (N, T, F) windows.")
+    if arr.shape[1] != n_features:
+        raise DataError(
+            f"'{path}' has {arr.shape[1]} numeric column(s), the model takes {n_features} feature(s).",
+            "Pass a file whose numeric columns are exactly the model's features, in training order.",
+        )
+    series = normalize(arr, normalization)
+    n = (len(series) - window - 1) // stride + 1
+    if n < 1:
+        raise DataError(f"'{path}' has {len(series)} rows, fewer than one window of {window} steps plus a target.")
+    starts = np.arange(n) * stride
+    if limit is not None and n > limit:
+        starts = starts[np.linspace(0, n - 1, limit).astype(int)]
+    x = np.stack([series[s : s + window] for s in starts]).astype(np.float32)
+    target = int((normalization or {}).get("target_index", [0])[0]) if normalization else 0
+    y = np.array([series[s + window, target] for s in starts], dtype=np.float32)
+    return Windows(x, y, str(path))
+
+
+def _take(arr: np.ndarray, limit: int | None) -> np.ndarray:
+    if limit is None or len(arr) <= limit:
+        return arr.astype(np.float32)
+    return arr[np.linspace(0, len(arr) - 1, limit).astype(int)].astype(np.float32)
+
+
+def normalize(arr: np.ndarray, normalization: dict[str, list[float]] | None) -> np.ndarray:
+    """Apply the checkpoint's ``(x - mean) / std`` per feature (identity without statistics)."""
+    if not normalization:
+        return arr.astype(np.float32)
+    mean = np.asarray(normalization["mean"], dtype=np.float32)
+    std = np.asarray(normalization["std"], dtype=np.float32)
+    return ((arr - mean) / std).astype(np.float32)
+
+
+def denormalize_target(y: np.ndarray, normalization: dict[str, list[float]] | None) -> np.ndarray:
+    """Map normalised target values back to the data's units."""
+    if not normalization:
+        return y
+    t = int(normalization.get("target_index", [0])[0])
+    return y * float(normalization["std"][t]) + float(normalization["mean"][t])
+
+
+def random_windows(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Seeded standard-normal samples ``(n, *shape)`` for when no data is given."""
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)

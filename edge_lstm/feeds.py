@@ -1,0 +1,200 @@
+"""Validation feeds and judging: the same inputs for the reference and every artifact.
+
+Inputs are real windows from ``--data`` (normalised like the checkpoint) or,
+when none is given, seeded random data. State inputs (``h0``, ``c0``) get
+seeded random values so the state path is exercised too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_lstm import data as data_mod
+from edge_lstm.errors import DataError
+from edge_lstm.load import LoadedModel
+from edge_lstm.recipes import Recipe
+from edge_lstm.spec import Precision, TensorSpec
+from edge_lstm.validate import ArtifactValidation, TaskMetrics, classify_task, forecast_task, validate_outputs
+
+if TYPE_CHECKING:
+    from edge_lstm.pipeline import Artifact
+    from edge_lstm.runners.base import Runner
+
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    """The samples every artifact is run on, with next-step targets when the data has them."""
+
+    samples: list[Feed]
+    targets: np.ndarray | None
+    source: str  # a file path, or "random (seed N)"
+    steps: int  # time steps per window
+
+
+def x_spec(model: LoadedModel) -> tuple[TensorSpec, int, int]:
+    """The first input's spec, its time-axis length and its feature count."""
+    x = model.inputs.inputs[0]
+    if len(x.shape) != 3:
+        return x, 1, int(np.prod(x.concrete(1)))
+    time_axis = 0 if isinstance(x.shape[1], str) else 1
+    return x, int(x.concrete(1)[time_axis]), int(x.concrete(1)[2])
+
+
+def _place(window: np.ndarray, x: TensorSpec) -> np.ndarray:
+    """A ``(T, F)`` window in the layout of input ``x`` with batch 1."""
+    if len(x.shape) == 3 and isinstance(x.shape[1], str):
+        return window[:, None, :]  # (T, batch, F)
+    return window.reshape(x.concrete(1))
+
+
+def validation_feeds(model: LoadedModel, recipe: Recipe, data: Path | None) -> ValidationData:
+    """Real windows from ``data`` or seeded random samples, shaped for the model."""
+    x, steps, feats = x_spec(model)
+    rng = np.random.default_rng(recipe.seed)
+    if data is not None:
+        w = data_mod.windows_from(data, steps, feats, model.normalization, limit=recipe.max_samples)
+        windows, targets, source = list(w.x), w.y, w.source
+    else:
+        n = recipe.random_samples
+        windows = list(rng.standard_normal((n, steps, feats)).astype(np.float32))
+        targets, source = None, f"random (seed {recipe.seed})"
+    samples = []
+    for win in windows:
+        feed = {x.name: _place(win, x)}
+        for spec in model.inputs.inputs[1:]:
+            feed[spec.name] = (0.5 * rng.standard_normal(spec.concrete(1))).astype(np.float32)
+        samples.append(feed)
+    return ValidationData(samples, targets, source, steps)
+
+
+def calibration_array(model: LoadedModel, recipe: Recipe, calib: str | None) -> tuple[np.ndarray, bool]:
+    """Calibration windows ``(N, *input_shape)`` from a file, or random ones (flagged)."""
+    x, steps, feats = x_spec(model)
+    if calib is None:
+        raise DataError("Calibration data is required for int8.", "Pass --calib data.csv or --calib random.")
+    if calib == "random":
+        arr = data_mod.random_windows(recipe.calibration_samples, (steps, feats), recipe.seed + 1)
+        flagged = True
+    else:
+        arr = data_mod.windows_from(Path(calib), steps, feats, model.normalization,
+                                    limit=recipe.calibration_samples).x
+        flagged = False
+    if len(arr) < recipe.min_calibration_samples:
+        raise DataError(
+            f"Calibration data '{calib}' gives {len(arr)} window(s); at least {recipe.min_calibration_samples} "
+            "are needed for stable activation ranges.",
+            f"Pass a longer series (>= {recipe.min_calibration_samples + steps} rows).",
+        )
+    return np.stack([_place(w, x) for w in arr]).astype(np.float32), flagged
+
+
+def run_all(runner: Runner, samples: list[Feed]) -> dict[str, np.ndarray]:
+    """Run every sample (state reset before each) and stack each output over samples."""
+    outs: dict[str, list[np.ndarray]] = {}
+    with runner:
+        names = runner.input_names
+        for feed in samples:
+            runner.reset_state()
+            res = runner.infer({k: v for k, v in feed.items() if k in names})
+            for k, v in res.items():
+                outs.setdefault(k, []).append(np.asarray(v, dtype=np.float32))
+    return {k: np.stack(v) for k, v in outs.items()}
+
+
+def _time_axes(model: LoadedModel, steps: int) -> dict[str, int]:
+    axes = {}
+    for o in model.outputs:
+        if len(o.shape) >= 3:
+            for a, d in enumerate(o.shape):
+                if d == steps and steps > 1:
+                    axes[o.name] = a + 1  # +1: outputs are stacked over samples
+                    break
+    return axes
+
+
+def _task(model: LoadedModel, vdata: ValidationData, ref: dict[str, np.ndarray],
+          got: dict[str, np.ndarray]) -> TaskMetrics | None:
+    y = model.output_names[0]
+    if y not in got or ref[y].shape != got[y].shape:
+        return None
+    if model.task == "forecast" and vdata.targets is not None and ref[y].shape[-1] >= 1:
+        denorm = lambda a: data_mod.denormalize_target(a, model.normalization)  # noqa: E731
+        last = lambda a: a.reshape(len(a), -1)[:, -ref[y].shape[-1]]  # noqa: E731 - the step after the window
+        return forecast_task(denorm(last(ref[y])), denorm(last(got[y])), denorm(vdata.targets))
+    if model.task == "classify":
+        return classify_task(ref[y], got[y], None)
+    return None
+
+
+def judge(
+    artifact: str, runtime: str, model: LoadedModel, recipe: Recipe, precision: Precision,
+    vdata: ValidationData, reference: dict[str, np.ndarray], actual: dict[str, np.ndarray],
+) -> ArtifactValidation:
+    """Metrics, task metric and verdict of one artifact on one runtime."""
+    tol = recipe.tolerance(precision, vdata.steps)
+    metrics = validate_outputs(artifact, runtime, reference, actual, tol, _time_axes(model, vdata.steps))
+    return ArtifactValidation(artifact, runtime, tol, metrics, len(vdata.samples), vdata.source,
+                              task=_task(model, vdata, reference, actual))
+
+
+def validate_streaming(
+    art: Artifact, model: LoadedModel, step: LoadedModel, recipe: Recipe, vdata: ValidationData,
+    reference: dict[str, np.ndarray],
+) -> list[ArtifactValidation]:
+    """Feed each window one step at a time and compare with the whole-window reference."""
+    runner = _step_runner(art)
+    outs: dict[str, list[np.ndarray]] = {}
+    with runner:
+        for feed in vdata.samples:
+            res = stream_window(runner, model, step, feed)
+            for k, v in res.items():
+                outs.setdefault(k, []).append(v)
+    stacked = {k: np.stack(v) for k, v in outs.items()}
+    return [judge(art.filename, runner.runtime, model, recipe, Precision.FP32, vdata, reference, stacked)]
+
+
+def _step_runner(art: Artifact) -> Runner:
+    if art.format == "onnx":
+        from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(art.data)
+    from edge_lstm.runners.litert import LiteRTRunner
+
+    return LiteRTRunner(art.data)
+
+
+def stream_window(runner: Runner, model: LoadedModel, step: LoadedModel, feed: Feed) -> dict[str, np.ndarray]:
+    """Run one window through a one-step runner, carrying the state; return whole-window-shaped outputs."""
+    x = model.inputs.inputs[0]
+    seq_first = len(x.shape) == 3 and isinstance(x.shape[1], str)
+    window = feed[x.name]
+    steps = window.shape[0] if seq_first else window.shape[1]
+    state_in = [s.name for s in step.inputs.inputs[1:]]
+    state_out = [s.name for s in step.outputs[1:]]
+    state = {n: feed.get(n, np.zeros(s.concrete(1), np.float32)) for n, s in zip(
+        state_in, step.inputs.inputs[1:], strict=True)}
+    explicit = len(runner.input_names) > 1
+    runner.reset_state()
+    ys = []
+    res: dict[str, np.ndarray] = {}
+    for t in range(steps):
+        xt = window[t : t + 1] if seq_first else window[:, t : t + 1]
+        f = {runner.input_names[0]: xt, **(state if explicit else {})}
+        res = runner.infer(f)
+        ys.append(np.asarray(res[step.output_names[0]], dtype=np.float32))
+        if explicit:
+            state = {i: np.asarray(res[o], dtype=np.float32) for i, o in zip(state_in, state_out, strict=True)}
+    y_name = model.output_names[0]
+    ref_shape = model.outputs[0].concrete(1)
+    y = ys[-1] if ys[-1].shape == ref_shape else np.concatenate(ys, axis=0 if seq_first else 1)
+    out = {y_name: y}
+    if explicit:
+        for o_whole, o_step in zip(model.output_names[1:], state_out, strict=False):
+            out[o_whole] = np.asarray(res[o_step], dtype=np.float32)
+    return out

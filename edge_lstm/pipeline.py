@@ -1,0 +1,265 @@
+"""The export pipeline: load, capture, lower, quantize, validate, report.
+
+This is the only layer that writes files. Everything is staged in a temporary
+directory and published atomically, so a failed run leaves no half-written
+artifact. A validation failure still publishes the artifacts and the report
+(marked failed) and then raises :class:`ValidationFailed` (exit code 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_lstm import feeds as feeds_mod
+from edge_lstm.errors import UsageError
+from edge_lstm.load import LoadedModel, load
+from edge_lstm.outputs import staged_dir
+from edge_lstm.recipes import Recipe, load_recipe
+from edge_lstm.spec import Precision
+from edge_lstm.validate import ArtifactValidation, raise_on_failures
+
+if TYPE_CHECKING:
+    import onnx
+
+    from edge_lstm.runners.base import Runner
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the user asked for beyond the recipe."""
+
+    output_dir: Path
+    recipe: Recipe = field(default_factory=load_recipe)
+    streaming: bool = False
+    data: Path | None = None
+    calib: str | None = None  # a CSV/NPY path, or "random"
+    io: str = "float"  # "float" | "int8" for full-integer TFLite
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    trust_pickle: bool = False
+    force: bool = False
+
+
+@dataclass
+class Artifact:
+    """One exported file and its validation."""
+
+    filename: str
+    format: str
+    precision: Precision
+    lowering: str | None
+    streaming: bool
+    data: bytes
+    validations: list[ArtifactValidation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    io_quant: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every runtime's validation passed."""
+        return all(v.passed for v in self.validations)
+
+    def to_dict(self, out_dir: Path) -> dict[str, Any]:
+        """The artifact's entry in ``report.json``."""
+        return {
+            "path": str(out_dir / self.filename),
+            "file": self.filename,
+            "format": self.format,
+            "precision": self.precision.value,
+            "lowering": self.lowering,
+            "streaming": self.streaming,
+            "size_bytes": len(self.data),
+            "sha256": hashlib.sha256(self.data).hexdigest(),
+            "passed": self.passed,
+            "validation": [v.to_dict() for v in self.validations],
+            "notes": self.notes,
+            "io_quant": self.io_quant or None,
+        }
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote and how it validated."""
+
+    output_dir: Path
+    model: LoadedModel
+    artifacts: list[Artifact]
+    report: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        """True when every artifact passed."""
+        return all(a.passed for a in self.artifacts)
+
+
+def export(model_path: str | Path, options: ExportOptions, progress: Progress | None = None) -> ExportResult:
+    """Export ``model_path`` as the recipe and options ask; see the module docstring."""
+    say = progress or (lambda _msg: None)
+    from edge_lstm.outputs import check_destination
+
+    check_destination(options.output_dir, options.force)
+    say("loading model")
+    model = load(model_path, list(options.input_shapes) or None, options.trust_pickle)
+    _check_request(options)
+    say("preparing validation data")
+    vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
+    reference = feeds_mod.run_all(_torch_runner(model), vdata.samples)
+    say("capturing ONNX")
+    from edge_lstm import capture
+
+    proto = capture.to_onnx(model)
+    artifacts = _build_artifacts(model, proto, options, say)
+    for art in artifacts:
+        if not art.streaming:
+            say(f"validating {art.filename}")
+            art.validations = _validate(art, model, options, vdata, reference)
+    if options.streaming:
+        artifacts += _streaming_artifacts(model, options, vdata, reference, say)
+    from edge_lstm.report import build_report, write_reports
+
+    with staged_dir(options.output_dir, options.force) as stage:
+        for art in artifacts:
+            (stage / art.filename).write_bytes(art.data)
+        report = build_report(model, options, vdata, artifacts)
+        write_reports(report, stage)
+    result = ExportResult(options.output_dir, model, artifacts, report)
+    raise_on_failures([v for a in artifacts for v in a.validations])
+    return result
+
+
+def _check_request(options: ExportOptions) -> None:
+    r = options.recipe
+    if options.io not in ("float", "int8"):
+        raise UsageError(f"Unknown --io '{options.io}'.", "Accepted: float, int8.")
+    if options.io == "int8" and ("tflite" not in r.formats or Precision.INT8 not in r.precisions):
+        raise UsageError("--io int8 applies to full-integer TFLite only.", "Add --format tflite --precision int8.")
+    if Precision.INT8 in r.precisions and "tflite" in r.formats and options.calib is None:
+        raise UsageError(
+            "Precision int8 needs calibration data: representative windows set the activation ranges.",
+            "Pass --calib data.csv (the same kind of series the model was trained on), "
+            "or --calib random to accept random calibration (flagged in the report).",
+        )
+
+
+def _torch_runner(model: LoadedModel) -> Runner:
+    from edge_lstm.runners.torch import TorchRunner
+
+    return TorchRunner(model)
+
+
+def _build_artifacts(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, say: Progress) -> list[Artifact]:
+    r = options.recipe
+    out: list[Artifact] = []
+    float_tflite: bytes | None = None
+    lowering_used = r.lowering
+    lower_notes: list[str] = []
+    for fmt in r.formats:
+        for prec in r.precisions:
+            name = f"{model.name}.{prec.value}.{fmt}"
+            say(f"building {name}")
+            if fmt == "onnx":
+                out.append(_onnx_artifact(name, proto, prec))
+                continue
+            if float_tflite is None:
+                from edge_lstm.lower.tflite import lower
+
+                lowered = lower(proto, r.lowering)
+                float_tflite, lowering_used, lower_notes = lowered.data, lowered.lowering, list(lowered.notes)
+            if prec is Precision.FP32:
+                out.append(Artifact(name, fmt, prec, lowering_used, False, float_tflite, notes=list(lower_notes)))
+            else:
+                out.append(_tflite_quantized(name, float_tflite, prec, lowering_used, model, options))
+    return out
+
+
+def _onnx_artifact(name: str, proto: onnx.ModelProto, prec: Precision) -> Artifact:
+    if prec is Precision.FP32:
+        return Artifact(name, "onnx", prec, None, False, proto.SerializeToString())
+    from edge_lstm.quantize import quantize_onnx
+
+    q = quantize_onnx(proto, prec)
+    return Artifact(name, "onnx", prec, None, False, q.data, notes=list(q.notes))
+
+
+def _tflite_quantized(
+    name: str, float_tflite: bytes, prec: Precision, lowering: str, model: LoadedModel, options: ExportOptions
+) -> Artifact:
+    from edge_lstm.quantize import quantize_tflite
+
+    calib, flagged = (None, False)
+    if prec is Precision.INT8:
+        calib, flagged = feeds_mod.calibration_array(model, options.recipe, options.calib)
+    q = quantize_tflite(float_tflite, prec, calib, options.io if prec is Precision.INT8 else "float")
+    notes = list(q.notes)
+    if flagged:
+        notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges may not match real inputs")
+    return Artifact(name, "tflite", prec, lowering, False, q.data, notes=notes, io_quant=dict(q.io_quant))
+
+
+def _validate(
+    art: Artifact, model: LoadedModel, options: ExportOptions, vdata: feeds_mod.ValidationData,
+    reference: dict[str, np.ndarray],
+) -> list[ArtifactValidation]:
+    results = []
+    for runner in _runners_for(art):
+        outs = feeds_mod.run_all(runner, vdata.samples)
+        results.append(feeds_mod.judge(art.filename, runner.runtime, model, options.recipe, art.precision,
+                                       vdata, reference, outs))
+    return results
+
+
+def _runners_for(art: Artifact) -> list[Runner]:
+    if art.format == "onnx":
+        from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+
+        return [OnnxRuntimeRunner(art.data)]
+    from edge_lstm.runners.litert import LiteRTRunner
+
+    runners: list[Runner] = [LiteRTRunner(art.data)]
+    if art.lowering == "fused" and art.precision in (Precision.FP32, Precision.INT8) and _tflm_available():
+        from edge_lstm.runners.tflm import TFLMRunner
+
+        runners.append(TFLMRunner(art.data))
+    return runners
+
+
+def _tflm_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tflite_micro") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _streaming_artifacts(
+    model: LoadedModel, options: ExportOptions, vdata: feeds_mod.ValidationData,
+    reference: dict[str, np.ndarray], say: Progress,
+) -> list[Artifact]:
+    from edge_lstm import capture
+
+    say("capturing the streaming (one-step) model")
+    step = capture.streaming_model(model)
+    proto = capture.to_onnx(step)
+    out = []
+    for fmt in options.recipe.formats:
+        name = f"{model.name}.stream.fp32.{fmt}"
+        if fmt == "onnx":
+            art = Artifact(name, fmt, Precision.FP32, None, True, proto.SerializeToString())
+        else:
+            from edge_lstm.lower.tflite import lower
+
+            lowered = lower(proto, options.recipe.lowering, streaming=True)
+            art = Artifact(name, fmt, Precision.FP32, lowered.lowering, True, lowered.data, notes=list(lowered.notes))
+        say(f"validating {name} step by step")
+        art.validations = feeds_mod.validate_streaming(art, model, step, options.recipe, vdata, reference)
+        art.notes.append("one time step per call; validated by feeding each window step by step")
+        out.append(art)
+    return out

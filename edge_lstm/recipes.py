@@ -1,0 +1,149 @@
+"""Export recipes: TOML data (``export/*.toml``) -> a validated :class:`Recipe`.
+
+A recipe names the formats, precisions and lowering to export, the validation
+sample counts, and the tolerance of each precision. ``inherit`` takes every
+field of another recipe and overrides what it sets.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edge_lstm.errors import UsageError
+from edge_lstm.resources import data_dir
+from edge_lstm.spec import Precision, Tolerance
+
+FORMATS = ("onnx", "tflite")
+LOWERINGS = ("fused", "unrolled")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to export and how strictly to validate it."""
+
+    name: str
+    description: str
+    formats: tuple[str, ...]
+    precisions: tuple[Precision, ...]
+    lowering: str
+    tolerances: dict[Precision, Tolerance]
+    random_samples: int = 16
+    max_samples: int = 128
+    seed: int = 0
+    calibration_samples: int = 200
+    min_calibration_samples: int = 16
+    long_sequence_steps: int = 256
+    long_sequence_factor: float = 10.0
+
+    def tolerance(self, precision: Precision, steps: int) -> Tolerance:
+        """The tolerance for ``precision``, loosened for long float32 sequences."""
+        tol = self.tolerances[precision]
+        if precision is Precision.FP32 and steps > self.long_sequence_steps:
+            f = self.long_sequence_factor
+            tol = replace(tol, atol=tol.atol * f, rtol=tol.rtol * f)
+        return tol
+
+    def with_overrides(self, **kw: Any) -> Recipe:
+        """A copy with the CLI's explicit choices applied (``None`` keeps the recipe's)."""
+        given = {k: v for k, v in kw.items() if v not in (None, (), [])}
+        if "formats" in given:
+            given["formats"] = check_formats(given["formats"])
+        if "precisions" in given:
+            given["precisions"] = tuple(parse_precision(p) for p in given["precisions"])
+        if "lowering" in given:
+            given["lowering"] = check_lowering(given["lowering"])
+        return replace(self, **given)
+
+
+def list_recipes() -> list[str]:
+    """Names of the bundled recipes."""
+    return sorted(p.stem for p in data_dir("export").glob("*.toml"))
+
+
+def load_recipe(name_or_path: str | Path = "default") -> Recipe:
+    """Load a bundled recipe by name, or a user's TOML file by path."""
+    raw = _read(name_or_path)
+    return _build(raw, str(name_or_path))
+
+
+def _read(name_or_path: str | Path, depth: int = 0) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = data_dir("export") / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise UsageError(f"Unknown recipe '{name_or_path}'.", f"Bundled recipes: {', '.join(list_recipes())}.")
+    if not path.is_file():
+        raise UsageError(f"Recipe file '{path}' does not exist.")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"Recipe '{path}' is not valid TOML: {e}.") from e
+    parent = raw.pop("inherit", None)
+    if parent and depth < 4:
+        base = _read(str(parent), depth + 1)
+        tol = {**base.get("tolerance", {}), **raw.get("tolerance", {})}
+        val = {**base.get("validation", {}), **raw.get("validation", {})}
+        raw = {**base, **raw, "tolerance": tol, "validation": val}
+    return raw
+
+
+def _build(raw: dict[str, Any], where: str) -> Recipe:
+    try:
+        tolerances = {parse_precision(k): _tolerance(v, where) for k, v in raw.get("tolerance", {}).items()}
+        missing = [p.value for p in Precision if p not in tolerances]
+        if missing:
+            raise UsageError(f"Recipe '{where}' has no tolerance for {', '.join(missing)}.")
+        known = {f.name for f in fields(Recipe)}
+        val = {k: v for k, v in raw.get("validation", {}).items() if k in known}
+        return Recipe(
+            name=str(raw["name"]),
+            description=str(raw.get("description", "")),
+            formats=check_formats(raw["formats"]),
+            precisions=tuple(parse_precision(p) for p in raw["precisions"]),
+            lowering=check_lowering(raw.get("lowering", "fused")),
+            tolerances=tolerances,
+            **val,
+        )
+    except KeyError as e:
+        raise UsageError(f"Recipe '{where}' is missing the field {e}.") from e
+
+
+def _tolerance(d: dict[str, Any], where: str) -> Tolerance:
+    known = {f.name for f in fields(Tolerance)}
+    unknown = set(d) - known
+    if unknown:
+        raise UsageError(f"Recipe '{where}': unknown tolerance key(s) {sorted(unknown)}; known: {sorted(known)}.")
+    return Tolerance(**d)
+
+
+def parse_precision(text: str | Precision) -> Precision:
+    """Parse a precision name, with a clear error listing the accepted ones."""
+    if isinstance(text, Precision):
+        return text
+    try:
+        return Precision(str(text).lower())
+    except ValueError:
+        raise UsageError(
+            f"Unknown precision '{text}'.", f"Accepted: {', '.join(p.value for p in Precision)}."
+        ) from None
+
+
+def check_formats(items: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Validate format names, keeping order and dropping repeats."""
+    out: list[str] = []
+    for f in items:
+        if f not in FORMATS:
+            raise UsageError(f"Unknown format '{f}'.", f"Accepted: {', '.join(FORMATS)}.")
+        if f not in out:
+            out.append(f)
+    return tuple(out)
+
+
+def check_lowering(text: str) -> str:
+    """Validate a TFLite lowering name."""
+    if text not in LOWERINGS:
+        raise UsageError(f"Unknown lowering '{text}'.", f"Accepted: {', '.join(LOWERINGS)}.")
+    return text

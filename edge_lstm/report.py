@@ -1,0 +1,123 @@
+"""Reports: ``report.json`` for machines, ``report.md`` for people.
+
+``report.json`` holds the tool version, the model summary, the validation data,
+and one entry per artifact with path, format, precision, lowering, size,
+sha256, validation metrics per runtime and pass/fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_lstm import __version__
+
+if TYPE_CHECKING:
+    from edge_lstm.feeds import ValidationData
+    from edge_lstm.load import LoadedModel
+    from edge_lstm.pipeline import Artifact, ExportOptions
+
+SCHEMA_VERSION = 1
+
+
+def build_report(model: LoadedModel, options: ExportOptions, vdata: ValidationData,
+                 artifacts: list[Artifact]) -> dict[str, Any]:
+    """The report as a JSON-ready dict."""
+    summary = model.summary()
+    summary.update(cost_summary(model))
+    return {
+        "schema": SCHEMA_VERSION,
+        "tool": {"name": "edge-lstm", "version": __version__},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": summary,
+        "recipe": options.recipe.name,
+        "validation_data": {"source": vdata.source, "samples": len(vdata.samples), "steps": vdata.steps,
+                            "labelled": vdata.targets is not None},
+        "artifacts": [a.to_dict(options.output_dir) for a in artifacts],
+        "passed": all(a.passed for a in artifacts),
+    }
+
+
+def cost_summary(model: LoadedModel) -> dict[str, Any]:
+    """Parameters and MACs per inference and per time step, from the captured graph."""
+    from edge_lstm import capture, cost
+
+    c = cost.onnx_cost(capture.to_onnx(model, dynamic_batch=False))
+    return {"macs_per_inference": c.macs, "macs_per_step": c.macs_per_step, "weight_bytes_fp32": c.params * 4}
+
+
+def write_reports(report: dict[str, Any], directory: Path) -> None:
+    """Write ``report.json`` and ``report.md`` into ``directory``."""
+    (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (directory / "report.md").write_text(render_markdown(report))
+
+
+def _fmt(v: Any, spec: str = ".3g") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A human-readable report: model, artifacts, precision table, per-output metrics."""
+    m = report["model"]
+    vd = report["validation_data"]
+    lines = [
+        f"# edge-lstm export report: {m['name']}",
+        "",
+        f"- tool: edge-lstm {report['tool']['version']}, {report['created']}",
+        f"- model: {m['format']}, {m['parameters']:,} parameters"
+        + (f", {m['macs_per_inference']:,} MACs per inference" if m.get("macs_per_inference") else ""),
+        f"- inputs: {', '.join(_spec(t) for t in m['inputs'])}; outputs: {', '.join(_spec(t) for t in m['outputs'])}",
+        f"- validation data: {vd['source']}, {vd['samples']} windows of {vd['steps']} steps",
+        f"- verdict: **{'PASS' if report['passed'] else 'FAIL'}**",
+        "",
+        "## Artifacts",
+        "",
+        "| file | format | precision | lowering | size (bytes) | ratio to float | runtime | max abs err | "
+        "rel L2 | cosine | task metric (float → artifact, drop) | result |",
+        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    floats = {(a["format"], a["streaming"]): a["size_bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
+    for a in report["artifacts"]:
+        base = floats.get((a["format"], a["streaming"]))
+        ratio = f"{a['size_bytes'] / base:.2f}" if base else "–"
+        for v in a["validation"] or [{"runtime": "–", "outputs": [], "task": None, "passed": a["passed"]}]:
+            worst = max(v["outputs"], key=lambda o: o["max_abs"] or 0.0) if v["outputs"] else {}
+            t = v.get("task")
+            task = f"{t['metric']} {t['reference']:.4g} → {t['artifact']:.4g} ({t['drop']:+.2%})" if t else "–"
+            lines.append(
+                f"| {a['file']} | {a['format']} | {a['precision']} | {a['lowering'] or '–'} | {a['size_bytes']:,} | "
+                f"{ratio} | {v['runtime']} | {_fmt(worst.get('max_abs'))} | {_fmt(worst.get('rel_l2'))} | "
+                f"{_fmt(worst.get('cosine'), '.6f')} | {task} | {'pass' if v['passed'] else '**FAIL**'} |"
+            )
+    lines += ["", "## Per-output metrics", ""]
+    lines += _per_output(report)
+    notes = [(a["file"], n) for a in report["artifacts"] for n in a["notes"]]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- `{f}`: {n}" for f, n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _per_output(report: dict[str, Any]) -> list[str]:
+    rows = ["| file | runtime | output | max abs | mean abs | p99 abs | max rel | RMSE | rel L2 | cosine | PSNR dB "
+            "| NaN/Inf | failing elements | why |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for a in report["artifacts"]:
+        for v in a["validation"]:
+            for o in v["outputs"]:
+                rows.append(
+                    f"| {a['file']} | {v['runtime']} | {o['name']} | {_fmt(o['max_abs'])} | {_fmt(o['mean_abs'])} | "
+                    f"{_fmt(o['p99_abs'])} | {_fmt(o['max_rel'])} | {_fmt(o['rmse'])} | {_fmt(o['rel_l2'])} | "
+                    f"{_fmt(o['cosine'], '.6f')} | {_fmt(o['psnr'], '.1f')} | {o['non_finite']} | "
+                    f"{o['failing_elements']}/{o['elements']} | {'; '.join(o['reasons']) or '–'} |"
+                )
+    return rows
+
+
+def _spec(t: dict[str, Any]) -> str:
+    return f"{t['name']} [{'x'.join(str(d) for d in t['shape'])}]"
