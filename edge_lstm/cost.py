@@ -1,0 +1,262 @@
+"""Static cost of an artifact, computed from its graph: parameters, MACs, weight bytes.
+
+MACs count the multiply-accumulates of matrix products (LSTM/GRU gate
+projections, Gemm, MatMul, fully-connected layers) at batch 1; elementwise work
+(activations, gate products, LayerNorm, adds) is counted separately as
+``elementwise_ops``. ``macs_per_step`` is the recurrent layers' MACs for one new
+time step: what a streaming model spends per sample.
+
+ONNX graphs are read with ``onnx``; TFLite flatbuffers with the schema module
+that ships in ``ai-edge-litert``. Both are host-side imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_lstm.errors import InputFileError
+
+#: bytes per weight element for each precision (int8 kinds also store small scale tensors)
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "dynamic-int8": 1, "int8": 1}
+
+_ELEMENTWISE_ONNX = {
+    "Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid", "Gelu", "Erf", "Sqrt", "Pow", "Exp", "Neg",
+    "Clip", "LeakyRelu", "HardSigmoid", "Softmax", "Max", "Min", "Abs", "ReduceMean",
+}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One node's share: parameters, MACs, elementwise operations, and whether it recurs over time."""
+
+    name: str
+    op: str
+    params: int
+    macs: int
+    elementwise_ops: int = 0
+    recurrent: bool = False
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Parameters, MACs per inference and per time step, and weight bytes of one artifact."""
+
+    format: str  # "onnx" | "tflite"
+    precision: str
+    params: int
+    weight_bytes: int  # as stored in the file
+    macs: int
+    macs_per_step: int
+    elementwise_ops: int
+    time_steps: int
+    layers: tuple[LayerCost, ...] = field(default_factory=tuple)
+
+    @property
+    def weight_bytes_by_precision(self) -> dict[str, int]:
+        """Bytes the parameters take at each precision (scales of int8 kinds not included)."""
+        return {p: self.params * b for p, b in BYTES_PER_WEIGHT.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["layers"] = [asdict(layer) for layer in self.layers]
+        d["weight_bytes_by_precision"] = self.weight_bytes_by_precision
+        return d
+
+
+def artifact_format(path: str | Path) -> str:
+    """``"tflite"``, ``"onnx"`` or ``"torch"`` by content; :class:`InputFileError` for anything else."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"Artifact '{p}' does not exist.", "Pass the path of an .onnx or .tflite file.")
+    with p.open("rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if head[:4] == b"PK\x03\x04":
+        return "torch"
+    try:
+        proto = _load_onnx(p)
+    except Exception as e:  # protobuf's parse error is not readable to users
+        raise _not_a_model(p) from e
+    if not proto.graph.node or proto.ir_version <= 0:
+        raise _not_a_model(p)
+    return "onnx"
+
+
+def _not_a_model(p: Path) -> InputFileError:
+    return InputFileError(
+        f"'{p}' is not a model: it is neither a TFLite flatbuffer, an ONNX graph nor a PyTorch file.",
+        "Pass an artifact that `edge-lstm export` wrote (.onnx or .tflite), or a model.pt for the reference.",
+    )
+
+
+def _load_onnx(p: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(p), load_external_data=False)
+
+
+def cost_of(path: str | Path) -> Cost | None:
+    """The cost of an ONNX or TFLite file; ``None`` for PyTorch files (use the exported ONNX)."""
+    fmt = artifact_format(path)
+    if fmt == "onnx":
+        import onnx
+
+        return onnx_cost(onnx.load(str(path)))
+    if fmt == "tflite":
+        from edge_lstm.cost_tflite import tflite_cost
+
+        return tflite_cost(Path(path).read_bytes())
+    return None
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def onnx_cost(proto: Any) -> Cost:
+    """Parameters and MACs of an ONNX graph at batch 1, from shape-inferred tensor shapes."""
+    shapes, inits = _onnx_shapes(proto)
+    steps = _time_steps(proto, shapes)
+    layers = [_onnx_node_cost(n, shapes, inits) for n in proto.graph.node]
+    return _total("onnx", _onnx_precision(proto, inits), layers, inits, steps)
+
+
+def _total(fmt: str, precision: str, layers: list[LayerCost], inits: dict[str, Any], steps: int) -> Cost:
+    import numpy as np
+
+    weights = {k: v for k, v in inits.items() if v.dtype.kind == "f" or v.dtype in (np.int8, np.uint8)}
+    params = sum(int(v.size) for v in weights.values() if v.ndim >= 1)
+    stored = sum(int(v.nbytes) for v in weights.values())
+    recurrent = sum(layer.macs for layer in layers if layer.recurrent)
+    per_step = recurrent // steps if steps else recurrent
+    return Cost(
+        format=fmt, precision=precision, params=params, weight_bytes=stored,
+        macs=sum(layer.macs for layer in layers), macs_per_step=per_step,
+        elementwise_ops=sum(layer.elementwise_ops for layer in layers), time_steps=steps, layers=tuple(layers),
+    )
+
+
+def _onnx_shapes(proto: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    for vi in (*model.graph.input, *model.graph.output):
+        for d in vi.type.tensor_type.shape.dim:
+            if not d.dim_value:
+                d.dim_value = 1  # dynamic axes (batch) -> 1
+    del model.graph.output[:]  # let inference recompute output shapes from the fixed inputs
+    model.graph.output.extend(proto.graph.output)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = tuple(max(int(d.dim_value), 1) for d in dims)
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            inits.setdefault(n.output[0], numpy_helper.to_array(n.attribute[0].t))
+    shapes.update({k: tuple(v.shape) for k, v in inits.items()})
+    return shapes, inits
+
+
+def _time_steps(proto: Any, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Time steps of the first recurrent node's input (ONNX LSTM/GRU take [T, B, I] unless layout=1)."""
+    for n in proto.graph.node:
+        if n.op_type in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"):
+            x = shapes.get(n.input[0], ())
+            if len(x) == 3:
+                return int(x[1] if _attr(n, "layout", 0) else x[0])
+    return 1
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _onnx_node_cost(node: Any, shapes: dict[str, tuple[int, ...]], inits: dict[str, Any]) -> LayerCost:
+    op = node.op_type
+    params = sum(int(inits[i].size) for i in node.input if i in inits and inits[i].ndim >= 1)
+    name = node.name or f"{op}:{node.output[0]}"
+    if op in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"):
+        return _recurrent_cost(node, name, params, shapes)
+    if op == "Gemm":
+        a = shapes.get(node.input[0], ())
+        m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[-1]) if a else (1, 0)
+        n_out = _numel(shapes.get(node.output[0], ())) // max(m, 1)
+        return LayerCost(name, op, params, m * k * n_out)
+    if op in ("MatMul", "MatMulInteger"):
+        a = shapes.get(node.input[0], ())
+        k = a[-1] if a else 0
+        return LayerCost(name, op, params, _numel(shapes.get(node.output[0], ())) * k)
+    if op == "LayerNormalization":
+        return LayerCost(name, op, params, 0, 8 * _numel(shapes.get(node.input[0], ())))
+    if op in _ELEMENTWISE_ONNX:
+        return LayerCost(name, op, params, 0, _numel(shapes.get(node.output[0], ())))
+    return LayerCost(name, op, params, 0)
+
+
+def _recurrent_cost(node: Any, name: str, params: int, shapes: dict[str, tuple[int, ...]]) -> LayerCost:
+    """ONNX LSTM/GRU/RNN: X is [T, B, I] (layout 0) or [B, T, I] (layout 1)."""
+    x = shapes.get(node.input[0], (1, 1, 1))
+    layout = int(_attr(node, "layout", 0))
+    t, b, i = (x[1], x[0], x[2]) if layout else (x[0], x[1], x[2])
+    h = int(_attr(node, "hidden_size", 0))
+    dirs = 2 if _attr(node, "direction", b"forward") in (b"bidirectional", "bidirectional") else 1
+    gates = {"LSTM": 4, "DynamicQuantizeLSTM": 4, "GRU": 3}.get(node.op_type, 1)
+    macs = t * b * dirs * gates * h * (i + h)
+    # gate nonlinearities plus the cell/hidden updates, per unit per step
+    per_unit = {4: 4 + 5, 3: 3 + 6, 1: 2}[gates]
+    return LayerCost(name, node.op_type, params, macs, t * b * dirs * h * per_unit, recurrent=True)
+
+
+def _onnx_precision(proto: Any, inits: dict[str, Any]) -> str:
+    import numpy as np
+
+    ops = {n.op_type for n in proto.graph.node}
+    if ops & {"DynamicQuantizeLSTM", "DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}:
+        return "dynamic-int8"
+    if ops & {"QuantizeLinear", "QLinearMatMul", "QLinearConv"}:
+        return "int8"
+    big = [v for v in inits.values() if v.size > 1]
+    if big and sum(v.size for v in big if v.dtype == np.float16) * 2 > sum(v.size for v in big):
+        return "fp16"
+    return "fp32"
+
+
+def onnx_sizes(path: str | Path) -> dict[str, int]:
+    """File bytes split into weights (initializers, incl. external data) and graph (the rest)."""
+    import onnx
+
+    p = Path(path)
+    proto = onnx.load(str(p), load_external_data=False)
+    weights = 0
+    external = 0
+    for init in proto.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            length = next((int(e.value) for e in init.external_data if e.key == "length"), 0)
+            external += length
+        else:
+            weights += len(init.SerializeToString())
+    for n in proto.graph.node:
+        if n.op_type == "Constant":
+            weights += sum(len(a.t.SerializeToString()) for a in n.attribute if a.name == "value")
+    file_bytes = p.stat().st_size
+    return {"file_bytes": file_bytes + external, "weights_bytes": weights + external,
+            "graph_bytes": max(file_bytes - weights, 0), "external_data_bytes": external}
