@@ -39,13 +39,27 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "litert": ("edge_lstm.runners.litert", "LiteRTRunner"),
     "tflite-runtime": ("edge_lstm.runners.litert", "LiteRTRunner"),
     "tflm": ("edge_lstm.runners.tflm", "TFLMRunner"),
+    "torch": ("edge_lstm.runners.torch", "TorchRunner"),  # host-side reference only: needs torch
 }
+
+#: runtime name -> the packages that provide it, tried in order (imported for the memory baseline)
+RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnxruntime",),
+    "litert": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
+    "tflite-runtime": ("tflite_runtime.interpreter",),
+    "tflm": ("tflite_micro",),
+    "torch": ("torch",),
+}
+
+MEMORY_METHOD = (
+    "peak resident set size (getrusage ru_maxrss) of a fresh process after loading and running the model, "
+    "minus the same process's peak after importing numpy and the runtime, before loading the model"
+)
 
 
 def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1, xnnpack: bool = True) -> Runner:
     """A runner for ``path``: ONNX Runtime for ``.onnx``, LiteRT/tflite-runtime for TFLite."""
-    if runtime == "auto":
-        runtime = "onnxruntime" if _is_onnx(Path(path)) else "litert"
+    runtime = resolve_runtime(path, runtime)
     if runtime not in RUNTIMES:
         raise SystemExit(f"unknown runtime '{runtime}'; known: {', '.join(RUNTIMES)}")
     module, cls = RUNTIMES[runtime]
@@ -54,14 +68,43 @@ def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1
         return runner_cls(Path(path), threads=threads)  # type: ignore[no-any-return]
     if runtime == "tflm":
         return runner_cls(Path(path))  # type: ignore[no-any-return]
+    if runtime == "torch":
+        load = importlib.import_module("edge_lstm.load").load
+        return runner_cls(load(path), threads=threads)  # type: ignore[no-any-return]
     prefer = "tflite-runtime" if runtime == "tflite-runtime" else None
     return runner_cls(Path(path), threads=threads, xnnpack=xnnpack, prefer=prefer)  # type: ignore[no-any-return]
 
 
-def _is_onnx(path: Path) -> bool:
-    with path.open("rb") as f:
+def resolve_runtime(path: str | Path, runtime: str = "auto") -> str:
+    """``runtime``, or for ``auto``: litert for TFLite, torch for a PyTorch zip, else onnxruntime."""
+    if runtime != "auto":
+        return runtime
+    with Path(path).open("rb") as f:
         head = f.read(8)
-    return head[4:8] != b"TFL3"
+    if head[4:8] == b"TFL3":
+        return "litert"
+    return "torch" if head[:4] == b"PK\x03\x04" else "onnxruntime"
+
+
+def import_runtime(runtime: str) -> None:
+    """Import the packages behind ``runtime`` (raises ImportError naming the missing one)."""
+    errors = []
+    for name in RUNTIME_PACKAGES.get(runtime, ()):
+        try:
+            importlib.import_module(name)
+            return
+        except ImportError as e:
+            errors.append(str(e))
+    if errors:
+        raise ImportError(f"runtime '{runtime}' is not installed: " + "; ".join(errors))
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def run_samples(runner: Runner, feeds: dict[str, np.ndarray], sequence: bool) -> dict[str, np.ndarray]:
@@ -107,15 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     try:
-        runner = make_runner(args.model, args.runtime, args.threads, not args.no_xnnpack)
+        runtime = resolve_runtime(args.model, args.runtime)
         with np.load(args.inputs) as z:
             feeds = {k: z[k] for k in z.files}
+        import_runtime(runtime)
+        rss_baseline = peak_rss_bytes()
+        runner = make_runner(args.model, runtime, args.threads, not args.no_xnnpack)
         runner.activate()
         t0 = time.perf_counter()
         first = runner.infer({k: v[0] for k, v in feeds.items()})
         first_s = time.perf_counter() - t0
         del first
         outs = run_samples(runner, feeds, args.sequence)
+        sample_lat = list(runner.latencies_s[1:])
         lat = time_runs(runner, {k: v[0] for k, v in feeds.items()}, args.warmup, args.runs, not args.sequence)
     except ImportError as e:
         print(json.dumps({"error": "missing-runtime", "message": str(e)}))
@@ -133,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         "load_s": runner.load_time_s,
         "first_s": first_s,
         "latencies_s": lat,
-        "samples": int(len(next(iter(feeds.values())))),
+        "sample_latencies_s": sample_lat,
+        "sequence": args.sequence,
+        "rss_baseline_bytes": rss_baseline,
+        "rss_peak_bytes": peak_rss_bytes(),
+        "memory_method": MEMORY_METHOD,
+        "arena_used_bytes": _arena_bytes(runner),
+        "samples": len(next(iter(feeds.values()))),
         "inputs": [t.to_dict() for t in runner.inputs],
         "outputs": [t.to_dict() for t in runner.outputs],
         "python": sys.version.split()[0],
@@ -142,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(report))
     return 0
+
+
+def _arena_bytes(runner: Runner) -> int | None:
+    """TFLite Micro's arena bytes actually used, when the runner reports them."""
+    fn = getattr(runner, "arena_used_bytes", None)
+    return int(fn()) if callable(fn) else None
 
 
 def _save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
