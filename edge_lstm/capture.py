@@ -84,6 +84,10 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
     import onnx
     import torch
 
+    from edge_lstm.projection import has_projection, unroll_projections
+
+    if has_projection(module):
+        module = unroll_projections(module)
     args = tuple(torch.zeros(*t.concrete(1)) for t in inputs.inputs)
     dynamic_axes: dict[str, dict[int, str]] = {}
     if dynamic_batch:
