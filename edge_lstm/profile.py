@@ -1,0 +1,378 @@
+"""Profile artifacts: latency, memory, size and compute, checked against a device target.
+
+Every artifact runs in a fresh process: ``python -m edge_lstm.device`` on the
+host, or the same device-side runner shipped over SSH by :mod:`edge_lstm.remote`.
+That process reports load time, the first inference, warm runs (raw samples
+kept), per-sample latencies, and its peak resident memory over a baseline taken
+after importing the runtime but before loading the model. Static figures
+(parameters, MACs, weight and graph bytes) come from the artifact's graph
+(:mod:`edge_lstm.cost`). With a :class:`~edge_lstm.targets.Target`, the flash
+and RAM budgets are checked and a latency *estimate* is derived from MACs and
+the target's estimated throughput.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_lstm import cost as cost_mod
+from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
+
+if TYPE_CHECKING:
+    from edge_lstm.remote import RemoteConfig
+    from edge_lstm.targets import Target
+
+SCHEMA_VERSION = 1
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """How to run each artifact: runtime, threads, warm-up and measured runs, streaming."""
+
+    runtime: str = "auto"
+    threads: int = 1
+    runs: int = 200
+    warmup: int = 20
+    streaming: bool = False
+    xnnpack: bool = True
+    samples: int = 8  # feed samples; consecutive steps when streaming
+    seed: int = 0
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "runs", "samples"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be >= 0, got {self.warmup}.")
+
+    def device_args(self) -> list[str]:
+        """Arguments for the device-side runner (``edge_lstm.device``)."""
+        args = ["--runtime", self.runtime, "--threads", str(self.threads),
+                "--warmup", str(self.warmup), "--runs", str(self.runs)]
+        if self.streaming:
+            args.append("--sequence")
+        if not self.xnnpack:
+            args.append("--no-xnnpack")
+        return args
+
+
+def latency_stats(samples_s: list[float]) -> dict[str, float | int]:
+    """min, mean, std, p50, p90, p99 and max of latencies in seconds, with the sample count."""
+    if not samples_s:
+        return {"runs": 0}
+    a = np.asarray(samples_s, dtype=np.float64)
+    stats: dict[str, float | int] = {"runs": int(a.size), "min": float(a.min()), "mean": float(a.mean()),
+                                     "std": float(a.std(ddof=1)) if a.size > 1 else 0.0}
+    for p in PERCENTILES:
+        stats[f"p{p}"] = float(np.percentile(a, p))
+    stats["max"] = float(a.max())
+    return stats
+
+
+# ---------------------------------------------------------------- feeds
+
+
+def input_specs(path: Path, fmt: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape with dynamic axes set to 1, dtype) of each model input, read from the file."""
+    if fmt == "onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        inits = {i.name for i in proto.graph.initializer}
+        out = []
+        for vi in proto.graph.input:
+            if vi.name in inits:
+                continue
+            tt = vi.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+            out.append((vi.name, tuple(max(int(d.dim_value), 1) for d in tt.shape.dim), dtype))
+        return out
+    if fmt == "tflite":
+        from edge_lstm.cost_tflite import parse
+
+        model = parse(path.read_bytes())
+        g = model.subgraphs[0]
+        names = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8"}
+        return [(t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+                 tuple(max(int(d), 1) for d in t.shape), names.get(t.type, "float32"))
+                for t in (g.tensors[i] for i in g.inputs)]
+    from edge_lstm.load import load
+
+    model_pt = load(path)
+    return [(t.name, t.concrete(1), t.dtype) for t in model_pt.inputs.inputs]
+
+
+def make_feed(specs: list[tuple[str, tuple[int, ...], str]], samples: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded random inputs with a leading sample axis, as ``edge_lstm.device`` reads them."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for name, shape, dtype in specs:
+        if np.dtype(dtype).kind == "f":
+            feed[name] = rng.standard_normal((samples, *shape)).astype(dtype)
+        else:
+            feed[name] = rng.integers(-8, 8, (samples, *shape)).astype(dtype)
+    return feed
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_local(artifact: Path, feed_path: Path, options: ProfileOptions) -> dict[str, Any]:
+    """Run the device-side runner in a fresh local process; its JSON report."""
+    import edge_lstm
+
+    pkg_root = str(Path(edge_lstm.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    cmd = [sys.executable, "-m", "edge_lstm.device", str(artifact), "--inputs", str(feed_path), *options.device_args()]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=options.timeout_s, env=env, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise UsageError(f"Profiling '{artifact.name}' took longer than {options.timeout_s:.0f} s.",
+                         "Lower --runs, or profile a smaller artifact.") from e
+    return parse_device_output(proc.stdout, proc.stderr, proc.returncode, artifact.name, "this host")
+
+
+def parse_device_output(stdout: str, stderr: str, rc: int, artifact: str, where: str) -> dict[str, Any]:
+    """The device runner's JSON line; its reported errors become :class:`EdgeLstmError`s."""
+    lines = [ln for ln in stdout.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputFileError(f"The device runner failed on '{artifact}' on {where} (exit {rc}): {tail}")
+    report: dict[str, Any] = json.loads(lines[-1])
+    if report.get("error") == "missing-runtime":
+        raise UsageError(f"The runtime for '{artifact}' is not installed on {where}: {report['message']}",
+                         "Install it (pip install onnxruntime / ai-edge-litert / tflite-micro) or pick --runtime.")
+    if "error" in report:
+        raise InputFileError(f"'{artifact}' could not be run on {where}: {report['error']}: {report['message']}",
+                             "Check that the file is an artifact edge-lstm wrote and that --runtime fits it.")
+    return report
+
+
+def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteConfig | None = None) -> dict[str, Any]:
+    """Measure one artifact (here or on ``remote``) and add its static cost and sizes."""
+    p = Path(path)
+    fmt = cost_mod.artifact_format(p)
+    specs = input_specs(p, fmt)
+    with tempfile.TemporaryDirectory(prefix="edge-lstm-profile-") as tmp:
+        feed_path = Path(tmp) / "feed.npz"
+        np.savez(feed_path, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
+        if remote is None:
+            raw = run_local(p, feed_path, options)
+        else:
+            from edge_lstm.remote import run_remote
+
+            raw = run_remote(remote, p, feed_path, options.device_args(), options.timeout_s)
+    return summarize(raw, p, fmt, options, where=remote.host if remote else "host")
+
+
+def _static(path: Path, fmt: str) -> tuple[dict[str, Any] | None, dict[str, int]]:
+    if fmt == "onnx":
+        c = cost_mod.cost_of(path)
+        return (c.to_dict() if c else None), cost_mod.onnx_sizes(path)
+    if fmt == "tflite":
+        from edge_lstm.cost_tflite import tflite_cost, tflite_sizes
+
+        data = path.read_bytes()
+        return tflite_cost(data).to_dict(), tflite_sizes(data)
+    size = path.stat().st_size
+    return None, {"file_bytes": size, "weights_bytes": size, "graph_bytes": 0, "external_data_bytes": 0}
+
+
+def summarize(raw: dict[str, Any], path: Path, fmt: str, options: ProfileOptions, where: str) -> dict[str, Any]:
+    """One artifact's entry in the profile report, from the device runner's raw JSON."""
+    cost, sizes = _static(path, fmt)
+    lat = latency_stats(raw["latencies_s"])
+    steps = int(cost["time_steps"]) if cost else 1
+    streaming = options.streaming or (steps == 1 and bool(cost and cost["macs_per_step"]))
+    per_sample = (lat["p50"] if streaming else lat["p50"] / max(steps, 1)) if lat["runs"] else None
+    baseline, peak = raw.get("rss_baseline_bytes"), raw.get("rss_peak_bytes")
+    return {
+        "artifact": path.name, "path": str(path), "format": fmt, "where": where,
+        "runtime": raw["runtime"], "runtime_version": raw["version"], "threads": raw["threads"],
+        "xnnpack": raw.get("xnnpack"), "streaming": streaming,
+        "load_s": raw["load_s"], "first_s": raw["first_s"], "warmup": options.warmup,
+        "latency_s": lat, "latencies_s": raw["latencies_s"],
+        "per_sample_s": per_sample,
+        "per_sample_basis": "p50 per call (one new sample per call)" if streaming
+        else f"p50 per window / {steps} time steps (amortised)",
+        "sample_latencies_s": raw.get("sample_latencies_s", []),
+        "memory": {
+            "peak_rss_bytes": (peak - baseline) if peak is not None and baseline is not None else None,
+            "process_peak_rss_bytes": peak, "baseline_rss_bytes": baseline,
+            "method": raw.get("memory_method", "not reported by this device runner"),
+        },
+        "arena_bytes": raw.get("arena_used_bytes"),
+        "size": sizes,
+        "cost": _cost_summary(cost),
+        "inputs": raw.get("inputs", []),
+        "device": {"python": raw.get("python"), "numpy": raw.get("numpy")},
+    }
+
+
+def _cost_summary(cost: dict[str, Any] | None) -> dict[str, Any] | None:
+    if cost is None:
+        return None
+    keep = ("precision", "params", "weight_bytes", "macs", "macs_per_step", "elementwise_ops", "time_steps",
+            "weight_bytes_by_precision")
+    return {k: cost[k] for k in keep}
+
+
+def host_info() -> dict[str, Any]:
+    """Where the profiler ran: platform, machine, CPU count, Python."""
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def profile(paths: list[str | Path], options: ProfileOptions, target: Target | None = None,
+            remote: RemoteConfig | None = None) -> dict[str, Any]:
+    """Profile every artifact; with ``target``, add estimates and budget checks (not enforced here)."""
+    if not paths:
+        raise UsageError("No artifact given.", "Pass one or more .onnx/.tflite files (or a model.pt).")
+    from edge_lstm import __version__
+
+    artifacts = [profile_artifact(p, options, remote) for p in paths]
+    report: dict[str, Any] = {
+        "schema": SCHEMA_VERSION, "kind": "profile",
+        "tool": {"name": "edge-lstm", "version": __version__},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": host_info(), "where": remote.host if remote else "host",
+        "options": asdict(options), "artifacts": artifacts, "target": None, "compare": None,
+    }
+    if target is not None:
+        apply_target(report, target)
+    return report
+
+
+# ---------------------------------------------------------------- targets and budgets
+
+
+def apply_target(report: dict[str, Any], target: Target) -> None:
+    """Add the target, a labelled latency estimate and budget checks to every artifact entry."""
+    report["target"] = target.to_dict()
+    for a in report["artifacts"]:
+        a["estimate"] = latency_estimate(a, target)
+        a["budget"] = budget_checks(a, target)
+
+
+def latency_estimate(entry: dict[str, Any], target: Target) -> dict[str, Any] | None:
+    """MACs / the target's estimated throughput: an estimate, not a measurement."""
+    c = entry.get("cost")
+    if not c:
+        return None
+    rate = target.macs_per_s(c["precision"])
+    return {
+        "label": "estimate", "latency_s": c["macs"] / rate, "per_step_s": c["macs_per_step"] / rate,
+        "macs": c["macs"], "macs_per_s": rate,
+        "basis": f"estimate: {c['macs']:,} MACs / {rate:.3g} MAC/s ({c['precision']}) on {target.name}; "
+                 f"{target.throughput_method}",
+    }
+
+
+def budget_checks(entry: dict[str, Any], target: Target) -> list[dict[str, Any]]:
+    """Flash (file size) and RAM (arena on MCUs, peak RSS elsewhere) against the target's budgets."""
+    checks = [_check("flash", entry["size"]["file_bytes"], target.flash_budget_bytes, "file size")]
+    if target.kind == "mcu":
+        if entry.get("arena_bytes") is not None:
+            checks.append(_check("ram", entry["arena_bytes"], target.ram_budget_bytes, "TFLite Micro arena"))
+        else:
+            checks.append({"budget": "ram", "status": "skipped", "measure": "TFLite Micro arena",
+                           "note": f"{entry['runtime']} does not run on {target.name}; profile the .tflite "
+                                   "artifact with --runtime tflm to measure its arena"})
+    elif entry["memory"]["peak_rss_bytes"] is not None:
+        checks.append(_check("ram", entry["memory"]["peak_rss_bytes"], target.ram_budget_bytes,
+                             f"peak RSS over baseline, measured on {entry['where']}"))
+    if entry["runtime"] not in target.runtimes:
+        checks.append({"budget": "runtime", "status": "warn", "measure": entry["runtime"],
+                       "note": f"{target.name} runs {', '.join(target.runtimes)}, not {entry['runtime']}"})
+    return checks
+
+
+def _check(kind: str, used: int, budget: int, measure: str) -> dict[str, Any]:
+    over = int(used) - int(budget)
+    return {"budget": kind, "status": "over" if over > 0 else "ok", "measure": measure,
+            "used_bytes": int(used), "budget_bytes": int(budget), "over_bytes": max(over, 0),
+            "headroom_bytes": max(-over, 0)}
+
+
+def enforce_budgets(report: dict[str, Any]) -> None:
+    """Raise :class:`BudgetExceeded` naming every artifact and budget that is over, and by how much."""
+    lines = []
+    for a in report["artifacts"]:
+        for c in a.get("budget") or []:
+            if c["status"] == "over":
+                lines.append(f"{a['artifact']}: {c['budget']} {c['used_bytes']:,} B ({c['measure']}) exceeds "
+                             f"the budget of {c['budget_bytes']:,} B by {c['over_bytes']:,} B "
+                             f"({c['over_bytes'] / c['budget_bytes']:.1%})")
+    if lines:
+        name = report["target"]["name"] if report.get("target") else "the target"
+        raise BudgetExceeded(f"Over budget on {name}:\n  " + "\n  ".join(lines),
+                             "Quantize (int8 quarters the weights), shrink hidden size or layers, or pick a "
+                             "larger target.")
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A previous profile report (``--compare``); :class:`InputFileError` when unreadable."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise InputFileError(f"Cannot read the profile report '{p}': {e}.",
+                             "Pass a report.json written by `edge-lstm profile --output`.") from e
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+        raise InputFileError(f"'{p}' is not an edge-lstm profile report (no 'artifacts' list).")
+    return data
+
+
+def compare(report: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per artifact (matched by file name and runtime, else by file name): changes against ``previous``."""
+    old = {(a.get("artifact"), a.get("runtime")): a for a in previous["artifacts"]}
+    by_name = {a.get("artifact"): a for a in previous["artifacts"]}
+    rows = []
+    for a in report["artifacts"]:
+        b = old.get((a["artifact"], a["runtime"])) or by_name.get(a["artifact"])
+        if b is None:
+            rows.append({"artifact": a["artifact"], "runtime": a["runtime"], "previous": None})
+            continue
+        rows.append({
+            "artifact": a["artifact"], "runtime": a["runtime"], "previous": {"where": b.get("where"),
+                                                                            "runtime": b.get("runtime")},
+            "p50_s": _delta(a["latency_s"].get("p50"), (b.get("latency_s") or {}).get("p50")),
+            "peak_rss_bytes": _delta(a["memory"]["peak_rss_bytes"], (b.get("memory") or {}).get("peak_rss_bytes")),
+            "file_bytes": _delta(a["size"]["file_bytes"], (b.get("size") or {}).get("file_bytes")),
+            "arena_bytes": _delta(a.get("arena_bytes"), b.get("arena_bytes")),
+        })
+    return rows
+
+
+def _delta(new: float | None, old: float | None) -> dict[str, float | None]:
+    if new is None or old is None:
+        return {"new": new, "old": old, "change": None, "ratio": None}
+    return {"new": new, "old": old, "change": new - old, "ratio": (new / old) if old else None}
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Write the JSON report atomically (temp file, then rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(report, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, out)
+    return out
