@@ -10,13 +10,12 @@ all-steps outputs, and explicit state inputs and outputs.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from torch import nn
 
 from edge_lstm.errors import InputFileError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 ARCH_NAMES = ("forecaster", "classifier")
 _ACTIVATIONS = ("none", "relu", "tanh", "sigmoid", "gelu")
@@ -87,59 +86,49 @@ def build(arch: str, config: ArchConfig) -> nn.Module:
         raise InputFileError(
             f"Unknown architecture '{arch}'.", f"Known architectures: {', '.join(ARCH_NAMES)}."
         )
-    return _make_module(config)
-
-
-def _make_module(config: ArchConfig) -> nn.Module:
-    import torch
-    from torch import nn
-
-    class RecurrentNet(nn.Module):
-        """Recurrent layers, then an optional LayerNorm, a Linear head and an activation."""
-
-        def __init__(self, cfg: ArchConfig) -> None:
-            super().__init__()
-            self.cfg = cfg
-            common: dict[str, Any] = {
-                "input_size": cfg.n_features,
-                "hidden_size": cfg.hidden,
-                "num_layers": cfg.layers,
-                "batch_first": cfg.batch_first,
-                "bidirectional": cfg.bidirectional,
-                "dropout": cfg.dropout if cfg.layers > 1 else 0.0,
-            }
-            if cfg.cell == "lstm":
-                self.rnn: nn.Module = nn.LSTM(proj_size=cfg.proj_size, **common)
-            else:
-                self.rnn = nn.GRU(**common)
-            self.norm: nn.Module = nn.LayerNorm(cfg.out_size) if cfg.layernorm else nn.Identity()
-            self.head = nn.Linear(cfg.out_size, cfg.n_outputs)
-            acts: dict[str, nn.Module] = {
-                "none": nn.Identity(),
-                "relu": nn.ReLU(),
-                "tanh": nn.Tanh(),
-                "sigmoid": nn.Sigmoid(),
-                "gelu": nn.GELU(),
-            }
-            self.act = acts[cfg.activation]
-
-        def _head(self, seq: torch.Tensor) -> torch.Tensor:
-            if not self.cfg.all_steps:
-                seq = seq[:, -1] if self.cfg.batch_first else seq[-1]
-            return self.act(self.head(self.norm(seq)))
-
-        def forward(self, x: torch.Tensor, *state: torch.Tensor) -> Any:
-            if not self.cfg.state_io:
-                seq, _ = self.rnn(x)
-                return self._head(seq)
-            hx: Any = state[0] if self.cfg.cell == "gru" else (state[0], state[1])
-            seq, new_state = self.rnn(x, hx)
-            if self.cfg.cell == "gru":
-                return self._head(seq), new_state
-            return self._head(seq), new_state[0], new_state[1]
-
-    _ = torch  # torch is needed for the annotations above at runtime in some versions
     return RecurrentNet(config)
+
+
+class RecurrentNet(nn.Module):
+    """Recurrent layers, then an optional LayerNorm, a Linear head and an activation."""
+
+    def __init__(self, cfg: ArchConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        common: dict[str, Any] = {
+            "input_size": cfg.n_features,
+            "hidden_size": cfg.hidden,
+            "num_layers": cfg.layers,
+            "batch_first": cfg.batch_first,
+            "bidirectional": cfg.bidirectional,
+            "dropout": cfg.dropout if cfg.layers > 1 else 0.0,
+        }
+        if cfg.cell == "lstm":
+            self.rnn: nn.Module = nn.LSTM(proj_size=cfg.proj_size, **common)
+        else:
+            self.rnn = nn.GRU(**common)
+        self.norm: nn.Module = nn.LayerNorm(cfg.out_size) if cfg.layernorm else nn.Identity()
+        self.head = nn.Linear(cfg.out_size, cfg.n_outputs)
+        acts: dict[str, nn.Module] = {
+            "none": nn.Identity(), "relu": nn.ReLU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU(),
+        }
+        self.act = acts[cfg.activation]
+
+    def _head(self, seq: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.all_steps:
+            seq = seq[:, -1] if self.cfg.batch_first else seq[-1]
+        return self.act(self.head(self.norm(seq)))  # type: ignore[no-any-return]
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> Any:
+        """``y`` for a window; ``(y, h[, c])`` when the state is explicit."""
+        if not self.cfg.state_io:
+            seq, _ = self.rnn(x)
+            return self._head(seq)
+        hx: Any = state[0] if self.cfg.cell == "gru" else (state[0], state[1])
+        seq, new_state = self.rnn(x, hx)
+        if self.cfg.cell == "gru":
+            return self._head(seq), new_state
+        return self._head(seq), new_state[0], new_state[1]
 
 
 def input_shapes(config: ArchConfig, window: int, batch: int = 1) -> list[tuple[int, ...]]:

@@ -35,6 +35,12 @@ def streaming_model(model: LoadedModel) -> LoadedModel:
     weights; a model whose ``forward`` already takes and returns its state is
     used as it is, with the time axis set to 1.
     """
+    if model.config is not None and model.config.bidirectional:
+        raise UnsupportedModel(
+            "A bidirectional layer reads each window backwards as well as forwards, so it cannot stream one sample "
+            "at a time.",
+            "Export without --streaming, or train a unidirectional model for streaming devices.",
+        )
     if model.config is not None and model.arch is not None:
         cfg = archs.ArchConfig.from_dict({**model.config.to_dict(), "state_io": True})
         module = archs.build(model.arch, cfg)
@@ -107,6 +113,12 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
             )
     except Exception as e:  # the exporter's message names the unsupported operator
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "projections" in first:
+            raise UnsupportedModel(
+                "An LSTM with proj_size (projection) inside a traced graph cannot be captured: ONNX's LSTM op has no "
+                "projection, and edge-lstm can only replace a projected nn.LSTM it can see as a module.",
+                "Save the model as an edge-lstm checkpoint or a pickled nn.Module (--trust-pickle) instead.",
+            ) from e
         raise UnsupportedModel(
             f"PyTorch's ONNX exporter could not capture the model: {first}",
             "edge-lstm exports LSTM/GRU layers with Linear, LayerNorm and activation heads; "

@@ -22,6 +22,9 @@ class EdgeLstmError(Exception):
         """One readable message: what failed, then what to do."""
         return self.message if not self.hint else f"{self.message}\nHint: {self.hint}"
 
+    def __str__(self) -> str:
+        return self.render()
+
 
 class UsageError(EdgeLstmError):
     """Bad invocation or unreadable input (exit code 2)."""

@@ -1,0 +1,107 @@
+"""Loading model.pt in every supported form, safely, with clear errors."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from models import WINDOW, build, write
+
+from edge_lstm.errors import InputFileError, ShapeError
+from edge_lstm.load import load, sniff_format
+
+
+@pytest.mark.parametrize(("form", "expected"), [
+    ("checkpoint", "torch-save"), ("torchscript", "torchscript"), ("pt2", "exported-program"), ("pickle", "torch-save"),
+])
+def test_format_is_detected_by_content(form: str, expected: str, tmp_path: Path) -> None:
+    path, _ = write("stacked", form, tmp_path)
+    renamed = path.with_name("model.bin")  # the name says nothing
+    path.rename(renamed)
+    assert sniff_format(renamed) == expected
+
+
+def test_checkpoint_loads_with_specs_and_normalisation(forecaster_ckpt: Path) -> None:
+    m = load(forecaster_ckpt)
+    assert m.format == "checkpoint" and m.arch == "forecaster"
+    assert m.inputs.inputs[0].shape == ("batch", WINDOW, 1)
+    assert m.outputs[0].shape == ("batch", 1)
+    assert m.normalization == {"mean": [0.0], "std": [1.0]}
+    assert m.summary()["parameters"] == sum(p.numel() for p in build("stacked")[0].parameters())
+
+
+def test_pt2_carries_its_shapes(tmp_path: Path) -> None:
+    path, shapes = write("state_io", "pt2", tmp_path)
+    m = load(path)
+    assert [t.concrete(1) for t in m.inputs.inputs] == shapes
+    assert len(m.outputs) == 3
+
+
+def test_torchscript_needs_input_shape(tmp_path: Path) -> None:
+    path, _ = write("stacked", "torchscript", tmp_path)
+    with pytest.raises(ShapeError, match="--input-shape"):
+        load(path)
+    m = load(path, [(1, WINDOW, 1)])
+    assert m.format == "torchscript" and m.outputs[0].concrete(1) == (1, 1)
+
+
+def test_pickle_is_refused_without_trust(tmp_path: Path) -> None:
+    path, _ = write("stacked", "pickle", tmp_path)
+    with pytest.raises(InputFileError, match="--trust-pickle") as e:
+        load(path, [(1, WINDOW, 1)])
+    assert "run code" in e.value.message
+    m = load(path, [(1, WINDOW, 1)], trust_pickle=True)
+    assert m.format == "pickle"
+
+
+def test_several_inputs_need_one_shape_each(tmp_path: Path) -> None:
+    path, shapes = write("state_io", "torchscript", tmp_path)
+    m = load(path, shapes)
+    assert len(m.inputs.inputs) == 3 and len(m.outputs) == 3
+
+
+def test_missing_file() -> None:
+    with pytest.raises(InputFileError, match="does not exist"):
+        load("/no/such/model.pt")
+
+
+def test_not_a_model(tmp_path: Path) -> None:
+    p = tmp_path / "notes.pt"
+    p.write_text("hello")
+    with pytest.raises(InputFileError, match="not a PyTorch model"):
+        load(p)
+
+
+def test_truncated_file(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    p = tmp_path / "cut.pt"
+    p.write_bytes(forecaster_ckpt.read_bytes()[:2000])
+    with pytest.raises(InputFileError, match="truncated or corrupted"):
+        load(p)
+
+
+def test_corrupted_member(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    p = tmp_path / "bad.pt"
+    with zipfile.ZipFile(forecaster_ckpt) as src, zipfile.ZipFile(p, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info, b"\x00" * len(data) if info.filename.endswith("data.pkl") else data)
+    with pytest.raises(InputFileError):
+        load(p)
+
+
+def test_bare_state_dict_is_explained(tmp_path: Path) -> None:
+    p = tmp_path / "sd.pt"
+    torch.save(build("stacked")[0].state_dict(), p)
+    with pytest.raises(InputFileError, match="state_dict"):
+        load(p)
+
+
+def test_wrong_rank_and_rejected_shape(forecaster_ckpt: Path) -> None:
+    with pytest.raises(ShapeError, match="rank"):
+        load(forecaster_ckpt, [(1, WINDOW)])
+    with pytest.raises(ShapeError, match="rejects"):
+        load(forecaster_ckpt, [(1, WINDOW, 5)])
+    with pytest.raises(ShapeError, match="takes 1 inputs"):
+        load(forecaster_ckpt, [(1, WINDOW, 1), (1, 2, 3)])
