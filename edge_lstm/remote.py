@@ -1,0 +1,220 @@
+"""Run the device-side runner on a device over the system ``ssh`` and ``scp``.
+
+The artifact, a feed ``.npz`` and a self-contained zipapp (``runner.pyz``: the
+package's ``__init__``, ``errors``, ``spec``, ``runners`` and ``device``
+modules, which need only numpy and one runtime) are copied into a directory on
+the device; ``python3 runner.pyz MODEL --inputs feed.npz ...`` runs there and
+its JSON line comes back. The system tools are used so that the user's
+``~/.ssh/config``, keys, agents and jump hosts work. Commands are argument
+lists; the one string the remote shell sees is built with :func:`shlex.join`.
+Connection refused, authentication failure, a missing runtime and timeouts
+each raise :class:`RemoteError` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import subprocess
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_lstm.errors import RemoteError, UsageError
+
+#: modules the device-side runner needs, relative to the package directory
+ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "device.py")
+_MAIN = "from edge_lstm.device import main\nraise SystemExit(main())\n"
+_HOST_RE = re.compile(r"^(?:ssh://)?(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(?::\d+)?$")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """Where and how to reach the device.
+
+    ``host`` is ``user@host``, an alias from the SSH config, or
+    ``ssh://user@host:port``. ``ssh_config`` is passed as ``-F`` (else the
+    user's own config applies); ``options`` are extra ``-o KEY=VALUE`` strings.
+    ``remote_dir`` must exist on the device; without it a fresh directory is
+    made with ``mktemp -d`` and removed afterwards.
+    """
+
+    host: str
+    python: str = "python3"
+    port: int | None = None
+    ssh_config: str | None = None
+    identity: str | None = None
+    options: tuple[str, ...] = ()
+    connect_timeout_s: int = 10
+    remote_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _HOST_RE.match(self.host):
+            raise UsageError(f"Cannot use '{self.host}' as a remote host.",
+                             "Write --remote as user@host, an SSH config alias, or ssh://user@host:port.")
+
+    @property
+    def destination(self) -> tuple[str, int | None]:
+        """(``user@host``, port) with an ``ssh://`` URL's port split off."""
+        host = self.host.removeprefix("ssh://")
+        port = self.port
+        if ":" in host:
+            host, _, p = host.rpartition(":")
+            port = port or int(p)
+        return host, port
+
+
+def build_zipapp(dest: Path) -> Path:
+    """Write the self-contained device runner to ``dest`` (a zip with ``__main__.py``)."""
+    pkg = Path(__file__).resolve().parent
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("__main__.py", _MAIN)
+        for name in ZIPAPP_MODULES:
+            z.write(pkg / name, f"edge_lstm/{name}")
+        for f in sorted((pkg / "runners").glob("*.py")):
+            z.write(f, f"edge_lstm/runners/{f.name}")
+    return dest
+
+
+def _common(cfg: RemoteConfig, port_flag: str) -> list[str]:
+    args = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(cfg.connect_timeout_s)}"]
+    if cfg.ssh_config:
+        args += ["-F", cfg.ssh_config]
+    if cfg.identity:
+        args += ["-i", cfg.identity, "-o", "IdentitiesOnly=yes"]
+    _, port = cfg.destination
+    if port:
+        args += [port_flag, str(port)]
+    for opt in cfg.options:
+        args += ["-o", opt]
+    return args
+
+
+def ssh_command(cfg: RemoteConfig, argv: list[str]) -> list[str]:
+    """``ssh ... -- host 'quoted argv'``: the remote shell sees only :func:`shlex.join` output."""
+    return ["ssh", *_common(cfg, "-p"), "--", cfg.destination[0], shlex.join(argv)]
+
+
+def scp_command(cfg: RemoteConfig, files: list[Path], remote_dir: str) -> list[str]:
+    """``scp ... files host:dir/``."""
+    return ["scp", "-q", *_common(cfg, "-P"), "--", *map(str, files), f"{cfg.destination[0]}:{remote_dir}/"]
+
+
+def _run(cmd: list[str], cfg: RemoteConfig, timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except FileNotFoundError as e:
+        raise RemoteError(f"'{cmd[0]}' is not installed on this host.",
+                          "Install the OpenSSH client (e.g. apt-get install openssh-client).") from e
+    except subprocess.TimeoutExpired as e:
+        raise RemoteError(f"Timed out after {timeout_s:.0f} s while {what} on {cfg.host}.",
+                          "Check that the device is reachable and not overloaded; lower --runs, or raise "
+                          "the timeout.") from e
+    if proc.returncode == 255:
+        raise connection_error(cfg, proc.stderr, what)
+    return proc
+
+
+def connection_error(cfg: RemoteConfig, stderr: str, what: str) -> RemoteError:
+    """A readable :class:`RemoteError` from ssh's exit-255 diagnostics."""
+    text = stderr.strip()
+    last = text.splitlines()[-1] if text else "ssh failed without a message"
+    host = cfg.host
+    if "Connection refused" in text:
+        return RemoteError(f"Cannot connect to {host}: connection refused.",
+                           "Is sshd running on the device, and is the port right (user@host, ssh://user@host:port)?")
+    if "Permission denied" in text or "Too many authentication failures" in text:
+        return RemoteError(f"Authentication to {host} failed: {last}",
+                           "edge-lstm runs ssh with BatchMode=yes (no password prompts): install your public key "
+                           "on the device (ssh-copy-id) or load it into ssh-agent.")
+    if "timed out" in text.lower():
+        return RemoteError(f"Timed out connecting to {host} while {what}: {last}",
+                           "Check the address and network; the connect timeout is "
+                           f"{cfg.connect_timeout_s} s.")
+    if "Could not resolve hostname" in text:
+        return RemoteError(f"Unknown host {host}: {last}", "Check the name, or add it to ~/.ssh/config.")
+    if "Host key verification failed" in text:
+        return RemoteError(f"The host key of {host} is not trusted: {last}",
+                           "Connect once with plain ssh to accept the key, or fix ~/.ssh/known_hosts.")
+    return RemoteError(f"ssh to {host} failed while {what}: {last}")
+
+
+def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[str],
+               timeout_s: float = 600.0) -> dict[str, Any]:
+    """Copy the runner, artifact and feed to the device, run there, and return its JSON report."""
+    with tempfile.TemporaryDirectory(prefix="edge-lstm-remote-") as tmp:
+        pyz = build_zipapp(Path(tmp) / "runner.pyz")
+        made = cfg.remote_dir is None
+        rdir = _make_dir(cfg, timeout_s) if made else str(cfg.remote_dir)
+        reached = made  # clean up only on a device we have reached
+        try:
+            copy = _run(scp_command(cfg, [pyz, artifact, feed], rdir), cfg, timeout_s, "copying files")
+            reached = True
+            if copy.returncode != 0:
+                raise RemoteError(f"Copying to {cfg.host}:{rdir} failed: {_last(copy.stderr)}",
+                                  "Check that the directory exists and is writable, and that there is space.")
+            argv = [cfg.python, f"{rdir}/runner.pyz", f"{rdir}/{artifact.name}", "--inputs", f"{rdir}/{feed.name}",
+                    *device_args]
+            proc = _run(ssh_command(cfg, argv), cfg, timeout_s, "running the device runner")
+            return parse_remote_output(cfg, proc, artifact.name)
+        finally:
+            if reached:
+                _cleanup(cfg, rdir, made, [pyz.name, artifact.name, feed.name])
+
+
+def _make_dir(cfg: RemoteConfig, timeout_s: float) -> str:
+    proc = _run(ssh_command(cfg, ["mktemp", "-d", "-t", "edge-lstm.XXXXXX"]), cfg, timeout_s,
+                "creating a directory")
+    path = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if proc.returncode != 0 or not path.startswith("/"):
+        raise RemoteError(f"Cannot create a working directory on {cfg.host}: {_last(proc.stderr)}",
+                          "Pass --remote-dir with a writable directory on the device.")
+    return path
+
+
+def _cleanup(cfg: RemoteConfig, rdir: str, made: bool, names: list[str]) -> None:
+    argv = ["rm", "-rf", "--", rdir] if made else ["rm", "-f", "--", *(f"{rdir}/{n}" for n in names)]
+    # best effort: the run's own error (if any) is what the user needs to see
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(ssh_command(cfg, argv), capture_output=True, timeout=cfg.connect_timeout_s + 10, check=False)
+
+
+def _last(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+
+def parse_remote_output(cfg: RemoteConfig, proc: subprocess.CompletedProcess[str], artifact: str) -> dict[str, Any]:
+    """The device runner's JSON, or a :class:`RemoteError` saying what is missing on the device."""
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        return _no_json(cfg, proc)
+    report: dict[str, Any] = json.loads(lines[-1])
+    if report.get("error") == "missing-runtime":
+        raise RemoteError(f"The runtime for '{artifact}' is missing on {cfg.host} ({cfg.python}): "
+                          f"{report['message']}",
+                          "Install it on the device (pip install onnxruntime, ai-edge-litert or tflite-runtime), "
+                          "or point --remote-python at a Python that has it.")
+    if "error" in report:
+        raise RemoteError(f"'{artifact}' failed on {cfg.host}: {report['error']}: {report['message']}")
+    return report
+
+
+def _no_json(cfg: RemoteConfig, proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    err = proc.stderr
+    missing = re.search(r"No module named '([^']+)'", err)
+    if missing:
+        raise RemoteError(f"'{cfg.python}' on {cfg.host} lacks the Python package '{missing.group(1)}'.",
+                          "The device runner needs numpy and one runtime: pip install numpy onnxruntime "
+                          "(or ai-edge-litert / tflite-runtime), or point --remote-python at a Python that has them.")
+    if proc.returncode == 127:
+        raise RemoteError(f"'{cfg.python}' was not found on {cfg.host}.",
+                          "Install Python 3.10+ on the device, or pass --remote-python with its path.")
+    if "SyntaxError" in err or "TypeError: unsupported operand" in err:
+        raise RemoteError(f"'{cfg.python}' on {cfg.host} is too old for the device runner: {_last(err)}",
+                          "The device runner needs Python 3.10 or newer.")
+    raise RemoteError(f"The device runner failed on {cfg.host} (exit {proc.returncode}): {_last(err)}")

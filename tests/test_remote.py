@@ -1,0 +1,134 @@
+"""Remote profiling against a real OpenSSH server on localhost (see sshd_helper)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from profile_models import write_onnx
+from sshd_helper import Sshd, free_port, sshd  # noqa: F401 - sshd is a fixture
+
+from edge_lstm.errors import RemoteError, UsageError
+from edge_lstm.profile import ProfileOptions, profile
+from edge_lstm.remote import RemoteConfig, build_zipapp, scp_command, ssh_command
+
+OPTS = ProfileOptions(runs=20, warmup=2, samples=2, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edge_lstm import archs
+
+    d = tmp_path_factory.mktemp("remote-models")
+    return write_onnx(d / "small.onnx", archs.ArchConfig(hidden=16, layers=1), window=12)
+
+
+def test_zipapp_is_self_contained(tmp_path: Path) -> None:
+    with zipfile.ZipFile(build_zipapp(tmp_path / "r.pyz")) as z:
+        names = set(z.namelist())
+    assert {"__main__.py", "edge_lstm/device.py", "edge_lstm/runners/base.py", "edge_lstm/spec.py"} <= names
+    assert not any(n.endswith(("load.py", "capture.py", "profile.py")) for n in names)
+
+
+def test_commands_are_lists_and_remote_argv_is_quoted() -> None:
+    cfg = RemoteConfig("pi@raspberrypi.local", connect_timeout_s=3)
+    cmd = ssh_command(cfg, ["python3", "/tmp/a b/runner.pyz", "x; rm -rf /"])
+    assert cmd[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3"]
+    assert cmd[-2] == "pi@raspberrypi.local"
+    assert cmd[-1] == "python3 '/tmp/a b/runner.pyz' 'x; rm -rf /'"
+    scp = scp_command(RemoteConfig("ssh://pi@10.0.0.2:2222"), [Path("m.onnx")], "/tmp/d")
+    assert "-P" in scp and scp[scp.index("-P") + 1] == "2222" and scp[-1] == "pi@10.0.0.2:/tmp/d/"
+
+
+@pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/pwned", "a b", "host;ls", ""])
+def test_bad_host_rejected(host: str) -> None:
+    with pytest.raises(UsageError):
+        RemoteConfig(host)
+
+
+def test_remote_profile_onnx(sshd: Sshd, onnx_model: Path) -> None:  # noqa: F811
+    cfg = sshd.config(python=sys.executable)
+    report = profile([onnx_model], OPTS, remote=cfg)
+    a = report["artifacts"][0]
+    assert report["where"] == cfg.host and a["where"] == cfg.host
+    assert a["runtime"] == "onnxruntime" and len(a["latencies_s"]) == 20
+    assert a["latency_s"]["min"] <= a["latency_s"]["p50"] <= a["latency_s"]["max"]
+    assert a["memory"]["peak_rss_bytes"] is not None and a["memory"]["baseline_rss_bytes"] > 0
+    assert a["cost"]["macs"] == 12 * 4 * 16 * (1 + 16) + 16
+
+
+def test_remote_profile_in_given_directory_cleans_up(sshd: Sshd, onnx_model: Path) -> None:  # noqa: F811
+    cfg = sshd.config(python=sys.executable, remote_dir=str(sshd.workdir))
+    profile([onnx_model], OPTS, remote=cfg)
+    assert list(sshd.workdir.iterdir()) == []
+
+
+def test_connection_refused(onnx_model: Path) -> None:
+    cfg = RemoteConfig(f"ssh://root@127.0.0.1:{free_port()}", connect_timeout_s=5)
+    with pytest.raises(RemoteError, match="connection refused"):
+        profile([onnx_model], OPTS, remote=cfg)
+
+
+def test_authentication_failure(sshd: Sshd, onnx_model: Path) -> None:  # noqa: F811
+    cfg = sshd.config(identity=str(sshd.wrong_key), python=sys.executable)
+    with pytest.raises(RemoteError, match="Authentication") as e:
+        profile([onnx_model], OPTS, remote=cfg)
+    assert "ssh-copy-id" in (e.value.hint or "")
+
+
+def test_python_without_numpy(sshd: Sshd, onnx_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    bare = tmp_path / "bare-python"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S -I \"$@\"\n")
+    bare.chmod(0o755)
+    with pytest.raises(RemoteError, match="lacks the Python package 'numpy'"):
+        profile([onnx_model], OPTS, remote=sshd.config(python=str(bare)))
+
+
+def test_missing_runtime_on_device(sshd: Sshd, onnx_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    import numpy as np
+
+    site = tmp_path / "numpy-only"
+    site.mkdir()
+    pkg = Path(np.__file__).parent
+    for p in pkg.parent.iterdir():  # numpy and its bundled libraries, nothing else
+        if p.name == "numpy" or p.name.startswith("numpy.libs"):
+            (site / p.name).symlink_to(p)
+    wrapper = tmp_path / "numpy-python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} -S \"$@\"\n")
+    wrapper.chmod(0o755)
+    with pytest.raises(RemoteError, match=r"runtime .* is missing") as e:
+        profile([onnx_model], OPTS, remote=sshd.config(python=str(wrapper)))
+    assert "onnxruntime" in e.value.message and "--remote-python" in (e.value.hint or "")
+
+
+def test_python_not_found(sshd: Sshd, onnx_model: Path) -> None:  # noqa: F811
+    with pytest.raises(RemoteError, match="was not found"):
+        profile([onnx_model], OPTS, remote=sshd.config(python="/nonexistent/python3"))
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections but never speaks SSH."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield int(s.getsockname()[1])
+
+
+def test_connect_timeout(silent_port: int, onnx_model: Path) -> None:
+    cfg = RemoteConfig(f"ssh://root@127.0.0.1:{silent_port}", connect_timeout_s=1)
+    with pytest.raises(RemoteError, match=r"[Tt]imed out"):
+        profile([onnx_model], OPTS, remote=cfg)
+
+
+def test_run_timeout(sshd: Sshd, onnx_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    opts = ProfileOptions(runs=5, warmup=0, samples=1, timeout_s=3)
+    with pytest.raises(RemoteError, match="Timed out after 3 s while running"):
+        profile([onnx_model], opts, remote=sshd.config(python=str(slow)))
