@@ -1,0 +1,78 @@
+"""The CLI: commands, --json, exit codes and messages, one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from models import WINDOW, write
+
+from edge_lstm.cli import main
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_info_json(forecaster_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["info", str(forecaster_ckpt), "--json"], capsys)
+    d = json.loads(out)
+    assert code == 0 and d["format"] == "checkpoint" and d["macs_per_inference"] > 0 and d["parameters"] > 0
+    assert d["inputs"][0]["shape"] == ["batch", WINDOW, 1]
+
+
+def test_info_human(forecaster_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["info", str(forecaster_ckpt)], capsys)
+    assert code == 0 and "MACs per inference" in out and f"batchx{WINDOW}x1" in out and "LSTM" in out
+
+
+def test_export_json(forecaster_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["export", str(forecaster_ckpt), "-o", str(tmp_path / "o"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["passed"] is True
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["info", "/no/model.pt"], 2, "does not exist"),
+    (["info", "{bad}", "--input-shape", "1xAx1"], 2, "Cannot read input shape"),
+    (["info", "{ckpt}", "--input-shape", "1x12"], 2, "rank"),
+    (["info", "{ckpt}", "--input-shape", f"1x{WINDOW}x7"], 2, "rejects"),
+    (["info", "{pickle}", "--input-shape", f"1x{WINDOW}x1"], 2, "--trust-pickle"),
+    (["export", "{ckpt}", "-o", "{out}", "--format", "coreml"], 2, "Unknown format"),
+    (["export", "{ckpt}", "-o", "{out}", "--precision", "int3"], 2, "Unknown precision"),
+    (["export", "{ckpt}", "-o", "{out}", "--data", "{nan}"], 2, "NaN"),
+    (["export", "{ckpt}", "-o", "{exists}"], 2, "already exists"),
+    (["export", "{ckpt}", "-o", "{out}", "--recipe", "{strict}"], 3, "failed validation"),
+    (["export", "{bidir}", "-o", "{out}", "--streaming"], 5, "bidirectional"),
+])
+def test_bad_input_exit_codes(args: list[str], code: int, needle: str, forecaster_ckpt: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "exists").mkdir()
+    (tmp_path / "bad.pt").write_text("not a model")
+    (tmp_path / "nan.csv").write_text("x\n" + "1\n" * 30 + "nan\n")
+    (tmp_path / "strict.toml").write_text('inherit = "default"\nname = "s"\n[tolerance.fp32]\natol = 0.0\nrtol = 0.0\n')
+    subs = {"{ckpt}": str(forecaster_ckpt), "{bad}": str(tmp_path / "bad.pt"), "{out}": str(tmp_path / "o"),
+            "{nan}": str(tmp_path / "nan.csv"), "{exists}": str(tmp_path / "exists"),
+            "{strict}": str(tmp_path / "strict.toml"),
+            "{pickle}": str(write("stacked", "pickle", tmp_path)[0]),
+            "{bidir}": str(write("bidirectional", "checkpoint", tmp_path)[0])}
+    got, _, err = run([subs.get(a, a) for a in args], capsys)
+    assert got == code, err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_real_subprocess(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    p = subprocess.run([sys.executable, "-m", "edge_lstm.cli", "export", str(forecaster_ckpt), "-o",
+                        str(tmp_path / "o"), "--streaming"], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "passed validation" in p.stdout and (tmp_path / "o" / "report.md").exists()
+    bad = subprocess.run([sys.executable, "-m", "edge_lstm.cli", "info", str(tmp_path / "none.pt")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

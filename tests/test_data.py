@@ -1,0 +1,59 @@
+"""Real data files into model windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_lstm.data import read_series, windows_from
+from edge_lstm.errors import DataError, InputFileError
+
+
+def test_real_csv_with_timestamps(seattle_csv: Path) -> None:
+    arr = read_series(seattle_csv)
+    assert arr.shape == (8759, 1)  # 2010 hourly; the date column is dropped, the header skipped
+    assert 20 < float(arr.mean()) < 70  # °F
+
+
+def test_windows_are_normalised_and_labelled(temps_csv: Path) -> None:
+    raw = read_series(temps_csv)
+    norm = {"mean": [50.0], "std": [10.0]}
+    w = windows_from(temps_csv, 24, 1, norm)
+    assert w.x.shape == (len(raw) - 24, 24, 1)
+    np.testing.assert_allclose(w.x[0, :, 0], (raw[:24, 0] - 50) / 10, rtol=1e-6)
+    assert w.y is not None and w.y[0] == pytest.approx((raw[24, 0] - 50) / 10)
+    assert len(windows_from(temps_csv, 24, 1, norm, limit=10)) == 10
+
+
+def test_nan_in_data(tmp_path: Path) -> None:
+    p = tmp_path / "d.csv"
+    p.write_text("temp\n1.0\n2.0\nnan\n4.0\n")
+    with pytest.raises(DataError, match="NaN/Inf .* row 2"):
+        read_series(p)
+
+
+def test_wrong_feature_count(temps_csv: Path) -> None:
+    with pytest.raises(DataError, match="1 numeric column.*3 feature"):
+        windows_from(temps_csv, 24, 3)
+
+
+def test_too_short(tmp_path: Path) -> None:
+    p = tmp_path / "d.csv"
+    p.write_text("1\n2\n3\n")
+    with pytest.raises(DataError, match="fewer than one window"):
+        windows_from(p, 24, 1)
+
+
+def test_npy_windows(tmp_path: Path) -> None:
+    p = tmp_path / "w.npy"
+    np.save(p, np.zeros((5, 24, 2), np.float32))
+    assert windows_from(p, 24, 2).x.shape == (5, 24, 2)
+    with pytest.raises(DataError, match="windows of shape"):
+        windows_from(p, 12, 2)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(InputFileError):
+        read_series("/nope.csv")

@@ -1,0 +1,74 @@
+"""End-to-end export through the Python API: artifacts, reports, atomic outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from models import write
+
+from edge_lstm.errors import DataError, OutputExistsError, UsageError, ValidationFailed
+from edge_lstm.pipeline import ExportOptions, export
+from edge_lstm.recipes import load_recipe
+
+
+def test_export_onnx_with_real_data(forecaster_ckpt: Path, temps_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = export(forecaster_ckpt, ExportOptions(out, data=temps_csv, streaming=True))
+    assert res.passed
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["report.json", "report.md", "stacked.fp32.onnx", "stacked.stream.fp32.onnx"]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["tool"]["name"] == "edge-lstm" and rep["passed"]
+    assert rep["validation_data"]["source"] == str(temps_csv) and rep["validation_data"]["labelled"]
+    art = rep["artifacts"][0]
+    assert art["size_bytes"] == (out / "stacked.fp32.onnx").stat().st_size and len(art["sha256"]) == 64
+    v = art["validation"][0]
+    assert v["runtime"] == "onnxruntime" and v["samples"] == 128 and v["task"]["metric"] == "mae"
+    for key in ("max_abs", "mean_abs", "p99_abs", "max_rel", "rmse", "rel_l2", "cosine", "psnr", "non_finite"):
+        assert key in v["outputs"][0]
+    assert rep["model"]["macs_per_inference"] > 0
+    assert "| stacked.fp32.onnx |" in (out / "report.md").read_text()
+
+
+def test_existing_output_needs_force(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        export(forecaster_ckpt, ExportOptions(out))
+    assert (out / "keep.txt").read_text() == "mine"
+    export(forecaster_ckpt, ExportOptions(out, force=True))
+    assert not (out / "keep.txt").exists() and (out / "report.json").exists()
+
+
+def test_failed_run_leaves_nothing(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "nan.csv"
+    bad.write_text("temp\n" + "\n".join(["1.0"] * 30 + ["nan"]) + "\n")
+    with pytest.raises(DataError):
+        export(forecaster_ckpt, ExportOptions(tmp_path / "out", data=bad))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.csv"]  # no output, no staging directory
+
+
+def test_tolerance_failure_is_reported_and_exit_3(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    strict = tmp_path / "strict.toml"
+    strict.write_text('inherit = "default"\nname = "strict"\n[tolerance.fp32]\natol = 0.0\nrtol = 0.0\n')
+    out = tmp_path / "out"
+    with pytest.raises(ValidationFailed) as e:
+        export(forecaster_ckpt, ExportOptions(out, recipe=load_recipe(strict)))
+    assert e.value.exit_code == 3 and "stacked.fp32.onnx | y" in e.value.table
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["passed"] is False  # the evidence is kept for the user to read
+
+
+def test_unwritable_output(forecaster_ckpt: Path) -> None:
+    with pytest.raises(UsageError, match="Cannot write"):
+        export(forecaster_ckpt, ExportOptions(Path("/proc/edge-lstm-out")))
+
+
+@pytest.mark.parametrize("kind", ["state_io", "gru_state_io_seq_first", "all_steps", "proj_size"])
+def test_other_kinds_end_to_end(kind: str, tmp_path: Path) -> None:
+    path, _ = write(kind, "checkpoint", tmp_path)
+    res = export(path, ExportOptions(tmp_path / "out", streaming=True))
+    assert res.passed and len(res.artifacts) == 2
