@@ -339,6 +339,18 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def load_export_report(path: str | Path) -> dict[str, Any]:
+    """An ``edge-lstm export`` report.json (its validation errors go into the HTML table)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise InputFileError(f"Cannot read the export report '{p}': {e}.") from e
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+        raise InputFileError(f"'{p}' is not an edge-lstm export report (no 'artifacts' list).")
+    return data
+
+
 def compare(report: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
     """Per artifact (matched by file name and runtime, else by file name): changes against ``previous``."""
     old = {(a.get("artifact"), a.get("runtime")): a for a in previous["artifacts"]}

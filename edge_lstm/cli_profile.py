@@ -1,0 +1,226 @@
+"""CLI commands ``profile`` and ``targets list|show``, registered onto the main typer app.
+
+The commands raise :class:`~edge_lstm.errors.EdgeLstmError` subclasses; the
+main CLI maps them to exit codes (2 usage, 4 over budget, 6 remote failure).
+``--json`` prints machine JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console(highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``profile`` and the ``targets`` group to ``app``."""
+    app.command("profile")(profile_command)
+    targets_app = typer.Typer(help="Device targets: CPU, memory, runtimes and estimated throughput.",
+                              no_args_is_help=True)
+    targets_app.command("list")(targets_list)
+    targets_app.command("show")(targets_show)
+    app.add_typer(targets_app, name="targets")
+
+
+def profile_command(
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts to profile (.onnx, .tflite; a model.pt for "
+                                                          "the PyTorch reference).", show_default=False)],
+    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | litert | tflite-runtime | tflm | torch.")] = "auto",
+    threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
+    runs: Annotated[int, typer.Option(help="Measured runs per artifact.")] = 200,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before measuring.")] = 20,
+    streaming: Annotated[bool, typer.Option("--streaming", help="Calls are consecutive steps of a streaming "
+                                                                "model: no state reset between them.")] = False,
+    no_xnnpack: Annotated[bool, typer.Option("--no-xnnpack", help="LiteRT without the XNNPACK delegate.")] = False,
+    target: Annotated[str | None, typer.Option(help="Target name or .toml path: check budgets (exit 4 when "
+                                                    "over) and add latency estimates.")] = None,
+    remote: Annotated[str | None, typer.Option(help="Run on a device over ssh: user@host, an ssh config "
+                                                    "alias or ssh://user@host:port.")] = None,
+    remote_python: Annotated[str, typer.Option(help="Python on the device.")] = "python3",
+    remote_dir: Annotated[str | None, typer.Option(help="Existing directory on the device to work in "
+                                                        "(default: a fresh mktemp -d, removed afterwards).")] = None,
+    ssh_config: Annotated[Path | None, typer.Option(help="ssh config file (-F); default: your own.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per artifact.")] = 600.0,
+    compare: Annotated[Path | None, typer.Option(help="A previous profile report.json: show the changes.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON report here, and report.html beside it.")] = None,
+    export_report: Annotated[Path | None, typer.Option(help="An export report.json whose errors go into the "
+                                                            "HTML table.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+) -> None:
+    """Measure latency, memory, size and compute of each artifact, here or on a device."""
+    from edge_lstm import profile as prof
+    from edge_lstm.remote import RemoteConfig
+    from edge_lstm.targets import load_target
+
+    options = prof.ProfileOptions(runtime=runtime, threads=threads, runs=runs, warmup=warmup,
+                                  streaming=streaming, xnnpack=not no_xnnpack, timeout_s=timeout)
+    tgt = load_target(target) if target else None
+    previous = prof.load_report(compare) if compare else None
+    rcfg = None
+    if remote:
+        rcfg = RemoteConfig(remote, python=remote_python, remote_dir=remote_dir,
+                            ssh_config=str(ssh_config) if ssh_config else None)
+    report = prof.profile(list(artifacts), options, tgt, rcfg)
+    if previous is not None:
+        report["compare"] = prof.compare(report, previous)
+    if output:
+        _write_outputs(report, output, export_report)
+    if as_json:
+        typer.echo(json.dumps(report, default=str))
+    else:
+        print_report(report)
+    prof.enforce_budgets(report)
+
+
+def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None) -> None:
+    from edge_lstm import profile as prof
+    from edge_lstm.report_html import write_html
+
+    prof.write_report(report, output)
+    exp = prof.load_export_report(export_report) if export_report else None
+    write_html(report, output.with_name("report.html") if output.name == "report.json"
+               else output.with_suffix(".html"), exp)
+
+
+def _us(v: float | None) -> str:
+    return "–" if v is None else f"{v * 1e6:,.1f}"
+
+
+def _kib(v: int | None) -> str:
+    return "–" if v is None else f"{v / 1024:,.1f}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Rich tables: latency, memory and size per artifact; estimates and budgets; comparisons."""
+    t = Table(title=f"Profile ({report['where']})", title_justify="left")
+    for col in ("artifact", "runtime", "load ms", "first µs", "p50 µs", "p99 µs", "per sample µs",
+                "peak RSS KiB", "arena KiB", "file KiB"):
+        t.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+    for a in report["artifacts"]:
+        lat = a["latency_s"]
+        t.add_row(a["artifact"], a["runtime"], f"{a['load_s'] * 1e3:,.1f}", _us(a["first_s"]),
+                  _us(lat.get("p50")), _us(lat.get("p99")), _us(a["per_sample_s"]),
+                  _kib(a["memory"]["peak_rss_bytes"]), _kib(a["arena_bytes"]), _kib(a["size"]["file_bytes"]))
+    out.print(t)
+    for a in report["artifacts"]:
+        c, size, lat = a.get("cost") or {}, a["size"], a["latency_s"]
+        macs = f"{c['macs']:,} MACs ({c['macs_per_step']:,} per step), {c['params']:,} params, " if c else ""
+        out.print(f"[dim]{a['artifact']}: {a['runtime']} {a['runtime_version']}, {a['threads']} thread(s), "
+                  f"{lat.get('runs', 0)} runs (std {_us(lat.get('std'))} µs, p90 {_us(lat.get('p90'))} µs); "
+                  f"{macs}{size['weights_bytes']:,} B weights + {size['graph_bytes']:,} B graph[/dim]")
+    if report["artifacts"]:
+        out.print(f"[dim]memory: {report['artifacts'][0]['memory']['method']}[/dim]")
+    if report.get("target"):
+        _print_target_checks(report)
+    if report.get("compare"):
+        _print_compare(report["compare"])
+
+
+def _print_target_checks(report: dict[str, Any]) -> None:
+    tg = report["target"]
+    t = Table(title=f"Target {tg['name']}: {tg['display_name']}", title_justify="left")
+    for col in ("artifact", "measured p50 µs (here)", "ESTIMATE µs on target", "flash", "RAM"):
+        t.add_column(col)
+    notes = []
+    for a in report["artifacts"]:
+        checks = {c["budget"]: c for c in a.get("budget") or []}
+        est = a.get("estimate")
+        notes += [f"{a['artifact']}: {c['note']}" for c in checks.values() if c.get("note")]
+        t.add_row(a["artifact"], _us(a["latency_s"].get("p50")), f"~{_us(est['latency_s'])} (estimate)" if est
+                  else "–", _budget_cell(checks.get("flash")), _budget_cell(checks.get("ram")))
+    out.print(t)
+    for n in notes:
+        out.print(f"note: {n}")
+    out.print(f"[dim]{tg['throughput_method']}[/dim]")
+
+
+def _budget_cell(c: dict[str, Any] | None) -> str:
+    if c is None or c["status"] == "skipped":
+        return "–"
+    pct = c["used_bytes"] / c["budget_bytes"]
+    if c["status"] == "over":
+        return f"[red]OVER by {_bytes(c['over_bytes'])}[/red] ({pct:.0%})"
+    return f"ok ({pct:.1%} of {_bytes(c['budget_bytes'])})"
+
+
+def _print_compare(rows: list[dict[str, Any]]) -> None:
+    t = Table(title="Change against the previous report", title_justify="left")
+    for col in ("artifact", "runtime", "p50", "peak RSS", "file size"):
+        t.add_column(col)
+    for r in rows:
+        if r["previous"] is None:
+            t.add_row(r["artifact"], r["runtime"], "new", "", "")
+            continue
+        t.add_row(r["artifact"], r["runtime"], _delta(r["p50_s"], 1e6, "µs"),
+                  _delta(r["peak_rss_bytes"], 1 / 1024, "KiB"), _delta(r["file_bytes"], 1 / 1024, "KiB"))
+    out.print(t)
+
+
+def _delta(d: dict[str, Any], scale: float, unit: str) -> str:
+    if d["change"] is None:
+        return "–"
+    ratio = f" ({d['ratio'] - 1:+.1%})" if d["ratio"] is not None else ""
+    return f"{d['old'] * scale:,.1f} → {d['new'] * scale:,.1f} {unit}{ratio}"
+
+
+def targets_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+) -> None:
+    """List the built-in device targets."""
+    from edge_lstm.targets import list_targets
+
+    targets = list_targets()
+    if as_json:
+        typer.echo(json.dumps([t.to_dict() for t in targets]))
+        return
+    t = Table(title="Device targets (throughput figures are estimates)", title_justify="left")
+    for col in ("name", "device", "cores × clock", "RAM", "flash", "runtimes", "lowering", "precision",
+                "est. fp32 MAC/s"):
+        t.add_column(col)
+    for tg in targets:
+        t.add_row(tg.name, tg.display_name, f"{tg.cores} × {tg.clock_hz / 1e9:.2f} GHz", _bytes(tg.ram_bytes),
+                  _bytes(tg.flash_bytes), ", ".join(tg.runtimes), tg.preferred_lowering, tg.preferred_precision,
+                  f"~{tg.fp32_macs_per_s:.2g}")
+    out.print(t)
+
+
+def targets_show(
+    name: Annotated[str, typer.Argument(help="Target name or path of a target .toml.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+) -> None:
+    """Show one target with the sources of its figures."""
+    from edge_lstm.targets import load_target
+
+    tg = load_target(name)
+    if as_json:
+        typer.echo(json.dumps(tg.to_dict()))
+        return
+    t = Table(title=f"{tg.name}: {tg.display_name}", show_header=False, title_justify="left")
+    t.add_column("field")
+    t.add_column("value")
+    rows = [("kind", tg.kind), ("CPU", f"{tg.cpu} ({tg.arch})"), ("cores", str(tg.cores)),
+            ("clock", f"{tg.clock_hz / 1e6:,.0f} MHz"), ("RAM", f"{_bytes(tg.ram_bytes)} "
+                                                             f"(model budget {_bytes(tg.ram_budget_bytes)})"),
+            ("flash", f"{_bytes(tg.flash_bytes)} (model budget {_bytes(tg.flash_budget_bytes)})"),
+            ("runtimes", ", ".join(tg.runtimes)), ("preferred lowering", tg.preferred_lowering),
+            ("preferred precision", tg.preferred_precision),
+            ("throughput (ESTIMATE)", f"fp32 ~{tg.fp32_macs_per_s:.3g} MAC/s, int8 ~{tg.int8_macs_per_s:.3g} MAC/s"),
+            ("how estimated", tg.throughput_method)]
+    rows += [(f"source: {k}", v) for k, v in tg.sources]
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:,.3g} {unit}"
+    return f"{n} B"
+

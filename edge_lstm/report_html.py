@@ -1,0 +1,121 @@
+"""A self-contained ``report.html``: latency distributions (inline SVG) and the size/error/latency table.
+
+No scripts, stylesheets or fonts are fetched: the file opens offline. Errors
+come from an export report (``report.json`` of ``edge-lstm export``) when one
+is given, matched to profiled artifacts by file name.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3}.est{color:#8a5a00}.over{color:#b00;font-weight:bold}figure{display:inline-block;margin:1em}
+figcaption{font-size:90%}svg text{font-size:10px;fill:#333}"""
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _us(v: float | None) -> str:
+    return "–" if v is None else f"{v * 1e6:,.1f}"
+
+
+def _kb(v: int | None) -> str:
+    return "–" if v is None else f"{v / 1024:,.1f}"
+
+
+def latency_svg(samples_s: list[float], width: int = 360, height: int = 140, bins: int = 30) -> str:
+    """A histogram of latencies in µs with p50 and p99 marked, as an inline ``<svg>``."""
+    if not samples_s:
+        return "<p>no samples</p>"
+    us = np.asarray(samples_s) * 1e6
+    lo, hi = float(us.min()), float(np.percentile(us, 99.5))
+    hi = hi if hi > lo else lo + 1.0
+    counts, edges = np.histogram(np.clip(us, lo, hi), bins=bins, range=(lo, hi))
+    pad, plot_w, plot_h = 30, width - 40, height - 35
+    bw = plot_w / bins
+    peak = max(int(counts.max()), 1)
+    bars = "".join(
+        f'<rect x="{pad + i * bw:.1f}" y="{10 + plot_h * (1 - c / peak):.1f}" width="{max(bw - 1, 1):.1f}" '
+        f'height="{plot_h * c / peak:.1f}" fill="#4a78b5"/>' for i, c in enumerate(counts)
+    )
+    marks = ""
+    for name, q, color in (("p50", 50, "#0a0"), ("p99", 99, "#c00")):
+        v = float(np.percentile(us, q))
+        x = pad + plot_w * (min(v, hi) - lo) / (hi - lo)
+        marks += (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="10" y2="{10 + plot_h}" stroke="{color}" '
+                  f'stroke-dasharray="3,2"/><text x="{x + 2:.1f}" y="20">{name} {v:,.0f}</text>')
+    axis = (f'<text x="{pad}" y="{height - 8}">{lo:,.0f} µs</text>'
+            f'<text x="{pad + plot_w - 50}" y="{height - 8}">{edges[-1]:,.0f} µs</text>'
+            f'<text x="2" y="18">{peak}</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'role="img" aria-label="latency histogram">{bars}{marks}{axis}</svg>')
+
+
+def _errors(export_report: dict[str, Any] | None) -> dict[str, str]:
+    """Worst max-abs error per artifact file name from an export report."""
+    out: dict[str, str] = {}
+    for a in (export_report or {}).get("artifacts", []):
+        worst = [o.get("max_abs") for v in a.get("validation") or [] for o in v.get("outputs", [])]
+        worst = [w for w in worst if w is not None]
+        if worst:
+            out[Path(str(a.get("file", ""))).name] = f"{max(worst):.3g}"
+    return out
+
+
+def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
+    lat, mem, size = a["latency_s"], a["memory"], a["size"]
+    est = a.get("estimate")
+    over = any(c.get("status") == "over" for c in a.get("budget") or [])
+    cells = [
+        _esc(a["artifact"]), _esc(a["runtime"]), _esc(a["where"]), f"{size['file_bytes']:,}",
+        f"{size['weights_bytes']:,}", f"{size['graph_bytes']:,}", _esc(errors.get(a["artifact"], "–")),
+        _us(lat.get("p50")), _us(lat.get("p99")), _us(a.get("per_sample_s")),
+        _kb(mem.get("peak_rss_bytes")), _kb(a.get("arena_bytes")),
+        f'<span class="est">{_us(est["latency_s"])}</span>' if est else "–",
+        '<span class="over">over</span>' if over else ("ok" if a.get("budget") else "–"),
+    ]
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def render(report: dict[str, Any], export_report: dict[str, Any] | None = None) -> str:
+    """The HTML document for a profile report (and, optionally, the export report's errors)."""
+    errors = _errors(export_report)
+    target = report.get("target")
+    head = ["artifact", "runtime", "where", "file B", "weights B", "graph B", "max abs err", "p50 µs", "p99 µs",
+            "per sample µs", "peak RSS KiB", "arena KiB", "estimate µs" + (f" ({target['name']})" if target else ""),
+            "budget"]
+    rows = "".join(_row(a, errors) for a in report["artifacts"])
+    figures = "".join(
+        f"<figure>{latency_svg(a['latencies_s'])}<figcaption>{_esc(a['artifact'])} · {_esc(a['runtime'])} · "
+        f"{a['latency_s'].get('runs', 0)} runs, {a['threads']} thread(s)</figcaption></figure>"
+        for a in report["artifacts"]
+    )
+    method = report["artifacts"][0]["memory"]["method"] if report["artifacts"] else ""
+    notes = [f"Latencies measured on {_esc(report['where'])}; memory: {_esc(method)}."]
+    if target:
+        notes.append(f'<span class="est">Estimates</span> are MACs divided by the estimated throughput of '
+                     f"{_esc(target['display_name'])}, not measurements ({_esc(target['throughput_method'])}).")
+    return (
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>edge-lstm profile</title>"
+        f"<style>{_CSS}</style></head><body><h1>edge-lstm profile</h1>"
+        f"<p>{_esc(report['tool']['name'])} {_esc(report['tool']['version'])}, {_esc(report['created'])}; "
+        f"host {_esc(report['host']['machine'])}, {report['host']['cpu_count']} CPUs.</p>"
+        "<h2>Size, error and latency</h2><table><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"
+        f"{rows}</table>" + "".join(f"<p>{n}</p>" for n in notes)
+        + f"<h2>Latency distribution</h2>{figures}</body></html>\n"
+    )
+
+
+def write_html(report: dict[str, Any], path: str | Path, export_report: dict[str, Any] | None = None) -> Path:
+    """Write ``report.html``."""
+    out = Path(path)
+    out.write_text(render(report, export_report), encoding="utf-8")
+    return out
