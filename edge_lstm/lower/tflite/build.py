@@ -27,7 +27,10 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool) -> LoweredTFLi
         lower_node(ctx, node)
     outputs = [_named_output(ctx, name, {i.index for i in inputs}) for name in graph.outputs]
     notes.extend(ctx.notes)
-    used = ctx.used_lowerings or {lowering}
+    used = ctx.used_lowerings or {"unrolled"}
+    if not ctx.used_lowerings and lowering == "fused":
+        notes.append("The ONNX graph has no LSTM/GRU op (e.g. proj_size LSTMs captured as explicit cells): "
+                     "lowered op by op, unrolled.")
     variable = "fused" in used
     if variable and not streaming:
         notes.append(

@@ -77,7 +77,8 @@ def prepare(proto: onnx.ModelProto) -> Graph:
             if i.name not in inits
         },
     )
-    _fold(graph)
+    _fold(graph, model)
+    eliminate_dead(graph)
     _fuse_gelu(graph)
     _fuse_matmul_add(graph)
     eliminate_dead(graph)
@@ -117,19 +118,45 @@ def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _fold(graph: Graph) -> None:
-    """Evaluate every node whose inputs are all known (constants, or a Shape of a static value)."""
+def _fold(graph: Graph, model: onnx.ModelProto) -> None:
+    """One pass in graph order: evaluate nodes whose inputs are known, infer shapes the first pass missed.
+
+    A ``Shape`` of a static value is a constant, and so is everything computed
+    only from constants; shapes that depended on such values become static.
+    """
     kept = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     for node in graph.nodes:
         value = _try_eval(node, graph)
         if value is None:
             kept.append(node)
+            if any(o and o not in graph.shapes for o in node.output):
+                _infer_node(graph, node, model, opset)
             continue
         for name, arr in zip(node.output, value, strict=False):
             if name:
                 graph.consts[name] = arr
                 graph.shapes[name] = tuple(arr.shape)
     graph.nodes = kept
+
+
+def _infer_node(graph: Graph, node: onnx.NodeProto, model: onnx.ModelProto, opset: int) -> None:
+    types = {}
+    for i in node.input:
+        if i and i in graph.shapes:
+            dtype = graph.consts[i].dtype if i in graph.consts else np.dtype(np.float32)
+            elem = helper.np_dtype_to_tensor_dtype(dtype)
+            types[i] = helper.make_tensor_type_proto(elem, list(graph.shapes[i]))
+    data = {i: numpy_helper.from_array(graph.consts[i], i) for i in node.input if i in graph.consts}
+    schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    try:
+        out = onnx.shape_inference.infer_node_outputs(schema, node, types, data, opset_imports=model.opset_import)
+    except Exception:  # left unknown; the lowering that needs the shape reports the node
+        return
+    for name, tp in out.items():
+        dims = tp.tensor_type.shape.dim
+        if tp.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            graph.shapes[name] = tuple(int(d.dim_value) for d in dims)
 
 
 def _try_eval(node: onnx.NodeProto, graph: Graph) -> list[np.ndarray] | None:

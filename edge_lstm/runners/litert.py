@@ -1,0 +1,105 @@
+"""LiteRT runner: ``ai-edge-litert``, or ``tflite-runtime`` where that is the installed runtime.
+
+The two packages share the interpreter API, so one runner covers both: a
+Raspberry Pi image with ``tflite-runtime`` 2.14 and ``numpy<2`` runs the same
+code as a host with ``ai-edge-litert``. Only numpy and the runtime are imported
+(the runtime lazily, in :meth:`LiteRTRunner._load`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lstm.runners.base import Runner
+from edge_lstm.spec import TensorSpec
+
+#: runtime name -> interpreter module
+_MODULES = {"litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
+
+
+def _pick_runtime(prefer: str | None) -> str:
+    """The runtime to use: ``prefer`` when given, else ai-edge-litert when installed, else tflite-runtime."""
+    if prefer is not None:
+        if prefer not in _MODULES:
+            raise ValueError(f"unknown TFLite runtime '{prefer}'; known: {', '.join(_MODULES)}")
+        return prefer
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        return "litert"
+    if importlib.util.find_spec("tflite_runtime") is not None:
+        return "tflite-runtime"
+    return "litert"  # _load then raises the ImportError that names the package
+
+
+class LiteRTRunner(Runner):
+    """Runs a ``.tflite`` file or bytes with LiteRT's interpreter (XNNPACK on unless ``xnnpack=False``)."""
+
+    runtime = "litert"
+
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        threads: int | None = 1,
+        xnnpack: bool = True,
+        prefer: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.threads = threads
+        self.xnnpack = xnnpack
+        self.runtime = _pick_runtime(prefer)
+        self.interpreter: Any = None
+        self._in_index: list[int] = []
+        self._out_index: list[int] = []
+
+    def _load(self) -> None:
+        module = importlib.import_module(_MODULES[self.runtime])
+        kwargs: dict[str, Any] = {"num_threads": self.threads}
+        if isinstance(self.model, bytes):
+            kwargs["model_content"] = self.model
+        else:
+            kwargs["model_path"] = str(self.model)
+        if not self.xnnpack:
+            # The builtin kernels without the default (XNNPACK) delegate.
+            kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = module.Interpreter(**kwargs)
+        self.interpreter.allocate_tensors()
+        ins = self.interpreter.get_input_details()
+        outs = self.interpreter.get_output_details()
+        self.inputs = [_spec(d) for d in ins]
+        self.outputs = [_spec(d) for d in outs]
+        self._in_index = [int(d["index"]) for d in ins]
+        self._out_index = [int(d["index"]) for d in outs]
+
+    def _unload(self) -> None:
+        self.interpreter = None
+
+    def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for spec, index in zip(self.inputs, self._in_index, strict=True):
+            self.interpreter.set_tensor(index, np.ascontiguousarray(feed[spec.name], dtype=spec.dtype))
+        self.interpreter.invoke()
+        return {s.name: self.interpreter.get_tensor(i) for s, i in zip(self.outputs, self._out_index, strict=True)}
+
+    def reset_state(self) -> None:
+        """Zero the variable tensors (fused LSTM state)."""
+        if self.interpreter is not None:
+            self.interpreter.reset_all_variables()
+
+    def version(self) -> str:
+        """The runtime package's version."""
+        package = "ai-edge-litert" if self.runtime == "litert" else "tflite-runtime"
+        try:
+            from importlib.metadata import version
+
+            return f"{package} {version(package)}"
+        except Exception:  # metadata can be missing in a zipapp
+            return f"{package} unknown"
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    shape = tuple(int(d) for d in detail["shape"])
+    return TensorSpec(str(detail["name"]), shape, np.dtype(detail["dtype"]).name)

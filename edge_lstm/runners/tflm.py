@@ -1,0 +1,108 @@
+"""TFLite Micro runner over the ``tflite-micro`` host interpreter (the kernels microcontrollers run).
+
+Imports only numpy and ``tflite_micro`` (lazily, in :meth:`TFLMRunner._load`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lstm.runners.base import Runner
+from edge_lstm.spec import TensorSpec
+
+_ARENA_LINE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
+
+
+class TFLMRunner(Runner):
+    """Runs a ``.tflite`` file or bytes with TFLite Micro's host interpreter."""
+
+    runtime = "tflm"
+
+    def __init__(self, model: str | Path | bytes, arena_size: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.arena_size = arena_size
+        self.interpreter: Any = None
+        self._data = b""
+
+    def _load(self) -> None:
+        from tflite_micro.python.tflite_micro import runtime
+
+        self._data = self.model if isinstance(self.model, bytes) else Path(self.model).read_bytes()
+        self.interpreter = runtime.Interpreter.from_bytes(self._data, arena_size=self.arena_size)
+        names_in, names_out = _io_names(self._data)
+        self.inputs = [_spec(n, self.interpreter.get_input_details(i)) for i, n in enumerate(names_in)]
+        self.outputs = [_spec(n, self.interpreter.get_output_details(i)) for i, n in enumerate(names_out)]
+
+    def _unload(self) -> None:
+        self.interpreter = None
+
+    def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for i, spec in enumerate(self.inputs):
+            self.interpreter.set_input(np.ascontiguousarray(feed[spec.name], dtype=spec.dtype), i)
+        self.interpreter.invoke()
+        return {s.name: np.array(self.interpreter.get_output(i)) for i, s in enumerate(self.outputs)}
+
+    def reset_state(self) -> None:
+        """Reset the interpreter: zeroes variable tensors (fused LSTM state)."""
+        if self.interpreter is not None:
+            self.interpreter.reset()
+
+    def arena_used_bytes(self) -> int | None:
+        """Arena bytes the model needs, from TFLite Micro's recording allocator (None if it does not say)."""
+        if self.interpreter is None:
+            self.activate()
+        text = _capture_stderr(self.interpreter.print_allocations)
+        m = _ARENA_LINE.search(text)
+        return int(m.group(1)) if m else None
+
+    def version(self) -> str:
+        """tflite-micro's version."""
+        try:
+            from importlib.metadata import version
+
+            return f"tflite-micro {version('tflite-micro')}"
+        except Exception:  # metadata can be missing in a zipapp
+            return "tflite-micro unknown"
+
+
+def _io_names(data: bytes) -> tuple[list[str], list[str]]:
+    """Input and output tensor names of subgraph 0, read with the schema tflite-micro ships."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    sub = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+
+    def name(i: int) -> str:
+        raw = sub.Tensors(i).Name()
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    ins = [name(sub.Inputs(k)) for k in range(sub.InputsLength())]
+    outs = [name(sub.Outputs(k)) for k in range(sub.OutputsLength())]
+    return ins, outs
+
+
+def _spec(name: str, detail: dict[str, Any]) -> TensorSpec:
+    return TensorSpec(name, tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name)
+
+
+def _capture_stderr(fn: Any) -> str:
+    """Run ``fn`` and return what native code wrote to file descriptors 1 and 2."""
+    with tempfile.TemporaryFile() as tmp:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            fn()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+        tmp.seek(0)
+        return tmp.read().decode(errors="replace")

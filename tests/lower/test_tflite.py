@@ -1,0 +1,206 @@
+"""ONNX -> TFLite lowering: outputs equal PyTorch's on ai-edge-litert, golden flatbuffer structure, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from onnx import TensorProto, helper
+from tflite_models import KINDS, Case, assert_close, case, streaming_case
+
+from edge_lstm.errors import ShapeError, UnsupportedOp, UsageError
+from edge_lstm.lower.tflite import LoweredTFLite, lower
+from edge_lstm.runners.litert import LiteRTRunner
+
+OP = schema.BuiltinOperator
+
+
+def run(lowered: LoweredTFLite, feeds: dict[str, np.ndarray], xnnpack: bool = True) -> dict[str, np.ndarray]:
+    """One window on ai-edge-litert, state reset first."""
+    with LiteRTRunner(lowered.data, xnnpack=xnnpack) as r:
+        assert r.input_names == lowered.input_names
+        assert r.output_names == lowered.output_names
+        r.reset_state()
+        return r.infer({k: feeds[k] for k in r.input_names})
+
+
+def unpack(data: bytes) -> schema.ModelT:
+    """The flatbuffer as the schema's object tree."""
+    return schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+
+
+def op_names(model: schema.ModelT) -> list[str]:
+    """Builtin op names in execution order."""
+    names = {v: k for k, v in vars(OP).items() if not k.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators]
+
+
+@pytest.mark.parametrize("lowering", ["fused", "unrolled"])
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_outputs_match_pytorch(name: str, lowering: str) -> None:
+    c = case(name)
+    lowered = lower(c.proto, lowering)
+    assert lowered.input_names == c.model.inputs.names
+    assert lowered.output_names == c.model.output_names
+    for seed in (0, 1):  # two windows: the second proves the state was reset
+        feeds = c.feeds(seed)
+        assert_close(run(lowered, feeds), c.reference(feeds))
+
+
+def test_builtin_kernels_without_xnnpack_match() -> None:
+    c = case("stacked")
+    feeds = c.feeds()
+    for lowering in ("fused", "unrolled"):
+        assert_close(run(lower(c.proto, lowering), feeds, xnnpack=False), c.reference(feeds))
+
+
+def test_reference_forecaster_fused_golden() -> None:
+    c = case("reference", window=96)
+    lowered = lower(c.proto, "fused")
+    model = unpack(lowered.data)
+    ops = op_names(model)
+    assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2
+    assert ops.count("FULLY_CONNECTED") == 1
+    assert len(ops) <= 16
+    sub = model.subgraphs[0]
+    variables = [t for t in sub.tensors if t.isVariable]
+    assert len(variables) == 4 and all(list(t.shape) == [1, 64] for t in variables)
+    assert lowered.lowering == "fused" and lowered.variable_state
+    assert len(lowered.data) <= 1.05 * c.param_bytes
+    lstm = sub.operators[ops.index("UNIDIRECTIONAL_SEQUENCE_LSTM")]
+    assert len(lstm.inputs) == 24 and list(lstm.inputs[16:18]) == [-1, -1]
+    assert [sub.tensors[i].name for i in sub.inputs] == [b"x"]
+    assert [sub.tensors[i].name for i in sub.outputs] == [b"y"]
+    assert model.subgraphs[0].tensors[sub.inputs[0]].shape.tolist() == [1, 96, 1]
+
+
+def test_reference_forecaster_unrolled_golden() -> None:
+    c = case("reference", window=96)
+    lowered = lower(c.proto, "unrolled")
+    ops = op_names(unpack(lowered.data))
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and "WHILE" not in ops
+    # one input projection per layer over all 96 steps, then one recurrent projection per step after the first
+    assert ops.count("FULLY_CONNECTED") == 2 * (1 + 95) + 1
+    assert set(ops) <= {"FULLY_CONNECTED", "ADD", "MUL", "LOGISTIC", "TANH", "SPLIT", "CONCATENATION",
+                        "RESHAPE", "STRIDED_SLICE"}
+    assert not lowered.variable_state
+    # weights are written once, not per step: the constant bytes stay those of the parameters
+    model = unpack(lowered.data)
+    const_bytes = sum(len(b.data) for b in model.buffers if b.data is not None)
+    assert const_bytes <= 1.01 * c.param_bytes
+    feeds = c.feeds()
+    assert_close(run(lowered, feeds), c.reference(feeds), atol=1e-4, rtol=1e-4)
+
+
+def test_bidirectional_fused_is_two_unidirectional_ops() -> None:
+    c = case("bidirectional")
+    ops = op_names(unpack(lower(c.proto, "fused").data))
+    assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 4
+    assert "BIDIRECTIONAL_SEQUENCE_LSTM" not in ops
+    assert ops.count("REVERSE_V2") == 4 and "CONCATENATION" in ops
+
+
+def test_gru_is_always_unrolled_with_a_note() -> None:
+    lowered = lower(case("gru").proto, "fused")
+    assert lowered.lowering == "unrolled"
+    assert any("GRU has no fused TFLite op" in n for n in lowered.notes)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in lowered.op_counts
+
+
+def test_explicit_state_falls_back_to_unrolled_with_a_note() -> None:
+    lowered = lower(case("state_io").proto, "fused")
+    assert lowered.lowering == "unrolled"
+    assert any("cannot return" in n for n in lowered.notes)
+    assert lowered.input_names == ["x", "h0", "c0"] and lowered.output_names == ["y", "h", "c"]
+
+
+def test_proj_size_is_lowered_op_by_op() -> None:
+    lowered = lower(case("proj_size").proto, "fused")
+    assert lowered.lowering == "unrolled" and lowered.notes
+
+
+def _step_through(lowered: LoweredTFLite, step: Case, x: np.ndarray, explicit_state: bool) -> np.ndarray:
+    """Feed a window one step at a time; return y per step stacked on the time axis."""
+    cfg = step.model.config
+    assert cfg is not None
+    t_axis = 1 if cfg.batch_first else 0
+    state = {t.name: np.zeros(t.concrete(1), np.float32) for t in step.model.inputs.inputs[1:]}
+    ys = []
+    with LiteRTRunner(lowered.data) as r:
+        r.reset_state()
+        for t in range(x.shape[t_axis]):
+            xt = np.take(x, [t], axis=t_axis)
+            feed = {"x": xt, **(state if explicit_state else {})}
+            out = r.infer(feed)
+            if explicit_state:
+                state = {"h0": out["h"], **({"c0": out["c"]} if "c" in out else {})}
+            ys.append(out["y"])
+    return np.stack(ys, axis=1)
+
+
+@pytest.mark.parametrize("lowering", ["fused", "unrolled"])
+@pytest.mark.parametrize("name", ["all_steps", "stacked", "gru"])
+def test_streaming_steps_equal_the_whole_window(name: str, lowering: str) -> None:
+    whole, step = case(name), streaming_case(name)
+    lowered = lower(step.proto, lowering, streaming=True)
+    fused_lstm = lowering == "fused" and whole.model.config is not None and whole.model.config.cell == "lstm"
+    if fused_lstm:
+        assert lowered.input_names == ["x"] and lowered.output_names == ["y"]
+        assert lowered.variable_state and lowered.op_counts["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 2
+    else:
+        assert lowered.input_names[1:] and lowered.output_names[1:]
+    x = whole.feeds()["x"]
+    ys = _step_through(lowered, step, x, explicit_state=not fused_lstm)
+    ref = whole.reference({"x": x})["y"]
+    if whole.model.config is not None and whole.model.config.all_steps:
+        np.testing.assert_allclose(ys.reshape(ref.shape), ref, atol=1e-5, rtol=1e-5)
+    else:  # a last-step model: the last streaming output is the window's output
+        np.testing.assert_allclose(ys[:, -1].reshape(ref.shape), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_lowering_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="fused, unrolled"):
+        lower(case("stacked").proto, "magic")
+
+
+def _tiny(op: str, x_shape: list[int | str]) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x"], ["y"], name="my_node")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, x_shape)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_op_outside_the_table_names_node_op_and_supported_set() -> None:
+    with pytest.raises(UnsupportedOp) as info:
+        lower(_tiny("Cos", ["batch", 4, 2]))
+    err = info.value
+    assert err.node == "my_node" and err.op == "Cos" and err.exit_code == 5
+    assert "'Cos'" in err.render() and "LSTM" in err.render() and "Gemm" in err.render()
+
+
+def test_dynamic_sequence_length_is_a_shape_error() -> None:
+    with pytest.raises(ShapeError) as info:
+        lower(_tiny("Relu", ["batch", "time", 2]))
+    text = info.value.render()
+    assert "static sequence length" in text and "--input-shape" in text and "'time'" in text
+
+
+def test_state_input_shape_that_disagrees_with_the_layer() -> None:
+    h, f, t = 4, 2, 5
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, s, rng.standard_normal(int(np.prod(s))).astype(np.float32))
+             for n, s in (("W", [1, 4 * h, f]), ("R", [1, 4 * h, h]))]
+    node = helper.make_node("LSTM", ["x", "W", "R", "", "", "h0"], ["Y"], hidden_size=h, name="lstm")
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [t, 1, f]),
+         helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 1, h + 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ShapeError, match=r"h0|initial hidden|shapes"):
+        lower(proto, "unrolled")
