@@ -32,7 +32,7 @@ def emit(payload: Any, as_json: bool, human: str | None = None) -> None:
     if as_json:
         print(json.dumps(payload, indent=2, default=str))
     elif human is not None:
-        out.print(human, highlight=False, markup=False)
+        out.print(human, highlight=False, markup=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -127,12 +127,15 @@ def export(
 
 
 def _export_summary(report: dict[str, Any], output: Path) -> str:
-    rows = [f"All {len(report['artifacts'])} artifact(s) passed validation "
-            f"({report['validation_data']['source']}, {report['validation_data']['samples']} windows)."]
+    vd = report["validation_data"]
+    rows = [f"All {len(report['artifacts'])} artifact(s) passed validation ({vd['source']}, {vd['samples']} windows)."]
     for a in report["artifacts"]:
-        worst = max((o["max_abs"] for v in a["validation"] for o in v["outputs"]), default=0.0)
-        runtimes = ", ".join(v["runtime"] for v in a["validation"])
-        rows.append(f"  {a['file']:<40} {a['size_bytes']:>10,} B  max abs err {worst:.2e}  [{runtimes}]")
+        for v in a["validation"]:
+            worst = max((o["max_abs"] for o in v["outputs"]), default=0.0)
+            task = v.get("task")
+            metric = f"  {task['metric']} {task['artifact']:.4g} (float {task['reference']:.4g})" if task else ""
+            rows.append(f"  {a['file']:<36} {a['size_bytes']:>10,} B  {v['runtime']:<14} "
+                        f"max abs err {worst:.2e}{metric}")
     rows.append(f"Report: {output / 'report.md'} and {output / 'report.json'}")
     return "\n".join(rows)
 

@@ -77,13 +77,13 @@ def train(series: np.ndarray, seconds: float, seed: int = 0) -> tuple[torch.nn.M
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # against exploding gradients
         opt.step()
         step += 1
-        if step % 50 == 0:
+        if step % 100 == 0:
             model.eval()
             with torch.no_grad():
                 val = float(torch.nn.functional.mse_loss(model(xv), yv))
             if val < best:
                 best, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
-            print(f"  step {step:4d}  train mse {float(loss):.4f}  val mse {val:.4f}", flush=True)
+            print(f"  step {step:4d}  train mse {loss.item():.4f}  val mse {val:.4f}", flush=True)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -107,7 +107,10 @@ def main() -> int:
                            {"name": "forecaster", "data": "vega_datasets seattle-temps.csv (2010, hourly)"})
     write_csv(args.out / "train.csv", series[: int(0.70 * n)])
     write_csv(args.out / "heldout.csv", series[int(0.85 * n) - WINDOW :])
+    held = series[int(0.85 * n) - WINDOW :, 0]
+    naive = float(np.mean(np.abs(held[WINDOW:] - held[WINDOW - 1 : -1])))
     print(f"checkpoint: {ckpt}")
+    print(f"baseline for the held-out forecast MAE: persistence (next hour = this hour) {naive:.3f} °F")
     cmd = [sys.executable, "-m", "edge_lstm.cli", "export", str(ckpt), "-o", str(args.out / "export"),
            "--data", str(args.out / "heldout.csv"), "--recipe", "demo",
            "--calib", str(args.out / "train.csv"), "--streaming", "--force"]
