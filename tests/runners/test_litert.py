@@ -10,11 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lower"))
 
-from tflite_models import assert_close, case  # noqa: E402
+from tflite_models import assert_close, case
 
-from edge_lstm.errors import ShapeError  # noqa: E402
-from edge_lstm.lower.tflite import lower  # noqa: E402
-from edge_lstm.runners.litert import LiteRTRunner  # noqa: E402
+from edge_lstm.errors import ShapeError
+from edge_lstm.lower.tflite import lower
+from edge_lstm.runners.litert import LiteRTRunner
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lower"))
 
-from tflite_models import assert_close, case, streaming_case  # noqa: E402
+from tflite_models import assert_close, case, streaming_case
 
-from edge_lstm.lower.tflite import lower  # noqa: E402
+from edge_lstm.lower.tflite import lower
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = os.environ.get("EDGE_LSTM_TFLRT_PYTHON")

@@ -12,10 +12,10 @@ pytest.importorskip("tflite_micro", reason="tflite-micro is not installed (pip i
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lower"))
 
-from tflite_models import assert_close, case, streaming_case  # noqa: E402
+from tflite_models import assert_close, case, streaming_case
 
-from edge_lstm.lower.tflite import lower  # noqa: E402
-from edge_lstm.runners.tflm import TFLMRunner  # noqa: E402
+from edge_lstm.lower.tflite import lower
+from edge_lstm.runners.tflm import TFLMRunner
 
 
 @pytest.mark.parametrize(
