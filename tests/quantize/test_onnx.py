@@ -57,7 +57,8 @@ def test_dynamic_int8_uses_quantized_lstm_and_keeps_mae(forecaster):
     art = quantize_onnx(forecaster.proto, Precision.DYNAMIC_INT8)
     ops = [n.op_type for n in onnx.load_from_string(art.data).graph.node]
     assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops
-    assert art.float_layers == [] and art.notes == []
+    assert art.float_layers == ["Gemm '/head/Gemm'"]  # the 33-weight head stays float, with the reason
+    assert "stays float32 (33 weights" in art.notes[0]
     # The 0.35x target is for TFLite; ONNX's file also carries the exporter's shape-computing
     # nodes (~4 KB), which weigh 7% on this 13k-parameter model (the demo model reaches 0.30x, see
     # benchmarks/quantize.py), so the file bound here is 0.37x and the weights are checked exactly.
@@ -78,7 +79,7 @@ def test_int8_is_refused_for_onnx_naming_supported_precisions(forecaster):
     assert exc.value.exit_code == 2
 
 
-def _gru_proto(tmp_path, **cfg):
+def _small_proto(tmp_path, **cfg):
     import torch
 
     from edge_lstm import archs, capture, load
@@ -89,13 +90,30 @@ def _gru_proto(tmp_path, **cfg):
     return capture.to_onnx(load.load(path))
 
 
-def test_gru_stays_float_with_a_note(tmp_path):
-    proto = _gru_proto(tmp_path, cell="gru")
-    art = quantize_onnx(proto, Precision.DYNAMIC_INT8)
-    assert art.float_layers == ["GRU '/rnn/GRU'"]
-    assert any("no quantized GRU kernel" in n for n in art.notes)
+def test_gru_model_is_refused_for_onnx_dynamic_int8(tmp_path):
+    proto = _small_proto(tmp_path, cell="gru")
+    with pytest.raises(UnsupportedModel, match="no quantized GRU") as exc:
+        quantize_onnx(proto, Precision.DYNAMIC_INT8)
+    assert exc.value.exit_code == 5 and "TFLite" in (exc.value.hint or "")
+    art = quantize_onnx(proto, Precision.FP16)  # fp16 still works, and says the GRU computes in float32
+    assert art.float_layers[0] == "GRU '/rnn/GRU'" and "float16 GRU kernel" in art.notes[0]
     x = np.random.default_rng(0).standard_normal((3, 12, 2)).astype(np.float32)
-    assert np.abs(run(art.data, x) - run(proto.SerializeToString(), x)).max() < 0.05
+    assert np.abs(run(art.data, x) - run(proto.SerializeToString(), x)).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("cfg", "precision", "tol"),
+    [
+        ({"bidirectional": True, "layernorm": True, "activation": "tanh"}, Precision.FP16, 1e-3),
+        # LayerNorm rescales an untrained model's tiny LSTM outputs and magnifies int8 rounding: left out here
+        ({"bidirectional": True, "activation": "tanh"}, Precision.DYNAMIC_INT8, 0.05),
+    ],
+)
+def test_bidirectional_lstm_with_head_extras(tmp_path, cfg, precision, tol):
+    proto = _small_proto(tmp_path, **cfg)
+    x = np.random.default_rng(1).standard_normal((16, 12, 2)).astype(np.float32)
+    art = quantize_onnx(proto, precision)
+    assert np.abs(run(art.data, x) - run(proto.SerializeToString(), x)).max() < tol
 
 
 def test_model_with_nothing_quantizable_is_refused():
@@ -105,6 +123,6 @@ def test_model_with_nothing_quantizable_is_refused():
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(UnsupportedModel, match="quantized no layer") as exc:
+    with pytest.raises(UnsupportedModel, match="has none") as exc:
         quantize_onnx(proto, Precision.DYNAMIC_INT8)
     assert exc.value.exit_code == 5

@@ -1,0 +1,41 @@
+"""Quantize exported artifacts: ONNX (fp16, dynamic int8) and TFLite (fp16, dynamic int8, int8).
+
+Each quantizer takes a float artifact and returns a :class:`QuantizedArtifact`;
+nothing here writes files (the pipeline does). Heavy dependencies (onnx,
+onnxruntime, ai-edge-litert) are imported when a quantizer is called, so
+``edge_lstm.quantize.io`` stays usable on a device with only numpy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edge_lstm.quantize.artifact import QuantizedArtifact
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from edge_lstm.spec import Precision
+
+__all__ = ["QuantizedArtifact", "quantize_onnx", "quantize_tflite"]
+
+
+def quantize_onnx(proto: onnx.ModelProto, precision: Precision) -> QuantizedArtifact:
+    """Quantize an ONNX float model; see :func:`edge_lstm.quantize.onnx.quantize_onnx`."""
+    from edge_lstm.quantize import onnx as _onnx
+
+    return _onnx.quantize_onnx(proto, precision)
+
+
+def quantize_tflite(
+    float_tflite: bytes,
+    precision: Precision,
+    calib: np.ndarray | dict[str, np.ndarray] | None = None,
+    io: str = "float",
+    **kwargs: Any,
+) -> QuantizedArtifact:
+    """Quantize a float TFLite model; see :func:`edge_lstm.quantize.tflite.quantize_tflite`."""
+    from edge_lstm.quantize import tflite as _tflite
+
+    return _tflite.quantize_tflite(float_tflite, precision, calib=calib, io=io, **kwargs)
