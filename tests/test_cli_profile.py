@@ -1,0 +1,107 @@
+"""CLI: ``profile`` and ``targets list|show`` registered onto a typer app."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from profile_models import write_onnx
+from sshd_helper import Sshd, sshd  # noqa: F401 - sshd is a fixture
+from typer.testing import CliRunner
+
+from edge_lstm import archs, cli_profile
+from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
+from edge_lstm.targets import load_target
+
+runner = CliRunner()
+FAST = ["--runs", "10", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    a = typer.Typer()
+    cli_profile.register(a)
+    return a
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_onnx(tmp_path_factory.mktemp("cli") / "tiny.onnx", archs.ArchConfig(hidden=8, layers=1), window=6)
+
+
+def test_targets_list_json(app: typer.Typer) -> None:
+    res = runner.invoke(app, ["targets", "list", "--json"])
+    assert res.exit_code == 0, res.output
+    names = {t["name"] for t in json.loads(res.stdout)}
+    assert {"rpi3b", "rpi4b", "rpi5", "android-arm64", "x86-64-host", "stm32h7", "nrf52840", "esp32s3"} <= names
+
+
+def test_targets_show(app: typer.Typer) -> None:
+    res = runner.invoke(app, ["targets", "show", "stm32h7"])
+    assert res.exit_code == 0 and "ESTIMATE" in res.stdout and "DS12110" in res.stdout
+    data = json.loads(runner.invoke(app, ["targets", "show", "nrf52840", "--json"]).stdout)
+    assert data["ram_bytes"] == 262_144 and data["throughput_is_estimate"] is True
+
+
+def test_unknown_target_raises_usage_error(app: typer.Typer) -> None:
+    res = runner.invoke(app, ["targets", "show", "pi-zero-9"])
+    assert isinstance(res.exception, UsageError) and "rpi4b" in (res.exception.hint or "")
+
+
+def test_profile_json_only(app: typer.Typer, model: Path) -> None:
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)  # nothing but JSON on stdout
+    assert report["artifacts"][0]["artifact"] == "tiny.onnx"
+
+
+def test_profile_over_budget_writes_reports_then_raises(app: typer.Typer, model: Path, tmp_path: Path) -> None:
+    src = Path(load_target("nrf52840").path).read_text().replace("flash_budget_bytes = 655_360",
+                                                                  "flash_budget_bytes = 1_000")
+    tiny = tmp_path / "tiny-mcu.toml"
+    tiny.write_text(src)
+    out = tmp_path / "out" / "report.json"
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--target", str(tiny), "--output", str(out)])
+    assert isinstance(res.exception, BudgetExceeded) and res.exception.exit_code == 4
+    assert f"by {model.stat().st_size - 1000:,} B" in res.exception.message
+    assert "ESTIMATE" in res.stdout and "OVER" in res.stdout
+    assert json.loads(out.read_text())["target"]["name"] == "nrf52840"
+    assert (out.parent / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_profile_compare(app: typer.Typer, model: Path, tmp_path: Path) -> None:
+    prev = tmp_path / "prev.json"
+    assert runner.invoke(app, ["profile", str(model), *FAST, "--output", str(prev)]).exit_code == 0
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--compare", str(prev), "--json"])
+    rows = json.loads(res.stdout)["compare"]
+    assert rows[0]["file_bytes"]["change"] == 0
+    human = runner.invoke(app, ["profile", str(model), *FAST, "--compare", str(prev)])
+    assert "Change against the previous report" in human.stdout
+
+
+def test_profile_not_a_model(app: typer.Typer, tmp_path: Path) -> None:
+    junk = tmp_path / "x.tflite"
+    junk.write_text("hello")
+    res = runner.invoke(app, ["profile", str(junk)])
+    assert isinstance(res.exception, InputFileError)
+
+
+def test_profile_remote(app: typer.Typer, model: Path, sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(sshd.client_config.read_text() + f"  IdentityFile {sshd.key}\n")
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--json", "--remote", f"ssh://root@127.0.0.1:{sshd.port}",
+                              "--ssh-config", str(cfg), "--remote-python", sys.executable])
+    assert res.exit_code == 0, res.output
+    a = json.loads(res.stdout)["artifacts"][0]
+    assert a["where"] == f"ssh://root@127.0.0.1:{sshd.port}" and len(a["latencies_s"]) == 10
+
+
+def test_exit_codes_through_main_cli(model: Path) -> None:
+    cli = pytest.importorskip("edge_lstm.cli")
+    assert cli.main(["targets", "show", "no-such-board"]) == 2
+    assert cli.main(["profile", str(model), "--runs", "3", "--warmup", "0", "--json", "--remote",
+                     "root@127.0.0.1", "--ssh-config", "/dev/null", "--remote-python", "python3",
+                     "--timeout", "20"]) == 6
