@@ -193,10 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         return 130
-    except Exception as e:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # typer's (vendored click) usage errors
             e.show()
             return 2
         if debug:
