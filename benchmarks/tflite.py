@@ -1,0 +1,111 @@
+"""TFLite export benchmark: export time, file size, p50 latency vs ONNX Runtime, from one run.
+
+For the reference forecaster (2 x LSTM(64), window 96) and a larger one
+(2 x LSTM(256), window 256), batch 1, one thread: PyTorch eager, ONNX Runtime,
+fused and unrolled TFLite (ai-edge-litert, XNNPACK on), and the fused
+streaming model per new sample. Ratios are to ONNX Runtime in the same run.
+
+Usage: python benchmarks/tflite.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_lstm import archs, capture, load
+from edge_lstm.lower.tflite import lower
+from edge_lstm.runners.litert import LiteRTRunner
+from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+
+MODELS = {"2xLSTM(64), T=96": (archs.ArchConfig(hidden=64, layers=2), 96),
+          "2xLSTM(256), T=256": (archs.ArchConfig(hidden=256, layers=2), 256)}
+
+
+def p50(fn: Callable[[], object], runs: int, warmup: int = 20) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) -> list[tuple[str, ...]]:
+    """Rows for one model."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    module = archs.build("forecaster", cfg).eval()
+    model = load.load(load.save_checkpoint(tmp / "m.pt", module, "forecaster", cfg, window))
+    param_bytes = 4 * sum(int(p.numel()) for p in module.parameters())
+    x = np.random.default_rng(0).standard_normal(model.inputs.inputs[0].concrete(1)).astype(np.float32)
+    proto = capture.to_onnx(model)
+    rows: list[tuple[str, ...]] = []
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        t_torch = p50(lambda: module(xt), runs)
+    with OnnxRuntimeRunner(proto.SerializeToString(), threads=1) as ort:
+        t_ort = p50(lambda: ort.infer({"x": x}), runs)
+    onnx_bytes = len(proto.SerializeToString())
+    rows.append((label, "PyTorch eager", "-", "-", _us(t_torch), f"{t_torch / t_ort:.2f}x"))
+    rows.append((label, "ONNX Runtime", "-", f"{onnx_bytes / param_bytes:.2f}x", _us(t_ort), "1.00x"))
+    fused_t = 0.0
+    for lowering in ("fused", "unrolled"):
+        t0 = time.perf_counter()
+        lowered = lower(proto, lowering)
+        export_s = time.perf_counter() - t0
+        with LiteRTRunner(lowered.data, threads=1) as r:
+
+            def window_call(r: LiteRTRunner = r) -> None:
+                r.reset_state()
+                r.infer({"x": x})
+
+            t = p50(window_call, runs)
+        fused_t = t if lowering == "fused" else fused_t
+        size = f"{len(lowered.data) / param_bytes:.3f}x"
+        rows.append((label, f"TFLite {lowering}", f"{export_s * 1000:.0f} ms", size, _us(t), f"{t / t_ort:.2f}x"))
+    step_model = capture.streaming_model(model)
+    t0 = time.perf_counter()
+    lowered = lower(capture.to_onnx(step_model), "fused", streaming=True)
+    export_s = time.perf_counter() - t0
+    xs = np.ascontiguousarray(x[:, :1])
+    with LiteRTRunner(lowered.data, threads=1) as r:
+        t = p50(lambda: r.infer({"x": xs}), runs * 5)
+    ratio = f"{t / t_ort:.3f}x (1/{fused_t / t:.0f} of the fused window)"
+    size = f"{len(lowered.data) / param_bytes:.3f}x"
+    rows.append((label, "TFLite fused streaming, per sample", f"{export_s * 1000:.0f} ms", size, _us(t), ratio))
+    return rows
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs"
+
+
+def main() -> None:
+    """Print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=200)
+    args = ap.parse_args()
+    header = ("model", "artifact", "export", "file / float params", "p50 latency", "vs ONNX Runtime")
+    rows: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (cfg, window) in MODELS.items():
+            runs = args.runs if cfg.hidden <= 64 else max(20, args.runs // 5)
+            rows += bench(label, cfg, window, runs, Path(tmp))
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
