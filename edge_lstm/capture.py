@@ -106,7 +106,7 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, args, buf,
+                module, args, buf,  # type: ignore[arg-type]  # file-like objects are accepted
                 input_names=inputs.names, output_names=[o.name for o in outputs],
                 dynamic_axes=dynamic_axes or None, opset_version=OPSET,
                 do_constant_folding=True, dynamo=False,

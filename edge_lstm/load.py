@@ -153,7 +153,8 @@ def sniff_format(path: Path) -> str:
                 f"'{path}' looks like a PyTorch file but is truncated or corrupted ({e}).",
                 "Save the model again; check that the copy finished.",
             ) from e
-        if any(n.endswith("serialized_exported_program.json") or "/models/" in n and n.endswith(".json") for n in names):
+        if any(n.endswith("serialized_exported_program.json") or ("/models/" in n and n.endswith(".json"))
+               for n in names):
             return "exported-program"
         if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
             return "torchscript"
@@ -309,7 +310,9 @@ def _unpickle_trusted(path: Path) -> Any:
 
 def _from_checkpoint(obj: dict[str, Any], path: Path) -> LoadedModel:
     if obj.get("version") != CHECKPOINT_VERSION:
-        raise InputFileError(f"Checkpoint version {obj.get('version')} is not supported (expected {CHECKPOINT_VERSION}).")
+        raise InputFileError(
+            f"Checkpoint version {obj.get('version')} is not supported (expected {CHECKPOINT_VERSION})."
+        )
     try:
         config = archs.ArchConfig.from_dict(dict(obj["config"]))
         module = archs.build(str(obj["arch"]), config)

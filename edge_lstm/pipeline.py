@@ -154,7 +154,9 @@ def _torch_runner(model: LoadedModel) -> Runner:
     return TorchRunner(model)
 
 
-def _build_artifacts(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, say: Progress) -> list[Artifact]:
+def _build_artifacts(
+    model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, say: Progress
+) -> list[Artifact]:
     r = options.recipe
     out: list[Artifact] = []
     float_tflite: bytes | None = None

@@ -125,7 +125,7 @@ class Tolerance:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        d = {
+        d: dict[str, Any] = {
             "atol": self.atol,
             "rtol": self.rtol,
             "elementwise": self.elementwise,

@@ -30,12 +30,12 @@ def test_windows_are_normalised_and_labelled(temps_csv: Path) -> None:
 def test_nan_in_data(tmp_path: Path) -> None:
     p = tmp_path / "d.csv"
     p.write_text("temp\n1.0\n2.0\nnan\n4.0\n")
-    with pytest.raises(DataError, match="NaN/Inf .* row 2"):
+    with pytest.raises(DataError, match=r"NaN/Inf .* row 2"):
         read_series(p)
 
 
 def test_wrong_feature_count(temps_csv: Path) -> None:
-    with pytest.raises(DataError, match="1 numeric column.*3 feature"):
+    with pytest.raises(DataError, match=r"1 numeric column.*3 feature"):
         windows_from(temps_csv, 24, 3)
 
 
