@@ -54,8 +54,8 @@ class Context:
         return ref
 
     def temp(self, hint: str, shape: tuple[int, ...], dtype: Any = np.float32) -> TensorRef:
-        """A new intermediate tensor with no ONNX counterpart."""
-        return self.writer.add_tensor(hint, shape, dtype)
+        """A new intermediate tensor with no ONNX counterpart (unnamed: names would dominate unrolled files)."""
+        return self.writer.add_tensor("", shape, dtype)
 
     def const_tensor(self, hint: str, arr: np.ndarray) -> TensorRef:
         """A constant tensor; identical constants are written once."""

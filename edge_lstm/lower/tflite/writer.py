@@ -88,11 +88,15 @@ class ModelWriter:
         data: np.ndarray | None = None,
         variable: bool = False,
     ) -> TensorRef:
-        """Add a tensor; ``data`` makes it a constant, ``variable`` a persistent state tensor."""
-        name = self.unique_name(name)
-        self._names.add(name)
+        """Add a tensor; ``data`` makes it a constant, ``variable`` a persistent state tensor.
+
+        An empty ``name`` leaves the tensor unnamed, which keeps unrolled models small.
+        """
+        if name:
+            name = self.unique_name(name)
+            self._names.add(name)
         t = schema.TensorT()
-        t.name = name
+        t.name = name or None
         t.shape = list(shape)
         t.type = _TYPES[np.dtype(dtype)]
         t.isVariable = variable
