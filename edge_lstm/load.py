@@ -191,6 +191,8 @@ def load(
             "Pass them with --input-shape, e.g. --input-shape 1x96x1 (once per forward() input).",
         )
     model.outputs = probe_outputs(model)
+    if model.format != "checkpoint":
+        mark_batch_axes(model)
     return model
 
 
@@ -384,3 +386,61 @@ def _eval_only_cls() -> type:
 
 def _EvalOnly(inner: nn.Module) -> nn.Module:  # noqa: N802 - reads like a class at call sites
     return _eval_only_cls()(inner)  # type: ignore[no-any-return]
+
+
+def mark_batch_axes(model: LoadedModel) -> LoadedModel:
+    """Find each input's batch axis by probing, for models whose file does not say.
+
+    A window is repeated twice along a candidate axis; that axis is the batch
+    axis when the model accepts it and returns the single-sample outputs twice.
+    Inputs after the first (recurrent states) are tried on axis 1, the first on
+    axes 0 then 1. Models that reject both keep static shapes.
+    """
+    import torch
+
+    specs = model.inputs.inputs
+    if not specs or any(isinstance(d, str) for t in specs for d in t.shape):
+        return model
+    xs = example_inputs(model.inputs, seed=7)
+    with torch.no_grad():
+        try:
+            single = _as_list(model.module(*xs))
+        except Exception:
+            return model
+        for axis in ((0, 1) if len(specs[0].shape) >= 2 else (0,)):
+            axes = [axis] + [1] * (len(specs) - 1)
+            out_axes = _batches_on(model, xs, axes, single)
+            if out_axes is not None:
+                model.inputs = InputSpec(tuple(_mark(t, ax) for t, ax in zip(specs, axes, strict=True)))
+                model.outputs = tuple(_mark(o.with_shape(o.concrete(1)), ax)
+                                      for o, ax in zip(model.outputs, out_axes, strict=True))
+                return model
+    model.outputs = tuple(o.with_shape(o.concrete(1)) for o in model.outputs)  # static, like the inputs
+    return model
+
+
+def _mark(t: TensorSpec, axis: int) -> TensorSpec:
+    return t.with_shape(tuple("batch" if a == axis else d for a, d in enumerate(t.shape)))
+
+
+def _as_list(out: Any) -> list[Any]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _batches_on(model: LoadedModel, xs: list[torch.Tensor], axes: list[int], single: list[Any]) -> list[int] | None:
+    """The outputs' batch axes when doubling the inputs along ``axes`` doubles the outputs; else None."""
+    import torch
+
+    try:
+        doubled = [torch.cat([x, x], dim=a) if x.dim() > a else x for x, a in zip(xs, axes, strict=True)]
+        outs = _as_list(model.module(*doubled))
+    except Exception:
+        return None
+    found = []
+    for o, s in zip(outs, single, strict=True):
+        ax = next((a for a in range(s.dim()) if o.shape[a] == 2 * s.shape[a] and s.shape[a] == 1), None)
+        if ax is None or not torch.allclose(o.narrow(ax, 0, 1), s, atol=1e-5) or not torch.allclose(
+                o.narrow(ax, 1, 1), s, atol=1e-5):
+            return None
+        found.append(ax)
+    return found

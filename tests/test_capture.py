@@ -49,9 +49,11 @@ def test_every_kind_exports_equal(kind: str, form: str, tmp_path: Path) -> None:
     _compare(model, proto)
 
 
-@pytest.mark.parametrize("kind", ["stacked", "seq_first", "state_io"])
-def test_batch_axis_is_dynamic(kind: str, tmp_path: Path) -> None:
-    model = load(write(kind, "checkpoint", tmp_path)[0])
+@pytest.mark.parametrize("form", ["checkpoint", "torchscript", "pickle"])
+@pytest.mark.parametrize("kind", ["stacked", "seq_first", "state_io", "gru_state_io_seq_first"])
+def test_batch_axis_is_dynamic(kind: str, form: str, tmp_path: Path) -> None:
+    path, shapes = write(kind, form, tmp_path)
+    model = load(path, shapes if form != "checkpoint" else None, trust_pickle=True)  # found by probing if not stored
     proto = capture.to_onnx(model)
     io = capture.onnx_io(proto)
     assert all("batch" in dims for dims in io["inputs"].values())
