@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from models import write  # noqa: E402
+from models import write
 
 
 @pytest.fixture(scope="session")
