@@ -107,6 +107,10 @@ def export(
     input_shape: ShapeOpt = None,
     trust_pickle: TrustOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Measure latency, memory and size of every artifact "
+                                          "into the report (and report.html).")] = False,
+    target: Annotated[str | None, typer.Option("--target", help="Device target name or TOML: latency estimate and "
+                                               "flash/RAM budgets (exit 4 when over); implies --profile.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -115,7 +119,8 @@ def export(
     from edge_lstm.recipes import load_recipe
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
-    opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force)
+    opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
+                         profile, target)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -136,6 +141,10 @@ def _export_summary(report: dict[str, Any], output: Path) -> str:
             metric = f"  {task['metric']} {task['artifact']:.4g} (float {task['reference']:.4g})" if task else ""
             rows.append(f"  {a['file']:<36} {a['size_bytes']:>10,} B  {v['runtime']:<14} "
                         f"max abs err {worst:.2e}{metric}")
+    for a in (report.get("profile") or {}).get("artifacts", []):
+        peak = (a.get("memory") or {}).get("peak_rss_bytes")
+        mem = f", peak memory {peak / 2**20:.1f} MiB over baseline" if peak is not None else ""
+        rows.append(f"  profiled {a['artifact']:<27} {a['runtime']:<12} p50 {a['latency_s']['p50'] * 1e6:,.1f} µs{mem}")
     rows.append(f"Report: {output / 'report.md'} and {output / 'report.json'}")
     return "\n".join(rows)
 

@@ -45,6 +45,8 @@ class ExportOptions:
     input_shapes: tuple[tuple[int, ...], ...] = ()
     trust_pickle: bool = False
     force: bool = False
+    profile: bool = False  # measure every artifact (fresh process each) into the report
+    target: str | None = None  # device target name or TOML path: estimates and budgets (exit 4 when over)
 
 
 @dataclass
@@ -124,14 +126,53 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         artifacts += _streaming_artifacts(model, options, vdata, reference, say)
     from edge_lstm.report import build_report, write_reports
 
+    target = _target(options)
     with staged_dir(options.output_dir, options.force) as stage:
         for art in artifacts:
             (stage / art.filename).write_bytes(art.data)
         report = build_report(model, options, vdata, artifacts)
+        if options.profile or target is not None:
+            report["profile"] = _profile(stage, options.output_dir, artifacts, target, say)
         write_reports(report, stage)
+        if "profile" in report:
+            from edge_lstm.report_html import write_html
+
+            write_html(report["profile"], stage / "report.html", report)
     result = ExportResult(options.output_dir, model, artifacts, report)
     raise_on_failures([v for a in artifacts for v in a.validations])
+    if "profile" in report and target is not None:
+        from edge_lstm.profile import enforce_budgets
+
+        enforce_budgets(report["profile"])
     return result
+
+
+def _target(options: ExportOptions) -> Any:
+    if options.target is None:
+        return None
+    from edge_lstm.targets import load_target
+
+    return load_target(options.target)
+
+
+def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any, say: Progress) -> dict[str, Any]:
+    """Profile each staged artifact in a fresh process; paths in the result point at the published files."""
+    from edge_lstm.profile import ProfileOptions, apply_target, profile
+
+    entries = []
+    for art in artifacts:
+        say(f"profiling {art.filename}")
+        opts = ProfileOptions(streaming=art.streaming, runs=100, warmup=10)
+        rep = profile([stage / art.filename], opts)
+        for entry in rep["artifacts"]:
+            entry["path"] = str(out_dir / art.filename)
+            entry["precision"] = art.precision.value
+        entries += rep["artifacts"]
+    rep["artifacts"] = entries
+    rep["options"]["streaming"] = None  # per artifact
+    if target is not None:
+        apply_target(rep, target)
+    return rep
 
 
 def _check_request(options: ExportOptions) -> None:

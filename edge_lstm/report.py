@@ -30,7 +30,7 @@ def build_report(model: LoadedModel, options: ExportOptions, vdata: ValidationDa
     return {
         "schema": SCHEMA_VERSION,
         "tool": {"name": "edge-lstm", "version": __version__},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "model": summary,
         "recipe": options.recipe.name,
         "validation_data": {"source": vdata.source, "samples": len(vdata.samples), "steps": vdata.steps,
@@ -97,6 +97,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             )
     lines += ["", "## Per-output metrics", ""]
     lines += _per_output(report)
+    if report.get("profile"):
+        lines += ["", "## Profile (measured on this host)", "", *_profile_rows(report["profile"])]
     notes = [(a["file"], n) for a in report["artifacts"] for n in a["notes"]]
     if notes:
         lines += ["", "## Notes", ""] + [f"- `{f}`: {n}" for f, n in notes]
@@ -116,6 +118,33 @@ def _per_output(report: dict[str, Any]) -> list[str]:
                     f"{_fmt(o['cosine'], '.6f')} | {_fmt(o['psnr'], '.1f')} | {o['non_finite']} | "
                     f"{o['failing_elements']}/{o['elements']} | {'; '.join(o['reasons']) or '–'} |"
                 )
+    return rows
+
+
+def _us(v: float | None) -> str:
+    return "–" if v is None else f"{v * 1e6:,.1f}"
+
+
+def _profile_rows(prof: dict[str, Any]) -> list[str]:
+    target = prof.get("target")
+    rows = ["| file | runtime | p50 µs | p90 µs | p99 µs | per sample µs | peak memory over baseline | TFLM arena | "
+            "weights / graph bytes |" + (f" estimate on {target['name']} µs | budgets |" if target else ""),
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | --- |" if target else "")]
+    for a in prof["artifacts"]:
+        lat, mem, size = a["latency_s"], a.get("memory") or {}, a.get("size") or {}
+        peak = mem.get("peak_rss_bytes")
+        row = (f"| {a['artifact']} | {a['runtime']} {a.get('runtime_version', '')} | {_us(lat['p50'])} | "
+               f"{_us(lat['p90'])} | {_us(lat['p99'])} | {_us(a.get('per_sample_s'))} | "
+               f"{'–' if peak is None else f'{peak / 2**20:.1f} MiB'} | {_fmt(a.get('arena_bytes'))} | "
+               f"{size.get('weights_bytes', 0):,} / {size.get('graph_bytes', 0):,} |")
+        if target:
+            est = a.get("estimate") or {}
+            budgets = ", ".join(f"{b['budget']} {b['status']}" for b in a.get("budget") or [])
+            row += f" {_us(est.get('latency_s'))} (estimate) | {budgets or '–'} |"
+        rows.append(row)
+    method = next((a["memory"]["method"] for a in prof["artifacts"] if a.get("memory")), None)
+    if method:
+        rows += ["", f"Memory: {method}"]
     return rows
 
 

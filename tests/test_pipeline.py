@@ -72,3 +72,32 @@ def test_other_kinds_end_to_end(kind: str, tmp_path: Path) -> None:
     path, _ = write(kind, "checkpoint", tmp_path)
     res = export(path, ExportOptions(tmp_path / "out", streaming=True))
     assert res.passed and len(res.artifacts) == 2
+
+
+def test_export_profile_into_report_and_html(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = export(forecaster_ckpt, ExportOptions(out, profile=True, streaming=True))
+    prof = res.report["profile"]
+    assert [a["artifact"] for a in prof["artifacts"]] == ["stacked.fp32.onnx", "stacked.stream.fp32.onnx"]
+    for a in prof["artifacts"]:
+        assert a["path"] == str(out / a["artifact"])  # the published file, not the staging copy
+        assert a["latency_s"]["runs"] == 100 and 0 < a["latency_s"]["p50"] <= a["latency_s"]["p99"]
+        assert len(a["latencies_s"]) == 100 and a["memory"]["method"]
+    assert "## Profile (measured on this host)" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "stacked.fp32.onnx" in html and "<script" not in html
+
+
+def test_export_over_a_device_budget_is_exit_4(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    from edge_lstm.errors import BudgetExceeded
+    from edge_lstm.resources import data_dir
+
+    tiny = tmp_path / "tiny.toml"
+    text = (data_dir("targets") / "nrf52840.toml").read_text()
+    tiny.write_text(text.replace("flash_budget_bytes = 655_360", "flash_budget_bytes = 10_000"))
+    out = tmp_path / "out"
+    with pytest.raises(BudgetExceeded, match="flash") as e:
+        export(forecaster_ckpt, ExportOptions(out, target=str(tiny)))
+    assert e.value.exit_code == 4
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["profile"]["target"]["name"] == "nrf52840"
