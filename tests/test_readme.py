@@ -25,9 +25,10 @@ def _commands() -> list[str]:
     return [line[2:] for block in _blocks("console") for line in block.splitlines() if line.startswith("$ ")]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, temps_csv: Path) -> Path:
-    """A directory with model.pt (a forecaster checkpoint, window 12) and data.csv (real temperatures)."""
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, temps_csv: Path) -> Path:
+    """One directory for the whole README, in order: model.pt (a forecaster checkpoint, window 12), data.csv."""
+    tmp_path = tmp_path_factory.mktemp("readme")
     path, _ = write("stacked", "checkpoint", tmp_path)
     path.rename(tmp_path / "model.pt")
     shutil.copy(temps_csv, tmp_path / "data.csv")
@@ -38,7 +39,7 @@ def test_readme_has_commands() -> None:
     assert len(_commands()) >= 5 and "make demo" in README and "make test" in README
 
 
-@pytest.mark.parametrize("command", _commands())
+@pytest.mark.parametrize("command", _commands())  # in README order: later commands read earlier outputs
 def test_readme_command_runs(command: str, workdir: Path) -> None:
     argv = shlex.split(command)
     assert argv[0] == "edge-lstm"
