@@ -23,7 +23,7 @@ __all__ = ["QuantizedArtifact", "quantize_onnx", "quantize_tflite"]
 
 def quantize_onnx(proto: onnx.ModelProto, precision: Precision) -> QuantizedArtifact:
     """Quantize an ONNX float model; see :func:`edge_lstm.quantize.onnx.quantize_onnx`."""
-    from edge_lstm.quantize import onnx as _onnx
+    import edge_lstm.quantize.onnx as _onnx
 
     return _onnx.quantize_onnx(proto, precision)
 
@@ -36,6 +36,6 @@ def quantize_tflite(
     **kwargs: Any,
 ) -> QuantizedArtifact:
     """Quantize a float TFLite model; see :func:`edge_lstm.quantize.tflite.quantize_tflite`."""
-    from edge_lstm.quantize import tflite as _tflite
+    import edge_lstm.quantize.tflite as _tflite
 
     return _tflite.quantize_tflite(float_tflite, precision, calib=calib, io=io, **kwargs)

@@ -40,8 +40,9 @@ def test_fp16_halves_file_keeps_float32_io_and_matches(forecaster):
     half = sum(i.ByteSize() for i in weights)
     assert half <= 0.52 * sum(i.ByteSize() for i in forecaster.proto.graph.initializer)
     x = forecaster.test_x[:256]
-    err = np.abs(run(art.data, x) - forecaster.torch_pred[:256]).max()
-    assert err < 1e-3, err
+    ref = forecaster.torch_pred[:256]
+    err = np.abs(run(art.data, x) - ref)
+    assert (err <= 1e-3 + 1e-3 * np.abs(ref)).all(), err.max()  # fp16: ~3 significant digits
 
 
 def test_fp16_says_which_layers_compute_in_float32(forecaster):
@@ -57,8 +58,8 @@ def test_dynamic_int8_uses_quantized_lstm_and_keeps_mae(forecaster):
     art = quantize_onnx(forecaster.proto, Precision.DYNAMIC_INT8)
     ops = [n.op_type for n in onnx.load_from_string(art.data).graph.node]
     assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops
-    assert art.float_layers == ["Gemm '/head/Gemm'"]  # the 33-weight head stays float, with the reason
-    assert "stays float32 (33 weights" in art.notes[0]
+    assert art.float_layers == ["Gemm '/head/Gemm'"]  # the 65-weight head stays float, with the reason
+    assert "stays float32 (65 weights" in art.notes[0]
     # The 0.35x target is for TFLite; ONNX's file also carries the exporter's shape-computing
     # nodes (~4 KB), which weigh 7% on this 13k-parameter model (the demo model reaches 0.30x, see
     # benchmarks/quantize.py), so the file bound here is 0.37x and the weights are checked exactly.

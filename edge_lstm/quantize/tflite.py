@@ -1,0 +1,310 @@
+"""Quantize a float TFLite model: fp16, dynamic int8 (hybrid) and full int8 (calibrated).
+
+* **fp16**: constant float32 tensors (weights, biases) are stored as FLOAT16 and
+  expanded by DEQUANTIZE ops at the start of the graph; compute stays float32,
+  which is what TFLite's CPU kernels do with float16 weights anyway.
+* **dynamic-int8**: TFLite's hybrid kernels. LSTM weights become int8 with one
+  symmetric scale per tensor (op version 2, inputs quantized symmetrically per
+  call: ``asymmetric_quantize_inputs`` makes the fused kernel several times
+  slower, see ``FACTS.md``); FULLY_CONNECTED weights likewise, except the op that
+  produces a model output (the head), whose input rounding would land directly on
+  the forecast. TFLite Micro has no hybrid kernels: run these on LiteRT.
+* **int8**: TFLite's own post-training quantizer, shipped in ``ai-edge-litert``
+  (``_pywrap_tensorflow_lite_calibration_wrapper``): intermediates added for the
+  integer LSTM, activation ranges recorded on the calibration windows, then int8
+  activations and weights (per channel), int16 LSTM cell state and int32 bias.
+  We use it rather than re-deriving the integer LSTM's many scales: it is the
+  reference those kernels were written against. ``io="int8"`` makes inputs and
+  outputs int8 too; their scale and zero point go into ``io_quant``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edge_lstm.errors import DataError, UnsupportedModel, UsageError
+from edge_lstm.quantize.artifact import QuantizedArtifact
+from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
+from edge_lstm.spec import Precision, TensorSpec
+
+SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8)
+IO_TYPES = ("float", "int8")
+_MIN_FP16_ELEMENTS = 16  # smaller constants (shapes, scalars) are not worth a DEQUANTIZE op
+
+
+def quantize_tflite(
+    float_tflite: bytes,
+    precision: Precision,
+    calib: np.ndarray | Mapping[str, np.ndarray] | CalibrationSet | None = None,
+    io: str = "float",
+    count: int = DEFAULT_COUNT,
+) -> QuantizedArtifact:
+    """Return ``float_tflite`` at ``precision``.
+
+    ``calib`` (int8 only) is the calibration windows: an array ``(N, *window_shape)``
+    for a single-input model, a dict input name -> array for several inputs (see
+    :mod:`edge_lstm.quantize.calibration`), or a ready :class:`CalibrationSet`
+    (e.g. from :func:`~edge_lstm.quantize.calibration.random_calibration`).
+    ``io`` is "float" or "int8" (int8 only).
+    """
+    precision = Precision(precision)
+    if io not in IO_TYPES:
+        raise UsageError(f"--io must be one of {', '.join(IO_TYPES)}, got '{io}'.")
+    if io != "float" and precision is not Precision.INT8:
+        raise UsageError(
+            f"--io {io} needs --precision int8; {precision.value} artifacts take and return float32.",
+        )
+    if precision is Precision.FP32:
+        return QuantizedArtifact(float_tflite, precision)
+    if precision is Precision.FP16:
+        return to_fp16(float_tflite)
+    if precision is Precision.DYNAMIC_INT8:
+        return to_hybrid(float_tflite)
+    if calib is None:
+        raise DataError(
+            "precision int8 needs calibration data: windows like the model's input, to measure activation ranges.",
+            "Pass --calib data.csv (or .npy), normalised like training; or --calib random, which the report flags.",
+        )
+    return to_int8(float_tflite, calib, io, count)
+
+
+# ---------------------------------------------------------------- flatbuffer editing
+
+
+def _schema() -> Any:
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def _unpack(data: bytes) -> Any:
+    return _schema().ModelT.InitFromPackedBuf(data, 0)
+
+
+def _pack(model: Any) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _opcode(model: Any, builtin: int, version: int) -> int:
+    """Index of the operator code (builtin, version), added when missing."""
+    s = _schema()
+    for i, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
+            return i
+    code = s.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _op_name(model: Any, op: Any) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    names = {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
+    return str(names.get(builtin, builtin))
+
+
+def _const(model: Any, tensor: Any) -> np.ndarray | None:
+    """The float32 constant held by ``tensor``, or None when it is not a float32 constant."""
+    buf = model.buffers[tensor.buffer].data if tensor.buffer > 0 else None
+    if tensor.type != _schema().TensorType.FLOAT32 or buf is None or len(buf) == 0:
+        return None
+    return np.frombuffer(np.asarray(buf, dtype=np.uint8).tobytes(), dtype=np.float32).reshape(tensor.shape)
+
+
+def _set_data(model: Any, tensor: Any, arr: np.ndarray) -> None:
+    buf = _schema().BufferT()
+    buf.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8)
+    model.buffers.append(buf)
+    tensor.buffer = len(model.buffers) - 1
+
+
+def _tensor_name(tensor: Any) -> str:
+    raw = tensor.name
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+# ---------------------------------------------------------------- fp16
+
+
+def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
+    """FLOAT16 constant weights, each expanded to float32 by a DEQUANTIZE op at the start of the graph."""
+    s = _schema()
+    model = _unpack(float_tflite)
+    deq = _opcode(model, s.BuiltinOperator.DEQUANTIZE, 3)  # version 3: float16 input
+    converted = 0
+    for graph in model.subgraphs:
+        used = {i for op in graph.operators for i in op.inputs if i >= 0}
+        first = []
+        for index in sorted(used):
+            tensor = graph.tensors[index]
+            arr = _const(model, tensor)
+            if arr is None or arr.size < _MIN_FP16_ELEMENTS:
+                continue
+            half = s.TensorT()
+            half.name, half.shape, half.type = tensor.name + b"_fp16", list(tensor.shape), s.TensorType.FLOAT16
+            _set_data(model, half, arr.astype(np.float16))
+            graph.tensors.append(half)
+            tensor.buffer = 0  # now produced by the DEQUANTIZE op
+            op = s.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = deq, [len(graph.tensors) - 1], [index]
+            first.append(op)
+            converted += 1
+        graph.operators = first + list(graph.operators)
+    if not converted:
+        raise UnsupportedModel("fp16 found no float32 weights to convert in this TFLite model.")
+    data = _pack(_drop_unused_buffers(model))
+    return QuantizedArtifact(data, Precision.FP16, [
+        f"{converted} weight tensors stored as float16 and expanded by DEQUANTIZE at load; compute is float32.",
+    ])
+
+
+def _drop_unused_buffers(model: Any) -> Any:
+    """Empty the buffers no tensor points at any more (their bytes would stay in the file)."""
+    used = {t.buffer for g in model.subgraphs for t in g.tensors}
+    for i, buf in enumerate(model.buffers):
+        if i > 0 and i not in used:
+            buf.data = None
+    return model
+
+
+# ---------------------------------------------------------------- dynamic int8 (hybrid)
+
+
+def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
+    """int8 weights with float activations: TFLite's hybrid LSTM and FULLY_CONNECTED kernels."""
+    s = _schema()
+    model = _unpack(float_tflite)
+    ops = s.BuiltinOperator
+    lstm_ops = (ops.UNIDIRECTIONAL_SEQUENCE_LSTM, ops.BIDIRECTIONAL_SEQUENCE_LSTM, ops.LSTM)
+    quantized, floats = 0, []
+    for graph in model.subgraphs:
+        outputs = set(graph.outputs)
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin in lstm_ops:
+                weights = [i for i in op.inputs[1:9] if i >= 0]
+                op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
+                if hasattr(op.builtinOptions, "asymmetricQuantizeInputs"):
+                    op.builtinOptions.asymmetricQuantizeInputs = False
+            elif builtin == ops.FULLY_CONNECTED and not outputs.intersection(op.outputs):
+                weights = [op.inputs[1]]
+                op.opcodeIndex = _opcode(model, builtin, 3)  # version 3: hybrid
+                if op.builtinOptions is not None:
+                    op.builtinOptions.asymmetricQuantizeInputs = False
+            else:
+                if builtin == ops.FULLY_CONNECTED:
+                    floats.append(f"FULLY_CONNECTED '{_tensor_name(graph.tensors[op.outputs[0]])}'")
+                continue
+            quantized += sum(_int8_weight(model, graph.tensors[i]) for i in weights)
+    if not quantized:
+        raise UnsupportedModel(
+            "dynamic-int8 found no LSTM or FULLY_CONNECTED weights to quantize in this TFLite model.",
+            "Use --precision fp16, or int8 with --calib.",
+        )
+    notes = [f"{f} stays float32: it produces a model output, where per-call input rounding lands directly."
+             for f in floats]
+    notes.append("hybrid kernels (int8 weights, float activations) run on LiteRT/tflite-runtime, not TFLite Micro.")
+    data = _pack(_drop_unused_buffers(model))
+    return QuantizedArtifact(data, Precision.DYNAMIC_INT8, notes, floats)
+
+
+def _int8_weight(model: Any, tensor: Any) -> int:
+    """Quantize one float32 constant to int8, symmetric, one scale per tensor; 1 if done."""
+    s = _schema()
+    arr = _const(model, tensor)
+    if arr is None:
+        return 0
+    scale = float(np.abs(arr).max()) / 127.0 or 1.0
+    _set_data(model, tensor, np.clip(np.round(arr / scale), -127, 127).astype(np.int8))
+    tensor.type = s.TensorType.INT8
+    q = s.QuantizationParametersT()
+    q.scale, q.zeroPoint, q.quantizedDimension = [scale], [0], 0
+    tensor.quantization = q
+    return 1
+
+
+# ---------------------------------------------------------------- full int8 (calibrated)
+
+
+def input_specs(tflite: bytes) -> list[TensorSpec]:
+    """The model's inputs (static shapes) as read by LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=tflite)
+    return [TensorSpec(str(d["name"]), tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name)
+            for d in interp.get_input_details()]
+
+
+def to_int8(
+    float_tflite: bytes,
+    calib: np.ndarray | Mapping[str, np.ndarray] | CalibrationSet,
+    io: str = "float",
+    count: int = DEFAULT_COUNT,
+) -> QuantizedArtifact:
+    """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell, int32 bias."""
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as wrapper
+
+    specs = input_specs(float_tflite)
+    if isinstance(calib, CalibrationSet):  # re-checked against the TFLite inputs, the random flag kept
+        checked = calibration_windows(dict(calib.samples), specs, count=count, source=calib.source)
+        cal = CalibrationSet(checked.samples, calib.random, calib.source)
+    else:
+        cal = calibration_windows(calib, specs, count=count)
+    i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
+    io_type = i8 if io == "int8" else f32
+    try:
+        # the wrapper keeps a pointer into these bytes, not a reference: hold them (else a segfault)
+        with_intermediates = wrapper.AddIntermediateTensors(float_tflite)
+        calibrator = wrapper.CalibrationWrapper(with_intermediates, [], [])
+        calibrator.Prepare([list(s.concrete(1)) for s in specs])
+        for feed in cal.feeds():
+            calibrator.FeedTensor(feed)
+        data = bytes(calibrator.QuantizeModel(io_type, io_type, False, i8, i32, False, False))
+    except Exception as e:  # the calibrator names the op it has no int8 kernel for
+        raise UnsupportedModel(
+            f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
+            "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
+        ) from e
+    data = _strip_ranges(data)
+    notes = [f"int8 activations and per-channel int8 weights, int16 LSTM cell state, int32 bias; "
+             f"calibrated by TFLite's quantizer on {cal.count} windows ({cal.source})."]
+    if cal.random:
+        notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges are guesses, "
+                     "expect a larger error than with real windows.")
+    return QuantizedArtifact(data, Precision.INT8, notes, [], _io_quant(data) if io == "int8" else {})
+
+
+def _strip_ranges(data: bytes) -> bytes:
+    """Drop the calibrator's recorded min/max: kernels read only scale and zero point (~5% of a small file)."""
+    model = _unpack(data)
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if tensor.quantization is not None:
+                tensor.quantization.min = tensor.quantization.max = None
+    return _pack(model)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _io_quant(data: bytes) -> dict[str, dict[str, Any]]:
+    """Input/output name -> dtype, scale, zero point, as LiteRT reads them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=data)
+    out: dict[str, dict[str, Any]] = {}
+    for d in (*interp.get_input_details(), *interp.get_output_details()):
+        scale, zero = d["quantization"]
+        out[str(d["name"])] = {"dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+    return out
