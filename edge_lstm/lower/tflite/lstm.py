@@ -5,9 +5,14 @@ state in variable tensors; a reverse direction runs between two ``REVERSE_V2``
 ops, so TFLite Micro (which has no bidirectional kernel) runs it too.
 
 *Unrolled*: one fully-connected op computes the input projection of every
-time step at once; each step then costs one fully-connected op on the state
-plus elementwise ops. The weights are written once and shared by every step.
-This form is what XNNPACK accelerates, and it is the only form for GRU.
+time step at once; each step then costs one fully-connected op on the state,
+with that step's input projection as its (run-time) bias, plus elementwise
+ops. The weights are written once and shared by every step. XNNPACK runs the
+elementwise ops; it leaves a fully-connected op with a run-time bias to the
+builtin kernel, which is what we want here: XNNPACK packs a private copy of
+the weights for every op it takes, so 96 delegated steps would stream 96
+copies of the recurrent matrix through the cache instead of one. This is the
+only form for GRU.
 
 Batch is 1 (the graph was prepared with batch 1), so ``[T, 1, F]`` and
 ``[1, T, F]`` have the same memory order and differ only by a reshape.
@@ -237,8 +242,8 @@ def _lstm_step(
 ) -> tuple[TensorRef, TensorRef]:
     h_prev, c_prev = hc
     gates = xt
-    if h_prev is not None:
-        gates = ctx.binary(OP.ADD, xt, ctx.fully_connected(h_prev, r, None, tag + "_rproj"), tag + "_gates")
+    if h_prev is not None:  # the step's input projection is the recurrent product's (run-time) bias
+        gates = ctx.fully_connected(h_prev, r, xt, tag + "_gates")
     sig = ctx.unary(OP.LOGISTIC, gates, tag + "_sig")
     tnh = ctx.unary(OP.TANH, gates, tag + "_tanh")
     i, f, o, _ = ctx.split(sig, 1, [r.shape[1]] * 4, tag + "_s")
@@ -300,7 +305,7 @@ def _gru_step(
     rzr, rn, rbn = weights
     pre = xzr
     if h_prev is not None:
-        pre = ctx.binary(OP.ADD, xzr, ctx.fully_connected(h_prev, rzr, None, tag + "_rzr"), tag + "_zr")
+        pre = ctx.fully_connected(h_prev, rzr, xzr, tag + "_zr")
     z, r = ctx.split(ctx.unary(OP.LOGISTIC, pre, tag + "_sig"), 1, [rn.shape[0]] * 2, tag + "_s")
     if h_prev is None:
         hn: TensorRef = rbn

@@ -1,0 +1,8 @@
+"""Make ``tflite_models`` (the shared TFLite test cases) importable however the tests are collected."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
