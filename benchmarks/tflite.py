@@ -40,6 +40,31 @@ def p50(fn: Callable[[], object], runs: int, warmup: int = 20) -> float:
     return float(np.median(times))
 
 
+ROUNDS = 5
+
+
+def interleaved(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median seconds per call of each callable, measured in ``ROUNDS`` interleaved rounds.
+
+    The host is shared, so load drifts between artifacts measured one after the
+    other; interleaving them round by round exposes all of them to the same
+    drift. Returns each callable's median over rounds of its per-round p50, and
+    under ``"<name>/ort"`` the median over rounds of its per-round ratio to "ort".
+    """
+    per: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(ROUNDS):
+        for k, fn in calls.items():
+            per[k].append(p50(fn, max(10, runs // ROUNDS), warmup=10))
+    out = {k: float(np.median(v)) for k, v in per.items()}
+    ort = np.array(per["ort"])
+    out.update({f"{k}/ort": float(np.median(np.array(v) / ort)) for k, v in per.items()})
+    return out
+
+
+def _ratio(t: dict[str, float], name: str) -> str:
+    return f"{t[name + '/ort']:.2f}x"
+
+
 def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) -> list[tuple[str, ...]]:
     """Rows for one model."""
     torch.set_num_threads(1)
@@ -51,28 +76,39 @@ def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) 
     proto = capture.to_onnx(model)
     rows: list[tuple[str, ...]] = []
     xt = torch.from_numpy(x)
-    with torch.no_grad():
-        t_torch = p50(lambda: module(xt), runs)
-    with OnnxRuntimeRunner(proto.SerializeToString(), threads=1) as ort:
-        t_ort = p50(lambda: ort.infer({"x": x}), runs)
-    onnx_bytes = len(proto.SerializeToString())
-    rows.append((label, "PyTorch eager", "-", "-", _us(t_torch), f"{t_torch / t_ort:.2f}x"))
-    rows.append((label, "ONNX Runtime", "-", f"{onnx_bytes / param_bytes:.2f}x", _us(t_ort), "1.00x"))
-    fused_t = 0.0
+    ort = OnnxRuntimeRunner(proto.SerializeToString(), threads=1)
+    ort.activate()
+    calls: dict[str, Callable[[], object]] = {"ort": lambda: ort.infer({"x": x})}
+    exports: dict[str, tuple[float, int]] = {}
     for lowering in ("fused", "unrolled"):
         t0 = time.perf_counter()
         lowered = lower(proto, lowering)
-        export_s = time.perf_counter() - t0
-        with LiteRTRunner(lowered.data, threads=1) as r:
+        exports[lowering] = (time.perf_counter() - t0, len(lowered.data))
+        r = LiteRTRunner(lowered.data, threads=1)
+        r.activate()
 
-            def window_call(r: LiteRTRunner = r) -> None:
-                r.reset_state()
-                r.infer({"x": x})
+        def window_call(r: LiteRTRunner = r) -> None:
+            r.reset_state()
+            r.infer({"x": x})
 
-            t = p50(window_call, runs)
-        fused_t = t if lowering == "fused" else fused_t
-        size = f"{len(lowered.data) / param_bytes:.3f}x"
-        rows.append((label, f"TFLite {lowering}", f"{export_s * 1000:.0f} ms", size, _us(t), f"{t / t_ort:.2f}x"))
+        calls[lowering] = window_call
+
+    def torch_call() -> None:
+        with torch.no_grad():
+            module(xt)
+
+    calls["torch"] = torch_call
+    t = interleaved(calls, runs)
+    t_ort = t["ort"]
+    onnx_bytes = len(proto.SerializeToString())
+    rows.append((label, "PyTorch eager", "-", "-", _us(t["torch"]), _ratio(t, "torch")))
+    rows.append((label, "ONNX Runtime", "-", f"{onnx_bytes / param_bytes:.2f}x", _us(t_ort), "1.00x"))
+    for lowering in ("fused", "unrolled"):
+        export_s, nbytes = exports[lowering]
+        size = f"{nbytes / param_bytes:.3f}x"
+        rows.append((label, f"TFLite {lowering}", f"{export_s * 1000:.0f} ms", size, _us(t[lowering]),
+                     _ratio(t, lowering)))
+    fused_t = t["fused"]
     step_model = capture.streaming_model(model)
     t0 = time.perf_counter()
     lowered = lower(capture.to_onnx(step_model), "fused", streaming=True)
