@@ -25,7 +25,7 @@ from conftest import train_forecaster
 
 from edge_lstm.lower.tflite import lower
 from edge_lstm.quantize import quantize_onnx, quantize_tflite
-from edge_lstm.quantize.io import from_model, to_model
+from edge_lstm.runners.quant_io import from_model, to_model
 from edge_lstm.spec import Precision
 
 

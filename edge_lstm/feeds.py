@@ -22,6 +22,7 @@ from edge_lstm.validate import ArtifactValidation, TaskMetrics, classify_task, f
 
 if TYPE_CHECKING:
     from edge_lstm.pipeline import Artifact
+    from edge_lstm.quantize.calibration import CalibrationSet
     from edge_lstm.runners.base import Runner
 
 Feed = dict[str, np.ndarray]
@@ -73,25 +74,21 @@ def validation_feeds(model: LoadedModel, recipe: Recipe, data: Path | None) -> V
     return ValidationData(samples, targets, source, steps)
 
 
-def calibration_array(model: LoadedModel, recipe: Recipe, calib: str | None) -> tuple[np.ndarray, bool]:
-    """Calibration windows ``(N, *input_shape)`` from a file, or random ones (flagged)."""
-    x, steps, feats = x_spec(model)
+def calibration_set(model: LoadedModel, recipe: Recipe, calib: str | None) -> CalibrationSet:
+    """Calibration windows from a CSV/NPY (normalised like the checkpoint), or random ones (flagged)."""
+    from edge_lstm.quantize.calibration import calibration_windows, random_calibration
+
     if calib is None:
         raise DataError("Calibration data is required for int8.", "Pass --calib data.csv or --calib random.")
     if calib == "random":
-        arr = data_mod.random_windows(recipe.calibration_samples, (steps, feats), recipe.seed + 1)
-        flagged = True
-    else:
-        arr = data_mod.windows_from(Path(calib), steps, feats, model.normalization,
-                                    limit=recipe.calibration_samples).x
-        flagged = False
-    if len(arr) < recipe.min_calibration_samples:
-        raise DataError(
-            f"Calibration data '{calib}' gives {len(arr)} window(s); at least {recipe.min_calibration_samples} "
-            "are needed for stable activation ranges.",
-            f"Pass a longer series (>= {recipe.min_calibration_samples + steps} rows).",
-        )
-    return np.stack([_place(w, x) for w in arr]).astype(np.float32), flagged
+        return random_calibration(model.inputs, recipe.calibration_samples, recipe.seed + 1)
+    x, steps, feats = x_spec(model)
+    windows = data_mod.windows_from(Path(calib), steps, feats, model.normalization).x
+    data: dict[str, np.ndarray] = {x.name: windows}
+    for spec in model.inputs.inputs[1:]:  # explicit initial states calibrate at zero, the usual start
+        data[spec.name] = np.zeros((len(windows), *spec.concrete(1)), np.float32)
+    return calibration_windows(data, model.inputs, count=recipe.calibration_samples,
+                               min_windows=recipe.min_calibration_samples, source=str(calib))
 
 
 def run_all(runner: Runner, samples: list[Feed]) -> dict[str, np.ndarray]:

@@ -62,6 +62,8 @@ class Artifact:
     validations: list[ArtifactValidation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     io_quant: dict[str, Any] = field(default_factory=dict)
+    float_layers: list[str] = field(default_factory=list)  # layers a quantized artifact keeps in float, and why
+    calibration: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -83,6 +85,8 @@ class Artifact:
             "validation": [v.to_dict() for v in self.validations],
             "notes": self.notes,
             "io_quant": self.io_quant or None,
+            "float_layers": self.float_layers,
+            "calibration": self.calibration,
         }
 
 
@@ -228,7 +232,9 @@ def _onnx_artifact(name: str, proto: onnx.ModelProto, prec: Precision) -> Artifa
     from edge_lstm.quantize import quantize_onnx
 
     q = quantize_onnx(proto, prec)
-    return Artifact(name, "onnx", prec, None, False, q.data, notes=list(q.notes))
+    art = Artifact(name, "onnx", prec, None, False, q.data, notes=list(q.notes))
+    art.float_layers = list(q.float_layers)
+    return art
 
 
 def _tflite_quantized(
@@ -236,14 +242,17 @@ def _tflite_quantized(
 ) -> Artifact:
     from edge_lstm.quantize import quantize_tflite
 
-    calib, flagged = (None, False)
-    if prec is Precision.INT8:
-        calib, flagged = feeds_mod.calibration_array(model, options.recipe, options.calib)
+    calib = feeds_mod.calibration_set(model, options.recipe, options.calib) if prec is Precision.INT8 else None
     q = quantize_tflite(float_tflite, prec, calib, options.io if prec is Precision.INT8 else "float")
     notes = list(q.notes)
-    if flagged:
-        notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges may not match real inputs")
-    return Artifact(name, "tflite", prec, lowering, False, q.data, notes=notes, io_quant=dict(q.io_quant))
+    if calib is not None:
+        notes.append(f"calibrated on {calib.count} windows from {calib.source}")
+        if calib.random:
+            notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges may not match real inputs")
+    art = Artifact(name, "tflite", prec, lowering, False, q.data, notes=notes, io_quant=dict(q.io_quant))
+    art.float_layers = list(q.float_layers)
+    art.calibration = calib.describe() if calib is not None else None
+    return art
 
 
 def _validate(

@@ -247,7 +247,7 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "kind": "profile",
         "tool": {"name": "edge-lstm", "version": __version__},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": host_info(), "where": remote.host if remote else "host",
         "options": asdict(options), "artifacts": artifacts, "target": None, "compare": None,
     }

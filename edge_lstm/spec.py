@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from edge_lstm.errors import ShapeError
@@ -83,7 +83,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """Numeric precision of an exported artifact."""
 
     FP32 = "fp32"

@@ -9,18 +9,13 @@ estimates and say how they were estimated.
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edge_lstm.errors import InputFileError, UsageError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 KINDS = ("linux", "android", "mcu")
 LOWERINGS = ("fused", "unrolled")

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from models import write
+from models import write  # test helpers import by module name: see pythonpath in pyproject.toml
 
 
 @pytest.fixture(scope="session")

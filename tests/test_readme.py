@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from models import write
+from models import WINDOW
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -28,9 +28,16 @@ def _commands() -> list[str]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory, temps_csv: Path) -> Path:
     """One directory for the whole README, in order: model.pt (a forecaster checkpoint, window 12), data.csv."""
+    from models import build
+
+    from edge_lstm.data import read_series
+    from edge_lstm.load import save_checkpoint
+
     tmp_path = tmp_path_factory.mktemp("readme")
-    path, _ = write("stacked", "checkpoint", tmp_path)
-    path.rename(tmp_path / "model.pt")
+    series = read_series(temps_csv)
+    module, cfg = build("stacked")
+    norm = {"mean": [float(series.mean())], "std": [float(series.std())]}
+    save_checkpoint(tmp_path / "model.pt", module, "forecaster", cfg, WINDOW, norm, "forecast")
     shutil.copy(temps_csv, tmp_path / "data.csv")
     return tmp_path
 

@@ -3,7 +3,7 @@
 Each quantizer takes a float artifact and returns a :class:`QuantizedArtifact`;
 nothing here writes files (the pipeline does). Heavy dependencies (onnx,
 onnxruntime, ai-edge-litert) are imported when a quantizer is called, so
-``edge_lstm.quantize.io`` stays usable on a device with only numpy.
+``edge_lstm.runners.quant_io`` (float <-> int8 at the edges) stays usable on a device with only numpy.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+    from edge_lstm.quantize.calibration import CalibrationSet
     from edge_lstm.spec import Precision
 
 __all__ = ["QuantizedArtifact", "quantize_onnx", "quantize_tflite"]
@@ -31,7 +32,7 @@ def quantize_onnx(proto: onnx.ModelProto, precision: Precision) -> QuantizedArti
 def quantize_tflite(
     float_tflite: bytes,
     precision: Precision,
-    calib: np.ndarray | dict[str, np.ndarray] | None = None,
+    calib: np.ndarray | dict[str, np.ndarray] | CalibrationSet | None = None,
     io: str = "float",
     **kwargs: Any,
 ) -> QuantizedArtifact:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.runners.base import Runner
+from edge_lstm.runners.quant_io import from_model, to_model
 from edge_lstm.spec import TensorSpec
 
 #: runtime name -> interpreter module
@@ -55,6 +56,8 @@ class LiteRTRunner(Runner):
         self.interpreter: Any = None
         self._in_index: list[int] = []
         self._out_index: list[int] = []
+        self._in_q: list[tuple[float, int] | None] = []
+        self._out_q: list[tuple[float, int] | None] = []
 
     def _load(self) -> None:
         module = importlib.import_module(_MODULES[self.runtime])
@@ -74,15 +77,18 @@ class LiteRTRunner(Runner):
         self.outputs = [_spec(d) for d in outs]
         self._in_index = [int(d["index"]) for d in ins]
         self._out_index = [int(d["index"]) for d in outs]
+        self._in_q = [_quant(d) for d in ins]
+        self._out_q = [_quant(d) for d in outs]
 
     def _unload(self) -> None:
         self.interpreter = None
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for spec, index in zip(self.inputs, self._in_index, strict=True):
-            self.interpreter.set_tensor(index, np.ascontiguousarray(feed[spec.name], dtype=spec.dtype))
+        for spec, index, q in zip(self.inputs, self._in_index, self._in_q, strict=True):
+            self.interpreter.set_tensor(index, to_model(feed[spec.name], spec.dtype, q))
         self.interpreter.invoke()
-        return {s.name: self.interpreter.get_tensor(i) for s, i in zip(self.outputs, self._out_index, strict=True)}
+        return {s.name: from_model(self.interpreter.get_tensor(i), q)
+                for s, i, q in zip(self.outputs, self._out_index, self._out_q, strict=True)}
 
     def reset_state(self) -> None:
         """Zero the variable tensors (fused LSTM state)."""
@@ -103,3 +109,9 @@ class LiteRTRunner(Runner):
 def _spec(detail: dict[str, Any]) -> TensorSpec:
     shape = tuple(int(d) for d in detail["shape"])
     return TensorSpec(str(detail["name"]), shape, np.dtype(detail["dtype"]).name)
+
+
+def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of an integer I/O tensor, so float32 feeds work with int8-I/O models."""
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return (float(scale), int(zero)) if scale else None

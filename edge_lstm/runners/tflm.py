@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.runners.base import Runner
+from edge_lstm.runners.quant_io import from_model, to_model
 from edge_lstm.spec import TensorSpec
 
 _ARENA_LINE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
@@ -30,6 +31,8 @@ class TFLMRunner(Runner):
         self.arena_size = arena_size
         self.interpreter: Any = None
         self._data = b""
+        self._in_q: list[tuple[float, int] | None] = []
+        self._out_q: list[tuple[float, int] | None] = []
 
     def _load(self) -> None:
         from tflite_micro.python.tflite_micro import runtime
@@ -39,15 +42,18 @@ class TFLMRunner(Runner):
         names_in, names_out = _io_names(self._data)
         self.inputs = [_spec(n, self.interpreter.get_input_details(i)) for i, n in enumerate(names_in)]
         self.outputs = [_spec(n, self.interpreter.get_output_details(i)) for i, n in enumerate(names_out)]
+        self._in_q = [_quant(self.interpreter.get_input_details(i)) for i in range(len(names_in))]
+        self._out_q = [_quant(self.interpreter.get_output_details(i)) for i in range(len(names_out))]
 
     def _unload(self) -> None:
         self.interpreter = None
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for i, spec in enumerate(self.inputs):
-            self.interpreter.set_input(np.ascontiguousarray(feed[spec.name], dtype=spec.dtype), i)
+            self.interpreter.set_input(to_model(feed[spec.name], spec.dtype, self._in_q[i]), i)
         self.interpreter.invoke()
-        return {s.name: np.array(self.interpreter.get_output(i)) for i, s in enumerate(self.outputs)}
+        return {s.name: from_model(np.array(self.interpreter.get_output(i)), self._out_q[i])
+                for i, s in enumerate(self.outputs)}
 
     def reset_state(self) -> None:
         """Reset the interpreter: zeroes variable tensors (fused LSTM state)."""
@@ -106,3 +112,12 @@ def _capture_stderr(fn: Any) -> str:
                 os.close(fd)
         tmp.seek(0)
         return tmp.read().decode(errors="replace")
+
+
+def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of an integer I/O tensor, so float32 feeds work with int8-I/O models."""
+    params = detail.get("quantization_parameters") or {}
+    scales, zeros = params.get("scales"), params.get("zero_points")
+    if scales is None or len(scales) == 0 or not float(scales[0]):
+        return None
+    return float(scales[0]), int(zeros[0]) if zeros is not None and len(zeros) else 0

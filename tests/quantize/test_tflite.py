@@ -8,8 +8,8 @@ import pytest
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
 from edge_lstm.quantize import quantize_tflite
 from edge_lstm.quantize.calibration import random_calibration
-from edge_lstm.quantize.io import from_model, to_model
 from edge_lstm.quantize.tflite import input_specs
+from edge_lstm.runners.quant_io import from_model, to_model
 from edge_lstm.spec import Precision
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
