@@ -141,6 +141,7 @@ def _export_summary(report: dict[str, Any], output: Path) -> str:
             metric = f"  {task['metric']} {task['artifact']:.4g} (float {task['reference']:.4g})" if task else ""
             rows.append(f"  {a['file']:<36} {a['size_bytes']:>10,} B  {v['runtime']:<14} "
                         f"max abs err {worst:.2e}{metric}")
+        rows += [f"      note: {n}" for n in a["notes"]]
     for a in (report.get("profile") or {}).get("artifacts", []):
         peak = (a.get("memory") or {}).get("peak_rss_bytes")
         mem = f", peak memory {peak / 2**20:.1f} MiB over baseline" if peak is not None else ""
