@@ -76,28 +76,82 @@ def test_reference_forecaster_fused_golden() -> None:
     assert model.subgraphs[0].tensors[sub.inputs[0]].shape.tolist() == [1, 96, 1]
 
 
+def subgraph_ops(model: schema.ModelT, index: int) -> list[str]:
+    """Builtin op names of subgraph ``index`` in execution order."""
+    names = {v: k for k, v in vars(OP).items() if not k.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [names[codes[op.opcodeIndex]] for op in model.subgraphs[index].operators]
+
+
+LSTM_STEP = ["FULLY_CONNECTED", "ADD", "LOGISTIC", "TANH", "SPLIT", "SPLIT", "MUL", "MUL", "ADD", "TANH", "MUL"]
+
+
 def test_reference_forecaster_unrolled_golden() -> None:
     c = case("reference", window=96)
     lowered = lower(c.proto, "unrolled")
-    ops = op_names(unpack(lowered.data))
-    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and "WHILE" not in ops
-    # one input projection per layer over all 96 steps, then one recurrent projection per step after the first
-    assert ops.count("FULLY_CONNECTED") == 2 * (1 + 95) + 1
-    assert set(ops) <= {"FULLY_CONNECTED", "ADD", "MUL", "LOGISTIC", "TANH", "SPLIT", "CONCATENATION",
-                        "RESHAPE", "STRIDED_SLICE"}
-    assert not lowered.variable_state
-    # each recurrent product takes its step's input projection as a run-time bias (no ADD per step); XNNPACK
-    # leaves those to the builtin kernel, which reads the one shared weight matrix instead of a packed copy per step
-    sub = unpack(lowered.data).subgraphs[0]
-    fcs = [op for op, name in zip(sub.operators, ops, strict=True) if name == "FULLY_CONNECTED"]
-    assert sum(1 for op in fcs if op.inputs[2] >= 0 and not sub.tensors[op.inputs[2]].buffer) == 2 * 95
-    assert ops.count("ADD") == 2 * 95
-    # weights are written once, not per step: the constant bytes stay those of the parameters
     model = unpack(lowered.data)
+    # main: the first layer's input projection for all 96 steps, one WHILE over time for both layers, the head
+    assert op_names(model) == ["RESHAPE", "RESHAPE", "FULLY_CONNECTED", "WHILE", "FULLY_CONNECTED"]
+    assert len(model.subgraphs) == 3 and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in lowered.op_counts
+    main = model.subgraphs[0]
+    loop = main.operators[op_names(model).index("WHILE")]
+    opts = loop.builtinOptions
+    assert (opts.condSubgraphIndex, opts.bodySubgraphIndex) == (1, 2)
+    # loop variables: step counter, the [96, 256] input projection, h and c of both layers
+    shapes = [list(main.tensors[i].shape) for i in loop.inputs]
+    assert shapes == [[1], [96, 256], [1, 64], [1, 64], [1, 64], [1, 64]]
+    assert [main.tensors[i].shape.tolist() for i in loop.outputs] == shapes
+    assert subgraph_ops(model, 1) == ["LESS"]
+    cond, body = model.subgraphs[1], model.subgraphs[2]
+    assert len(cond.inputs) == len(body.inputs) == len(body.outputs) == 6 and len(cond.outputs) == 1
+    # body: counter, this step's projection row, layer 1's step, layer 2's input projection and step (the
+    # bias-free recurrent products go to XNNPACK, which packs each weight once: there is one op per weight)
+    assert subgraph_ops(model, 2) == ["ADD", "GATHER", *LSTM_STEP, "FULLY_CONNECTED", *LSTM_STEP]
+    assert body.outputs[1] == body.inputs[1]  # the projection passes through: the interpreter does not copy it
+    fcs = [op for op, name in zip(body.operators, subgraph_ops(model, 2), strict=True) if name == "FULLY_CONNECTED"]
+    assert all(body.tensors[op.inputs[1]].buffer for op in fcs)
+    assert [op.inputs[2] >= 0 for op in fcs] == [False, True, False]
+    assert not lowered.variable_state and lowered.lowering == "unrolled"
+    # weights are written once: constant bytes are the parameters', the file within 10% of them
     const_bytes = sum(len(b.data) for b in model.buffers if b.data is not None)
     assert const_bytes <= 1.01 * c.param_bytes
+    assert len(lowered.data) <= 1.10 * c.param_bytes
     feeds = c.feeds()
-    assert_close(run(lowered, feeds), c.reference(feeds), atol=1e-4, rtol=1e-4)
+    for xnnpack in (True, False):
+        assert_close(run(lowered, feeds, xnnpack=xnnpack), c.reference(feeds), atol=1e-4, rtol=1e-4)
+
+
+def test_unrolled_sequence_outputs_are_written_a_step_at_a_time() -> None:
+    lowered = lower(case("all_steps").proto, "unrolled")
+    model = unpack(lowered.data)
+    assert op_names(model).count("WHILE") == 1 and "FILL" in op_names(model)
+    assert subgraph_ops(model, 2) == ["ADD", "GATHER", *LSTM_STEP, "FULLY_CONNECTED", *LSTM_STEP,
+                                      "CONCATENATION", "DYNAMIC_UPDATE_SLICE"]
+
+
+def test_unrolled_bidirectional_loops_each_direction() -> None:
+    lowered = lower(case("bidirectional").proto, "unrolled")
+    model = unpack(lowered.data)
+    ops = op_names(model)
+    # two layers x two directions; the reverse direction reverses its input and its sequence
+    assert ops.count("WHILE") == 4 and ops.count("REVERSE_V2") == 4 and len(model.subgraphs) == 9
+    for body in (2, 4, 6, 8):
+        assert subgraph_ops(model, body) == ["ADD", "GATHER", *LSTM_STEP, "CONCATENATION", "DYNAMIC_UPDATE_SLICE"]
+
+
+def test_unrolled_gru_loop() -> None:
+    lowered = lower(case("gru").proto, "unrolled")
+    model = unpack(lowered.data)
+    assert op_names(model).count("WHILE") == 1 and len(model.subgraphs) == 3
+    body = subgraph_ops(model, 2)
+    assert body[:2] == ["ADD", "GATHER"] and body.count("FULLY_CONNECTED") == 2 * 2 + 1
+    assert "DYNAMIC_UPDATE_SLICE" not in body
+
+
+def test_fused_gru_keeps_the_fully_unrolled_form() -> None:
+    # the fused lowering's structure stays loop-free (TFLite's calibrator quantizes the fused model)
+    lowered = lower(case("gru").proto, "fused")
+    assert "WHILE" not in lowered.op_counts and len(unpack(lowered.data).subgraphs) == 1
 
 
 def test_bidirectional_fused_is_two_unidirectional_ops() -> None:

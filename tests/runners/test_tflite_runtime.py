@@ -62,7 +62,8 @@ def test_the_environment_has_no_torch_and_the_runner_imports_only_numpy_and_the_
 @pytest.mark.parametrize(
     ("name", "lowering"),
     [("stacked", "fused"), ("stacked", "unrolled"), ("bidirectional", "fused"), ("gru", "unrolled"),
-     ("state_io", "unrolled"), ("layernorm_gelu", "fused"), ("proj_size", "unrolled")],
+     ("state_io", "unrolled"), ("layernorm_gelu", "fused"), ("proj_size", "unrolled"),
+     ("all_steps", "unrolled"), ("bidirectional", "unrolled"), ("gru_bidirectional", "unrolled")],
 )
 def test_windows_match_pytorch(name: str, lowering: str, tmp_path: Path) -> None:
     c = case(name)

@@ -24,7 +24,8 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool) -> LoweredTFLi
     ctx = Context(graph, lowering)
     inputs = [ctx.output(name, dtype=graph.dtypes.get(name, np.float32)) for name in graph.inputs]
     for node in graph.nodes:
-        lower_node(ctx, node)
+        if id(node) not in ctx.done:
+            lower_node(ctx, node)
     outputs = [_named_output(ctx, name, {i.index for i in inputs}) for name in graph.outputs]
     notes.extend(ctx.notes)
     used = ctx.used_lowerings or {"unrolled"}

@@ -23,7 +23,9 @@ class Context:
         self.values: dict[str, TensorRef] = {}
         self.notes: list[str] = []
         self.used_lowerings: set[str] = set()
-        self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], TensorRef] = {}
+        self._const_cache: dict[tuple[int, str, bytes, tuple[int, ...]], TensorRef] = {}
+        #: ids of ONNX nodes already lowered as part of another node's lowering (a WHILE loop over layers)
+        self.done: set[int] = set()
 
     # ---- values -------------------------------------------------------------------------
     def const(self, name: str) -> np.ndarray | None:
@@ -59,8 +61,8 @@ class Context:
 
     def const_tensor(self, hint: str, arr: np.ndarray) -> TensorRef:
         """A constant tensor; identical constants are written once."""
-        arr = np.ascontiguousarray(arr)
-        key = (str(arr.dtype), arr.tobytes(), tuple(arr.shape))
+        arr = np.array(arr, order="C")  # (ascontiguousarray would make a scalar 1-D)
+        key = (self.writer.current, str(arr.dtype), arr.tobytes(), tuple(arr.shape))
         if key not in self._const_cache:
             self._const_cache[key] = self.writer.add_const(hint, arr)
         return self._const_cache[key]

@@ -4,15 +4,17 @@
 state in variable tensors; a reverse direction runs between two ``REVERSE_V2``
 ops, so TFLite Micro (which has no bidirectional kernel) runs it too.
 
-*Unrolled*: one fully-connected op computes the input projection of every
+*Unrolled* (the only form for GRU): with more than one time step, a TFLite
+``WHILE`` loop whose body is one time step of every stacked layer (see
+:mod:`.loop`); the weights are written once and the body's ops use them at
+every step. With one time step (streaming models), and for GRUs and
+explicit-state LSTMs that the *fused* lowering falls back on, the steps are
+written out: one fully-connected op computes the input projection of every
 time step at once; each step then costs one fully-connected op on the state,
 with that step's input projection as its (run-time) bias, plus elementwise
-ops. The weights are written once and shared by every step. XNNPACK runs the
-elementwise ops; it leaves a fully-connected op with a run-time bias to the
-builtin kernel, which is what we want here: XNNPACK packs a private copy of
-the weights for every op it takes, so 96 delegated steps would stream 96
-copies of the recurrent matrix through the cache instead of one. This is the
-only form for GRU.
+ops. XNNPACK leaves a fully-connected op with a run-time bias to the builtin
+kernel, which reads the one shared weight matrix (a delegated op would get a
+private packed copy per step).
 
 Batch is 1 (the graph was prepared with batch 1), so ``[T, 1, F]`` and
 ``[1, T, F]`` have the same memory order and differ only by a reshape.
@@ -29,6 +31,7 @@ from ai_edge_litert import schema_py_generated as schema
 from edge_lstm.errors import ShapeError
 from edge_lstm.lower.tflite.context import OP, Context
 from edge_lstm.lower.tflite.graph import attr, require
+from edge_lstm.lower.tflite.loop import LoopLayer, run_loop
 from edge_lstm.lower.tflite.writer import TensorRef
 
 
@@ -106,7 +109,7 @@ def _x_time_major(ctx: Context, rec: Recurrent) -> TensorRef:
 def _bind_outputs(ctx: Context, rec: Recurrent, seqs: list[TensorRef], finals: list[list[TensorRef]]) -> None:
     """Bind Y ([T, D, 1, H]) from per-direction [T, H]-sized sequences, and Y_h/Y_c from [1, H]-sized finals."""
     out = rec.node.output
-    if ctx.graph.used(out[0]):
+    if seqs and ctx.graph.used(out[0]):
         flat = [ctx.reshape(s, (rec.steps, rec.hidden), out[0] + "_dir") for s in seqs]
         y = flat[0] if len(flat) == 1 else ctx.concat(flat, 1, out[0] + "_cat")
         ctx.bind(out[0], ctx.reshape(y, ctx.graph.shapes[out[0]], out[0]))
@@ -133,7 +136,10 @@ def lower_lstm(ctx: Context, node: onnx.NodeProto) -> None:
             return
         ctx.notes.append(f"LSTM '{node.name}': {why}; lowered unrolled.")
     require(peep is None or not np.any(peep), node, "peephole connections in the unrolled form")
-    _unrolled_lstm(ctx, rec, h0, c0)
+    if ctx.lowering == "unrolled" and rec.steps > 1:
+        _looped(ctx, rec)
+    else:
+        _unrolled_lstm(ctx, rec, h0, c0)
     ctx.used_lowerings.add("unrolled")
 
 
@@ -227,7 +233,7 @@ def _unrolled_lstm(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0
         hc = (_state_tensor(ctx, h0, d, tag + "_h0"), _state_tensor(ctx, c0, d, tag + "_c0"))
         times = range(rec.steps - 1, -1, -1) if rec.is_reversed(d) else range(rec.steps)
         for t in times:
-            hc = _lstm_step(ctx, xs[t], hc, r, f"{tag}_t{t}")
+            hc = lstm_step(ctx, xs[t], hc, r, f"{tag}_t{t}")
             hs[t] = hc[0]
         assert hc[0] is not None and hc[1] is not None
         if ctx.graph.used(rec.node.output[0]):
@@ -237,17 +243,30 @@ def _unrolled_lstm(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0
     _bind_outputs(ctx, rec, seqs, [finals_h, finals_c])
 
 
-def _lstm_step(
-    ctx: Context, xt: TensorRef, hc: tuple[TensorRef | None, TensorRef | None], r: TensorRef, tag: str
+def lstm_step(
+    ctx: Context,
+    xt: TensorRef,
+    hc: tuple[TensorRef | None, TensorRef | None],
+    r: TensorRef,
+    tag: str,
+    runtime_bias: bool = True,
 ) -> tuple[TensorRef, TensorRef]:
+    """One LSTM step from the step's input projection ``xt`` ([1, 4H], gates i, f, o, c) and the state.
+
+    ``runtime_bias``: the projection is the recurrent fully-connected op's bias
+    (no ADD); otherwise an ADD follows a bias-free fully-connected op, which
+    XNNPACK takes (inside a loop body, where its packed weights are shared).
+    """
     h_prev, c_prev = hc
     gates = xt
-    if h_prev is not None:  # the step's input projection is the recurrent product's (run-time) bias
+    if h_prev is not None and runtime_bias:  # the step's input projection is the recurrent product's bias
         gates = ctx.fully_connected(h_prev, r, xt, tag + "_gates")
+    elif h_prev is not None:
+        gates = ctx.binary(OP.ADD, ctx.fully_connected(h_prev, r, None, tag + "_rh"), xt, tag + "_gates")
     sig = ctx.unary(OP.LOGISTIC, gates, tag + "_sig")
     tnh = ctx.unary(OP.TANH, gates, tag + "_tanh")
-    i, f, o, _ = ctx.split(sig, 1, [r.shape[1]] * 4, tag + "_s")
-    g = ctx.split(tnh, 1, [r.shape[1]] * 4, tag + "_t")[3]
+    i, f, o, _ = ctx.split(sig, 1, [xt.shape[1] // 4] * 4, tag + "_s")
+    g = ctx.split(tnh, 1, [xt.shape[1] // 4] * 4, tag + "_t")[3]
     c = ctx.binary(OP.MUL, i, g, tag + "_ig")
     if c_prev is not None:
         c = ctx.binary(OP.ADD, ctx.binary(OP.MUL, f, c_prev, tag + "_fc"), c, tag + "_c")
@@ -264,6 +283,10 @@ def lower_gru(ctx: Context, node: onnx.NodeProto) -> None:
     if ctx.lowering == "fused":
         ctx.notes.append(f"GRU '{node.name}': GRU has no fused TFLite op; lowered unrolled.")
     h0 = _initial(ctx, rec, 5, "hidden")
+    if ctx.lowering == "unrolled" and rec.steps > 1:
+        _looped(ctx, rec)
+        ctx.used_lowerings.add("unrolled")
+        return
     lbr = bool(attr(node, "linear_before_reset", 0))
     h, name = rec.hidden, rec.node.name or rec.node.output[0]
     x = _x_time_major(ctx, rec)
@@ -283,7 +306,7 @@ def lower_gru(ctx: Context, node: onnx.NodeProto) -> None:
         state = _state_tensor(ctx, h0, d, tag + "_h0")
         times = range(rec.steps - 1, -1, -1) if rec.is_reversed(d) else range(rec.steps)
         for t in times:
-            state = _gru_step(ctx, (xzr[t], xn[t]), state, weights, lbr, f"{tag}_t{t}")
+            state = gru_step(ctx, (xzr[t], xn[t]), state, weights, lbr, f"{tag}_t{t}")
             hs[t] = state
         assert state is not None
         if ctx.graph.used(node.output[0]):
@@ -293,19 +316,23 @@ def lower_gru(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.used_lowerings.add("unrolled")
 
 
-def _gru_step(
+def gru_step(
     ctx: Context,
     x: tuple[TensorRef, TensorRef],
     h_prev: TensorRef | None,
     weights: tuple[TensorRef, TensorRef, TensorRef],
     lbr: bool,
     tag: str,
+    runtime_bias: bool = True,
 ) -> TensorRef:
+    """One GRU step from the step's input projections (z and r; n) and the state; see :func:`lstm_step`."""
     xzr, xn = x
     rzr, rn, rbn = weights
     pre = xzr
-    if h_prev is not None:
+    if h_prev is not None and runtime_bias:
         pre = ctx.fully_connected(h_prev, rzr, xzr, tag + "_zr")
+    elif h_prev is not None:
+        pre = ctx.binary(OP.ADD, ctx.fully_connected(h_prev, rzr, None, tag + "_rzr"), xzr, tag + "_zr")
     z, r = ctx.split(ctx.unary(OP.LOGISTIC, pre, tag + "_sig"), 1, [rn.shape[0]] * 2, tag + "_s")
     if h_prev is None:
         hn: TensorRef = rbn
@@ -320,3 +347,139 @@ def _gru_step(
     diff = ctx.binary(OP.SUB, h_prev, n, tag + "_hmn")
     return ctx.binary(OP.ADD, n, ctx.binary(OP.MUL, z, diff, tag + "_zd"), tag + "_h")
 
+
+
+# ---- time loop ----------------------------------------------------------------------------------
+
+_RESHAPES = ("Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten")
+
+
+def _looped(ctx: Context, rec: Recurrent) -> None:
+    """Lower ``rec`` (and the single-direction layers stacked on it) as WHILE loops over time steps."""
+    name = rec.node.name or rec.node.output[0]
+    if rec.directions == 2:
+        seqs, finals_h, finals_c = [], [], []
+        need_seq = ctx.graph.used(rec.node.output[0])
+        for d in range(2):
+            seq, [(h, c)] = run_loop(ctx, _x_2d(ctx, rec), [_loop_layer(ctx, rec, d)], rec.steps, rec.is_reversed(d),
+                                     need_seq, f"{name}_d{d}")
+            if seq is not None:
+                seqs.append(seq)
+            finals_h.append(h)
+            finals_c.append(c)
+        _bind_outputs(ctx, rec, seqs, [finals_h, [c for c in finals_c if c is not None]])
+        return
+    chain, glue = [rec], []
+    while (nxt := _stacked_on(ctx, chain[-1])) is not None:
+        chain.append(nxt[0])
+        glue += nxt[1]
+    layers = [_loop_layer(ctx, r, 0) for r in chain]
+    last = chain[-1]
+    shortcut = None if rec.reverse_only else _last_step_reads(ctx, last.node.output[0], last.steps)
+    need_seq = ctx.graph.used(last.node.output[0]) and shortcut is None
+    seq, states = run_loop(ctx, _x_2d(ctx, rec), layers, rec.steps, rec.reverse_only, need_seq, name)
+    for r, (h, c) in zip(chain, states, strict=True):
+        _bind_outputs(ctx, r, [seq] if r is last and seq is not None else [], [[h], [c] if c is not None else []])
+    if shortcut:
+        out = shortcut[-1].output[0]
+        ctx.bind(out, ctx.reshape(states[-1][0], ctx.graph.shapes[out], out))
+    ctx.done.update(id(n) for n in [*(r.node for r in chain[1:]), *glue, *(shortcut or [])])
+
+
+def _x_2d(ctx: Context, rec: Recurrent) -> TensorRef:
+    x = ctx.tensor(rec.node.input[0])
+    return ctx.reshape(x, (rec.steps, x.shape[-1]), rec.node.input[0] + "_2d")
+
+
+def _loop_layer(ctx: Context, rec: Recurrent, d: int) -> LoopLayer:
+    h, name = rec.hidden, f"{rec.node.name or rec.node.output[0]}_d{d}"
+    if rec.node.op_type == "LSTM":
+        order = [0, 2, 1, 3]
+        h0, c0 = _initial(ctx, rec, 5, "hidden"), _initial(ctx, rec, 6, "cell")
+        return LoopLayer(
+            "lstm", h, np.concatenate(_gate_blocks(rec.w[d], h, order)),
+            np.concatenate(_gate_blocks(rec.b[d][: 4 * h] + rec.b[d][4 * h :], h, order)),
+            np.concatenate(_gate_blocks(rec.r[d], h, order)), None, False,
+            _state_tensor(ctx, h0, d, name + "_h0"), _state_tensor(ctx, c0, d, name + "_c0"),
+        )
+    h0 = _initial(ctx, rec, 5, "hidden")
+    wb, rb = rec.b[d][: 3 * h], rec.b[d][3 * h :]
+    return LoopLayer(
+        "gru", h, rec.w[d], np.concatenate([wb[: 2 * h] + rb[: 2 * h], wb[2 * h :]]), rec.r[d], rb[2 * h :],
+        bool(attr(rec.node, "linear_before_reset", 0)), _state_tensor(ctx, h0, d, name + "_h0"), None,
+    )
+
+
+def _users(ctx: Context, name: str) -> list[onnx.NodeProto]:
+    return [n for n in ctx.graph.nodes if name in n.input]
+
+
+def _stacked_on(ctx: Context, below: Recurrent) -> tuple[Recurrent, list[onnx.NodeProto]] | None:
+    """The single-direction layer whose only input is ``below``'s sequence (through reshapes), and those reshapes."""
+    name, glue = below.node.output[0], []
+    while True:
+        users = _users(ctx, name)
+        if len(users) != 1 or name in ctx.graph.outputs or ctx.graph.consumers.get(name, 0) != 1:
+            return None
+        user = users[0]
+        if user.op_type in _RESHAPES:
+            glue.append(user)
+            name = user.output[0]
+            continue
+        if user.op_type not in ("LSTM", "GRU") or list(user.input).index(name) != 0:
+            return None
+        break
+    if user.op_type == "LSTM" and len(user.input) > 7 and user.input[7]:
+        peep = ctx.const(user.input[7])
+        if peep is None or np.any(peep):
+            return None
+    rec = _parse(ctx, user, 4 if user.op_type == "LSTM" else 3)
+    if rec.directions != 1 or rec.reverse_only or rec.steps != below.steps or below.reverse_only:
+        return None
+    for slot in (5, 6):
+        if len(user.input) > slot:
+            _ensure(ctx, user.input[slot])
+    return rec, glue
+
+
+def _ensure(ctx: Context, name: str) -> None:
+    """Lower the nodes computing ``name`` now (a stacked layer's initial state, needed before the loop)."""
+    if not name or name in ctx.values or ctx.const(name) is not None:
+        return
+    from edge_lstm.lower.tflite.ops import lower_node
+
+    producer = next(n for n in ctx.graph.nodes if name in n.output)
+    for i in producer.input:
+        _ensure(ctx, i)
+    lower_node(ctx, producer)
+    ctx.done.add(id(producer))
+
+
+def _last_step_reads(ctx: Context, y: str, steps: int) -> list[onnx.NodeProto] | None:
+    """The Squeeze/Transpose/Gather nodes when ``y`` is read only for its last time step, else None."""
+    name, axis, nodes = y, 0, []
+    while True:
+        users = _users(ctx, name)
+        if len(users) != 1 or name in ctx.graph.outputs or ctx.graph.consumers.get(name, 0) != 1:
+            return None
+        user, rank = users[0], len(ctx.shape(name))
+        nodes.append(user)
+        if user.op_type == "Squeeze":
+            axes = ctx.const(user.input[1]) if len(user.input) > 1 else attr(user, "axes")
+            if axes is None:
+                return None
+            axes = [int(a) % rank for a in np.asarray(axes).reshape(-1)]
+            if axis in axes:
+                return None
+            axis -= sum(1 for a in axes if a < axis)
+        elif user.op_type == "Transpose":
+            perm = list(attr(user, "perm", list(reversed(range(rank)))))
+            axis = perm.index(axis)
+        elif user.op_type == "Gather":
+            idx = ctx.const(user.input[1])
+            if int(attr(user, "axis", 0)) % rank != axis or idx is None or idx.ndim != 0:
+                return None
+            return nodes if int(idx) % steps == steps - 1 else None
+        else:
+            return None
+        name = user.output[0]
