@@ -117,13 +117,18 @@ def _time_axes(model: LoadedModel, steps: int) -> dict[str, int]:
 
 def _task(model: LoadedModel, vdata: ValidationData, ref: dict[str, np.ndarray],
           got: dict[str, np.ndarray]) -> TaskMetrics | None:
+    """Forecast MAE in the data's units (labelled series) or classifier agreement."""
     y = model.output_names[0]
     if y not in got or ref[y].shape != got[y].shape:
         return None
-    if model.task == "forecast" and vdata.targets is not None and ref[y].shape[-1] >= 1:
-        denorm = lambda a: data_mod.denormalize_target(a, model.normalization)  # noqa: E731
-        last = lambda a: a.reshape(len(a), -1)[:, -ref[y].shape[-1]]  # noqa: E731 - the step after the window
-        return forecast_task(denorm(last(ref[y])), denorm(last(got[y])), denorm(vdata.targets))
+    if model.task == "forecast" and vdata.targets is not None:
+        width = ref[y].shape[-1]
+
+        def next_step(a: np.ndarray) -> np.ndarray:  # the first output of the step after the window
+            return data_mod.denormalize_target(a.reshape(len(a), -1)[:, -width], model.normalization)
+
+        target = data_mod.denormalize_target(vdata.targets, model.normalization)
+        return forecast_task(next_step(ref[y]), next_step(got[y]), target)
     if model.task == "classify":
         return classify_task(ref[y], got[y], None)
     return None
