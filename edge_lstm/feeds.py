@@ -75,7 +75,13 @@ def validation_feeds(model: LoadedModel, recipe: Recipe, data: Path | None) -> V
 
 
 def calibration_set(model: LoadedModel, recipe: Recipe, calib: str | None) -> CalibrationSet:
-    """Calibration windows from a CSV/NPY (normalised like the checkpoint), or random ones (flagged)."""
+    """Calibration windows from a CSV/NPY (normalised like the checkpoint), or random ones (flagged).
+
+    Each window is also fed shifted by ``±recipe.calibration_margin`` (in normalised
+    units): data met in deployment drifts past the calibration period's range (a
+    colder month), and an int8 input clipped at the edge of its range costs far more
+    than a slightly coarser grid.
+    """
     from edge_lstm.quantize.calibration import calibration_windows, random_calibration
 
     if calib is None:
@@ -83,12 +89,18 @@ def calibration_set(model: LoadedModel, recipe: Recipe, calib: str | None) -> Ca
     if calib == "random":
         return random_calibration(model.inputs, recipe.calibration_samples, recipe.seed + 1)
     x, steps, feats = x_spec(model)
-    windows = data_mod.windows_from(Path(calib), steps, feats, model.normalization).x
+    windows = data_mod.windows_from(Path(calib), steps, feats, model.normalization,
+                                    limit=recipe.calibration_samples).x
+    source = str(calib)
+    if len(windows) >= recipe.min_calibration_samples and recipe.calibration_margin > 0:
+        m = np.float32(recipe.calibration_margin)
+        windows = np.concatenate([windows, windows - m, windows + m])
+        source += f": {len(windows) // 3} windows, each also shifted by ±{recipe.calibration_margin:g} (normalised)"
     data: dict[str, np.ndarray] = {x.name: windows}
     for spec in model.inputs.inputs[1:]:  # explicit initial states calibrate at zero, the usual start
         data[spec.name] = np.zeros((len(windows), *spec.concrete(1)), np.float32)
-    return calibration_windows(data, model.inputs, count=recipe.calibration_samples,
-                               min_windows=recipe.min_calibration_samples, source=str(calib))
+    return calibration_windows(data, model.inputs, count=len(windows),
+                               min_windows=recipe.min_calibration_samples, source=source)
 
 
 def run_all(runner: Runner, samples: list[Feed]) -> dict[str, np.ndarray]:

@@ -180,7 +180,17 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
 
 
 def _check_request(options: ExportOptions) -> None:
+    from edge_lstm.recipes import SUPPORTED
+
     r = options.recipe
+    for prec in r.precisions:
+        if not any(prec in SUPPORTED[f] for f in r.formats):
+            able = [f for f, ps in SUPPORTED.items() if prec in ps]
+            raise UsageError(
+                f"Precision {prec.value} is not supported for format {', '.join(r.formats)}.",
+                f"{prec.value} is available for: {', '.join(able)}"
+                + (" (ONNX Runtime's static quantizer has no LSTM entry)." if prec is Precision.INT8 else "."),
+            )
     if options.io not in ("float", "int8"):
         raise UsageError(f"Unknown --io '{options.io}'.", "Accepted: float, int8.")
     if options.io == "int8" and ("tflite" not in r.formats or Precision.INT8 not in r.precisions):
@@ -207,8 +217,12 @@ def _build_artifacts(
     float_tflite: bytes | None = None
     lowering_used = r.lowering
     lower_notes: list[str] = []
+    from edge_lstm.recipes import SUPPORTED
+
     for fmt in r.formats:
         for prec in r.precisions:
+            if prec not in SUPPORTED[fmt]:
+                continue  # another requested format holds this precision (checked up front)
             name = f"{model.name}.{prec.value}.{fmt}"
             say(f"building {name}")
             if fmt == "onnx":
@@ -243,12 +257,11 @@ def _tflite_quantized(
     from edge_lstm.quantize import quantize_tflite
 
     calib = feeds_mod.calibration_set(model, options.recipe, options.calib) if prec is Precision.INT8 else None
-    q = quantize_tflite(float_tflite, prec, calib, options.io if prec is Precision.INT8 else "float")
+    io = options.io if prec is Precision.INT8 else "float"
+    q = quantize_tflite(float_tflite, prec, calib, io, count=calib.count if calib is not None else 200)
     notes = list(q.notes)
-    if calib is not None:
-        notes.append(f"calibrated on {calib.count} windows from {calib.source}")
-        if calib.random:
-            notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges may not match real inputs")
+    if calib is not None and calib.random:
+        notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges may not match real inputs")
     art = Artifact(name, "tflite", prec, lowering, False, q.data, notes=notes, io_quant=dict(q.io_quant))
     art.float_layers = list(q.float_layers)
     art.calibration = calib.describe() if calib is not None else None

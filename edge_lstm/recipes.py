@@ -17,6 +17,11 @@ from edge_lstm.resources import data_dir
 from edge_lstm.spec import Precision, Tolerance
 
 FORMATS = ("onnx", "tflite")
+#: which precisions each format can hold; ONNX Runtime's static quantizer has no LSTM entry, so no ONNX int8
+SUPPORTED: dict[str, tuple[Precision, ...]] = {
+    "onnx": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8),
+    "tflite": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8),
+}
 LOWERINGS = ("fused", "unrolled")
 
 
@@ -35,6 +40,7 @@ class Recipe:
     seed: int = 0
     calibration_samples: int = 200
     min_calibration_samples: int = 16
+    calibration_margin: float = 0.0  # also calibrate on each window shifted by ± this (normalised units)
     long_sequence_steps: int = 256
     long_sequence_factor: float = 10.0
 

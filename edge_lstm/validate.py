@@ -219,14 +219,15 @@ def raise_on_failures(results: list[ArtifactValidation]) -> None:
     failed = [r for r in results if not r.passed]
     if not failed:
         return
-    rows = ["artifact | output | max abs | rel L2 | cosine | why", "--- | --- | --- | --- | --- | ---"]
+    rows = ["artifact | runtime | output | max abs | rel L2 | cosine | why",
+            "--- | --- | --- | --- | --- | --- | ---"]
     for r in failed:
         for o in r.outputs:
             if not o.passed:
-                rows.append(f"{r.artifact} | {o.name} | {o.max_abs:.3g} | {o.rel_l2:.3g} | {o.cosine:.6f} | "
-                            + "; ".join(o.reasons))
+                rows.append(f"{r.artifact} | {r.runtime} | {o.name} | {o.max_abs:.3g} | {o.rel_l2:.3g} | "
+                            f"{o.cosine:.6f} | " + "; ".join(o.reasons))
         if r.task_failed and r.task:
-            rows.append(f"{r.artifact} | task {r.task.metric} | | | | "
+            rows.append(f"{r.artifact} | {r.runtime} | task {r.task.metric} | | | | "
                         f"{r.task.artifact:.4g} vs float {r.task.reference:.4g}: drop {r.task.drop:.2%} > "
                         f"{r.tolerance.max_task_drop:.2%}")
     raise ValidationFailed(

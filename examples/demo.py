@@ -95,7 +95,7 @@ def main() -> int:
     """Train, save, export, validate; print where the report is."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=HERE / "out")
-    ap.add_argument("--seconds", type=float, default=60.0, help="training time budget")
+    ap.add_argument("--seconds", type=float, default=90.0, help="training time budget")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -113,7 +113,7 @@ def main() -> int:
     print(f"baseline for the held-out forecast MAE: persistence (next hour = this hour) {naive:.3f} °F")
     cmd = [sys.executable, "-m", "edge_lstm.cli", "export", str(ckpt), "-o", str(args.out / "export"),
            "--data", str(args.out / "heldout.csv"), "--recipe", "demo",
-           "--calib", str(args.out / "train.csv"), "--streaming", "--force"]
+           "--calib", str(args.out / "train.csv"), "--streaming", "--profile", "--force"]
     print("$ edge-lstm " + " ".join(cmd[3:]), flush=True)
     return subprocess.call(cmd)
 

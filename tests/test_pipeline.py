@@ -57,7 +57,7 @@ def test_tolerance_failure_is_reported_and_exit_3(forecaster_ckpt: Path, tmp_pat
     out = tmp_path / "out"
     with pytest.raises(ValidationFailed) as e:
         export(forecaster_ckpt, ExportOptions(out, recipe=load_recipe(strict)))
-    assert e.value.exit_code == 3 and "stacked.fp32.onnx | y" in e.value.table
+    assert e.value.exit_code == 3 and "stacked.fp32.onnx | onnxruntime | y" in e.value.table
     rep = json.loads((out / "report.json").read_text())
     assert rep["passed"] is False  # the evidence is kept for the user to read
 

@@ -65,4 +65,4 @@ def test_all_failures_in_one_table() -> None:
     b = ArtifactValidation("b.tflite", "litert", tol, [compare("h", ref, ref * 2, tol)], 1, "x")
     with pytest.raises(ValidationFailed) as e:
         raise_on_failures([a, b])
-    assert "a.onnx | y" in e.value.table and "b.tflite | h" in e.value.table
+    assert "a.onnx | onnxruntime | y" in e.value.table and "b.tflite | litert | h" in e.value.table

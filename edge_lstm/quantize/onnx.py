@@ -22,7 +22,9 @@ in float, a file labelled int8 that is neither small nor integer.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -95,7 +97,8 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "dynamic-int8.onnx")
         onnx.save(model, src)
         try:
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_quantize=lstms)
+            with _quiet_root_logger():  # it advises pre-processing on the root logger; the LSTM needs none
+                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_quantize=lstms)
         except Exception as e:  # the quantizer's message names the node it could not handle
             raise UnsupportedModel(
                 f"ONNX Runtime's dynamic quantizer failed on this model: {str(e).strip() or type(e).__name__}",
@@ -363,3 +366,14 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     types = {v.name: v.type.tensor_type.elem_type for v in (*g.input, *g.output, *g.value_info)}
     types.update({i.name: i.data_type for i in g.initializer})
     return types
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

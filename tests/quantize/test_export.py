@@ -1,0 +1,99 @@
+"""Quantized export through the pipeline and the CLI, on the real forecaster and real held-out data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_lstm.cli import main
+from edge_lstm.data import read_series
+from edge_lstm.errors import DataError, UsageError
+from edge_lstm.pipeline import ExportOptions, export
+from edge_lstm.recipes import load_recipe
+
+
+def _csv(path: Path, values: np.ndarray) -> Path:
+    path.write_text("temp\n" + "\n".join(f"{v:.2f}" for v in values) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def series_files(tmp_path_factory: pytest.TempPathFactory, seattle_csv: Path) -> tuple[Path, Path]:
+    """(calibration CSV from the training period, held-out CSV from the last 30% of the year), in °F."""
+    s = read_series(seattle_csv)[:, 0]
+    d = tmp_path_factory.mktemp("series")
+    split = int(0.7 * len(s))
+    return _csv(d / "train.csv", s[:split]), _csv(d / "heldout.csv", s[split:])
+
+
+def test_every_precision_passes_its_gate_on_real_data(forecaster: Any, series_files: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    calib, held = series_files
+    recipe = load_recipe("demo")  # onnx + tflite x fp32, fp16, dynamic-int8, int8
+    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
+    rep = res.report
+    files = {a["file"]: a for a in rep["artifacts"]}
+    assert "forecaster.int8.onnx" not in files  # ONNX has no int8 LSTM: skipped, TFLite holds it
+    assert {"forecaster.fp16.onnx", "forecaster.dynamic-int8.onnx", "forecaster.int8.tflite"} <= set(files)
+    f32 = files["forecaster.fp32.tflite"]["size_bytes"]
+    assert files["forecaster.int8.tflite"]["size_bytes"] <= 0.30 * f32
+    assert files["forecaster.dynamic-int8.tflite"]["size_bytes"] <= 0.35 * f32
+    int8 = files["forecaster.int8.tflite"]
+    assert {v["runtime"] for v in int8["validation"]} == {"litert", "tflm"}  # full int8 runs on TFLite Micro
+    for v in int8["validation"]:
+        assert v["task"]["metric"] == "mae" and v["task"]["drop"] <= 0.03, v["task"]  # the issue's 3% gate
+    assert int8["calibration"]["random"] is False and "shifted" in int8["calibration"]["source"]
+    assert files["forecaster.dynamic-int8.onnx"]["float_layers"]  # the head, with its reason
+
+
+def test_int8_io_records_scale_and_zero_point(forecaster: Any, series_files: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    calib, held = series_files
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"])
+    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib), io="int8"))
+    q = res.report["artifacts"][0]["io_quant"]
+    assert q["x"]["dtype"] == "int8" and q["x"]["scale"] > 0 and -128 <= q["x"]["zero_point"] <= 127
+    assert q["y"]["dtype"] == "int8"
+
+
+def test_random_calibration_is_flagged(forecaster: Any, tmp_path: Path) -> None:
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"])
+    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, calib="random"))
+    art = res.report["artifacts"][0]
+    assert art["calibration"]["random"] is True
+    assert any("CALIBRATED ON RANDOM DATA" in n for n in art["notes"])
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--format", "onnx", "--precision", "int8"], "not supported for format onnx"),
+    (["--format", "tflite", "--precision", "int8"], "needs calibration data"),
+    (["--format", "tflite", "--precision", "int8", "--calib", "{nan}"], "NaN"),
+    (["--format", "tflite", "--precision", "int8", "--calib", "{short}"], "at least 16"),
+    (["--format", "tflite", "--precision", "int8", "--calib", "{wide}"], "feature"),
+    (["--format", "tflite", "--precision", "fp16", "--io", "int8"], "--io int8"),
+])
+def test_bad_quantization_requests_exit_2(args: list[str], needle: str, forecaster: Any, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _csv(tmp_path / "nan.csv", np.r_[np.full(100, 50.0), np.nan])
+    _csv(tmp_path / "short.csv", np.full(30, 50.0))  # 30 rows: 6 windows of 24 steps
+    (tmp_path / "wide.csv").write_text("a,b\n" + "1,2\n" * 100)
+    subs = {"{nan}": str(tmp_path / "nan.csv"), "{short}": str(tmp_path / "short.csv"),
+            "{wide}": str(tmp_path / "wide.csv")}
+    out = tmp_path / "o"
+    code = main(["export", str(forecaster.path), "-o", str(out), *[subs.get(a, a) for a in args]])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err, err
+    assert not out.exists()
+
+
+def test_api_errors_are_typed(forecaster: Any, tmp_path: Path) -> None:
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"])
+    with pytest.raises(UsageError):
+        export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe))
+    bad = _csv(tmp_path / "nan.csv", np.r_[np.full(100, 50.0), np.nan])
+    with pytest.raises(DataError):
+        export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, calib=str(bad)))
+    assert not (tmp_path / "o").exists()
