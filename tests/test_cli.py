@@ -76,3 +76,17 @@ def test_real_subprocess(forecaster_ckpt: Path, tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "edge_lstm.cli", "info", str(tmp_path / "none.pt")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_runner_help_and_info(forecaster_ckpt: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge_lstm.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "export" in res.output and "profile" in res.output
+    res = runner.invoke(app, ["info", str(forecaster_ckpt), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["arch"] == "forecaster"
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("edge-lstm ")
