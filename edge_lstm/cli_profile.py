@@ -49,17 +49,30 @@ def profile_command(
     timeout: Annotated[float, typer.Option(help="Seconds allowed per artifact.")] = 600.0,
     compare: Annotated[Path | None, typer.Option(help="A previous profile report.json: show the changes.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here, and report.html beside it.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --output report (and the "
+                                                        "report.html beside it).")] = False,
     export_report: Annotated[Path | None, typer.Option(help="An export report.json whose errors go into the "
                                                             "HTML table.")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option(
+        "--input-shape", help="PyTorch model files: input shape like 1x96x1; repeat once per forward() input, "
+                              "in order.", show_default=False)] = None,
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="PyTorch model files: allow loading a whole pickled nn.Module (runs code from "
+                               "the file).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
 ) -> None:
     """Measure latency, memory, size and compute of each artifact, here or on a device."""
     from edge_lstm import profile as prof
     from edge_lstm.remote import RemoteConfig
+    from edge_lstm.spec import parse_shape
     from edge_lstm.targets import load_target
 
     options = prof.ProfileOptions(runtime=runtime, threads=threads, runs=runs, warmup=warmup,
-                                  streaming=streaming, xnnpack=not no_xnnpack, timeout_s=timeout)
+                                  streaming=streaming, xnnpack=not no_xnnpack, timeout_s=timeout,
+                                  input_shapes=tuple(parse_shape(s) for s in input_shape or ()),
+                                  trust_pickle=trust_pickle)
+    if output:
+        _check_outputs(output, force)  # before the (possibly long) measurement
     tgt = load_target(target) if target else None
     previous = prof.load_report(compare) if compare else None
     rcfg = None
@@ -70,7 +83,7 @@ def profile_command(
     if previous is not None:
         report["compare"] = prof.compare(report, previous)
     if output:
-        _write_outputs(report, output, export_report)
+        _write_outputs(report, output, export_report, force)
     if as_json:
         typer.echo(json.dumps(report, default=str))
     else:
@@ -78,14 +91,29 @@ def profile_command(
     prof.enforce_budgets(report)
 
 
-def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None) -> None:
+def _html_path(output: Path) -> Path:
+    """The HTML report beside the JSON one: ``report.html`` for ``report.json``, else ``<name>.html``."""
+    return output.with_name("report.html") if output.name == "report.json" else output.with_suffix(".html")
+
+
+def _check_outputs(output: Path, force: bool) -> None:
+    """Refuse to replace an existing JSON or HTML report without ``--force``."""
+    from edge_lstm.errors import OutputExistsError
+
+    for path in (output, _html_path(output)):
+        if path.exists() and not force:
+            raise OutputExistsError(f"Output '{path}' already exists.",
+                                    "Pass --force to replace it, or choose another --output.")
+
+
+def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None, force: bool = False) -> None:
     from edge_lstm import profile as prof
     from edge_lstm.report_html import write_html
 
-    prof.write_report(report, output)
+    _check_outputs(output, force)
     exp = prof.load_export_report(export_report) if export_report else None
-    write_html(report, output.with_name("report.html") if output.name == "report.json"
-               else output.with_suffix(".html"), exp)
+    prof.write_report(report, output)
+    write_html(report, _html_path(output), exp)
 
 
 def _us(v: float | None) -> str:

@@ -50,6 +50,9 @@ class ProfileOptions:
     samples: int = 8  # feed samples; consecutive steps when streaming
     seed: int = 0
     timeout_s: float = 600.0
+    #: for PyTorch model files (the torch reference runtime): input shapes, and loading whole pickled modules
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    trust_pickle: bool = False
 
     def __post_init__(self) -> None:
         for name in ("threads", "runs", "samples"):
@@ -85,8 +88,12 @@ def latency_stats(samples_s: list[float]) -> dict[str, float | int]:
 # ---------------------------------------------------------------- feeds
 
 
-def input_specs(path: Path, fmt: str) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, shape with dynamic axes set to 1, dtype) of each model input, read from the file."""
+def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] = (),
+                trust_pickle: bool = False) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape with dynamic axes set to 1, dtype) of each model input, read from the file.
+
+    ``input_shapes`` and ``trust_pickle`` apply to PyTorch model files only (see :func:`edge_lstm.load.load`).
+    """
     if fmt == "onnx":
         import onnx
 
@@ -111,7 +118,7 @@ def input_specs(path: Path, fmt: str) -> list[tuple[str, tuple[int, ...], str]]:
                 for t in (g.tensors[i] for i in g.inputs)]
     from edge_lstm.load import load
 
-    model_pt = load(path)
+    model_pt = load(path, list(input_shapes) or None, trust_pickle)
     return [(t.name, t.concrete(1), t.dtype) for t in model_pt.inputs.inputs]
 
 
@@ -130,13 +137,35 @@ def make_feed(specs: list[tuple[str, tuple[int, ...], str]], samples: int, seed:
 # ---------------------------------------------------------------- running
 
 
-def run_local(artifact: Path, feed_path: Path, options: ProfileOptions) -> dict[str, Any]:
-    """Run the device-side runner in a fresh local process; its JSON report."""
+#: runs ``edge_lstm.device`` with the torch reference's model loader given --input-shape / --trust-pickle
+_TORCH_LOAD_BOOTSTRAP = """
+import functools, json, sys
+import edge_lstm.load as _load
+_opts = json.loads(sys.argv.pop(1))
+_load.load = functools.partial(_load.load, input_shapes=[tuple(s) for s in _opts["input_shapes"]] or None,
+                               trust_pickle=bool(_opts["trust_pickle"]))
+from edge_lstm.device import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str | None = None) -> dict[str, Any]:
+    """Run the device-side runner in a fresh local process; its JSON report.
+
+    A PyTorch model file (``fmt == "torch"``) is loaded there with ``options.input_shapes`` and
+    ``options.trust_pickle``.
+    """
     import edge_lstm
 
     pkg_root = str(Path(edge_lstm.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    cmd = [sys.executable, "-m", "edge_lstm.device", str(artifact), "--inputs", str(feed_path), *options.device_args()]
+    runner_args = [str(artifact), "--inputs", str(feed_path), *options.device_args()]
+    if fmt == "torch" and (options.input_shapes or options.trust_pickle):
+        load_opts = json.dumps({"input_shapes": [list(s) for s in options.input_shapes],
+                                "trust_pickle": options.trust_pickle})
+        cmd = [sys.executable, "-c", _TORCH_LOAD_BOOTSTRAP, load_opts, *runner_args]
+    else:
+        cmd = [sys.executable, "-m", "edge_lstm.device", *runner_args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=options.timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired as e:
@@ -165,12 +194,12 @@ def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteCo
     """Measure one artifact (here or on ``remote``) and add its static cost and sizes."""
     p = Path(path)
     fmt = cost_mod.artifact_format(p)
-    specs = input_specs(p, fmt)
+    specs = input_specs(p, fmt, options.input_shapes, options.trust_pickle)
     with tempfile.TemporaryDirectory(prefix="edge-lstm-profile-") as tmp:
         feed_path = Path(tmp) / "feed.npz"
         np.savez(feed_path, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
         if remote is None:
-            raw = run_local(p, feed_path, options)
+            raw = run_local(p, feed_path, options, fmt)
         else:
             from edge_lstm.remote import run_remote
 
@@ -243,6 +272,8 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
         raise UsageError("No artifact given.", "Pass one or more .onnx/.tflite files (or a model.pt).")
     from edge_lstm import __version__
 
+    if options.input_shapes or options.trust_pickle:
+        _check_torch_options(paths, remote)
     artifacts = [profile_artifact(p, options, remote) for p in paths]
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "kind": "profile",
@@ -254,6 +285,18 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
     if target is not None:
         apply_target(report, target)
     return report
+
+
+def _check_torch_options(paths: list[str | Path], remote: RemoteConfig | None) -> None:
+    """--input-shape / --trust-pickle need a PyTorch model file profiled on this host."""
+    if remote is not None:
+        raise UsageError("--input-shape and --trust-pickle apply to the PyTorch reference runtime, which runs on "
+                         "this host only, not with --remote.",
+                         "Profile the exported .onnx/.tflite on the device instead.")
+    if not any(cost_mod.artifact_format(p) == "torch" for p in paths):
+        raise UsageError("--input-shape and --trust-pickle apply only to PyTorch model files (.pt, .pt2), "
+                         "and no artifact given is one.",
+                         "Drop them: .onnx and .tflite artifacts carry their own input shapes.")
 
 
 # ---------------------------------------------------------------- targets and budgets
@@ -379,12 +422,23 @@ def _delta(new: float | None, old: float | None) -> dict[str, float | None]:
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Write the JSON report atomically (temp file, then rename)."""
+    """Write the JSON report atomically (temp file, then rename); :class:`UsageError` when it cannot be written."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, out)
+    data = (json.dumps(report, indent=2, default=str) + "\n").encode()
+    write_file(out, data)
     return out
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary file and a rename (creating missing parent directories).
+
+    Nothing but ``path`` is left behind; an ``OSError`` becomes a :class:`UsageError` naming the path.
+    """
+    from edge_lstm.outputs import write_bytes_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, data)
+    except OSError as e:
+        raise UsageError(f"Cannot write '{path}': {e.strerror or e}.",
+                         "Choose an --output in a directory you can write to.") from e

@@ -30,6 +30,8 @@ from edge_lstm.errors import RemoteError, UsageError
 ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "device.py")
 _MAIN = "from edge_lstm.device import main\nraise SystemExit(main())\n"
 _HOST_RE = re.compile(r"^(?:ssh://)?(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(?::\d+)?$")
+#: characters allowed in --remote-dir: scp's legacy protocol hands the path to the remote shell unquoted
+_DIR_RE = re.compile(r"^[A-Za-z0-9._/~-]+$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,10 @@ class RemoteConfig:
     ``ssh://user@host:port``. ``ssh_config`` is passed as ``-F`` (else the
     user's own config applies); ``options`` are extra ``-o KEY=VALUE`` strings.
     ``remote_dir`` must exist on the device; without it a fresh directory is
-    made with ``mktemp -d`` and removed afterwards.
+    made with ``mktemp -d`` and removed afterwards. It may use only letters,
+    digits and ``. _ / - ~`` (``~`` only as a leading ``~/``), no ``..``
+    segment and no leading ``-``: scp's legacy protocol passes it to the
+    remote shell unquoted.
     """
 
     host: str
@@ -56,6 +61,20 @@ class RemoteConfig:
         if not _HOST_RE.match(self.host):
             raise UsageError(f"Cannot use '{self.host}' as a remote host.",
                              "Write --remote as user@host, an SSH config alias, or ssh://user@host:port.")
+        if self.remote_dir is not None:
+            check_remote_dir(self.remote_dir)
+
+    @property
+    def workdir(self) -> str | None:
+        """``remote_dir`` as ssh and scp both read it: a leading ``~/`` becomes a path relative to home.
+
+        (ssh commands are quoted with :func:`shlex.join`, so a literal ``~`` would not be expanded there.)
+        """
+        if self.remote_dir is None:
+            return None
+        if self.remote_dir in ("~", "~/"):
+            return "."
+        return self.remote_dir.removeprefix("~/")
 
     @property
     def destination(self) -> tuple[str, int | None]:
@@ -66,6 +85,23 @@ class RemoteConfig:
             host, _, p = host.rpartition(":")
             port = port or int(p)
         return host, port
+
+
+def check_remote_dir(remote_dir: str) -> None:
+    """:class:`UsageError` unless ``remote_dir`` is a plain path that no shell would expand or split."""
+    why = None
+    if not _DIR_RE.match(remote_dir):
+        why = "it may contain only letters, digits and . _ / - ~"
+    elif remote_dir.startswith("-"):
+        why = "it must not start with '-'"
+    elif ".." in remote_dir.split("/"):
+        why = "it must not contain a '..' segment"
+    elif "~" in remote_dir.removeprefix("~/") and remote_dir != "~":
+        why = "'~' is allowed only as a leading '~/'"
+    if why:
+        raise UsageError(f"Cannot use '{remote_dir}' as --remote-dir: {why}.",
+                         "Pass a plain path on the device, e.g. /tmp/edge-lstm or ~/edge-lstm; scp's legacy "
+                         "protocol hands it to the remote shell unquoted.")
 
 
 def build_zipapp(dest: Path) -> Path:
@@ -100,7 +136,8 @@ def ssh_command(cfg: RemoteConfig, argv: list[str]) -> list[str]:
 
 
 def scp_command(cfg: RemoteConfig, files: list[Path], remote_dir: str) -> list[str]:
-    """``scp ... files host:dir/``."""
+    """``scp ... files host:dir/``; ``remote_dir`` is checked with :func:`check_remote_dir` first."""
+    check_remote_dir(remote_dir)
     return ["scp", "-q", *_common(cfg, "-P"), "--", *map(str, files), f"{cfg.destination[0]}:{remote_dir}/"]
 
 
@@ -148,8 +185,8 @@ def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[
     """Copy the runner, artifact and feed to the device, run there, and return its JSON report."""
     with tempfile.TemporaryDirectory(prefix="edge-lstm-remote-") as tmp:
         pyz = build_zipapp(Path(tmp) / "runner.pyz")
-        made = cfg.remote_dir is None
-        rdir = _make_dir(cfg, timeout_s) if made else str(cfg.remote_dir)
+        made = cfg.workdir is None
+        rdir = _make_dir(cfg, timeout_s) if made else str(cfg.workdir)
         reached = made  # clean up only on a device we have reached
         try:
             copy = _run(scp_command(cfg, [pyz, artifact, feed], rdir), cfg, timeout_s, "copying files")

@@ -115,7 +115,9 @@ def render(report: dict[str, Any], export_report: dict[str, Any] | None = None) 
 
 
 def write_html(report: dict[str, Any], path: str | Path, export_report: dict[str, Any] | None = None) -> Path:
-    """Write ``report.html``."""
+    """Write ``report.html`` atomically (temp file, then rename); :class:`UsageError` when it cannot be written."""
+    from edge_lstm.profile import write_file
+
     out = Path(path)
-    out.write_text(render(report, export_report), encoding="utf-8")
+    write_file(out, render(report, export_report).encode("utf-8"))
     return out

@@ -12,8 +12,8 @@ from profile_models import write_onnx
 from sshd_helper import Sshd, sshd  # noqa: F401 - sshd is a fixture
 from typer.testing import CliRunner
 
-from edge_lstm import archs, cli_profile
-from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
+from edge_lstm import archs, cli, cli_profile
+from edge_lstm.errors import BudgetExceeded, InputFileError, OutputExistsError, UsageError
 from edge_lstm.targets import load_target
 
 runner = CliRunner()
@@ -100,8 +100,58 @@ def test_profile_remote(app: typer.Typer, model: Path, sshd: Sshd, tmp_path: Pat
 
 
 def test_exit_codes_through_main_cli(model: Path) -> None:
-    cli = pytest.importorskip("edge_lstm.cli")
     assert cli.main(["targets", "show", "no-such-board"]) == 2
     assert cli.main(["profile", str(model), "--runs", "3", "--warmup", "0", "--json", "--remote",
                      "root@127.0.0.1", "--ssh-config", "/dev/null", "--remote-python", "python3",
                      "--timeout", "20"]) == 6
+
+
+def test_profile_refuses_existing_output_without_force(app: typer.Typer, model: Path, tmp_path: Path) -> None:
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    export_report = export_dir / "report.json"
+    export_report.write_text('{"kind": "export", "artifacts": []}')
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--output", str(export_report)])
+    assert isinstance(res.exception, OutputExistsError) and res.exception.exit_code == 2
+    assert str(export_report) in res.exception.message and "--force" in (res.exception.hint or "")
+    assert export_report.read_text() == '{"kind": "export", "artifacts": []}'
+    assert not (export_dir / "report.html").exists()
+
+    out = tmp_path / "prof.json"  # only the HTML beside it exists
+    (tmp_path / "prof.html").write_text("mine")
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--output", str(out)])
+    assert isinstance(res.exception, OutputExistsError) and "prof.html" in res.exception.message
+    assert not out.exists() and (tmp_path / "prof.html").read_text() == "mine"
+
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--output", str(export_report), "--force"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(export_report.read_text())["kind"] == "profile"
+    assert (export_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in export_dir.iterdir()) == ["report.html", "report.json"]
+
+
+def test_profile_output_errors_exit_2_through_main_cli(model: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["profile", str(model), *FAST, "--output", "/proc/nope/r.json"]) == 2
+    assert "/proc/nope/r.json" in capsys.readouterr().err
+    existing = tmp_path / "report.json"
+    existing.write_text("{}")
+    assert cli.main(["profile", str(model), *FAST, "--output", str(existing)]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_profile_torchscript_with_input_shape(app: typer.Typer, tmp_path: Path) -> None:
+    from models import write as write_torch
+
+    path, shapes = write_torch("stacked", "torchscript", tmp_path)
+    res = runner.invoke(app, ["profile", str(path), *FAST])
+    assert res.exception is not None and "--input-shape" in (getattr(res.exception, "hint", "") or "")
+    flags = [a for s in shapes for a in ("--input-shape", "x".join(map(str, s)))]
+    res = runner.invoke(app, ["profile", str(path), *FAST, *flags, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["artifacts"][0]["runtime"] == "torch"
+    pickled, _ = write_torch("stacked", "pickle", tmp_path)
+    res = runner.invoke(app, ["profile", str(pickled), *FAST, *flags, "--trust-pickle", "--json"])
+    assert res.exit_code == 0, res.output
+    bad = runner.invoke(app, ["profile", str(path), *FAST, "--input-shape", "1xAx1"])
+    assert isinstance(bad.exception, UsageError)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from models import WINDOW
+from models import write as write_torch
 from profile_models import write_onnx
 
+import edge_lstm.runners.litert  # noqa: F401 - part of the project: a broken import must fail, not skip
 from edge_lstm import archs
-from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
+from edge_lstm.errors import BudgetExceeded, InputFileError, ShapeError, UsageError
+from edge_lstm.lower.tflite import lower
 from edge_lstm.profile import (
     ProfileOptions,
     compare,
@@ -20,7 +26,7 @@ from edge_lstm.profile import (
     profile,
     write_report,
 )
-from edge_lstm.report_html import render
+from edge_lstm.report_html import render, write_html
 from edge_lstm.targets import load_target
 
 OPTS = ProfileOptions(runs=25, warmup=2, samples=3)
@@ -32,13 +38,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("profile-models")
     out = {"onnx": write_onnx(d / "small.onnx", SMALL, window=12),
            "step": write_onnx(d / "small_step.onnx", SMALL, window=12, streaming=True)}
-    if importlib.util.find_spec("edge_lstm.lower.tflite") and importlib.util.find_spec("edge_lstm.runners.litert"):
-        import onnx
-
-        from edge_lstm.lower.tflite import lower
-
-        out["tflite"] = d / "small.tflite"
-        out["tflite"].write_bytes(lower(onnx.load(str(out["onnx"])), lowering="fused").data)
+    out["tflite"] = d / "small.tflite"
+    out["tflite"].write_bytes(lower(onnx.load(str(out["onnx"])), lowering="fused").data)
     return out
 
 
@@ -74,8 +75,6 @@ def test_profile_streaming_model(models: dict[str, Path]) -> None:
 
 
 def test_profile_tflite_litert_and_tflm(models: dict[str, Path]) -> None:
-    if "tflite" not in models:
-        pytest.skip("TFLite lowering or LiteRT runner not present in this checkout")
     lite = profile([models["tflite"]], OPTS)["artifacts"][0]
     assert lite["runtime"] == "litert" and lite["cost"]["macs_per_step"] == 4 * 16 * 17
     assert lite["size"]["weights_bytes"] > 4 * 4 * 16 * 17
@@ -148,3 +147,64 @@ def test_bad_inputs(tmp_path: Path) -> None:
         ProfileOptions(runs=0)
     with pytest.raises(UsageError):
         profile([], OPTS)
+
+
+FAST = ProfileOptions(runs=3, warmup=0, samples=2)
+
+
+@pytest.fixture(scope="module")
+def torch_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[tuple[int, ...]]]]:
+    d = tmp_path_factory.mktemp("profile-torch")
+    return {form: write_torch("stacked", form, d) for form in ("torchscript", "pickle")}
+
+
+def test_profile_torchscript_with_input_shapes(torch_models: dict[str, tuple[Path, list[tuple[int, ...]]]]) -> None:
+    path, shapes = torch_models["torchscript"]
+    with pytest.raises(ShapeError, match="not stored in the file"):
+        profile([path], FAST)
+    a = profile([path], ProfileOptions(runs=3, warmup=0, samples=2, input_shapes=tuple(shapes)))["artifacts"][0]
+    assert a["runtime"] == "torch" and len(a["latencies_s"]) == 3
+    assert [i["shape"][1:] for i in a["inputs"]] == [list(s[1:]) for s in shapes]
+    assert shapes[0][1] == WINDOW
+
+
+def test_profile_pickled_module_needs_trust_pickle(
+        torch_models: dict[str, tuple[Path, list[tuple[int, ...]]]]) -> None:
+    path, shapes = torch_models["pickle"]
+    with pytest.raises(InputFileError, match="pickled"):
+        profile([path], FAST)
+    opts = ProfileOptions(runs=3, warmup=0, samples=2, input_shapes=tuple(shapes), trust_pickle=True)
+    a = profile([path], opts)["artifacts"][0]  # the device process loads it with the same options
+    assert a["runtime"] == "torch" and len(a["latencies_s"]) == 3
+
+
+def test_torch_options_rejected_where_they_do_nothing(models: dict[str, Path]) -> None:
+    with pytest.raises(UsageError, match="only to PyTorch model files"):
+        profile([models["onnx"]], ProfileOptions(runs=3, input_shapes=((1, 12, 1),)))
+    from edge_lstm.remote import RemoteConfig
+
+    with pytest.raises(UsageError, match="not with --remote"):
+        profile([models["onnx"]], ProfileOptions(runs=3, trust_pickle=True), remote=RemoteConfig("pi@device"))
+
+
+def test_reports_written_atomically_and_unwritable_path_is_usage_error(
+        models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    report = profile([models["onnx"]], FAST)
+    with pytest.raises(UsageError, match=r"/proc/nope/r\.json"):
+        write_report(report, "/proc/nope/r.json")
+    with pytest.raises(UsageError, match=r"/proc/nope/r\.html"):
+        write_html(report, "/proc/nope/r.html")
+    out = tmp_path / "r.json"
+    out.write_text("old")
+    (tmp_path / "r.html").write_text("old")
+
+    def fail(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(UsageError, match="No space left"):
+        write_report(report, out)
+    with pytest.raises(UsageError, match="No space left"):
+        write_html(report, tmp_path / "r.html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.json"]  # no temp files left
+    assert out.read_text() == "old" and (tmp_path / "r.html").read_text() == "old"

@@ -50,6 +50,23 @@ def test_bad_host_rejected(host: str) -> None:
         RemoteConfig(host)
 
 
+@pytest.mark.parametrize("rdir", ["/tmp/x;touch /tmp/pwned", "/tmp/$(id)", "/tmp/a b", "/tmp/*", "-oProxy",
+                                  "/tmp/../etc", "..", "/tmp/`id`", "~root/x", "/tmp/~", "", "/tmp/d'q"])
+def test_bad_remote_dir_rejected(rdir: str) -> None:
+    with pytest.raises(UsageError, match="--remote-dir"):
+        RemoteConfig("pi@device", remote_dir=rdir)
+    with pytest.raises(UsageError):
+        scp_command(RemoteConfig("pi@device"), [Path("m.onnx")], rdir)
+
+
+@pytest.mark.parametrize(("rdir", "workdir"), [("/tmp/edge-lstm_1.d", "/tmp/edge-lstm_1.d"), ("~/work", "work"),
+                                               ("~", "."), ("rel/dir", "rel/dir"), ("/a..b/c", "/a..b/c")])
+def test_plain_remote_dir_accepted(rdir: str, workdir: str) -> None:
+    cfg = RemoteConfig("pi@device", remote_dir=rdir)
+    assert cfg.workdir == workdir
+    assert scp_command(cfg, [Path("m.onnx")], workdir)[-1] == f"pi@device:{workdir}/"
+
+
 def test_remote_profile_onnx(sshd: Sshd, onnx_model: Path) -> None:  # noqa: F811
     cfg = sshd.config(python=sys.executable)
     report = profile([onnx_model], OPTS, remote=cfg)
