@@ -7,6 +7,7 @@ is dynamic where the model's spec marks it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,12 @@ def streaming_model(model: LoadedModel) -> LoadedModel:
             module, model.format, model.name, inputs, (), arch=model.arch, config=cfg,
             normalization=model.normalization, task=model.task, metadata=model.metadata, source=model.source,
         )
+    elif model.format == "exported-program":
+        raise UnsupportedModel(
+            "A torch.export program is fixed to the window length it was exported with, so it cannot be re-shaped "
+            "to one time step for streaming.",
+            "Save an edge-lstm checkpoint or TorchScript for --streaming, or export without it.",
+        )
     elif model.has_state_io:
         x = model.inputs.inputs[0]
         t_axis = _time_axis(x)
@@ -80,10 +87,9 @@ def streaming_model(model: LoadedModel) -> LoadedModel:
 
 
 def _time_axis(x: TensorSpec) -> int:
-    batch_axes = [a for a, d in enumerate(x.shape) if isinstance(d, str)]
-    if batch_axes == [1]:
-        return 0
-    return 1
+    from edge_lstm.feeds import seq_first
+
+    return 0 if seq_first(x) else 1
 
 
 def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dynamic_batch: bool) -> onnx.ModelProto:
@@ -102,8 +108,8 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
             if axes:
                 dynamic_axes[t.name] = axes
     buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
+    try:  # the exporter prints graph dumps to stdout on failure: keep --json output clean
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, args, buf,  # type: ignore[arg-type]  # file-like objects are accepted

@@ -36,6 +36,8 @@ def read_series(path: str | Path) -> np.ndarray:
     :class:`DataError` that names the first bad row.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"Data path '{path}' is a directory, not a file.", "Pass a CSV or NPY file.")
     if not path.is_file():
         raise InputFileError(f"Data file '{path}' does not exist.", "Pass a CSV or NPY file with --data.")
     if path.suffix.lower() == ".npy":
@@ -60,6 +62,8 @@ def _read_csv(path: Path) -> np.ndarray:
         raise DataError(f"Cannot read '{path}' as CSV: {e}.") from e
     if not rows:
         raise DataError(f"'{path}' is empty.")
+    if len(rows) == 1 and not all(_is_number(c) for c in rows[0]):
+        raise DataError(f"'{path}' has a header but no rows.")
     candidates = [j for j in range(len(rows[-1])) if _column_numeric(rows[1:] or rows, j)]
     header = any(j < len(rows[0]) and not _is_number(rows[0][j]) for j in candidates)
     body = rows[1:] if header else rows
@@ -72,8 +76,17 @@ def _read_csv(path: Path) -> np.ndarray:
     for i, row in enumerate(body):
         for k, j in enumerate(numeric):
             cell = row[j].strip() if j < len(row) else ""
-            out[i, k] = float(cell) if cell and cell.lower() != "nan" else np.nan
+            out[i, k] = _cell(cell, path, i, j)
     return out
+
+
+def _cell(cell: str, path: Path, row: int, col: int) -> float:
+    if not cell or cell.lower() in ("nan", "na", "null", "none"):
+        return float("nan")  # missing: reported by the NaN check with its row
+    try:
+        return float(cell)
+    except ValueError:
+        raise DataError(f"'{path}' row {row}, column {col + 1}: '{cell}' is not a number.") from None
 
 
 def _is_number(text: str) -> bool:
@@ -86,7 +99,7 @@ def _is_number(text: str) -> bool:
 
 def _column_numeric(rows: list[list[str]], j: int) -> bool:
     sample = [r[j].strip() for r in rows[:50] if j < len(r)]
-    return bool(sample) and all(_is_number(c) or c.lower() in ("nan", "") for c in sample)
+    return bool(sample) and all(_is_number(c) or c.lower() in ("nan", "na", "null", "none", "") for c in sample)
 
 
 def _check_finite(arr: np.ndarray, path: Path) -> None:

@@ -38,18 +38,29 @@ class ValidationData:
     steps: int  # time steps per window
 
 
+def seq_first(x: TensorSpec) -> bool:
+    """True when a (time, batch, features) input: the batch axis is marked 1, or, with static
+    shapes, axis 1 has size 1 while axis 0 does not."""
+    if len(x.shape) != 3:
+        return False
+    marked = [a for a, d in enumerate(x.shape) if isinstance(d, str)]
+    if marked:
+        return marked[0] == 1
+    return x.shape[0] != 1 and x.shape[1] == 1
+
+
 def x_spec(model: LoadedModel) -> tuple[TensorSpec, int, int]:
     """The first input's spec, its time-axis length and its feature count."""
     x = model.inputs.inputs[0]
     if len(x.shape) != 3:
         return x, 1, int(np.prod(x.concrete(1)))
-    time_axis = 0 if isinstance(x.shape[1], str) else 1
-    return x, int(x.concrete(1)[time_axis]), int(x.concrete(1)[2])
+    shape = x.concrete(1)
+    return x, int(shape[0] if seq_first(x) else shape[1]), int(shape[2])
 
 
 def _place(window: np.ndarray, x: TensorSpec) -> np.ndarray:
     """A ``(T, F)`` window in the layout of input ``x`` with batch 1."""
-    if len(x.shape) == 3 and isinstance(x.shape[1], str):
+    if seq_first(x):
         return window[:, None, :]  # (T, batch, F)
     return window.reshape(x.concrete(1))
 
@@ -117,8 +128,9 @@ def run_all(runner: Runner, samples: list[Feed]) -> dict[str, np.ndarray]:
 
 
 def _time_axes(model: LoadedModel, steps: int) -> dict[str, int]:
+    """The time axis of an all-steps prediction output (state outputs have none)."""
     axes = {}
-    for o in model.outputs:
+    for o in model.outputs[:1]:
         if len(o.shape) >= 3:
             for a, d in enumerate(o.shape):
                 if d == steps and steps > 1:
@@ -186,9 +198,9 @@ def _step_runner(art: Artifact) -> Runner:
 def stream_window(runner: Runner, model: LoadedModel, step: LoadedModel, feed: Feed) -> dict[str, np.ndarray]:
     """Run one window through a one-step runner, carrying the state; return whole-window-shaped outputs."""
     x = model.inputs.inputs[0]
-    seq_first = len(x.shape) == 3 and isinstance(x.shape[1], str)
+    time_major = seq_first(x)
     window = feed[x.name]
-    steps = window.shape[0] if seq_first else window.shape[1]
+    steps = window.shape[0] if time_major else window.shape[1]
     state_in = [s.name for s in step.inputs.inputs[1:]]
     state_out = [s.name for s in step.outputs[1:]]
     state = {n: feed.get(n, np.zeros(s.concrete(1), np.float32)) for n, s in zip(
@@ -198,7 +210,7 @@ def stream_window(runner: Runner, model: LoadedModel, step: LoadedModel, feed: F
     ys = []
     res: dict[str, np.ndarray] = {}
     for t in range(steps):
-        xt = window[t : t + 1] if seq_first else window[:, t : t + 1]
+        xt = window[t : t + 1] if time_major else window[:, t : t + 1]
         f = {runner.input_names[0]: xt, **(state if explicit else {})}
         res = runner.infer(f)
         ys.append(np.asarray(res[step.output_names[0]], dtype=np.float32))
@@ -206,7 +218,7 @@ def stream_window(runner: Runner, model: LoadedModel, step: LoadedModel, feed: F
             state = {i: np.asarray(res[o], dtype=np.float32) for i, o in zip(state_in, state_out, strict=True)}
     y_name = model.output_names[0]
     ref_shape = model.outputs[0].concrete(1)
-    y = ys[-1] if ys[-1].shape == ref_shape else np.concatenate(ys, axis=0 if seq_first else 1)
+    y = ys[-1] if ys[-1].shape == ref_shape else np.concatenate(ys, axis=0 if time_major else 1)
     out = {y_name: y}
     if explicit:
         for o_whole, o_step in zip(model.output_names[1:], state_out, strict=False):

@@ -148,11 +148,17 @@ def sniff_format(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except (zipfile.BadZipFile, OSError) as e:
+                bad = z.testzip()  # CRC of every member: PyTorch's own reader does not check them
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise InputFileError(
                 f"'{path}' looks like a PyTorch file but is truncated or corrupted ({e}).",
                 "Save the model again; check that the copy finished.",
             ) from e
+        if bad is not None:
+            raise InputFileError(
+                f"'{path}' is corrupted: the checksum of its member '{bad}' does not match.",
+                "Save the model again; check that the copy finished.",
+            )
         if any(n.endswith("serialized_exported_program.json") or ("/models/" in n and n.endswith(".json"))
                for n in names):
             return "exported-program"
@@ -163,6 +169,12 @@ def sniff_format(path: Path) -> str:
         raise InputFileError(f"'{path}' is a zip archive but not a PyTorch model.")
     if head[:1] == b"\x80":
         return "torch-save"  # legacy (non-zip) torch.save pickle
+    if head[:1] == b"\x08":
+        raise InputFileError(
+            f"'{path}' looks like an ONNX model; edge-lstm exports from PyTorch models.",
+            "Pass the PyTorch model.pt it came from (an edge-lstm checkpoint, TorchScript, .pt2 or pickled module); "
+            "to measure an ONNX or TFLite file you already have, use `edge-lstm profile`.",
+        )
     raise InputFileError(
         f"'{path}' is not a PyTorch model (unrecognised content).",
         "edge-lstm reads edge-lstm checkpoints, TorchScript, torch.export .pt2 and pickled nn.Module files.",
@@ -180,7 +192,7 @@ def load(
     if fmt == "torchscript":
         model = _load_torchscript(path)
     elif fmt == "exported-program":
-        model = _load_exported(path)
+        model = _load_exported(path, trust_pickle)
     else:
         model = _load_torch_save(path, trust_pickle)
     if input_shapes:
@@ -249,6 +261,8 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
     names = model.output_names if len(model.outputs) == len(outs) else (
         archs.output_names(model.config) if model.config else [f"output_{i}" if i else "y" for i in range(len(outs))]
     )
+    if model.config is None:  # batch axes of other models are found by probing (mark_batch_axes)
+        return tuple(TensorSpec(n, tuple(int(d) for d in o.shape)) for n, o in zip(names, outs, strict=True))
     return tuple(
         TensorSpec(n, tuple("batch" if a == _out_batch_axis(model, i) else d for a, d in enumerate(o.shape)))
         for i, (n, o) in enumerate(zip(names, outs, strict=True))
@@ -345,9 +359,39 @@ def _load_torchscript(path: Path) -> LoadedModel:
     return LoadedModel(module, "torchscript", path.stem.split(".")[0], InputSpec(()), (), source=path)
 
 
-def _load_exported(path: Path) -> LoadedModel:
+def _pt2_pickled_parts(path: Path) -> list[str]:
+    """Members of a ``.pt2`` that ``torch.export.load`` would unpickle (which can run code from the file)."""
+    import io
+    import json
+    import pickle
+
     import torch
 
+    risky = []
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.endswith("_config.json"):
+                config = json.loads(z.read(name) or b"{}").get("config", {})
+                risky += [f"{name}:{k}" for k, v in config.items()
+                          if isinstance(v, dict) and (v.get("use_pickle") or "custom_obj" in str(v.get("path_name")))]
+            elif "/sample_inputs/" in name and name.endswith(".pt"):
+                try:
+                    torch.load(io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
+                except (pickle.UnpicklingError, RuntimeError, EOFError):
+                    risky.append(name)
+    return risky
+
+
+def _load_exported(path: Path, trust_pickle: bool) -> LoadedModel:
+    import torch
+
+    risky = _pt2_pickled_parts(path)
+    if risky and not trust_pickle:
+        raise InputFileError(
+            f"'{path}' is a torch.export archive with pickled parts ({', '.join(risky[:3])}); "
+            "loading them would run code from the file.",
+            "If you trust the file, pass --trust-pickle; otherwise export it again with plain tensors.",
+        )
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
@@ -412,11 +456,9 @@ def mark_batch_axes(model: LoadedModel) -> LoadedModel:
             out_axes = _batches_on(model, xs, axes, single)
             if out_axes is not None:
                 model.inputs = InputSpec(tuple(_mark(t, ax) for t, ax in zip(specs, axes, strict=True)))
-                model.outputs = tuple(_mark(o.with_shape(o.concrete(1)), ax)
-                                      for o, ax in zip(model.outputs, out_axes, strict=True))
+                model.outputs = tuple(_mark(o, ax) for o, ax in zip(model.outputs, out_axes, strict=True))
                 return model
-    model.outputs = tuple(o.with_shape(o.concrete(1)) for o in model.outputs)  # static, like the inputs
-    return model
+    return model  # static shapes, inputs and outputs alike
 
 
 def _mark(t: TensorSpec, axis: int) -> TensorSpec:

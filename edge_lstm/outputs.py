@@ -17,10 +17,24 @@ from edge_lstm.errors import OutputExistsError, UsageError
 
 
 def check_destination(out: Path, force: bool) -> None:
-    """Refuse an existing output without ``force``, and a parent that cannot be written."""
+    """Refuse an existing output without ``force``, and a parent that cannot be written.
+
+    Even with ``force``, only an edge-lstm output directory (one holding a
+    ``report.json``) or an empty one is replaced: never the working directory, the
+    home directory, a file, or a directory of someone else's files.
+    """
+    resolved = out.resolve()
+    if resolved in (Path.cwd().resolve(), Path.home().resolve()) or resolved == resolved.parent:
+        raise UsageError(f"Output '{out}' is the current, home or root directory.",
+                         "Choose a new directory for the export, e.g. -o out.")
     if out.exists() and not force:
         raise OutputExistsError(
             f"Output '{out}' already exists.", "Pass --force to replace it, or choose another --output."
+        )
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").is_file())):
+        raise OutputExistsError(
+            f"Output '{out}' exists and is not an edge-lstm export (no report.json), so --force will not replace it.",
+            "Choose another --output, or remove it yourself.",
         )
     parent = out.resolve().parent
     if not parent.is_dir():
@@ -34,7 +48,8 @@ def check_destination(out: Path, force: bool) -> None:
 def staged_dir(out: Path, force: bool) -> Iterator[Path]:
     """Yield a staging directory beside ``out``; on success it replaces ``out`` atomically."""
     check_destination(out, force)
-    parent = out.resolve().parent
+    out = out.resolve()
+    parent = out.parent
     try:
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
     except OSError as e:

@@ -321,8 +321,14 @@ def _streaming_artifacts(
         else:
             from edge_lstm.lower.tflite import lower
 
-            lowered = lower(proto, options.recipe.lowering, streaming=True)
-            art = Artifact(name, fmt, Precision.FP32, lowered.lowering, True, lowered.data, notes=list(lowered.notes))
+            lowering, notes = options.recipe.lowering, []
+            if model.has_state_io and lowering == "fused":
+                # the fused op keeps its state in variable tensors, which start at zero; the caller's state needs I/O
+                lowering = "unrolled"
+                notes.append("the model takes its state as input: streaming uses the unrolled lowering, state explicit")
+            lowered = lower(proto, lowering, streaming=True)
+            art = Artifact(name, fmt, Precision.FP32, lowered.lowering, True, lowered.data,
+                           notes=notes + list(lowered.notes))
         say(f"validating {name} step by step")
         art.validations = feeds_mod.validate_streaming(art, model, step, options.recipe, vdata, reference)
         art.notes.append("one time step per call; validated by feeding each window step by step")

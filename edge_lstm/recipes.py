@@ -8,6 +8,7 @@ field of another recipe and overrides what it sets.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class Recipe:
         if "formats" in given:
             given["formats"] = check_formats(given["formats"])
         if "precisions" in given:
-            given["precisions"] = tuple(parse_precision(p) for p in given["precisions"])
+            given["precisions"] = _unique(parse_precision(p) for p in given["precisions"])
         if "lowering" in given:
             given["lowering"] = check_lowering(given["lowering"])
         return replace(self, **given)
@@ -102,13 +103,12 @@ def _build(raw: dict[str, Any], where: str) -> Recipe:
         missing = [p.value for p in Precision if p not in tolerances]
         if missing:
             raise UsageError(f"Recipe '{where}' has no tolerance for {', '.join(missing)}.")
-        known = {f.name for f in fields(Recipe)}
-        val = {k: v for k, v in raw.get("validation", {}).items() if k in known}
+        val = _validation(raw.get("validation", {}), where)
         return Recipe(
             name=str(raw["name"]),
             description=str(raw.get("description", "")),
             formats=check_formats(raw["formats"]),
-            precisions=tuple(parse_precision(p) for p in raw["precisions"]),
+            precisions=_unique(parse_precision(p) for p in raw["precisions"]),
             lowering=check_lowering(raw.get("lowering", "fused")),
             tolerances=tolerances,
             **val,
@@ -117,12 +117,49 @@ def _build(raw: dict[str, Any], where: str) -> Recipe:
         raise UsageError(f"Recipe '{where}' is missing the field {e}.") from e
 
 
+_VALIDATION_KEYS = {f.name: f.type for f in fields(Recipe)
+                    if f.name not in ("name", "description", "formats", "precisions", "lowering", "tolerances")}
+
+
+def _validation(d: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = set(d) - set(_VALIDATION_KEYS)
+    if unknown:
+        raise UsageError(f"Recipe '{where}': unknown [validation] key(s) {sorted(unknown)}; "
+                         f"known: {sorted(_VALIDATION_KEYS)}.")
+    for k, v in d.items():
+        want_int = _VALIDATION_KEYS[k] in ("int", int)
+        ok = isinstance(v, int) if want_int else isinstance(v, (int, float))
+        if not ok or isinstance(v, bool) or v < 0:
+            raise UsageError(f"Recipe '{where}': [validation] {k} = {v!r} must be a non-negative "
+                             f"{'integer' if want_int else 'number'}.")
+    return d
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _tolerance(d: dict[str, Any], where: str) -> Tolerance:
     known = {f.name for f in fields(Tolerance)}
     unknown = set(d) - known
     if unknown:
         raise UsageError(f"Recipe '{where}': unknown tolerance key(s) {sorted(unknown)}; known: {sorted(known)}.")
+    for k, v in d.items():
+        if k == "per_output":
+            if not isinstance(v, dict) or not all(isinstance(o, dict) for o in v.values()):
+                raise UsageError(f"Recipe '{where}': per_output must map output names to tables of tolerances.")
+            for over in v.values():
+                _tolerance(over, where)
+        elif k == "elementwise":
+            if not isinstance(v, bool):
+                raise UsageError(f"Recipe '{where}': elementwise = {v!r} must be true or false.")
+        elif v is not None and not _number(v):
+            raise UsageError(f"Recipe '{where}': tolerance {k} = {v!r} must be a number.")
     return Tolerance(**d)
+
+
+def _unique(items: Iterable[Precision]) -> tuple[Precision, ...]:
+    return tuple(dict.fromkeys(items))
 
 
 def parse_precision(text: str | Precision) -> Precision:

@@ -56,6 +56,7 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, time_ax
         return _shape_mismatch(name, ref, got)
     finite = np.isfinite(got)
     non_finite = int((~finite).sum())
+    ref_non_finite = int((~np.isfinite(ref)).sum())
     diff = np.abs(np.where(finite, got, 0.0) - ref)
     rel = diff / np.maximum(np.abs(ref), _EPS)
     ref_l2 = float(np.linalg.norm(ref))
@@ -63,7 +64,7 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, time_ax
     rmse = float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0
     denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
     cosine = float(np.sum(ref * got) / denom) if denom > 0 else (1.0 if not diff.any() else 0.0)
-    failing = int(np.sum((diff > tol.atol) & (diff > tol.rtol * np.abs(ref))))
+    failing = int(np.sum(~(diff <= tol.atol) & ~(diff <= tol.rtol * np.abs(ref))))  # NaN fails both
     m = OutputMetrics(
         name=name,
         max_abs=float(diff.max()) if diff.size else 0.0,
@@ -79,6 +80,8 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, time_ax
         failing_elements=failing,
         by_timestep=_by_timestep(diff, time_axis),
     )
+    if ref_non_finite:
+        m.reasons.append(f"the PyTorch reference itself produced {ref_non_finite} NaN/Inf value(s)")
     _judge(m, tol)
     return m
 
@@ -97,6 +100,8 @@ def _by_timestep(diff: np.ndarray, time_axis: int | None) -> list[float] | None:
 
 
 def _judge(m: OutputMetrics, tol: Tolerance) -> None:
+    if not np.isfinite(m.max_abs) and not m.reasons:
+        m.reasons.append("errors are not finite")
     if m.non_finite:
         m.reasons.append(f"{m.non_finite} NaN/Inf value(s)")
     if tol.elementwise and m.failing_elements:
@@ -124,7 +129,7 @@ class TaskMetrics:
     @property
     def drop(self) -> float:
         """Relative worsening versus the float model (positive is worse)."""
-        if self.metric == "accuracy":
+        if self.metric in ("accuracy", "top1_agreement"):  # higher is better
             return (self.reference - self.artifact) / max(self.reference, _EPS)
         return (self.artifact - self.reference) / max(abs(self.reference), _EPS)
 
@@ -145,14 +150,15 @@ def forecast_task(ref_pred: np.ndarray, art_pred: np.ndarray, target: np.ndarray
 
 
 def classify_task(ref_logits: np.ndarray, art_logits: np.ndarray, labels: np.ndarray | None) -> TaskMetrics:
-    """Accuracy against labels (or agreement with the float model without labels) and top-1 agreement."""
+    """Accuracy against labels; without labels, top-1 agreement with the float model (the float model is 1.0)."""
     ref_top = ref_logits.reshape(len(ref_logits), -1).argmax(axis=1)
     art_top = art_logits.reshape(len(art_logits), -1).argmax(axis=1)
-    truth = ref_top if labels is None else labels.astype(int)
-    return TaskMetrics(
-        "accuracy", float(np.mean(ref_top == truth)), float(np.mean(art_top == truth)),
-        {"top1_agreement": float(np.mean(ref_top == art_top))},
-    )
+    agreement = float(np.mean(ref_top == art_top))
+    if labels is None:
+        return TaskMetrics("top1_agreement", 1.0, agreement)
+    truth = labels.astype(int)
+    return TaskMetrics("accuracy", float(np.mean(ref_top == truth)), float(np.mean(art_top == truth)),
+                       {"top1_agreement": agreement})
 
 
 @dataclass
@@ -230,8 +236,9 @@ def raise_on_failures(results: list[ArtifactValidation]) -> None:
             rows.append(f"{r.artifact} | {r.runtime} | task {r.task.metric} | | | | "
                         f"{r.task.artifact:.4g} vs float {r.task.reference:.4g}: drop {r.task.drop:.2%} > "
                         f"{r.tolerance.max_task_drop:.2%}")
+    n_failed, n_all = len({r.artifact for r in failed}), len({r.artifact for r in results})
     raise ValidationFailed(
-        f"{len(failed)} of {len(results)} artifact(s) failed validation.",
+        f"{n_failed} of {n_all} artifact(s) failed validation.",
         "\n".join(rows),
         "See report.md for every metric; loosen a tolerance in your recipe only if the drop is acceptable.",
     )

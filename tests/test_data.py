@@ -57,3 +57,22 @@ def test_npy_windows(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(InputFileError):
         read_series("/nope.csv")
+
+
+def test_late_non_numeric_cell_is_a_data_error(tmp_path: Path) -> None:
+    p = tmp_path / "d.csv"
+    p.write_text("temp\n" + "1.0\n" * 100 + "oops\n")
+    with pytest.raises(DataError, match="row 100, column 1: 'oops' is not a number"):
+        read_series(p)
+    p.write_text("temp\n" + "1.0\n" * 100 + "NA\n")
+    with pytest.raises(DataError, match="NaN"):  # a missing value is reported as missing, with its row
+        read_series(p)
+
+
+def test_header_only_and_directory(tmp_path: Path) -> None:
+    p = tmp_path / "h.csv"
+    p.write_text("temp\n")
+    with pytest.raises(DataError, match="header but no rows"):
+        read_series(p)
+    with pytest.raises(InputFileError, match="is a directory"):
+        read_series(tmp_path)

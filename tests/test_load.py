@@ -105,3 +105,51 @@ def test_wrong_rank_and_rejected_shape(forecaster_ckpt: Path) -> None:
         load(forecaster_ckpt, [(1, WINDOW, 5)])
     with pytest.raises(ShapeError, match="takes 1 inputs"):
         load(forecaster_ckpt, [(1, WINDOW, 1), (1, 2, 3)])
+
+
+def test_crc_corrupted_checkpoint_is_refused(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    data = bytearray(forecaster_ckpt.read_bytes())
+    i = len(data) // 2
+    data[i : i + 64] = b"\xff" * 64  # inside a stored tensor: the zip directory stays readable
+    p = tmp_path / "flipped.pt"
+    p.write_bytes(bytes(data))
+    with pytest.raises(InputFileError, match="checksum"):
+        load(p)
+
+
+def test_pt2_with_pickled_parts_needs_trust(tmp_path: Path) -> None:
+    path, _ = write("stacked", "pt2", tmp_path)
+    evil = tmp_path / "evil.pt2"
+    marker = tmp_path / "ran"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(evil, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if "/sample_inputs/" in info.filename:
+                import io
+
+                buf = io.BytesIO()
+                torch.save(((_Touch(str(marker)),), {}), buf)
+                data = buf.getvalue()
+            dst.writestr(info, data)
+    with pytest.raises(InputFileError, match="pickled parts"):
+        load(evil)
+    assert not marker.exists()
+
+
+class _Touch:
+    """Unpickling this creates a file: stands in for code hidden in a model archive."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (Path(self.path),))
+
+
+def test_onnx_file_is_explained(tmp_path: Path, forecaster_ckpt: Path) -> None:
+    from edge_lstm import capture
+
+    p = tmp_path / "m.onnx"
+    p.write_bytes(capture.to_onnx(load(forecaster_ckpt)).SerializeToString())
+    with pytest.raises(InputFileError, match="looks like an ONNX model"):
+        load(p)

@@ -34,13 +34,27 @@ def test_export_onnx_with_real_data(forecaster_ckpt: Path, temps_csv: Path, tmp_
 
 def test_existing_output_needs_force(forecaster_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    export(forecaster_ckpt, ExportOptions(out))
+    first = (out / "report.json").stat().st_ino
     with pytest.raises(OutputExistsError):
         export(forecaster_ckpt, ExportOptions(out))
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "report.json").stat().st_ino == first
     export(forecaster_ckpt, ExportOptions(out, force=True))
-    assert not (out / "keep.txt").exists() and (out / "report.json").exists()
+    assert (out / "report.json").stat().st_ino != first  # a new file, published by rename
+
+
+def test_force_never_replaces_other_files(forecaster_ckpt: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not an edge-lstm export"):
+        export(forecaster_ckpt, ExportOptions(mine, force=True))
+    assert (mine / "keep.txt").read_text() == "mine"
+    monkeypatch.chdir(mine)
+    with pytest.raises(UsageError, match="current, home or root"):
+        export(forecaster_ckpt, ExportOptions(Path("."), force=True))
+    assert (mine / "keep.txt").read_text() == "mine"
 
 
 def test_failed_run_leaves_nothing(forecaster_ckpt: Path, tmp_path: Path) -> None:
@@ -101,3 +115,35 @@ def test_export_over_a_device_budget_is_exit_4(forecaster_ckpt: Path, tmp_path: 
     assert e.value.exit_code == 4
     rep = json.loads((out / "report.json").read_text())
     assert rep["profile"]["target"]["name"] == "nrf52840"
+
+
+@pytest.mark.parametrize("form", ["torchscript", "pt2", "pickle"])
+@pytest.mark.parametrize("kind", ["seq_first", "all_steps", "gru_state_io_seq_first"])
+def test_every_form_exports_through_the_pipeline(kind: str, form: str, tmp_path: Path) -> None:
+    from models import KINDS
+
+    from edge_lstm import archs
+
+    path, shapes = write(kind, form, tmp_path)
+    opts = ExportOptions(tmp_path / "out", input_shapes=tuple(shapes) if form != "pt2" else (), trust_pickle=True)
+    res = export(path, opts)
+    assert res.passed
+    if KINDS[kind].all_steps:
+        assert res.report["artifacts"][0]["validation"][0]["outputs"][0]["by_timestep"] is not None
+    assert archs.input_shapes(KINDS[kind], 12)[0] == tuple(res.model.inputs.inputs[0].concrete(1))
+
+
+def test_streaming_state_io_model_on_tflite(tmp_path: Path) -> None:
+    path, _ = write("state_io", "checkpoint", tmp_path)
+    recipe = load_recipe().with_overrides(formats=["tflite"])
+    res = export(path, ExportOptions(tmp_path / "out", recipe=recipe, streaming=True))
+    stream = next(a for a in res.artifacts if a.streaming)
+    assert res.passed and stream.lowering == "unrolled" and any("state as input" in n for n in stream.notes)
+
+
+def test_streaming_pt2_is_unsupported(tmp_path: Path) -> None:
+    from edge_lstm.errors import UnsupportedModel
+
+    path, _ = write("state_io", "pt2", tmp_path)
+    with pytest.raises(UnsupportedModel, match="fixed to the window length"):
+        export(path, ExportOptions(tmp_path / "out", streaming=True))

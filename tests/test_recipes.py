@@ -43,3 +43,21 @@ def test_user_recipe_file(tmp_path: Path) -> None:
     p.write_text('name = "x"\nformats = ["onnx"]\nprecisions = ["fp32"]\n[tolerance.fp32]\natl = 1\n')
     with pytest.raises(UsageError, match="unknown tolerance key"):
         load_recipe(p)
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ("[validation]\nrandom_sample = 0\n", "unknown \\[validation\\] key"),
+    ('[validation]\nmax_samples = "lots"\n', "non-negative integer"),
+    ('[tolerance.fp32]\natol = "big"\nrtol = 0.0\n', "must be a number"),
+    ("[tolerance.fp32]\natol = 1e-5\nrtol = 1e-5\nper_output = { y = { atoll = 1.0 } }\n", "unknown tolerance key"),
+])
+def test_malformed_recipe_values(body: str, needle: str, tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text('inherit = "default"\nname = "bad"\n' + body)
+    with pytest.raises(UsageError, match=needle):
+        load_recipe(p)
+
+
+def test_repeated_precision_is_exported_once() -> None:
+    r = load_recipe().with_overrides(precisions=["fp32", "fp16", "fp32"])
+    assert r.precisions == (Precision.FP32, Precision.FP16)

@@ -66,3 +66,18 @@ def test_all_failures_in_one_table() -> None:
     with pytest.raises(ValidationFailed) as e:
         raise_on_failures([a, b])
     assert "a.onnx | onnxruntime | y" in e.value.table and "b.tflite | litert | h" in e.value.table
+
+
+def test_nan_in_the_reference_fails() -> None:
+    m = compare("y", np.array([np.nan, 1.0]), np.array([0.0, 1.0]), Tolerance())
+    assert not m.passed and "reference itself" in m.reasons[0] and m.failing_elements == 1
+
+
+def test_failure_count_is_per_artifact_not_per_runtime() -> None:
+    ref = np.ones(3)
+    tol = Tolerance()
+    runs = [ArtifactValidation("a.tflite", rt, tol, [compare("y", ref, ref + 1, tol)], 1, "x")
+            for rt in ("litert", "tflm")]
+    ok = ArtifactValidation("b.onnx", "onnxruntime", tol, [compare("y", ref, ref, tol)], 1, "x")
+    with pytest.raises(ValidationFailed, match="1 of 2 artifact"):
+        raise_on_failures([*runs, ok])
