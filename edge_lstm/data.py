@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def windows_from(
     path: str | Path,
     window: int,
     n_features: int,
-    normalization: dict[str, list[float]] | None = None,
+    normalization: dict[str, Any] | None = None,
     stride: int = 1,
     limit: int | None = None,
 ) -> Windows:
@@ -145,7 +146,14 @@ def windows_from(
     x = np.stack([series[s : s + window] for s in starts]).astype(np.float32)
     target = int((normalization or {}).get("target_index", [0])[0]) if normalization else 0
     y = np.array([series[s + window, target] for s in starts], dtype=np.float32)
+    if is_delta(normalization):  # the model forecasts the change from the window's last value
+        y = y - np.array([series[s + window - 1, target] for s in starts], dtype=np.float32)
     return Windows(x, y, str(path))
+
+
+def is_delta(normalization: dict[str, Any] | None) -> bool:
+    """True when the checkpoint's model forecasts the change over the next step, not the level."""
+    return bool(normalization) and normalization.get("target") == "delta"  # type: ignore[union-attr]
 
 
 def _take(arr: np.ndarray, limit: int | None) -> np.ndarray:
@@ -154,7 +162,7 @@ def _take(arr: np.ndarray, limit: int | None) -> np.ndarray:
     return arr[np.linspace(0, len(arr) - 1, limit).astype(int)].astype(np.float32)
 
 
-def normalize(arr: np.ndarray, normalization: dict[str, list[float]] | None) -> np.ndarray:
+def normalize(arr: np.ndarray, normalization: dict[str, Any] | None) -> np.ndarray:
     """Apply the checkpoint's ``(x - mean) / std`` per feature (identity without statistics)."""
     if not normalization:
         return arr.astype(np.float32)
@@ -163,12 +171,13 @@ def normalize(arr: np.ndarray, normalization: dict[str, list[float]] | None) -> 
     return ((arr - mean) / std).astype(np.float32)
 
 
-def denormalize_target(y: np.ndarray, normalization: dict[str, list[float]] | None) -> np.ndarray:
-    """Map normalised target values back to the data's units."""
+def denormalize_target(y: np.ndarray, normalization: dict[str, Any] | None) -> np.ndarray:
+    """Map normalised target values back to the data's units (a change has no offset)."""
     if not normalization:
         return y
     t = int(normalization.get("target_index", [0])[0])
-    return y * float(normalization["std"][t]) + float(normalization["mean"][t])
+    offset = 0.0 if is_delta(normalization) else float(normalization["mean"][t])
+    return y * float(normalization["std"][t]) + offset
 
 
 def random_windows(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -40,7 +40,7 @@ class LoadedModel:
     outputs: tuple[TensorSpec, ...]
     arch: str | None = None
     config: archs.ArchConfig | None = None
-    normalization: dict[str, list[float]] | None = None
+    normalization: dict[str, Any] | None = None
     task: str = "unknown"  # "forecast" | "classify" | "unknown"
     metadata: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
@@ -92,7 +92,7 @@ def save_checkpoint(
     arch: str,
     config: archs.ArchConfig,
     window: int,
-    normalization: dict[str, list[float]] | None = None,
+    normalization: dict[str, Any] | None = None,
     task: str = "forecast",
     metadata: dict[str, Any] | None = None,
 ) -> Path:

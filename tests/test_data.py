@@ -76,3 +76,13 @@ def test_header_only_and_directory(tmp_path: Path) -> None:
         read_series(p)
     with pytest.raises(InputFileError, match="is a directory"):
         read_series(tmp_path)
+
+
+def test_delta_target_windows(temps_csv: Path) -> None:
+    from edge_lstm.data import denormalize_target
+
+    raw = read_series(temps_csv)
+    norm = {"mean": [50.0], "std": [10.0], "target": "delta"}
+    w = windows_from(temps_csv, 24, 1, norm)
+    assert w.y is not None and w.y[0] == pytest.approx((raw[24, 0] - raw[23, 0]) / 10, abs=1e-6)
+    assert denormalize_target(w.y[:1], norm)[0] == pytest.approx(raw[24, 0] - raw[23, 0], abs=1e-4)  # no offset
