@@ -38,7 +38,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/tflite.py
 	$(PY) benchmarks/profile_overhead.py
-	@if [ -f benchmarks/quantize.py ]; then $(PY) benchmarks/quantize.py; fi
+	$(PY) benchmarks/quantize.py
 
 clean:
 	rm -rf $(VENV) $(TFLRT_VENV) examples/out

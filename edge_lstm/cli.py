@@ -169,20 +169,9 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-def _register_extensions() -> None:
-    import importlib
+from edge_lstm import cli_profile  # noqa: E402 - registers on the app defined above
 
-    for name in ("edge_lstm.cli_profile",):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(app)
-
-
-_register_extensions()
+cli_profile.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

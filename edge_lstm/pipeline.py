@@ -288,10 +288,14 @@ def _runners_for(art: Artifact) -> list[Runner]:
     from edge_lstm.runners.litert import LiteRTRunner
 
     runners: list[Runner] = [LiteRTRunner(art.data)]
-    if art.lowering == "fused" and art.precision in (Precision.FP32, Precision.INT8) and _tflm_available():
-        from edge_lstm.runners.tflm import TFLMRunner
+    if art.lowering == "fused" and art.precision in (Precision.FP32, Precision.INT8):
+        if _tflm_available():
+            from edge_lstm.runners.tflm import TFLMRunner
 
-        runners.append(TFLMRunner(art.data))
+            runners.append(TFLMRunner(art.data))
+        else:
+            art.notes.append("not validated on TFLite Micro: the tflite-micro package is not installed "
+                             "(pip install 'edge-lstm[micro]')")
     return runners
 
 
