@@ -31,6 +31,13 @@ def _kb(v: int | None) -> str:
     return "–" if v is None else f"{v / 1024:,.1f}"
 
 
+def _mark_label(x: float, text: str, right: float, y: int) -> str:
+    """A marker label that stays inside the plot: right-aligned when it would run past the edge."""
+    if x + 2 + 6.5 * len(text) > right:
+        return f'<text x="{x - 2:.1f}" y="{y}" text-anchor="end">{text}</text>'
+    return f'<text x="{x + 2:.1f}" y="{y}">{text}</text>'
+
+
 def latency_svg(samples_s: list[float], width: int = 360, height: int = 140, bins: int = 30) -> str:
     """A histogram of latencies in µs with p50 and p99 marked, as an inline ``<svg>``."""
     if not samples_s:
@@ -51,7 +58,7 @@ def latency_svg(samples_s: list[float], width: int = 360, height: int = 140, bin
         v = float(np.percentile(us, q))
         x = pad + plot_w * (min(v, hi) - lo) / (hi - lo)
         marks += (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="10" y2="{10 + plot_h}" stroke="{color}" '
-                  f'stroke-dasharray="3,2"/><text x="{x + 2:.1f}" y="20">{name} {v:,.0f}</text>')
+                  f'stroke-dasharray="3,2"/>' + _mark_label(x, f"{name} {v:,.0f}", pad + plot_w, 20 + 12 * (q > 50)))
     axis = (f'<text x="{pad}" y="{height - 8}">{lo:,.0f} µs</text>'
             f'<text x="{pad + plot_w - 50}" y="{height - 8}">{edges[-1]:,.0f} µs</text>'
             f'<text x="2" y="18">{peak}</text>')
