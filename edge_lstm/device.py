@@ -61,8 +61,12 @@ MEMORY_METHODS = {
 }
 
 
-def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1, xnnpack: bool = True) -> Runner:
-    """A runner for ``path``: ONNX Runtime for ``.onnx``, LiteRT/tflite-runtime for TFLite."""
+def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1, xnnpack: bool = True,
+                torch_load: dict[str, Any] | None = None) -> Runner:
+    """A runner for ``path``: ONNX Runtime for ``.onnx``, LiteRT/tflite-runtime for TFLite.
+
+    ``torch_load`` (``input_shapes``, ``trust_pickle``) is passed to ``edge_lstm.load.load`` for a PyTorch file.
+    """
     runtime = resolve_runtime(path, runtime)
     if runtime not in RUNTIMES:
         raise SystemExit(f"unknown runtime '{runtime}'; known: {', '.join(RUNTIMES)}")
@@ -74,7 +78,7 @@ def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1
         return runner_cls(Path(path))  # type: ignore[no-any-return]
     if runtime == "torch":
         load = importlib.import_module("edge_lstm.load").load
-        return runner_cls(load(path), threads=threads)  # type: ignore[no-any-return]
+        return runner_cls(load(path, **(torch_load or {})), threads=threads)  # type: ignore[no-any-return]
     prefer = "tflite-runtime" if runtime == "tflite-runtime" else None
     return runner_cls(Path(path), threads=threads, xnnpack=xnnpack, prefer=prefer)  # type: ignore[no-any-return]
 
@@ -188,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequence", action="store_true", help="samples are consecutive streaming steps")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--runs", type=int, default=0)
+    ap.add_argument("--input-shape", action="append", default=[], help="PyTorch files only: e.g. 1x96x1, per input")
+    ap.add_argument("--trust-pickle", action="store_true", help="PyTorch files only: allow a pickled nn.Module")
     args = ap.parse_args(argv)
+    shapes = [tuple(int(d) for d in s.lower().split("x")) for s in args.input_shape]
+    torch_load = {"input_shapes": shapes or None, "trust_pickle": args.trust_pickle}
     t_start = time.perf_counter()
     try:
         runtime = resolve_runtime(args.model, args.runtime)
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             feeds = {k: z[k] for k in z.files}
         import_runtime(runtime)
         rss_baseline, mem_method = memory_baseline()
-        runner = make_runner(args.model, runtime, args.threads, not args.no_xnnpack)
+        runner = make_runner(args.model, runtime, args.threads, not args.no_xnnpack, torch_load)
         runner.activate()
         t0 = time.perf_counter()
         first = runner.infer({k: v[0] for k, v in feeds.items()})

@@ -138,17 +138,6 @@ def make_feed(specs: list[tuple[str, tuple[int, ...], str]], samples: int, seed:
 
 
 #: runs ``edge_lstm.device`` with the torch reference's model loader given --input-shape / --trust-pickle
-_TORCH_LOAD_BOOTSTRAP = """
-import functools, json, sys
-import edge_lstm.load as _load
-_opts = json.loads(sys.argv.pop(1))
-_load.load = functools.partial(_load.load, input_shapes=[tuple(s) for s in _opts["input_shapes"]] or None,
-                               trust_pickle=bool(_opts["trust_pickle"]))
-from edge_lstm.device import main
-raise SystemExit(main(sys.argv[1:]))
-"""
-
-
 def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str | None = None) -> dict[str, Any]:
     """Run the device-side runner in a fresh local process; its JSON report.
 
@@ -160,12 +149,10 @@ def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str
     pkg_root = str(Path(edge_lstm.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     runner_args = [str(artifact), "--inputs", str(feed_path), *options.device_args()]
-    if fmt == "torch" and (options.input_shapes or options.trust_pickle):
-        load_opts = json.dumps({"input_shapes": [list(s) for s in options.input_shapes],
-                                "trust_pickle": options.trust_pickle})
-        cmd = [sys.executable, "-c", _TORCH_LOAD_BOOTSTRAP, load_opts, *runner_args]
-    else:
-        cmd = [sys.executable, "-m", "edge_lstm.device", *runner_args]
+    if fmt == "torch":
+        runner_args += [a for s in options.input_shapes for a in ("--input-shape", "x".join(map(str, s)))]
+        runner_args += ["--trust-pickle"] if options.trust_pickle else []
+    cmd = [sys.executable, "-m", "edge_lstm.device", *runner_args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=options.timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired as e:
