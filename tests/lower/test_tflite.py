@@ -90,27 +90,34 @@ def test_reference_forecaster_unrolled_golden() -> None:
     c = case("reference", window=96)
     lowered = lower(c.proto, "unrolled")
     model = unpack(lowered.data)
-    # main: the first layer's input projection for all 96 steps, one WHILE over time for both layers, the head
-    assert op_names(model) == ["RESHAPE", "RESHAPE", "FULLY_CONNECTED", "WHILE", "FULLY_CONNECTED"]
+    # main: the first layer's input projection for all 96 steps (viewed as 24 rows of 4 steps), one WHILE over
+    # time for both layers, the head
+    assert op_names(model) == ["RESHAPE", "RESHAPE", "FULLY_CONNECTED", "RESHAPE", "WHILE", "FULLY_CONNECTED"]
     assert len(model.subgraphs) == 3 and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in lowered.op_counts
     main = model.subgraphs[0]
     loop = main.operators[op_names(model).index("WHILE")]
     opts = loop.builtinOptions
     assert (opts.condSubgraphIndex, opts.bodySubgraphIndex) == (1, 2)
-    # loop variables: step counter, the [96, 256] input projection, h and c of both layers
+    # loop variables: iteration counter, the input projection (4 steps a row), h and c of both layers
     shapes = [list(main.tensors[i].shape) for i in loop.inputs]
-    assert shapes == [[1], [96, 256], [1, 64], [1, 64], [1, 64], [1, 64]]
+    assert shapes == [[1], [24, 4 * 256], [1, 64], [1, 64], [1, 64], [1, 64]]
     assert [main.tensors[i].shape.tolist() for i in loop.outputs] == shapes
     assert subgraph_ops(model, 1) == ["LESS"]
     cond, body = model.subgraphs[1], model.subgraphs[2]
     assert len(cond.inputs) == len(body.inputs) == len(body.outputs) == 6 and len(cond.outputs) == 1
-    # body: counter, this step's projection row, layer 1's step, layer 2's input projection and step (the
-    # bias-free recurrent products go to XNNPACK, which packs each weight once: there is one op per weight)
-    assert subgraph_ops(model, 2) == ["ADD", "GATHER", *LSTM_STEP, "FULLY_CONNECTED", *LSTM_STEP]
+    # body: counter, this iteration's projection row split into 4 steps, layer 1's 4 steps, layer 2's input
+    # projection of those 4 steps (one op on layer 1's 4 outputs) split into steps, layer 2's 4 steps (the
+    # bias-free recurrent products go to XNNPACK, which packs each weight once: there is one tensor per weight)
+    assert subgraph_ops(model, 2) == ["ADD", "GATHER", "SPLIT", *LSTM_STEP * 4, "CONCATENATION", "FULLY_CONNECTED",
+                                      "SPLIT", *LSTM_STEP * 4]
     assert body.outputs[1] == body.inputs[1]  # the projection passes through: the interpreter does not copy it
     fcs = [op for op, name in zip(body.operators, subgraph_ops(model, 2), strict=True) if name == "FULLY_CONNECTED"]
     assert all(body.tensors[op.inputs[1]].buffer for op in fcs)
-    assert [op.inputs[2] >= 0 for op in fcs] == [False, True, False]
+    assert len({op.inputs[1] for op in fcs}) == 3
+    assert [op.inputs[2] >= 0 for op in fcs] == [False] * 4 + [True] + [False] * 4
+    xp2 = fcs[4]
+    assert body.tensors[xp2.inputs[0]].shape.tolist() == [4, 64] and body.tensors[xp2.outputs[0]].shape.tolist() == [
+        4, 256]
     assert not lowered.variable_state and lowered.lowering == "unrolled"
     # weights are written once: constant bytes are the parameters', the file within 10% of them
     const_bytes = sum(len(b.data) for b in model.buffers if b.data is not None)
@@ -125,8 +132,10 @@ def test_unrolled_sequence_outputs_are_written_a_step_at_a_time() -> None:
     lowered = lower(case("all_steps").proto, "unrolled")
     model = unpack(lowered.data)
     assert op_names(model).count("WHILE") == 1 and "FILL" in op_names(model)
-    assert subgraph_ops(model, 2) == ["ADD", "GATHER", *LSTM_STEP, "FULLY_CONNECTED", *LSTM_STEP,
-                                      "CONCATENATION", "DYNAMIC_UPDATE_SLICE"]
+    # 4 steps an iteration: the top layer's 4 outputs are one row of the [T/4, 4H] sequence
+    assert subgraph_ops(model, 2) == ["ADD", "GATHER", "SPLIT", *LSTM_STEP * 4, "CONCATENATION", "FULLY_CONNECTED",
+                                      "SPLIT", *LSTM_STEP * 4, "CONCATENATION", "CONCATENATION",
+                                      "DYNAMIC_UPDATE_SLICE"]
 
 
 def test_unrolled_bidirectional_loops_each_direction() -> None:
@@ -144,7 +153,8 @@ def test_unrolled_gru_loop() -> None:
     model = unpack(lowered.data)
     assert op_names(model).count("WHILE") == 1 and len(model.subgraphs) == 3
     body = subgraph_ops(model, 2)
-    assert body[:2] == ["ADD", "GATHER"] and body.count("FULLY_CONNECTED") == 2 * 2 + 1
+    # 4 steps an iteration: two recurrent products a step and layer, one input projection for layer 2
+    assert body[:3] == ["ADD", "GATHER", "SPLIT"] and body.count("FULLY_CONNECTED") == 2 * 2 * 4 + 1
     assert "DYNAMIC_UPDATE_SLICE" not in body
 
 
@@ -264,3 +274,18 @@ def test_state_input_shape_that_disagrees_with_the_layer() -> None:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ShapeError, match=r"h0|initial hidden|shapes"):
         lower(proto, "unrolled")
+
+
+@pytest.mark.parametrize("name", ["stacked", "all_steps", "gru"])
+@pytest.mark.parametrize(("window", "per_iteration"), [(9, 3), (10, 2), (7, 1)])
+def test_stacked_loop_takes_the_steps_that_divide_the_window(name: str, window: int, per_iteration: int) -> None:
+    c = case(name, window=window)
+    lowered = lower(c.proto, "unrolled")
+    model = unpack(lowered.data)
+    body = subgraph_ops(model, 2)
+    recurrent = 2 if name == "gru" else 1  # recurrent products a step and layer
+    assert body.count("FULLY_CONNECTED") == 2 * recurrent * per_iteration + 1
+    assert body.count("LOGISTIC") == 2 * per_iteration  # one a step and layer
+    for seed in (0, 1):
+        feeds = c.feeds(seed)
+        assert_close(run(lowered, feeds), c.reference(feeds))

@@ -1,22 +1,29 @@
-"""The unrolled lowering's time loop: a TFLite ``WHILE`` whose body is one time step.
+"""The unrolled lowering's time loop: a TFLite ``WHILE`` whose body is one or a few time steps.
 
 Stacked single-direction layers whose sequence output feeds only the next
-layer run in *one* loop: the body advances every layer by one step, so no
-intermediate sequence is ever stored. The first layer's input projection for
-all steps is one fully-connected op before the loop (a GEMM); each step
-gathers its row. Inside the body every weight is one constant tensor, so
-XNNPACK packs each weight once and runs the step as one delegate kernel
-(fully-connected ops without a run-time bias, the adds and the gate
-activations); the gather, the counter and the sequence update stay on
-builtin kernels.
+layer run in *one* loop, so no intermediate sequence is ever stored. The
+first layer's input projection for all steps is one fully-connected op before
+the loop (a GEMM). A single layer's body is one step. A stack's body is ``u``
+steps (4, 3 or 2, the first that divides the sequence length), layer by
+layer: the first layer takes its ``u`` steps, then an upper layer's input
+projection of those ``u`` steps is *one* fully-connected op on the ``u``
+outputs below, then that layer takes its ``u`` steps. At batch 1 a step's
+time is mostly its fully-connected ops streaming their weights from cache;
+this reads an upper layer's input weights once per ``u`` steps instead of
+once per step. Each iteration gathers its row of the projection (viewed as
+``[T/u, u*G]``) and splits it into steps. Inside the body every weight is
+one constant tensor, so XNNPACK packs each weight once and runs the steps as
+one delegate kernel (fully-connected ops without a run-time bias, the adds
+and the gate activations); the gather, the counter and the sequence update
+stay on builtin kernels.
 
 Loop variables: ``[t, xp, h_1, (c_1), ..., h_n, (c_n), (ys)]``; ``t`` is an
-int32 ``[1]`` step counter, ``xp`` the first layer's projection (passed
+int32 ``[1]`` iteration counter, ``xp`` the first layer's projection (passed
 through unchanged, so the interpreter does not copy it), ``ys`` the last
-layer's ``[T, H]`` sequence, written a row per step with
-``DYNAMIC_UPDATE_SLICE`` only when the graph reads more than the last step.
-A reverse direction runs the same loop over a reversed input and reverses
-its sequence back.
+layer's sequence as ``[T/u, u*H]`` (the memory order of ``[T, H]``), written
+a row per iteration with ``DYNAMIC_UPDATE_SLICE`` only when the graph reads
+more than the last step. A reverse direction runs the same loop over a
+reversed input and reverses its sequence back.
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ def run_loop(
         x = _reverse(ctx, x, tag + "_in_rev")
     xp = ctx.fully_connected(x, ctx.const_tensor(tag + "_w0", first.w), ctx.const_tensor(tag + "_b0", first.b),
                              tag + "_xproj")
+    u = next((u for u in _UNROLL if steps % u == 0), 1) if len(layers) > 1 else 1
+    iters, width = steps // u, xp.shape[1]
+    xp = ctx.reshape(xp, (iters, u * width), tag + "_xproj_u")
     # the initial loop variables, in the main subgraph
     init: list[TensorRef] = [ctx.int32(tag + "_t0", [0]), xp]
     for layer in layers:
@@ -63,8 +73,8 @@ def run_loop(
             init.append(layer.c0 or zeros)
     last_h = layers[-1].hidden
     if need_seq:
-        ys0 = ctx.temp(tag + "_ys0", (steps, last_h))
-        ctx.op(OP.FILL, [ctx.int32(tag + "_ys_shape", [steps, last_h]),
+        ys0 = ctx.temp(tag + "_ys0", (iters, u * last_h))
+        ctx.op(OP.FILL, [ctx.int32(tag + "_ys_shape", [iters, u * last_h]),
                          ctx.const_tensor(tag + "_zero", np.array(0.0, np.float32))], [ys0])
         init.append(ys0)
 
@@ -74,23 +84,25 @@ def run_loop(
     with writer.in_subgraph(cond):
         ins = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
         keep_going = writer.add_tensor("", (1,), np.bool_)
-        ctx.op(OP.LESS, [ins[0], ctx.int32("steps", [steps])], [keep_going], schema.LessOptionsT())
+        ctx.op(OP.LESS, [ins[0], ctx.int32("steps", [iters])], [keep_going], schema.LessOptionsT())
         writer.set_io(cond, [r.index for r in ins], [keep_going.index])
     with writer.in_subgraph(body):
         ins = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
         t, xp_in = ins[0], ins[1]
         t_next = writer.add_tensor("", (1,), np.int32)
         ctx.op(OP.ADD, [t, ctx.int32("one", [1])], [t_next], schema.AddOptionsT())
-        proj = ctx.temp("xt", (1, xp.shape[1]))
+        row = ctx.temp("xt", (1, u * width))
         gopts = schema.GatherOptionsT()
         gopts.axis = 0
-        ctx.op(OP.GATHER, [xp_in, t], [proj], gopts)
-        state, h_top = _step(ctx, layers, proj, ins[2 : len(ins) - (1 if need_seq else 0)], tag)
+        ctx.op(OP.GATHER, [xp_in, t], [row], gopts)
+        projs = ctx.split(row, 1, [width] * u, "xt") if u > 1 else [row]
+        state, tops = _steps(ctx, layers, projs, ins[2 : len(ins) - (1 if need_seq else 0)], tag)
         outs: list[TensorRef] = [t_next, xp_in, *state]
         if need_seq:
+            h_top = ctx.concat(tops, 1, "tops") if u > 1 else tops[0]
             pos = writer.add_tensor("", (2,), np.int32)
             ctx.concat([t, ctx.int32("zero", [0])], 0, "pos", out=pos)
-            ys = ctx.temp("ys", (steps, last_h))
+            ys = ctx.temp("ys", (iters, u * last_h))
             ctx.op(OP.DYNAMIC_UPDATE_SLICE, [ins[-1], h_top, pos], [ys], schema.DynamicUpdateSliceOptionsT())
             outs.append(ys)
         writer.set_io(body, [r.index for r in ins], [r.index for r in outs])
@@ -109,43 +121,55 @@ def run_loop(
         else:
             states.append((final[k], None))
             k += 1
-    seq = final[k] if need_seq else None
+    seq = ctx.reshape(final[k], (steps, last_h), tag + "_ys") if need_seq else None
     if seq is not None and reverse:
         seq = _reverse(ctx, seq, tag + "_ys_rev")
     return seq, states
 
 
-def _step(
-    ctx: Context, layers: list[LoopLayer], proj: TensorRef, state: list[TensorRef], tag: str
-) -> tuple[list[TensorRef], TensorRef]:
-    """Advance every layer one step inside the body; returns the new state and the top layer's output."""
+#: time steps per iteration of a stacked loop: the first of these that divides the sequence length
+_UNROLL = (4, 3, 2)
+
+
+def _steps(
+    ctx: Context, layers: list[LoopLayer], projs: list[TensorRef], state: list[TensorRef], tag: str
+) -> tuple[list[TensorRef], list[TensorRef]]:
+    """Advance every layer ``len(projs)`` steps inside the body, layer by layer; returns the new state and the
+    top layer's outputs. An upper layer's input projection of all those steps is one fully-connected op."""
     from edge_lstm.lower.tflite.lstm import gru_step, lstm_step
 
     new: list[TensorRef] = []
-    k, h_below = 0, None
+    outs: list[TensorRef] = []
+    k, u = 0, len(projs)
     for n, layer in enumerate(layers):
         if n > 0:
-            assert h_below is not None
-            proj = ctx.fully_connected(h_below, ctx.const_tensor(f"{tag}_w{n}", layer.w),
+            below = ctx.concat(outs, 0, "hb") if u > 1 else outs[0]
+            proj = ctx.fully_connected(below, ctx.const_tensor(f"{tag}_w{n}", layer.w),
                                        ctx.const_tensor(f"{tag}_b{n}", layer.b), "xp")
+            projs = ctx.split(proj, 0, [1] * u, "xp") if u > 1 else [proj]
+        outs = []
         if layer.kind == "lstm":
             r = ctx.const_tensor(f"{tag}_r{n}", layer.r)
-            h, c = lstm_step(ctx, proj, (state[k], state[k + 1]), r, "step", runtime_bias=False)
+            h, c = state[k], state[k + 1]
+            for proj in projs:
+                h, c = lstm_step(ctx, proj, (h, c), r, "step", runtime_bias=False)
+                outs.append(h)
             new += [h, c]
             k += 2
         else:
             hh = layer.hidden
-            xzr, xn = ctx.split(proj, 1, [2 * hh, hh], "xzr")
             assert layer.rbn is not None
             weights = (ctx.const_tensor(f"{tag}_rzr{n}", layer.r[: 2 * hh]),
                        ctx.const_tensor(f"{tag}_rn{n}", layer.r[2 * hh :]),
                        ctx.const_tensor(f"{tag}_rbn{n}", layer.rbn))
-            h = gru_step(ctx, (xzr, xn), state[k], weights, layer.lbr, "step", runtime_bias=False)
+            h = state[k]
+            for proj in projs:
+                xzr, xn = ctx.split(proj, 1, [2 * hh, hh], "xzr")
+                h = gru_step(ctx, (xzr, xn), h, weights, layer.lbr, "step", runtime_bias=False)
+                outs.append(h)
             new.append(h)
             k += 1
-        h_below = h
-    assert h_below is not None
-    return new, h_below
+    return new, outs
 
 
 def _reverse(ctx: Context, x: TensorRef, hint: str) -> TensorRef:

@@ -5,7 +5,7 @@ state in variable tensors; a reverse direction runs between two ``REVERSE_V2``
 ops, so TFLite Micro (which has no bidirectional kernel) runs it too.
 
 *Unrolled* (the only form for GRU): with more than one time step, a TFLite
-``WHILE`` loop whose body is one time step of every stacked layer (see
+``WHILE`` loop whose body advances every stacked layer a few time steps (see
 :mod:`.loop`); the weights are written once and the body's ops use them at
 every step. With one time step (streaming models), and for GRUs and
 explicit-state LSTMs that the *fused* lowering falls back on, the steps are
