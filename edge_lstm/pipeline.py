@@ -134,7 +134,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     with staged_dir(options.output_dir, options.force) as stage:
         for art in artifacts:
             (stage / art.filename).write_bytes(art.data)
-        report = build_report(model, options, vdata, artifacts)
+        report = build_report(model, options, vdata, artifacts, proto)
         if options.profile or target is not None:
             report["profile"] = _profile(stage, options.output_dir, artifacts, target, say)
         write_reports(report, stage)

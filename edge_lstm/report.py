@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from edge_lstm import __version__
 
 if TYPE_CHECKING:
+    import onnx
+
     from edge_lstm.feeds import ValidationData
     from edge_lstm.load import LoadedModel
     from edge_lstm.pipeline import Artifact, ExportOptions
@@ -23,10 +25,10 @@ SCHEMA_VERSION = 1
 
 
 def build_report(model: LoadedModel, options: ExportOptions, vdata: ValidationData,
-                 artifacts: list[Artifact]) -> dict[str, Any]:
-    """The report as a JSON-ready dict."""
+                 artifacts: list[Artifact], proto: onnx.ModelProto | None = None) -> dict[str, Any]:
+    """The report as a JSON-ready dict; ``proto`` is the captured graph, when the caller has it."""
     summary = model.summary()
-    summary.update(cost_summary(model))
+    summary.update(cost_summary(model, proto))
     return {
         "schema": SCHEMA_VERSION,
         "tool": {"name": "edge-lstm", "version": __version__},
@@ -40,11 +42,12 @@ def build_report(model: LoadedModel, options: ExportOptions, vdata: ValidationDa
     }
 
 
-def cost_summary(model: LoadedModel) -> dict[str, Any]:
-    """Parameters and MACs per inference and per time step, from the captured graph."""
+def cost_summary(model: LoadedModel, proto: onnx.ModelProto | None = None) -> dict[str, Any]:
+    """MACs per inference and per time step and float weight bytes, from the captured graph (captured here if
+    not given)."""
     from edge_lstm import capture, cost
 
-    c = cost.onnx_cost(capture.to_onnx(model, dynamic_batch=False))
+    c = cost.onnx_cost(proto if proto is not None else capture.to_onnx(model))
     return {"macs_per_inference": c.macs, "macs_per_step": c.macs_per_step, "weight_bytes_fp32": c.params * 4}
 
 
