@@ -178,8 +178,3 @@ def denormalize_target(y: np.ndarray, normalization: dict[str, Any] | None) -> n
     t = int(normalization.get("target_index", [0])[0])
     offset = 0.0 if is_delta(normalization) else float(normalization["mean"][t])
     return y * float(normalization["std"][t]) + offset
-
-
-def random_windows(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """Seeded standard-normal samples ``(n, *shape)`` for when no data is given."""
-    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
