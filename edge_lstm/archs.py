@@ -1,4 +1,4 @@
-"""Built-in architectures: recurrent forecasters and classifiers (LSTM or GRU).
+"""Built-in architectures: recurrent forecasters and classifiers (LSTM, GRU or plain RNN).
 
 A checkpoint names one of these with its config, so loading never needs the
 user's code. One configurable module covers every model kind the exporters
@@ -18,6 +18,7 @@ from torch import nn
 from edge_lstm.errors import InputFileError
 
 ARCH_NAMES = ("forecaster", "classifier")
+CELLS = ("lstm", "gru", "rnn")
 _ACTIVATIONS = ("none", "relu", "tanh", "sigmoid", "gelu")
 
 
@@ -25,7 +26,7 @@ _ACTIVATIONS = ("none", "relu", "tanh", "sigmoid", "gelu")
 class ArchConfig:
     """Hyper-parameters of a built-in recurrent model."""
 
-    cell: str = "lstm"  # "lstm" | "gru"
+    cell: str = "lstm"  # "lstm" | "gru" | "rnn" (plain tanh recurrence)
     n_features: int = 1
     hidden: int = 64
     layers: int = 2
@@ -41,8 +42,8 @@ class ArchConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.cell not in ("lstm", "gru"):
-            problems.append(f"cell must be 'lstm' or 'gru', got {self.cell!r}")
+        if self.cell not in CELLS:
+            problems.append(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.activation not in _ACTIVATIONS:
             problems.append(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
         if self.proj_size and self.cell != "lstm":
@@ -105,8 +106,10 @@ class RecurrentNet(nn.Module):
         }
         if cfg.cell == "lstm":
             self.rnn: nn.Module = nn.LSTM(proj_size=cfg.proj_size, **common)
-        else:
+        elif cfg.cell == "gru":
             self.rnn = nn.GRU(**common)
+        else:
+            self.rnn = nn.RNN(nonlinearity="tanh", **common)
         self.norm: nn.Module = nn.LayerNorm(cfg.out_size) if cfg.layernorm else nn.Identity()
         self.head = nn.Linear(cfg.out_size, cfg.n_outputs)
         acts: dict[str, nn.Module] = {
@@ -124,9 +127,9 @@ class RecurrentNet(nn.Module):
         if not self.cfg.state_io:
             seq, _ = self.rnn(x)
             return self._head(seq)
-        hx: Any = state[0] if self.cfg.cell == "gru" else (state[0], state[1])
+        hx: Any = (state[0], state[1]) if self.cfg.cell == "lstm" else state[0]
         seq, new_state = self.rnn(x, hx)
-        if self.cfg.cell == "gru":
+        if self.cfg.cell != "lstm":
             return self._head(seq), new_state
         return self._head(seq), new_state[0], new_state[1]
 
@@ -138,7 +141,7 @@ def input_shapes(config: ArchConfig, window: int, batch: int = 1) -> list[tuple[
         return [x]
     dirs = 2 if config.bidirectional else 1
     h = (config.layers * dirs, batch, config.state_size)
-    if config.cell == "gru":
+    if config.cell != "lstm":
         return [x, h]
     return [x, h, (config.layers * dirs, batch, config.hidden)]
 
@@ -147,11 +150,11 @@ def input_names(config: ArchConfig) -> list[str]:
     """Names of ``forward``'s inputs."""
     if not config.state_io:
         return ["x"]
-    return ["x", "h0"] if config.cell == "gru" else ["x", "h0", "c0"]
+    return ["x", "h0"] if config.cell != "lstm" else ["x", "h0", "c0"]
 
 
 def output_names(config: ArchConfig) -> list[str]:
     """Names of ``forward``'s outputs."""
     if not config.state_io:
         return ["y"]
-    return ["y", "h"] if config.cell == "gru" else ["y", "h", "c"]
+    return ["y", "h"] if config.cell != "lstm" else ["y", "h", "c"]
