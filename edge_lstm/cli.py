@@ -111,6 +111,10 @@ def export(
                                           "into the report (and report.html).")] = False,
     target: Annotated[str | None, typer.Option("--target", help="Device target name or TOML: latency estimate and "
                                                "flash/RAM budgets (exit 4 when over); implies --profile.")] = None,
+    prove_on: Annotated[str | None, typer.Option("--prove-on", help="Also validate every artifact on a device's "
+                                                 "runtimes: arm64 (the emulated device; needs root) or a --remote "
+                                                 "spec such as pi@raspberrypi.local.")] = None,
+    prove_python: Annotated[str, typer.Option(help="Python on the --prove-on device.")] = "python3",
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -120,7 +124,7 @@ def export(
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target)
+                         profile, target, prove_on, prove_python)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -169,9 +173,10 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_profile  # noqa: E402 - registers on the app defined above
+from edge_lstm import cli_device, cli_profile  # noqa: E402 - register on the app defined above
 
 cli_profile.register(app)
+cli_device.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
