@@ -115,6 +115,8 @@ def export(
                                                  "runtimes: arm64 (the emulated device; needs root) or a --remote "
                                                  "spec such as pi@raspberrypi.local.")] = None,
     prove_python: Annotated[str, typer.Option(help="Python on the --prove-on device.")] = "python3",
+    ssh_config: Annotated[Path | None, typer.Option(help="ssh config file (-F) for --prove-on; default: "
+                                                    "your own.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -124,7 +126,7 @@ def export(
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target, prove_on, prove_python)
+                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)

@@ -49,6 +49,7 @@ class ExportOptions:
     target: str | None = None  # device target name or TOML path: estimates and budgets (exit 4 when over)
     prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
     prove_python: str = "python3"  # the Python on a real --prove-on device
+    ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
 
 
 @dataclass
@@ -119,7 +120,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     if options.prove_on:
         from edge_lstm import prove
 
-        prove.check(options.prove_on, options.prove_python)
+        prove.check(options.prove_on, options.prove_python, options.ssh_config)
     say("preparing validation data")
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = feeds_mod.run_all(_torch_runner(model), vdata.samples)
@@ -136,8 +137,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         artifacts += _streaming_artifacts(model, options, vdata, reference, say)
     proof = None
     if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
-        proof = prove.prove(options.prove_on, options.prove_python, artifacts, model, options.recipe, vdata,
-                            reference, say)
+        proof = prove.prove(prove.device(options.prove_on, options.prove_python, options.ssh_config, say),
+                            artifacts, model, options.recipe, vdata, reference, say)
     from edge_lstm.report import build_report, write_reports
 
     target = _target(options)

@@ -46,7 +46,7 @@ def is_emulated(spec: str) -> bool:
     return spec in ARCHES
 
 
-def check(spec: str, python: str) -> None:
+def check(spec: str, python: str, ssh_config: str | None = None) -> None:
     """Fail early, before the export's work: root and host tools for emulation, a well-formed remote spec."""
     if is_emulated(spec):
         from edge_lstm.emulate import host
@@ -54,27 +54,30 @@ def check(spec: str, python: str) -> None:
         host.require_root(f"--prove-on {spec} (the emulated device)")
         host.require_tools()
     else:
-        RemoteConfig(spec, python=python)
+        RemoteConfig(spec, python=python, ssh_config=ssh_config)
 
 
 @contextlib.contextmanager
-def device(spec: str, python: str, say: Progress) -> Iterator[Callable[[str], RemoteConfig]]:
-    """runtime -> :class:`RemoteConfig` on the device ``spec`` names, for the duration of a block."""
+def device(spec: str, python: str = "python3", ssh_config: str | None = None,
+           say: Progress = lambda _m: None) -> Iterator[tuple[str, Callable[[str], RemoteConfig]]]:
+    """(``spec``, runtime -> :class:`RemoteConfig`) for the device ``spec`` names, for the duration of a block."""
     if is_emulated(spec):
         from edge_lstm import emulate
 
         with emulate.session(spec, say=say) as dev:
-            yield lambda runtime: dev.remote_config(runtime, timeout_s=60)
+            yield spec, lambda runtime: dev.remote_config(runtime, timeout_s=60)
     else:
-        cfg = RemoteConfig(spec, python=python)
-        yield lambda _runtime: cfg
+        cfg = RemoteConfig(spec, python=python, ssh_config=ssh_config)
+        yield spec, lambda _runtime: cfg
 
 
-def prove(spec: str, python: str, artifacts: list[Artifact], model: LoadedModel, recipe: Recipe,
-          vdata: feeds_mod.ValidationData, reference: dict[str, np.ndarray], say: Progress) -> dict[str, Any]:
-    """Add a device row to every window artifact's validations; the summary for ``report.json``."""
-    summary: dict[str, Any] = {"device": spec, "reported": None, "runs": [], "not_proven": []}
-    with device(spec, python, say) as config_for, tempfile.TemporaryDirectory(prefix="edge-lstm-prove-") as tmp:
+def prove(on: contextlib.AbstractContextManager[tuple[str, Callable[[str], RemoteConfig]]],
+          artifacts: list[Artifact], model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,
+          reference: dict[str, np.ndarray], say: Progress) -> dict[str, Any]:
+    """Add a device row to every window artifact's validations (``on`` is :func:`device`); the summary for
+    ``report.json``."""
+    with on as (spec, config_for), tempfile.TemporaryDirectory(prefix="edge-lstm-prove-") as tmp:
+        summary: dict[str, Any] = {"device": spec, "reported": None, "runs": [], "not_proven": []}
         for art in artifacts:
             if art.streaming:
                 note = (f"not proven on {spec}: a streaming artifact is validated step by step with its state "

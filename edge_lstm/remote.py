@@ -186,8 +186,6 @@ def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[
 
     With ``outputs``, the device writes every sample's outputs (``--outputs``) and they are copied back there.
     """
-    if outputs is not None:
-        device_args = [*device_args, "--outputs", "outputs.npz"]  # made absolute below, once the directory is known
     with tempfile.TemporaryDirectory(prefix="edge-lstm-remote-") as tmp:
         pyz = build_zipapp(Path(tmp) / "runner.pyz")
         made = cfg.workdir is None
@@ -200,7 +198,7 @@ def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[
                 raise RemoteError(f"Copying to {cfg.host}:{rdir} failed: {_last(copy.stderr)}",
                                   "Check that the directory exists and is writable, and that there is space.")
             argv = [cfg.python, f"{rdir}/runner.pyz", f"{rdir}/{artifact.name}", "--inputs", f"{rdir}/{feed.name}",
-                    *(f"{rdir}/{a}" if a == "outputs.npz" else a for a in device_args)]
+                    *device_args, *(["--outputs", f"{rdir}/outputs.npz"] if outputs is not None else [])]
             proc = _run(ssh_command(cfg, argv), cfg, timeout_s, "running the device runner")
             report = parse_remote_output(cfg, proc, artifact.name)
             if outputs is not None:

@@ -194,6 +194,14 @@ def test_device_reports_itself(device: emulate.EmulatedDevice) -> None:
     assert versions["tflite-runtime"]["tflite-runtime"] == "2.14.0"
     assert versions["tflite-runtime"]["numpy"].startswith("1.")
     assert {"ai-edge-litert", "onnxruntime"} <= set(versions["main"])
+    from edge_lstm.remote import ssh_command
+
+    for runtime, module in (("litert", "ai_edge_litert"), ("tflite-runtime", "tflite_runtime")):
+        cfg = device.remote_config(runtime)  # edge-lstm's device side is installed in both Pythons
+        code = f"import edge_lstm.device as d, {module}; print(d.device_info()['machine'])"
+        probe = subprocess.run(ssh_command(cfg, [cfg.python, "-c", code]), capture_output=True, text=True,
+                               timeout=120, check=False)
+        assert probe.returncode == 0 and probe.stdout.split() == ["aarch64"], probe.stderr
     p = run_cli("device", "emulate")  # already running: says so, starts nothing
     assert p.returncode == 0 and "already running" in p.stdout and "--remote edge-lstm-arm64" in p.stdout
 

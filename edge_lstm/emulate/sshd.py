@@ -253,6 +253,8 @@ def _free_port() -> int:
 def stop(arch: str, image_dir: Path, say: image.Progress = lambda _m: None) -> EmulatedDevice | None:
     """Stop the device's sshd and every process left in its userland; the device stopped, or ``None``."""
     host.check_arch(arch)
+    if not (image_dir / "state").is_dir():
+        return None  # never started from this image (nothing to lock, nothing made)
     with image.locked(image_dir):
         dev = running(image_dir)
         if dev is None:
