@@ -127,7 +127,8 @@ def _kib(v: int | None) -> str:
 def print_report(report: dict[str, Any]) -> None:
     """Rich tables: latency, memory and size per artifact; estimates and budgets; comparisons."""
     dev, emulated = report.get("device"), report.get("emulated")
-    where = f"{report['where']}: {dev['machine']}, {dev['os']}, Python {dev['python']}" if dev else report["where"]
+    where = (f"{report['where']}: {dev.get('machine')}, {dev.get('os')}, Python {dev.get('python')}" if dev
+             else report["where"])
     tag = " EMULATED" if emulated else ""  # emulated time and memory measure qemu-user, not the device
     t = Table(title=f"Profile ({where}){' - EMULATED: not device latency' if emulated else ''}", title_justify="left")
     for col in ("artifact", "runtime", "load ms", f"first µs{tag}", f"p50 µs{tag}", f"p99 µs{tag}",

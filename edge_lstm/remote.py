@@ -247,9 +247,9 @@ def parse_remote_output(cfg: RemoteConfig, proc: subprocess.CompletedProcess[str
     report: dict[str, Any] = json.loads(lines[-1])
     if report.get("error") == "missing-runtime":
         raise MissingRuntimeError(f"The runtime for '{artifact}' is missing on {cfg.host} ({cfg.python}): "
-                          f"{report['message']}",
-                          "Install it on the device (pip install onnxruntime, ai-edge-litert or tflite-runtime), "
-                          "or point --remote-python at a Python that has it.")
+                                  f"{report['message']}",
+                                  "Install it on the device (pip install onnxruntime, ai-edge-litert or "
+                                  "tflite-runtime), or point --remote-python at a Python that has it.")
     if "error" in report:
         raise RemoteError(f"'{artifact}' failed on {cfg.host}: {report['error']}: {report['message']}")
     return report
