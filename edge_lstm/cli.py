@@ -3,7 +3,8 @@
 Exit codes are set in one place (:func:`main`): 0 success; 2 bad invocation or
 unreadable input; 3 a validation tolerance failed; 4 over a device budget;
 5 the model uses something that cannot be exported; 6 a remote device run
-failed; 1 only for internal bugs. A user error prints one message, never a
+failed; 7 the emulated device could not be built, started or stopped; 1 only
+for internal bugs. A user error prints one message, never a
 traceback, unless ``--debug``.
 """
 

@@ -98,6 +98,9 @@ def test_foreign_directory_is_never_used(tmp_path: Path) -> None:
     with pytest.raises(EmulationError, match=r"no \.edge-lstm-image marker"):
         image.ensure_image(tmp_path, "arm64", None, rebuild=True, say=lambda _m: None)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+    p = run_cli("device", "emulate", "--image-dir", str(tmp_path))
+    assert p.returncode == 7 and "never removes a directory" in p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["precious.txt"]
 
 
 def test_status_cli_on_an_empty_cache(tmp_path: Path) -> None:
@@ -141,6 +144,10 @@ def test_not_root_is_refused_with_exit_7(forecaster_ckpt: Path) -> None:
         assert p.returncode == 7, p.stderr
         assert "needs root" in p.stderr and "uid 65534" in p.stderr and "Hint:" in p.stderr
         assert not (d / "img" / "rootfs").exists()
+        private = d / "root-only"
+        private.mkdir(mode=0o700)
+        p = run_cli("device", "status", "--image-dir", str(private / "img"), user=65534)
+        assert p.returncode == 7 and "permission denied" in p.stderr and "Traceback" not in p.stderr, p.stderr
         model = d / "model.pt"
         shutil.copy(forecaster_ckpt, model)
         model.chmod(0o644)

@@ -39,22 +39,39 @@ def emulate(arch: str = "arm64", image_dir: Path | None = None, port: int | None
             mirror: str | None = None, rebuild: bool = False, say: image.Progress = lambda _m: None,
             ) -> tuple[EmulatedDevice, bool]:
     """Build (once) and start the emulated device; (device, True when this call started it)."""
-    return sshd.start(arch, image_dir or default_image_dir(arch), port, build=(mirror, rebuild), say=say)
+    path = image_dir or default_image_dir(arch)
+    with _readable(path):
+        return sshd.start(arch, path, port, build=(mirror, rebuild), say=say)
 
 
 def stop(arch: str = "arm64", image_dir: Path | None = None,
          say: image.Progress = lambda _m: None) -> EmulatedDevice | None:
     """Stop the emulated device; the one stopped, or ``None`` when none was running."""
-    return sshd.stop(arch, image_dir or default_image_dir(arch), say)
+    path = image_dir or default_image_dir(arch)
+    with _readable(path):
+        return sshd.stop(arch, path, say)
 
 
 def status(arch: str = "arm64", image_dir: Path | None = None) -> dict[str, Any]:
     """What is cached and what runs: the image's state (verified) and the running device, if any."""
     host.check_arch(arch)
     path = image_dir or default_image_dir(arch)
-    dev = sshd.running(path)
-    return {"arch": arch, "image": inspect_image(path).to_dict(), "running": dev is not None,
-            "device": dev.to_dict() if dev else None}
+    with _readable(path):
+        dev = sshd.running(path)
+        return {"arch": arch, "image": inspect_image(path).to_dict(), "running": dev is not None,
+                "device": dev.to_dict() if dev else None}
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """A root-owned image seen by another user: one clear error instead of a traceback."""
+    try:
+        yield
+    except PermissionError as e:
+        from edge_lstm.errors import EmulationError
+
+        raise EmulationError(f"Cannot read the emulated device's image '{path}': permission denied "
+                             f"({e.filename}).", "Run it as root, like `edge-lstm device emulate`.") from e
 
 
 @contextlib.contextmanager

@@ -90,6 +90,14 @@ class ImageState:
                 "manifest": self.manifest or None}
 
 
+def refuse_foreign(path: Path) -> None:
+    """:class:`EmulationError` when ``path`` holds files but is not an image directory edge-lstm made."""
+    if path.is_dir() and not (path / MARKER).is_file() and [p for p in path.iterdir() if p.name != ".lock"]:
+        raise EmulationError(f"Cannot use '{path}' for the emulated device: it is not empty and has no {MARKER} "
+                             "marker.", "Choose a new or empty --image-dir; edge-lstm never removes a directory it "
+                             "did not make.")
+
+
 def inspect_image(path: Path) -> ImageState:
     """Classify ``path`` without changing it; a ready image's files are verified."""
     if not path.exists() or (path.is_dir() and not [p for p in path.iterdir() if p.name != ".lock"]):
@@ -180,8 +188,14 @@ def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path/.lock`` (one build, start or stop at a time per image)."""
     import fcntl
 
-    path.mkdir(parents=True, exist_ok=True)
-    with (path / ".lock").open("a") as f:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = (path / ".lock").open("a")
+    except OSError as e:
+        raise EmulationError(f"Cannot use '{path}' for the emulated device: {e.strerror or e}.",
+                             "Run as root (the device is built and started as root), or pick another "
+                             "--image-dir.") from e
+    with lock as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

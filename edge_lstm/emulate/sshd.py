@@ -100,6 +100,7 @@ def start(arch: str, image_dir: Path, port: int | None = None, timeout_s: float 
     host.check_arch(arch)
     _check_path(image_dir)
     mirror, rebuild = build
+    image.refuse_foreign(image_dir)  # before the lock file is made in it
     with image.locked(image_dir):
         dev = running(image_dir)
         if dev is not None and not rebuild:
