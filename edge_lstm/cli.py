@@ -3,7 +3,8 @@
 Exit codes are set in one place (:func:`main`): 0 success; 2 bad invocation or
 unreadable input; 3 a validation tolerance failed; 4 over a device budget;
 5 the model uses something that cannot be exported; 6 a remote device run
-failed; 1 only for internal bugs. A user error prints one message, never a
+failed; 7 the emulated device could not be built, started or stopped; 1 only
+for internal bugs. A user error prints one message, never a
 traceback, unless ``--debug``.
 """
 
@@ -111,6 +112,12 @@ def export(
                                           "into the report (and report.html).")] = False,
     target: Annotated[str | None, typer.Option("--target", help="Device target name or TOML: latency estimate and "
                                                "flash/RAM budgets (exit 4 when over); implies --profile.")] = None,
+    prove_on: Annotated[str | None, typer.Option("--prove-on", help="Also validate every artifact on a device's "
+                                                 "runtimes: arm64 (the emulated device; needs root) or a --remote "
+                                                 "spec such as pi@raspberrypi.local.")] = None,
+    prove_python: Annotated[str, typer.Option(help="Python on the --prove-on device.")] = "python3",
+    ssh_config: Annotated[Path | None, typer.Option(help="ssh config file (-F) for --prove-on; default: "
+                                                    "your own.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -120,7 +127,7 @@ def export(
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target)
+                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -169,9 +176,10 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_profile  # noqa: E402 - registers on the app defined above
+from edge_lstm import cli_device, cli_profile  # noqa: E402 - register on the app defined above
 
 cli_profile.register(app)
+cli_device.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

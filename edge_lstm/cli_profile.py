@@ -126,9 +126,13 @@ def _kib(v: int | None) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     """Rich tables: latency, memory and size per artifact; estimates and budgets; comparisons."""
-    t = Table(title=f"Profile ({report['where']})", title_justify="left")
-    for col in ("artifact", "runtime", "load ms", "first µs", "p50 µs", "p99 µs", "per sample µs",
-                "peak RSS KiB", "arena KiB", "file KiB"):
+    dev, emulated = report.get("device"), report.get("emulated")
+    where = (f"{report['where']}: {dev.get('machine')}, {dev.get('os')}, Python {dev.get('python')}" if dev
+             else report["where"])
+    tag = " EMULATED" if emulated else ""  # emulated time and memory measure qemu-user, not the device
+    t = Table(title=f"Profile ({where}){' - EMULATED: not device latency' if emulated else ''}", title_justify="left")
+    for col in ("artifact", "runtime", "load ms", f"first µs{tag}", f"p50 µs{tag}", f"p99 µs{tag}",
+                f"per sample µs{tag}", f"peak RSS KiB{tag}", "arena KiB", "file KiB"):
         t.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
     for a in report["artifacts"]:
         lat = a["latency_s"]
@@ -153,7 +157,8 @@ def print_report(report: dict[str, Any]) -> None:
 def _print_target_checks(report: dict[str, Any]) -> None:
     tg = report["target"]
     t = Table(title=f"Target {tg['name']}: {tg['display_name']}", title_justify="left")
-    for col in ("artifact", "measured p50 µs (here)", "ESTIMATE µs on target", "flash", "RAM"):
+    measured = "EMULATED p50 µs" if report.get("emulated") else f"measured p50 µs ({report['where']})"
+    for col in ("artifact", measured, "ESTIMATE µs on target", "flash", "RAM"):
         t.add_column(col)
     notes = []
     for a in report["artifacts"]:

@@ -92,3 +92,14 @@ class RemoteError(EdgeLstmError):
     """A device run over SSH failed: unreachable host, authentication, missing runtime, timeout."""
 
     exit_code = 6
+
+
+class MissingRuntimeError(RemoteError):
+    """The device lacks the runtime an artifact needs (exit code 6)."""
+
+
+class EmulationError(EdgeLstmError):
+    """The emulated device could not be built, started or stopped: not root, binfmt, a corrupt cache, sshd
+    (exit code 7)."""
+
+    exit_code = 7

@@ -47,6 +47,9 @@ class ExportOptions:
     force: bool = False
     profile: bool = False  # measure every artifact (fresh process each) into the report
     target: str | None = None  # device target name or TOML path: estimates and budgets (exit 4 when over)
+    prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
+    prove_python: str = "python3"  # the Python on a real --prove-on device
+    ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
 
 
 @dataclass
@@ -114,6 +117,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     say("loading model")
     model = load(model_path, list(options.input_shapes) or None, options.trust_pickle)
     _check_request(options)
+    if options.prove_on:
+        from edge_lstm import prove
+
+        prove.check(options.prove_on, options.prove_python, options.ssh_config)
     say("preparing validation data")
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = feeds_mod.run_all(_torch_runner(model), vdata.samples)
@@ -128,6 +135,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             art.validations = _validate(art, model, options, vdata, reference)
     if options.streaming:
         artifacts += _streaming_artifacts(model, options, vdata, reference, say)
+    proof = None
+    if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
+        proof = prove.prove(prove.device(options.prove_on, options.prove_python, options.ssh_config, say),
+                            artifacts, model, options.recipe, vdata, reference, say)
     from edge_lstm.report import build_report, write_reports
 
     target = _target(options)
@@ -135,6 +146,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         for art in artifacts:
             (stage / art.filename).write_bytes(art.data)
         report = build_report(model, options, vdata, artifacts, proto)
+        report["proved_on"] = proof
         if options.profile or target is not None:
             report["profile"] = _profile(stage, options.output_dir, artifacts, target, say)
         write_reports(report, stage)

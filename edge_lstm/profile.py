@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 99)
+EMULATED_TIMING = "emulated (qemu-user): not device latency"
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,10 @@ def summarize(raw: dict[str, Any], path: Path, fmt: str, options: ProfileOptions
         "size": sizes,
         "cost": _cost_summary(cost),
         "inputs": raw.get("inputs", []),
-        "device": {"python": raw.get("python"), "numpy": raw.get("numpy")},
+        "device": {**(raw.get("device") or {}), "python": raw.get("python"), "numpy": raw.get("numpy")},
+        # under emulation (the device says so: edge-lstm device emulate) time and memory measure the emulator
+        "emulated": bool((raw.get("device") or {}).get("emulated")),
+        "timing": EMULATED_TIMING if (raw.get("device") or {}).get("emulated") else "measured",
     }
 
 
@@ -268,6 +272,8 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": host_info(), "where": remote.host if remote else "host",
         "options": asdict(options), "artifacts": artifacts, "target": None, "compare": None,
+        "device": artifacts[0]["device"] if remote else None,  # as the device reported itself
+        "emulated": any(a["emulated"] for a in artifacts),
     }
     if target is not None:
         apply_target(report, target)
@@ -321,6 +327,10 @@ def budget_checks(entry: dict[str, Any], target: Target) -> list[dict[str, Any]]
             checks.append({"budget": "ram", "status": "skipped", "measure": "TFLite Micro arena",
                            "note": f"{entry['runtime']} does not run on {target.name}; profile the .tflite "
                                    "artifact with --runtime tflm to measure its arena"})
+    elif entry.get("emulated"):
+        checks.append({"budget": "ram", "status": "skipped", "measure": "peak RSS",
+                       "note": f"measured under emulation on {entry['where']} (it includes the emulator): not "
+                               "used for budgets; profile on the real device"})
     elif entry["memory"]["peak_rss_bytes"] is not None:
         checks.append(_check("ram", entry["memory"]["peak_rss_bytes"], target.ram_budget_bytes,
                              f"peak RSS over baseline, measured on {entry['where']}"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_lstm.errors import RemoteError, UsageError
+from edge_lstm.errors import MissingRuntimeError, RemoteError, UsageError
 
 #: modules the device-side runner needs, relative to the package directory
 ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "device.py")
@@ -181,8 +181,11 @@ def connection_error(cfg: RemoteConfig, stderr: str, what: str) -> RemoteError:
 
 
 def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[str],
-               timeout_s: float = 600.0) -> dict[str, Any]:
-    """Copy the runner, artifact and feed to the device, run there, and return its JSON report."""
+               timeout_s: float = 600.0, outputs: Path | None = None) -> dict[str, Any]:
+    """Copy the runner, artifact and feed to the device, run there, and return its JSON report.
+
+    With ``outputs``, the device writes every sample's outputs (``--outputs``) and they are copied back there.
+    """
     with tempfile.TemporaryDirectory(prefix="edge-lstm-remote-") as tmp:
         pyz = build_zipapp(Path(tmp) / "runner.pyz")
         made = cfg.workdir is None
@@ -195,12 +198,23 @@ def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[
                 raise RemoteError(f"Copying to {cfg.host}:{rdir} failed: {_last(copy.stderr)}",
                                   "Check that the directory exists and is writable, and that there is space.")
             argv = [cfg.python, f"{rdir}/runner.pyz", f"{rdir}/{artifact.name}", "--inputs", f"{rdir}/{feed.name}",
-                    *device_args]
+                    *device_args, *(["--outputs", f"{rdir}/outputs.npz"] if outputs is not None else [])]
             proc = _run(ssh_command(cfg, argv), cfg, timeout_s, "running the device runner")
-            return parse_remote_output(cfg, proc, artifact.name)
+            report = parse_remote_output(cfg, proc, artifact.name)
+            if outputs is not None:
+                _fetch(cfg, f"{rdir}/outputs.npz", outputs, timeout_s)
+            return report
         finally:
             if reached:
-                _cleanup(cfg, rdir, made, [pyz.name, artifact.name, feed.name])
+                _cleanup(cfg, rdir, made, [pyz.name, artifact.name, feed.name, "outputs.npz"])
+
+
+def _fetch(cfg: RemoteConfig, remote_path: str, local: Path, timeout_s: float) -> None:
+    """Copy one file back from the device (``remote_path`` lies in a directory checked by check_remote_dir)."""
+    cmd = ["scp", "-q", *_common(cfg, "-P"), "--", f"{cfg.destination[0]}:{remote_path}", str(local)]
+    proc = _run(cmd, cfg, timeout_s, "copying the outputs back")
+    if proc.returncode != 0:
+        raise RemoteError(f"Copying the outputs back from {cfg.host} failed: {_last(proc.stderr)}")
 
 
 def _make_dir(cfg: RemoteConfig, timeout_s: float) -> str:
@@ -232,10 +246,10 @@ def parse_remote_output(cfg: RemoteConfig, proc: subprocess.CompletedProcess[str
         return _no_json(cfg, proc)
     report: dict[str, Any] = json.loads(lines[-1])
     if report.get("error") == "missing-runtime":
-        raise RemoteError(f"The runtime for '{artifact}' is missing on {cfg.host} ({cfg.python}): "
-                          f"{report['message']}",
-                          "Install it on the device (pip install onnxruntime, ai-edge-litert or tflite-runtime), "
-                          "or point --remote-python at a Python that has it.")
+        raise MissingRuntimeError(f"The runtime for '{artifact}' is missing on {cfg.host} ({cfg.python}): "
+                                  f"{report['message']}",
+                                  "Install it on the device (pip install onnxruntime, ai-edge-litert or "
+                                  "tflite-runtime), or point --remote-python at a Python that has it.")
     if "error" in report:
         raise RemoteError(f"'{artifact}' failed on {cfg.host}: {report['error']}: {report['message']}")
     return report

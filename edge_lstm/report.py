@@ -78,6 +78,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- inputs: {', '.join(_spec(t) for t in m['inputs'])}; outputs: {', '.join(_spec(t) for t in m['outputs'])}",
         f"- validation data: {vd['source']}, {vd['samples']} windows of {vd['steps']} steps",
         f"- verdict: **{'PASS' if report['passed'] else 'FAIL'}**",
+        *_proved_on(report.get("proved_on")),
         "",
         "## Artifacts",
         "",
@@ -106,6 +107,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     if notes:
         lines += ["", "## Notes", ""] + [f"- `{f}`: {n}" for f, n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _proved_on(proof: dict[str, Any] | None) -> list[str]:
+    """The device the artifacts were also validated on (``--prove-on``), as it reported itself."""
+    if not proof:
+        return []
+    d = proof.get("reported") or {}
+    emulated = "; EMULATED under qemu-user: outputs prove correctness, nothing is timed" if d.get("emulated") else ""
+    return [f"- also validated on {proof['device']} ({d.get('machine')}, {d.get('os')}, Python {d.get('python')}, "
+            f"numpy {d.get('numpy')}{emulated}): the rows whose runtime names {d.get('machine')}"]
 
 
 def _per_output(report: dict[str, Any]) -> list[str]:
