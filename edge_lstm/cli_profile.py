@@ -7,13 +7,14 @@ main CLI maps them to exit codes (2 usage, 4 over budget, 6 remote failure).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from edge_lstm import jsonio
 
 out = Console(highlight=False)
 
@@ -76,7 +77,7 @@ def profile_command(
     tgt = load_target(target) if target else None
     previous = prof.load_report(compare) if compare else None
     rcfg = None
-    if remote:
+    if remote is not None:  # an empty --remote is refused by RemoteConfig, never taken as 'local'
         rcfg = RemoteConfig(remote, python=remote_python, remote_dir=remote_dir,
                             ssh_config=str(ssh_config) if ssh_config else None)
     report = prof.profile(list(artifacts), options, tgt, rcfg)
@@ -85,7 +86,7 @@ def profile_command(
     if output:
         _write_outputs(report, output, export_report, force)
     if as_json:
-        typer.echo(json.dumps(report, default=str))
+        jsonio.emit(report, indent=None)
     else:
         print_report(report)
     prof.enforce_budgets(report)
@@ -205,7 +206,7 @@ def targets_list(
 
     targets = list_targets()
     if as_json:
-        typer.echo(json.dumps([t.to_dict() for t in targets]))
+        jsonio.emit([t.to_dict() for t in targets], indent=None)
         return
     t = Table(title="Device targets (throughput figures are estimates)", title_justify="left")
     for col in ("name", "device", "cores × clock", "RAM", "flash", "runtimes", "lowering", "precision",
@@ -227,7 +228,7 @@ def targets_show(
 
     tg = load_target(name)
     if as_json:
-        typer.echo(json.dumps(tg.to_dict()))
+        jsonio.emit(tg.to_dict(), indent=None)
         return
     t = Table(title=f"{tg.name}: {tg.display_name}", show_header=False, title_justify="left")
     t.add_column("field")

@@ -73,11 +73,13 @@ def _alive(pid: int) -> bool:
 def resolve_output(out: Path) -> Path:
     """The absolute output path: parent resolved (symlinks followed), the last component kept as given."""
     text = str(out)
-    if not text.strip() or out.name in ("", ".", "..") or "\x00" in text:
+    if not text.strip() or "\x00" in text:
         raise UsageError(f"Output {text!r} is not a directory name.", "Choose a new directory, e.g. -o out.")
     try:
-        parent = Path(os.path.realpath(out.parent))
-        target = parent / out.name
+        if out.name in ("", ".", ".."):  # '.', '..', '/': the directory itself, resolved
+            target = Path(os.path.realpath(out))
+        else:
+            target = Path(os.path.realpath(out.parent)) / out.name
         is_link = target.is_symlink()
     except OSError as e:
         raise UsageError(f"Cannot use output '{out}': {e.strerror or e}.") from e
@@ -106,8 +108,9 @@ def read_marker(directory: Path) -> dict[str, object] | None:
 
 def _foreign_entries(directory: Path) -> list[str]:
     """Entries of ``directory`` that edge-lstm did not write there (per its marker)."""
-    marker = read_marker(directory)
-    listed = {str(f) for f in (marker or {}).get("files", [])}  # type: ignore[union-attr]
+    marker = read_marker(directory) or {}
+    files = marker.get("files")
+    listed = {str(f) for f in files} if isinstance(files, list) else set()
     foreign = []
     with os.scandir(directory) as it:
         for entry in it:
@@ -131,12 +134,14 @@ def check_destination(out: Path, force: bool) -> Path:
                                 "Pass --force to replace it, or choose another --output.")
     if target.exists():
         if not target.is_dir():
-            raise OutputExistsError(f"Output '{out}' exists and is not a directory, so --force will not replace it.",
+            raise OutputExistsError(f"Output '{out}' is not an edge-lstm export (not a directory), so --force will "
+                                    "not replace it.",
                                     "Choose another --output, or remove it yourself.")
         foreign = _foreign_entries(target)
         if foreign:
             raise OutputExistsError(
-                f"Output '{out}' holds files edge-lstm did not write there ({', '.join(foreign[:4])}"
+                f"Output '{out}' is not an edge-lstm export: it holds files edge-lstm did not write there "
+                f"({', '.join(foreign[:4])}"
                 f"{' ...' if len(foreign) > 4 else ''}), so --force will not replace it.",
                 "Choose another --output, or remove it yourself.")
     if not os.access(parent, os.W_OK | os.X_OK):

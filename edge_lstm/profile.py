@@ -411,7 +411,9 @@ def _delta(new: float | None, old: float | None) -> dict[str, float | None]:
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write the JSON report atomically (temp file, then rename); :class:`UsageError` when it cannot be written."""
     out = Path(path)
-    data = (json.dumps(report, indent=2, default=str) + "\n").encode()
+    from edge_lstm.jsonio import dumps
+
+    data = (dumps(report, indent=2) + "\n").encode()
     write_file(out, data)
     return out
 
