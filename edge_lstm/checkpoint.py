@@ -13,9 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jsonschema
-
-from edge_lstm import archs
+from edge_lstm import archs, schema
 from edge_lstm.errors import InputFileError
 
 MAX_DIM = 1 << 24  # one axis of an input
@@ -78,55 +76,10 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def field_path(error: jsonschema.ValidationError) -> str:
-    """``config.dropout`` or ``input_spec[0].shape[1]`` for a validation error."""
-    out = ""
-    for part in error.absolute_path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def describe(error: jsonschema.ValidationError) -> str:
-    """One readable sentence for a schema error: the field, the value given, what is accepted."""
-    path = field_path(error)
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return f"unknown field(s) {', '.join(map(repr, extra))} in {path}; known: " \
-               f"{', '.join(sorted(error.schema.get('properties', {})))}"
-    if error.validator == "required":
-        return f"{path} is missing {error.message.split(' is a required')[0]}"
-    value = repr(error.instance)
-    value = value if len(value) <= 60 else value[:57] + "..."
-    return f"{path} = {value}: {error.message if len(error.message) < 160 else error.validator + ' failed'}"
-
-
-def non_finite(value: Any, path: str = "") -> str | None:
-    """The path of the first NaN or infinite number inside ``value`` (tensors are not looked into)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path or "(value)"
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k == "state_dict":
-                continue
-            found = non_finite(v, f"{path}.{k}" if path else str(k))
-            if found:
-                return found
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            found = non_finite(v, f"{path}[{i}]")
-            if found:
-                return found
-    return None
-
-
 def validate(obj: dict[str, Any], where: str) -> archs.ArchConfig:
     """Check a loaded checkpoint dict against :data:`SCHEMA` and its own consistency; its config."""
-    bad = non_finite(obj)
-    if bad:
-        raise InputFileError(f"Checkpoint '{where}': {bad} is not a finite number.", _HINT)
-    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise InputFileError(f"Checkpoint '{where}' is invalid: {describe(errors[0])}.", _HINT)
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}  # tensors are checked by the loader
+    schema.check({**meta, "state_dict": {}}, SCHEMA, schema.file_error(f"Checkpoint '{where}' is invalid", _HINT))
     try:
         config = archs.ArchConfig.from_dict(dict(obj["config"]))
     except InputFileError as e:
