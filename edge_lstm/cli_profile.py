@@ -108,13 +108,19 @@ def _check_outputs(output: Path, force: bool) -> None:
 
 
 def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None, force: bool = False) -> None:
+    """The JSON report and the HTML beside it, all or nothing (a full disk leaves neither)."""
     from edge_lstm import profile as prof
-    from edge_lstm.report_html import write_html
+    from edge_lstm.outputs import io_error, write_files_atomic
+    from edge_lstm.report_html import render
 
     _check_outputs(output, force)
     exp = prof.load_export_report(export_report) if export_report else None
-    prof.write_report(report, output)
-    write_html(report, _html_path(output), exp)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise io_error(e, output) from e
+    write_files_atomic({output: (jsonio.dumps(report, indent=2) + "\n").encode(),
+                        _html_path(output): render(report, exp).encode("utf-8")})
 
 
 def _us(v: float | None) -> str:
