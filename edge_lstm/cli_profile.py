@@ -7,6 +7,7 @@ main CLI maps them to exit codes (2 usage, 4 over budget, 6 remote failure).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_lstm import jsonio
+from edge_lstm.errors import EdgeLstmError
 
 out = Console(highlight=False)
 
@@ -115,12 +117,16 @@ def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | N
 
     _check_outputs(output, force)
     exp = prof.load_export_report(export_report) if export_report else None
+    made = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise io_error(e, output) from e
-    write_files_atomic({output: (jsonio.dumps(report, indent=2) + "\n").encode(),
-                        _html_path(output): render(report, exp).encode("utf-8")})
+        write_files_atomic({output: (jsonio.dumps(report, indent=2) + "\n").encode(),
+                            _html_path(output): render(report, exp).encode("utf-8")})
+    except (OSError, EdgeLstmError) as e:
+        for d in made:  # directories made for this report: removed again, innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise e if isinstance(e, EdgeLstmError) else io_error(e, output) from e
 
 
 def _us(v: float | None) -> str:

@@ -68,8 +68,8 @@ def read_npy(path: Path) -> np.ndarray:
             shape, _fortran, dtype = read_header(f)  # the header only: nothing is allocated yet
             offset = f.tell()
         size = path.stat().st_size
-    except (ValueError, OSError, SyntaxError, EOFError) as e:
-        raise DataError(f"'{path}' is not a readable .npy array: {e}.") from e
+    except Exception as e:  # numpy parses the header text itself: ValueError, SyntaxError, TokenError, ...
+        raise DataError(f"'{path}' is not a readable .npy array: {type(e).__name__}: {e}.") from e
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
         raise DataError(f"'{path}' holds {dtype} values; data must be plain numbers (float or integer).",
                         "Save the array with a float32/float64 or integer dtype, e.g. arr.astype('float32').")

@@ -129,6 +129,7 @@ def check_destination(out: Path, force: bool) -> Path:
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"Cannot write '{out}': the directory '{parent}' does not exist.")
+    remove_stale(target)  # first: a killed run may have left the old output renamed aside
     if target.exists() and not force:
         raise OutputExistsError(f"Output '{out}' already exists.",
                                 "Pass --force to replace it, or choose another --output.")
@@ -147,7 +148,6 @@ def check_destination(out: Path, force: bool) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write '{out}': the directory '{parent}' is not writable.",
                           "Choose an output directory you can write to.")
-    remove_stale(target)
     return target
 
 
