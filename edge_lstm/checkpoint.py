@@ -78,8 +78,8 @@ SCHEMA: dict[str, Any] = {
 
 def validate(obj: dict[str, Any], where: str) -> archs.ArchConfig:
     """Check a loaded checkpoint dict against :data:`SCHEMA` and its own consistency; its config."""
-    meta = {k: v for k, v in obj.items() if k != "state_dict"}  # tensors are checked by the loader
-    schema.check({**meta, "state_dict": {}}, SCHEMA, schema.file_error(f"Checkpoint '{where}' is invalid", _HINT))
+    meta = {k: ({} if k == "state_dict" and isinstance(v, dict) else v) for k, v in obj.items()}  # tensors: loader
+    schema.check(meta, SCHEMA, schema.file_error(f"Checkpoint '{where}' is invalid", _HINT))
     try:
         config = archs.ArchConfig.from_dict(dict(obj["config"]))
     except InputFileError as e:

@@ -176,6 +176,9 @@ cli_profile.register(app)
 
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+#: an OSError naming a path the user gave: unusable input, exit 2 (not a bug)
+_PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                errno.ENOENT)
 
 
 def _wants_json(args: list[str]) -> bool:
@@ -202,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             jsonio.emit_error(130, "aborted", "Interrupted.", None)
         return 130
     except OSError as e:
-        if debug or e.errno not in _DISK_ERRORS:
+        if debug:
+            raise
+        if e.errno in _PATH_ERRORS and e.filename:
+            return _fail(UsageError(f"Cannot use '{e.filename}': {e.strerror}.", "Check the path."), as_json)
+        if e.errno not in _DISK_ERRORS:
             return _internal(e, debug, as_json)
         from edge_lstm.outputs import io_error
 

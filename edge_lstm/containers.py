@@ -301,9 +301,10 @@ def _exported_program(z: SafeZip, rel: dict[str, str], where: str) -> Inspection
                                                                     f"{where}: models/model.json")]
     used.add("models/model.json")
     sample = "data/sample_inputs/model.pt"
-    if sample in rel:
-        needs += _nested_torch_save(z.read(rel[sample]), f"{where}: {sample}")
-        used.add(sample)
+    if sample not in rel:  # torch.export.load reads it unconditionally
+        raise InputFileError(f"{where} has no {sample}: it is incomplete.", "Save the model again.")
+    needs += _nested_torch_save(z.read(rel[sample]), f"{where}: {sample}")
+    used.add(sample)
     for kind in ("weights", "constants"):
         used_k, needs_k = _payloads(z, rel, kind, where)
         used |= used_k

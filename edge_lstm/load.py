@@ -145,11 +145,11 @@ MAX_MODEL_BYTES = 4 << 30
 
 def inspect(path: Path) -> Inspection:
     """Open and classify a model file ourselves (:mod:`edge_lstm.containers`), before torch reads it."""
-    if not path.exists() and not path.is_symlink():
-        raise InputFileError(f"Model file '{path}' does not exist.", "Check the path.")
-    if path.is_dir():
-        raise InputFileError(f"'{path}' is a directory, not a model file.")
     try:
+        if not path.exists() and not path.is_symlink():
+            raise InputFileError(f"Model file '{path}' does not exist.", "Check the path.")
+        if path.is_dir():
+            raise InputFileError(f"'{path}' is a directory, not a model file.")
         size = path.stat().st_size
         with path.open("rb") as f:
             head = f.read(4)
@@ -252,7 +252,7 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
     """Run the model once on zeros to learn its outputs; a rejected shape is a ShapeError."""
     import torch
 
-    xs = [torch.zeros(*t.concrete(1)) for t in model.inputs.inputs]
+    xs = [torch.zeros(*t.concrete(1), dtype=getattr(torch, t.dtype, torch.float32)) for t in model.inputs.inputs]
     try:
         with torch.no_grad():
             out = model.module(*xs)
@@ -366,8 +366,13 @@ def _load_torchscript(path: Path, trusted: bool) -> LoadedModel:
 
 
 def _load_exported(path: Path) -> LoadedModel:
+    import logging
+
     import torch
 
+    quiet = logging.getLogger("torch.export")  # it logs its own tracebacks before raising; ours is the message
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         ep = torch.export.load(str(path))
         module = _EvalOnly(ep.module())
@@ -376,11 +381,13 @@ def _load_exported(path: Path) -> LoadedModel:
             f"'{path}' is a torch.export archive that could not be loaded: {_first_line(e)}",
             "The file may be truncated or corrupted; save it again with torch.export.save.",
         ) from e
+    finally:
+        quiet.setLevel(level)
     args = ep.example_inputs[0] if ep.example_inputs else ()
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     specs = tuple(
         TensorSpec(safe_name(names[i], f"input_{i}") if i < len(names) else f"input_{i}",
-                   tuple(int(d) for d in a.shape))
+                   tuple(int(d) for d in a.shape), str(a.dtype).removeprefix("torch."))
         for i, a in enumerate(args) if isinstance(a, torch.Tensor)
     )
     return LoadedModel(module, "exported-program", safe_name(path.stem.split(".")[0]), InputSpec(specs), (),

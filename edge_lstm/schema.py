@@ -48,8 +48,7 @@ def describe(error: jsonschema.ValidationError, labels: dict[str, str] | None = 
     if error.validator == "required":
         key = error.message.split(" is a required")[0].strip("'")
         return f"missing the field '{path + '.' if path else ''}{key}'"
-    value = repr(error.instance)
-    value = value if len(value) <= 60 else value[:57] + "..."
+    value = _short(error.instance)
     if labels:
         for pattern, words in labels.items():
             if path == pattern or path.endswith("." + pattern):
@@ -59,6 +58,11 @@ def describe(error: jsonschema.ValidationError, labels: dict[str, str] | None = 
         return f"{path} = {value} is not accepted{hint}; accepted: {', '.join(map(str, error.validator_value))}"
     msg = error.message if len(error.message) < 160 else f"it fails the '{error.validator}' rule"
     return f"{path or 'the value'} = {value}: {msg}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def first_non_finite(value: Any, path: str = "") -> str | None:
@@ -88,6 +92,12 @@ def check(value: Any, schema: dict[str, Any], fail: Fail, labels: dict[str, str]
         raise fail("it is nested too deeply") from e
     if errors:
         best = min(errors, key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+        while best.context:  # oneOf/anyOf: the alternative that got furthest says what is wrong
+            if all(e.validator == "type" and not e.relative_path for e in best.context):
+                kinds = " or ".join(str(e.validator_value) for e in best.context)
+                raise fail(f"{field_path(best.absolute_path) or 'the value'} = {_short(best.instance)} must be "
+                           f"{kinds}")
+            best = max(best.context, key=lambda e: (len(list(e.absolute_path)), e.validator not in ("type",)))
         raise fail(describe(best, labels))
 
 

@@ -134,10 +134,10 @@ def output_cases() -> list[Case]:
         cases += [
             Case("out-read-only-fs", _setup(lambda s: mount_tmpfs(s / "work" / "ro", "ro,size=64k")), EXPORT, {2},
                  out="work/ro/out", fast=True),
-            Case("out-full-fs", _setup(lambda s: mount_tmpfs(s / "work" / "full", "size=8k")), EXPORT, {2},
+            Case("out-full-fs", _setup(lambda s: mount_tmpfs(s / "work" / "full", "size=4k")), EXPORT, {2},
                  out="work/full/out", fast=True,
                  setup_check=lambda s, r: _assert_empty(s / "work" / "full") or _assert_reason(r, "space")),
-            Case("out-full-fs-profile-output", _setup(lambda s: mount_tmpfs(s / "work" / "full", "size=8k")),
+            Case("out-full-fs-profile-output", _setup(lambda s: mount_tmpfs(s / "work" / "full", "size=4k")),
                  ["profile", "{model}", "--runtime", "torch", "--runs", "2", "--warmup", "0", "--json", "--output",
                   "{out}/p.json"], {2}, out="work/full/out",
                  setup_check=lambda s, r: _assert_empty(s / "work" / "full")),
