@@ -112,7 +112,7 @@ def _check_outputs(output: Path, force: bool) -> None:
 def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None, force: bool = False) -> None:
     """The JSON report and the HTML beside it, all or nothing (a full disk leaves neither)."""
     from edge_lstm import profile as prof
-    from edge_lstm.outputs import io_error, write_files_atomic
+    from edge_lstm.outputs import add_to_marker, io_error, write_files_atomic
     from edge_lstm.report_html import render
 
     _check_outputs(output, force)
@@ -122,6 +122,7 @@ def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | N
         output.parent.mkdir(parents=True, exist_ok=True)
         write_files_atomic({output: (jsonio.dumps(report, indent=2) + "\n").encode(),
                             _html_path(output): render(report, exp).encode("utf-8")})
+        add_to_marker(output.parent, [output.name, _html_path(output).name])
     except (OSError, EdgeLstmError) as e:
         for d in made:  # directories made for this report: removed again, innermost first
             with contextlib.suppress(OSError):

@@ -1,11 +1,18 @@
 """Load ``model.pt`` into a :class:`LoadedModel`, safe by default.
 
-The format is detected by content, never by file name:
+The format is detected by content, never by file name, and the file is opened
+and classified by edge-lstm itself before torch reads it (:func:`inspect`:
+:mod:`edge_lstm.archive` verifies the zip, :mod:`edge_lstm.containers` checks
+every member and pickle against an allow-list):
 
-1. edge-lstm's own checkpoint (a ``torch.save``d dict, loaded ``weights_only=True``);
-2. TorchScript (``torch.jit.save``);
+1. edge-lstm's own checkpoint (a ``torch.save``d dict, loaded ``weights_only=True``
+   and validated against :mod:`edge_lstm.checkpoint`'s schema);
+2. TorchScript (``torch.jit.save``), its code and graph limited to tensor operators;
 3. ``torch.export`` ExportedProgram (``.pt2``), which carries example input shapes;
 4. a whole pickled ``nn.Module``, only with ``trust_pickle=True``, since unpickling runs code.
+
+Anything only ``trust_pickle=True`` may load is named in the error. Names taken
+from the file pass through :func:`edge_lstm.outputs.safe_name`.
 """
 
 from __future__ import annotations

@@ -247,6 +247,17 @@ def finish(stage: Path) -> None:
     os.chmod(stage, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
 
 
+def add_to_marker(directory: Path, names: list[str]) -> None:
+    """Files written later into an edge-lstm output (``profile --output out/profile.json``) join its marker,
+    so ``--force`` may replace the directory again; a directory without a marker is left as it is."""
+    marker = read_marker(directory)
+    if marker is None:
+        return
+    files = sorted({*map(str, marker["files"]), *names})  # type: ignore[call-overload]
+    body = json.dumps({**marker, "files": files}, indent=2) + "\n"
+    write_files_atomic({directory / MARKER: body.encode()})
+
+
 def publish(stage: Path, out: Path, force: bool) -> None:
     """Move ``stage`` to ``out``; an old ``out`` is removed only after the move succeeded."""
     old: Path | None = None

@@ -108,3 +108,12 @@ def test_io_errors_name_the_path_and_reason(tmp_path: Path) -> None:
     e = outputs.io_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x")))
     assert isinstance(e, OutputError) and e.exit_code == 2
     assert str(tmp_path / "x") in e.message and "No space left" in e.message and "full" in (e.hint or "")
+
+
+def test_files_added_later_by_edge_lstm_join_the_marker(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _publish(out, {"a.onnx": b"1"})
+    outputs.write_files_atomic({out / "profile.json": b"{}"})
+    outputs.add_to_marker(out, ["profile.json"])
+    _publish(out, {"b.onnx": b"2"}, force=True)  # still ours as a whole
+    assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "b.onnx"]

@@ -71,6 +71,24 @@ def container_cases() -> list[Case]:
                                                                                       "dup-storage-zeroed")))
         out.append(Case(f"container-{tag}-intact", _model(key, None), _info(key),
                         {2} if key.endswith(":pickle") else {0, 5}, fast=fast))
+    return out + zoo_cases()
+
+
+def zoo_cases() -> list[Case]:
+    """Every other zoo network as TorchScript and .pt2: intact, bit-flipped, truncated."""
+    import zoo
+
+    out = []
+    for name in zoo.ZOO:
+        for form in ("torchscript", "pt2"):
+            key = f"zoo:{name}:{form}"
+            if key in BASES:
+                continue
+            BASES[key] = form == "torchscript"
+            tag = key.replace(":", "-")
+            out += [Case(f"container-{tag}-intact", _model(key, None), _info(key), {0, 2, 5}),
+                    Case(f"container-{tag}-flip-1", _model(key, c.flip(1)), _info(key), {0, 2, 5}),
+                    Case(f"container-{tag}-truncated-60", _model(key, c.truncate(0.6)), _info(key), {2})]
     return out
 
 
