@@ -45,6 +45,7 @@ class Case:
     out: str = "work/out"  # relative to the sandbox: where -o points (checked for leftovers)
     setup_check: Callable[[Path, dict[str, Any]], None] | None = None  # extra assertions after the run
     tags: tuple[str, ...] = field(default_factory=tuple)
+    result: dict[str, Any] | None = None  # the last run's exit code and output, for reports
 
 
 class Worker:
@@ -109,6 +110,7 @@ def run_case(worker: Worker, case: Case, sandbox: Path) -> None:
     before = snapshot(sandbox, skip=sandbox / "tmp")
     out_before = snapshot(out) if out.is_dir() and not out.is_symlink() else None
     res = worker.run(argv, sandbox / "work", {"TMPDIR": str(sandbox / "tmp")}, case.timeout)
+    case.result = res
     check(case, argv, res, sandbox, before, out_before)
 
 
