@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-import corpus as c  # noqa: E402
-from harness import Case, Worker, run_case  # noqa: E402
+import fuzz_corpus as c  # noqa: E402
+from fuzz_harness import Case, Worker, run_case  # noqa: E402
 
 
 def _shapes(path: Path) -> list[str]:

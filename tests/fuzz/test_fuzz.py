@@ -1,7 +1,7 @@
 """The fuzz suite: every case (>= 300) against the real CLI; the fast subset in `make test`, all of it in CI.
 
 Each case asserts a documented exit code, no traceback, strict JSON with --json, no marker file from a
-payload, nothing written outside -o and nothing left behind on failure (see harness.py).
+payload, nothing written outside -o and nothing left behind on failure (see fuzz_harness.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import corpus
-from cases import checkpoint_cases, container_cases, malicious_cases
-from cases_io import arg_cases, data_cases, recipe_cases, report_cases, target_cases
-from cases_out import can_mount, output_cases, unmount_under
-from harness import Case, Worker, run_case
+import fuzz_corpus as corpus
+from fuzz_cases import checkpoint_cases, container_cases, malicious_cases
+from fuzz_cases_io import arg_cases, data_cases, recipe_cases, report_cases, target_cases
+from fuzz_cases_out import can_mount, output_cases, unmount_under
+from fuzz_harness import Case, Worker, run_case
 
 CASES: list[Case] = [*container_cases(), *checkpoint_cases(), *malicious_cases(), *data_cases(), *recipe_cases(),
                      *target_cases(), *report_cases(), *arg_cases(), *output_cases()]

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import corpus as c
+import fuzz_corpus as c
 import torch
-from harness import Case
+from fuzz_harness import Case
 
 CKPT = "models:stacked:checkpoint"
 BASES = {  # key -> input shapes needed by info (None: stored in the file)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import corpus as c
+import fuzz_corpus as c
 import numpy as np
-from harness import REPO, Case
+from fuzz_harness import REPO, Case
 
 CKPT = "models:stacked:checkpoint"
 FAST_EXPORT = ["--format", "onnx"]

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import corpus as c
-from harness import REPO, Case
+import fuzz_corpus as c
+from fuzz_harness import REPO, Case
 
 CKPT = "models:stacked:checkpoint"
 EXPORT = ["export", "{model}", "-o", "{out}", "--json", "--format", "onnx"]
