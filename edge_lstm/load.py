@@ -17,8 +17,6 @@ from the file pass through :func:`edge_lstm.outputs.safe_name`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,7 +103,7 @@ def save_checkpoint(
     task: str = "forecast",
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write an edge-lstm checkpoint atomically (temp file, then rename)."""
+    """Write an edge-lstm checkpoint atomically (temp file, then rename; a full disk is exit code 2)."""
     import torch
 
     spec = _arch_input_spec(config, window)
@@ -120,15 +118,14 @@ def save_checkpoint(
         "task": task,
         "metadata": metadata or {},
     }
+    import io
+
+    from edge_lstm.outputs import write_files_atomic
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_files_atomic({path: buf.getvalue()})  # a temporary name, then a rename; nothing left on failure
     return path
 
 
