@@ -7,13 +7,16 @@ main CLI maps them to exit codes (2 usage, 4 over budget, 6 remote failure).
 
 from __future__ import annotations
 
-import json
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from edge_lstm import jsonio
+from edge_lstm.errors import EdgeLstmError
 
 out = Console(highlight=False)
 
@@ -76,7 +79,7 @@ def profile_command(
     tgt = load_target(target) if target else None
     previous = prof.load_report(compare) if compare else None
     rcfg = None
-    if remote:
+    if remote is not None:  # an empty --remote is refused by RemoteConfig, never taken as 'local'
         rcfg = RemoteConfig(remote, python=remote_python, remote_dir=remote_dir,
                             ssh_config=str(ssh_config) if ssh_config else None)
     report = prof.profile(list(artifacts), options, tgt, rcfg)
@@ -85,7 +88,7 @@ def profile_command(
     if output:
         _write_outputs(report, output, export_report, force)
     if as_json:
-        typer.echo(json.dumps(report, default=str))
+        jsonio.emit(report, indent=None)
     else:
         print_report(report)
     prof.enforce_budgets(report)
@@ -107,13 +110,24 @@ def _check_outputs(output: Path, force: bool) -> None:
 
 
 def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None, force: bool = False) -> None:
+    """The JSON report and the HTML beside it, all or nothing (a full disk leaves neither)."""
     from edge_lstm import profile as prof
-    from edge_lstm.report_html import write_html
+    from edge_lstm.outputs import add_to_marker, io_error, write_files_atomic
+    from edge_lstm.report_html import render
 
     _check_outputs(output, force)
     exp = prof.load_export_report(export_report) if export_report else None
-    prof.write_report(report, output)
-    write_html(report, _html_path(output), exp)
+    made = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_files_atomic({output: (jsonio.dumps(report, indent=2) + "\n").encode(),
+                            _html_path(output): render(report, exp).encode("utf-8")})
+        add_to_marker(output.parent, [output.name, _html_path(output).name])
+    except (OSError, EdgeLstmError) as e:
+        for d in made:  # directories made for this report: removed again, innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise e if isinstance(e, EdgeLstmError) else io_error(e, output) from e
 
 
 def _us(v: float | None) -> str:
@@ -210,7 +224,7 @@ def targets_list(
 
     targets = list_targets()
     if as_json:
-        typer.echo(json.dumps([t.to_dict() for t in targets]))
+        jsonio.emit([t.to_dict() for t in targets], indent=None)
         return
     t = Table(title="Device targets (throughput figures are estimates)", title_justify="left")
     for col in ("name", "device", "cores × clock", "RAM", "flash", "runtimes", "lowering", "precision",
@@ -232,7 +246,7 @@ def targets_show(
 
     tg = load_target(name)
     if as_json:
-        typer.echo(json.dumps(tg.to_dict()))
+        jsonio.emit(tg.to_dict(), indent=None)
         return
     t = Table(title=f"{tg.name}: {tg.display_name}", show_header=False, title_justify="left")
     t.add_column("field")

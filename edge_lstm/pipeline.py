@@ -19,7 +19,7 @@ import numpy as np
 from edge_lstm import feeds as feeds_mod
 from edge_lstm.errors import UsageError
 from edge_lstm.load import LoadedModel, load
-from edge_lstm.outputs import staged_dir
+from edge_lstm.outputs import staged_dir, write_into
 from edge_lstm.recipes import Recipe, load_recipe
 from edge_lstm.spec import Precision
 from edge_lstm.validate import ArtifactValidation, raise_on_failures
@@ -144,7 +144,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     target = _target(options)
     with staged_dir(options.output_dir, options.force) as stage:
         for art in artifacts:
-            (stage / art.filename).write_bytes(art.data)
+            write_into(stage, art.filename, art.data)
         report = build_report(model, options, vdata, artifacts, proto)
         report["proved_on"] = proof
         if options.profile or target is not None:

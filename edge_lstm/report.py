@@ -8,7 +8,6 @@ sha256, validation metrics per runtime and pass/fail.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +52,9 @@ def cost_summary(model: LoadedModel, proto: onnx.ModelProto | None = None) -> di
 
 def write_reports(report: dict[str, Any], directory: Path) -> None:
     """Write ``report.json`` and ``report.md`` into ``directory``."""
-    (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    from edge_lstm.jsonio import dumps
+
+    (directory / "report.json").write_text(dumps(report, indent=2) + "\n")
     (directory / "report.md").write_text(render_markdown(report))
 
 
