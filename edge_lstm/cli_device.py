@@ -8,7 +8,6 @@ main CLI maps them. ``--json`` prints machine JSON only.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from edge_lstm import jsonio
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -59,7 +60,7 @@ def emulate_command(
     payload = {**dev.to_dict(), "started_now": started, "seconds": round(seconds, 1),
                "versions": manifest.get("versions"), "stage_seconds": manifest.get("stage_seconds")}
     if as_json:
-        typer.echo(json.dumps(payload))
+        jsonio.emit(payload)
         return
     _print_device(payload, image_dir, "started" if started else "already running")
 
@@ -92,7 +93,7 @@ def stop_command(arch: ArchOpt = "arm64", image_dir: DirOpt = None, as_json: Jso
     with _progress(as_json) as say:
         dev = emulate.stop(arch, image_dir, say=say)
     if as_json:
-        typer.echo(json.dumps({"stopped": dev is not None, "device": dev.to_dict() if dev else None}))
+        jsonio.emit({"stopped": dev is not None, "device": dev.to_dict() if dev else None})
     elif dev is None:
         out.print(f"No emulated {arch} device is running.")
     else:
@@ -105,7 +106,7 @@ def status_command(arch: ArchOpt = "arm64", image_dir: DirOpt = None, as_json: J
 
     st = emulate.status(arch, image_dir)
     if as_json:
-        typer.echo(json.dumps(st))
+        jsonio.emit(st)
         return
     img = st["image"]
     m = img["manifest"] or {}
