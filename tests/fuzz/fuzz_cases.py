@@ -180,7 +180,7 @@ def _evil_model(kind: str) -> Callable[[Path], dict[str, str]]:
             "ckpt-hidden-member": (ck, c.add("extra/evil.pkl", evil2)),
             "ts-data-pkl": (ts, c.replace("/data.pkl", evil2)),
             "ts-constants-pkl": (ts, c.replace("constants.pkl", evil2)),
-            "ts-debug-pkl": (ts, c.replace("archs.py.debug_pkl", evil2)),
+            "ts-debug-pkl": (ts, c.replace(".py.debug_pkl", evil2)),
             "ts-traced-inputs": (ts, c.replace("traced_inputs.pkl", evil4)),
             "ts-code-writes-file": (ts, _ts_code_save(marker)),
             "pt2-sample-inputs": (ep, c.replace("sample_inputs/model.pt", evil_ts)),
@@ -262,7 +262,8 @@ def _ts_code_save(marker: Path) -> c.Mutation:
     """TorchScript whose forward() writes a file (aten::save): a program, not a pickle."""
     def go(src: Path, dst: Path) -> Path:
         e = c.read_zip(src)
-        i = c.member(e, "edge_lstm/archs.py")
+        # the module's code file: its path depends on how the model's class was imported
+        i = next(k for k, (n, d) in enumerate(e) if "/code/" in n and n.endswith(".py") and b"def forward" in d)
         lines = e[i][1].decode().splitlines()
         at = next(k for k, ln in enumerate(lines) if ln.strip().startswith("def forward"))
         while not lines[at].rstrip().endswith(":"):
