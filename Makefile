@@ -14,7 +14,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[export,micro,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[export,micro,train,dev]'
 	touch $@
 
 tflrt: $(TFLRT_STAMP)

@@ -92,3 +92,7 @@ class RemoteError(EdgeLstmError):
     """A device run over SSH failed: unreachable host, authentication, missing runtime, timeout."""
 
     exit_code = 6
+
+
+class TrainingDiverged(UsageError):
+    """The training loss became NaN or infinite (exit code 2): the learning rate or clipping needs changing."""
