@@ -21,7 +21,10 @@ err = Console(stderr=True, highlight=False)
 
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``tune`` to ``app``."""
+    from edge_lstm import cli_tune
+
     app.command("train")(train_command)
+    app.command("tune")(cli_tune.tune_command)
 
 
 def split_list(text: str | None) -> tuple[str, ...]:
@@ -36,7 +39,8 @@ def parse_split(text: str) -> tuple[float, float]:
     try:
         a, b = (float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"Cannot read --split '{text}'.", "Give two fractions: train,validation, e.g. 0.7,0.15.") from None
+        raise UsageError(f"Cannot read --split '{text}'.",
+                         "Give two fractions: train,validation, e.g. 0.7,0.15.") from None
     return a, b
 
 
@@ -80,7 +84,7 @@ def train_command(
     dropout: Annotated[float, typer.Option(help="Dropout between layers and before the head (training only).")] = 0.0,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Windows per optimiser step.")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (replaced by the range test's with --find-lr).")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (--find-lr replaces it).")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-4,
     schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine, plateau or none.")] = "cosine",
     clip: Annotated[float, typer.Option(help="Clip the gradient norm to this (0: off).")] = 1.0,

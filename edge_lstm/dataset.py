@@ -120,7 +120,7 @@ class Split:
         if not (0 < train < 1 and 0 < val < 1 and train + val < 1):
             raise UsageError(f"--split {train},{val} is not valid.",
                              "Give the train and validation fractions, both > 0 and summing to < 1, e.g. 0.7,0.15.")
-        a, b = int(round(rows * train)), int(round(rows * (train + val)))
+        a, b = round(rows * train), round(rows * (train + val))
         return cls((0, a), (a, b), (b, rows))
 
     def parts(self) -> dict[str, tuple[int, int]]:
@@ -171,6 +171,20 @@ class Prepared:
     spec: WindowSpec
     target_transform: str  # "level" | "delta"
     starts: dict[str, np.ndarray] = field(default_factory=dict)
+    scale: float = 1.0  # the model trains on targets / scale (see :meth:`training_targets`)
+
+    def training_targets(self, starts: np.ndarray) -> np.ndarray:
+        """Targets in the units the model trains in: a change divided by its own spread on the training rows.
+
+        A change over one step is a small fraction of the level's spread, so in the
+        checkpoint's units (the level's standard deviation) it would be tiny; Adam's
+        steps are the same size whatever the scale, so tiny targets learn coarsely.
+        Training on unit-spread targets and folding ``scale`` into the linear head
+        afterwards (:func:`edge_lstm.train.fold_scale`) gives the same model in the
+        checkpoint's units.
+        """
+        y = self.targets(starts)
+        return y if self.task == "classify" else (y / self.scale).astype(np.float32)
 
     def normalization(self) -> dict[str, Any]:
         """The checkpoint's ``normalization`` entry (what ``edge-lstm export`` reads)."""
@@ -229,10 +243,7 @@ def encode_labels(cells: list[str], path: Path, column: str) -> tuple[np.ndarray
             raise DataError(f"'{path}' row {i + 2}, column '{column}': the label is missing.",
                             "Every row needs a label; drop unlabelled rows.")
     distinct = set(values)
-    if all(_is_number(v) for v in distinct):
-        classes = sorted(distinct, key=float)
-    else:
-        classes = sorted(distinct)
+    classes = sorted(distinct, key=float) if all(_is_number(v) for v in distinct) else sorted(distinct)
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[v] for v in values], dtype=np.int64), classes
 
@@ -357,7 +368,8 @@ def prepare(table: Table, opts: DataOptions) -> Prepared:
             raise DataError(f"The {role} column '{f}' is constant over the training rows (every value is "
                             f"{train[0, j]:g}): there is nothing to learn from it, and normalising would divide "
                             "by zero.", "Drop it from --features, or pass a column that varies.")
-    labels, classes = None, []
+    labels: np.ndarray | None = None
+    classes: list[str] = []
     if opts.task == "classify":
         labels, classes = encode_labels(table.column(str(opts.label_column)), table.path, str(opts.label_column))
         spec = WindowSpec(opts.window, opts.horizon, opts.stride, opts.label_from)
@@ -368,10 +380,14 @@ def prepare(table: Table, opts: DataOptions) -> Prepared:
                             f"training windows of '{table.path}': a classifier needs at least two.",
                             "Check --label-column, or use data with more than one class in its first part.")
     x = ((raw - mean) / std).astype(np.float32)
+    scale = 1.0
+    if opts.task == "forecast" and opts.target_transform == "delta":
+        t = raw[split.train[0] : split.train[1], target_index]
+        scale = float(np.std(np.diff(t)) / std[target_index]) or 1.0
     return Prepared(
         task=opts.task, features=feats, x=x,
         raw_target=raw[:, target_index] if target_index is not None else None,
         target_index=target_index, labels=labels, classes=classes, mean=mean, std=std, split=split,
         spec=WindowSpec(opts.window, opts.horizon, opts.stride, opts.label_from),
-        target_transform=opts.target_transform, starts=starts,
+        target_transform=opts.target_transform, starts=starts, scale=scale,
     )

@@ -111,16 +111,16 @@ class Progress(Protocol):
 class Silent:
     """A :class:`Progress` that says nothing (the Python API's default)."""
 
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:  # noqa: D102
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         pass
 
-    def step(self, loss: float) -> None:  # noqa: D102
+    def step(self, loss: float) -> None:
         pass
 
-    def epoch_end(self, record: dict[str, Any]) -> None:  # noqa: D102
+    def epoch_end(self, record: dict[str, Any]) -> None:
         pass
 
-    def message(self, text: str) -> None:  # noqa: D102
+    def message(self, text: str) -> None:
         pass
 
 
@@ -197,8 +197,7 @@ class Windows:
         self.starts = starts
         self.series = torch.from_numpy(prep.x)
         self.offsets = torch.arange(prep.spec.window)
-        y = prep.targets(starts)
-        self.y = torch.from_numpy(y)
+        self.y = torch.from_numpy(prep.training_targets(starts))
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -243,6 +242,7 @@ def train(data: str | Path | dataset.Table, cfg: TrainConfig, progress: Progress
             lr = lr_test["suggested_lr"]
         loop = train_loop.Loop(model, sets, loss_fn, cfg, lr, say)
         history = loop.run()
+        fold_scale(model, prep.scale if prep.task == "forecast" else 1.0)
         model.eval()
         say.message("evaluating on the test part")
         test = evaluate(model, prep, sets["test"], season)
@@ -254,6 +254,17 @@ def train(data: str | Path | dataset.Table, cfg: TrainConfig, progress: Progress
                   *train_metrics.gradient_notes(history.epochs, cfg.cell, cfg.data.window, cfg.clip)],
     }
     return TrainResult(model, arch, acfg, cfg, prep, table, log)
+
+
+def fold_scale(model: nn.Module, scale: float) -> None:
+    """Multiply the linear head by ``scale``: the model then outputs checkpoint units (targets * scale)."""
+    import torch
+
+    if scale == 1.0:
+        return
+    with torch.no_grad():
+        model.head.weight.mul_(scale)  # type: ignore[union-attr, operator]
+        model.head.bias.mul_(scale)  # type: ignore[union-attr, operator]
 
 
 def predict(model: nn.Module, windows: Windows, batch: int = 512) -> np.ndarray:
@@ -287,7 +298,7 @@ def data_summary(table: dataset.Table, prep: dataset.Prepared, season: int | Non
     return {
         "file": table.path.name, "sha256": table.sha256, "rows": table.rows, "task": prep.task,
         "features": prep.features, "classes": prep.classes, "split_rows": prep.split.to_dict(),
-        "windows": {k: int(len(v)) for k, v in prep.starts.items()}, "season": season,
+        "windows": {k: len(v) for k, v in prep.starts.items()}, "season": season,
         "normalization": prep.normalization(),
     }
 

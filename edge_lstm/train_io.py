@@ -50,7 +50,9 @@ def checkpoint_bytes(result: TrainResult, name: str) -> bytes:
     ``save_checkpoint`` is the one writer of the checkpoint layout, but torch
     names the archive inside the file after the (random) temporary file it saves
     through, so the bytes would differ from run to run; loading the payload back
-    and serialising it to memory gives a fixed archive name.
+    and serialising it to memory gives a fixed archive name. Pickle also writes a
+    value twice or once depending on whether two equal strings are one object, so
+    the plain-data parts go through JSON first: equal contents, equal bytes.
     """
     import torch
 
@@ -62,6 +64,7 @@ def checkpoint_bytes(result: TrainResult, name: str) -> bytes:
                                "classify" if result.prepared.task == "classify" else "forecast",
                                checkpoint_metadata(result, name))
         payload = torch.load(path, weights_only=True)
+    payload = {k: v if k == "state_dict" else json.loads(json.dumps(v)) for k, v in payload.items()}
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()
@@ -91,8 +94,8 @@ def _test_summary(test: dict[str, Any]) -> dict[str, Any]:
 
 def log_json(result: TrainResult, checkpoint: bytes, name: str) -> bytes:
     """``<name>.train.json``: the full training log, with the checkpoint's hash."""
-    payload = {"tool": "edge-lstm train", "checkpoint": name, "checkpoint_sha256": hashlib.sha256(checkpoint).hexdigest(),
-               **result.log}
+    payload = {"tool": "edge-lstm train", "checkpoint": name,
+               "checkpoint_sha256": hashlib.sha256(checkpoint).hexdigest(), **result.log}
     return (json.dumps(payload, indent=2) + "\n").encode()
 
 

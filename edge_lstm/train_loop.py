@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from edge_lstm.train import Progress, TrainConfig, Windows

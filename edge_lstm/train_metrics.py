@@ -83,7 +83,7 @@ def class_weights(labels: np.ndarray, n_classes: int, rule: str) -> tuple[np.nda
     A class absent from the training windows gets weight 0 (and a note): it cannot be learnt.
     """
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    notes = []
+    notes: list[str] = []
     if rule == "none":
         return np.ones(n_classes), notes
     weights = np.divide(len(labels), n_classes * counts, out=np.zeros(n_classes), where=counts > 0)
