@@ -43,7 +43,7 @@ def storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+", "mysql")):
         raise UsageError(f"Unsupported --storage '{url}'.",
                          "Use sqlite:///path/study.db (one machine) or postgresql://user@host:port/db.")
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
