@@ -42,7 +42,8 @@ def postgres_server() -> Iterator[str]:
     """Start a cluster; yield a SQLAlchemy URL for its ``postgres`` database; stop and remove it afterwards."""
     bindir = pg_bin()
     if bindir is None:
-        raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+        raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql "
+                           "(apt-get install postgresql)")
     root = Path(tempfile.mkdtemp(prefix="edge-lstm-pg-", dir="/tmp"))
     os.chmod(root, 0o755)
     if os.geteuid() == 0:

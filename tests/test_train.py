@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:
 def temps_1200(tmp_path_factory: pytest.TempPathFactory, seattle_csv: Path) -> Path:
     """The first 1,200 hours of the real series, with the date column and an hourly-change column."""
     rows = list(csv.reader(seattle_csv.open()))[1:1202]
-    out = [[d, t, f"{float(t) - float(p):.2f}"] for (_, p), (d, t) in zip(rows, rows[1:], strict=False)]
+    out = [[d, t, f"{float(t) - float(p):.2f}"] for (_, p), (d, t) in itertools.pairwise(rows)]
     return _write(tmp_path_factory.mktemp("t") / "temps.csv", ["date", "temp", "change"], out)
 
 
@@ -126,8 +127,8 @@ def test_early_stopping_restores_the_best_weights(temps_1200: Path) -> None:
     log = result.log
     best = min(e["val_loss"] for e in log["epochs"])
     assert log["best_val_loss"] == best and log["epochs"][log["best_epoch"] - 1]["val_loss"] == best
-    from edge_lstm.train_loop import Loop
     from edge_lstm.train import Silent, loss_function
+    from edge_lstm.train_loop import Loop
 
     sets = {k: Windows(result.prepared, v) for k, v in result.prepared.starts.items()}
     loss_fn, _ = loss_function(result.prepared, sets["train"], cfg)
