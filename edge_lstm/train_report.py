@@ -53,6 +53,13 @@ def fig_block(fig: Any, caption: str) -> str:
     return f"<figure>{svg(fig)}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
+def _epoch_axis(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
 def _loss_plot(epochs: list[dict[str, Any]], best: int) -> str:
     fig, ax = figure()
     xs = [e["epoch"] for e in epochs]
@@ -60,7 +67,7 @@ def _loss_plot(epochs: list[dict[str, Any]], best: int) -> str:
     ax.plot(xs, [e["val_loss"] for e in epochs], marker="o", ms=3, label="validation")
     ax.axvline(best, color="#999", ls="--", lw=1, label=f"best (epoch {best})")
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("loss (normalised)")
     ax.legend(fontsize=8)
     return fig_block(fig, "Loss per epoch; the weights of the best validation epoch are kept.")
@@ -74,7 +81,7 @@ def _grad_plot(epochs: list[dict[str, Any]], clip: float) -> str:
     if clip > 0:
         ax.axhline(clip, color="#c00", lw=1, label=f"clip {clip:g}")
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("gradient norm (before clipping)")
     ax.legend(fontsize=8)
     share = [e["clipped_steps"] / max(e["steps"], 1) for e in epochs]
@@ -86,7 +93,7 @@ def _lr_plot(epochs: list[dict[str, Any]]) -> str:
     fig, ax = figure(4.6, 2.2)
     ax.plot([e["epoch"] for e in epochs], [e["lr"] for e in epochs], marker="o", ms=3)
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("learning rate")
     return fig_block(fig, "Learning rate at the start of each epoch.")
 

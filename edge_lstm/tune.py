@@ -232,7 +232,9 @@ def objective(trial: optuna.Trial, ctx: Context) -> tuple[float, float, float]:
     if not ctx.quiet:
         from edge_lstm.tune_report import trial_line
 
-        print(trial_line(trial.number, params, err, measured, result.prepared.task), flush=True)
+        done = sum(1 for t in trial.study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED"))
+        print(f"[{done + 1}/{ctx.cfg.trials}] " + trial_line(trial.number, params, err, measured,
+                                                           result.prepared.task), flush=True)
     return err, measured["latency_ms"], measured["size_kb"]
 
 
