@@ -40,7 +40,7 @@ def demo_figures(tmp: Path, epochs: int) -> None:
     series = tmp / "seattle.csv"
     demo.write_series(series)
     args = [str(series), "--target-column", "temp", "--features", "change", "--target-transform", "delta",
-            "--window", "96", "--hidden", "64", "--layers", "2", "--lr", "2e-3", "--epochs", str(epochs),
+            "--window", "96", "--hidden", "64", "--layers", "2", "--lr", "4e-3", "--epochs", str(epochs),
             "--patience", "3", "--seed", "0"]
     a, b = train(args, tmp / "run1" / "f.pt"), train(args, tmp / "run2" / "f.pt")
     t = a["test"]

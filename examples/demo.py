@@ -80,7 +80,7 @@ def main() -> int:
     print(f"Seattle hourly temperatures, 2010: {n} rows with the hourly change -> {series}")
     ckpt = args.out / "forecaster.pt"
     rc = cli("train", str(series), "--target-column", "temp", "--features", "change", "--target-transform", "delta",
-             "--window", str(WINDOW), "--hidden", "64", "--layers", "2", "--lr", "2e-3", "--epochs", str(args.epochs),
+             "--window", str(WINDOW), "--hidden", "64", "--layers", "2", "--lr", "4e-3", "--epochs", str(args.epochs),
              "--patience", "3", "--seed", "0", "-o", str(ckpt), "--force")
     if rc != 0:
         return rc
