@@ -49,7 +49,8 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     data, port = root / "data", _free_port()
-    run = {"check": True, "capture_output": True, "text": True, "timeout": 120}
+    # cwd: the server user may not be allowed into the test's working directory
+    run = {"check": True, "capture_output": True, "text": True, "timeout": 120, "cwd": root}
     try:
         subprocess.run(_as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", "edge", "--auth=trust",
                                         "-E", "UTF8"]), **run)
@@ -62,7 +63,7 @@ def postgres_server() -> Iterator[str]:
     finally:
         if data.exists():
             subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
-                                            "stop"]), capture_output=True, timeout=60, check=False)
+                                            "stop"]), capture_output=True, timeout=60, check=False, cwd=root)
         shutil.rmtree(root, ignore_errors=True)
 
 
