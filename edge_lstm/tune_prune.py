@@ -6,9 +6,11 @@ several objectives), so the rule is written here, checked after every epoch:
 - **no better than a constant**: from epoch ``WARMUP_EPOCHS`` on, a validation
   loss at or above that of a constant prediction (the training mean for a level,
   no change for a delta, uniform odds for a classifier);
-- **dominated early**: a finished feasible trial that is no larger (parameters)
-  and no slower (MACs per window) had a lower validation loss at the same epoch:
-  this trial can only end up dominated, so it stops.
+- **dominated early**: from half the epochs on (at least ``WARMUP_EPOCHS``), a
+  finished feasible trial that is no larger (parameters) and no slower (MACs per
+  window) had a validation loss lower by more than ``DOMINANCE_MARGIN`` at the
+  same epoch: this trial would very likely end dominated, so it stops. Larger
+  models often start slower, hence the wait and the margin.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from edge_lstm.dataset import Table
 
 WARMUP_EPOCHS = 2
+DOMINANCE_MARGIN = 0.10
 
 
 def cost_proxy(cfg: TrainConfig, n_features: int, n_outputs: int) -> tuple[int, int]:
@@ -84,12 +87,15 @@ class PruningProgress(Silent):
         if val >= self.constant:
             return (f"validation loss {val:.4g} after epoch {epoch} is no better than a constant prediction "
                     f"({self.constant:.4g})")
+        if epoch < (self.cfg.epochs + 1) // 2:
+            return None
         for other in self.trial.study.get_trials(deepcopy=False):
             if other.state.name != "COMPLETE" or not (other.user_attrs.get("measured") or {}).get("feasible"):
                 continue
             proxy, curve = other.user_attrs.get("cost_proxy") or {}, other.user_attrs.get("val_curve") or []
-            if (len(curve) >= epoch and curve[epoch - 1] < val and proxy.get("params", math.inf) <= self.params
+            better = len(curve) >= epoch and curve[epoch - 1] * (1 + DOMINANCE_MARGIN) < val
+            if (better and proxy.get("params", math.inf) <= self.params
                     and proxy.get("macs", math.inf) <= self.macs):
                 return (f"dominated at epoch {epoch}: trial {other.number} is no larger and no slower and had "
-                        f"validation loss {curve[epoch - 1]:.4g} < {val:.4g}")
+                        f"validation loss {curve[epoch - 1]:.4g}, more than {DOMINANCE_MARGIN:.0%} below {val:.4g}")
         return None

@@ -90,7 +90,7 @@ def test_pruning_rules(hours: Path) -> None:
 
     study = optuna.create_study(directions=["minimize"] * 3)
     table = dataset.read_table(hours)
-    cfg = TrainConfig(dataset.DataOptions(target_column="temp", window=12), hidden=8, layers=1)
+    cfg = TrainConfig(dataset.DataOptions(target_column="temp", window=12), hidden=8, layers=1, epochs=4)
     done = study.ask()
     done.set_user_attr("measured", {"feasible": True})
     done.set_user_attr("cost_proxy", {"params": 1, "macs": 1})
@@ -98,8 +98,11 @@ def test_pruning_rules(hours: Path) -> None:
     study.tell(done, [1.0, 1.0, 1.0])
     prog = PruningProgress(study.ask(), cfg, table)
     prog.epoch_end({"val_loss": 0.2})  # epoch 1: never pruned
+    prog.epoch_end({"val_loss": 0.0105})  # within 10% of trial 0 at epoch 2: goes on
+    late = PruningProgress(study.ask(), cfg, table)
+    late.epoch_end({"val_loss": 0.2})
     with pytest.raises(optuna.TrialPruned, match="dominated at epoch 2: trial 0"):
-        prog.epoch_end({"val_loss": 0.02})
+        late.epoch_end({"val_loss": 0.02})
     hopeless = PruningProgress(study.ask(), cfg, table)
     hopeless.epoch_end({"val_loss": 10.0})
     with pytest.raises(optuna.TrialPruned, match="no better than a constant"):
