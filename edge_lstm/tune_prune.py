@@ -1,7 +1,8 @@
 """Pruning hopeless trials of a multi-objective study on their validation loss.
 
 Optuna's pruners serve single-objective studies only (``Trial.report`` refuses
-several objectives), so the rule is written here, checked after every epoch:
+several objectives), so the rule is written here, checked after every epoch but
+the last (stopping then would save nothing and lose a measured model):
 
 - **no better than a constant**: from epoch ``WARMUP_EPOCHS`` on, a validation
   loss at or above that of a constant prediction (the training mean for a level,
@@ -82,7 +83,7 @@ class PruningProgress(Silent):
     def reason(self, epoch: int) -> str | None:
         """Why the trial should stop after ``epoch``, or ``None``."""
         val = self.curve[-1]
-        if epoch < WARMUP_EPOCHS:
+        if epoch < WARMUP_EPOCHS or epoch >= self.cfg.epochs:
             return None
         if val >= self.constant:
             return (f"validation loss {val:.4g} after epoch {epoch} is no better than a constant prediction "
