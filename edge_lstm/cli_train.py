@@ -8,12 +8,13 @@ tuning trial meets the device budget.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from edge_lstm import jsonio
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -116,7 +117,7 @@ def train_command(
                "best_epoch": result.log["best_epoch"], "stopped": result.log["stopped"], "lr": result.log["lr"],
                "test": {k: v for k, v in result.test.items() if k != "sample"}, "notes": result.notes}
     if as_json:
-        print(json.dumps(summary, indent=2))
+        jsonio.emit(summary)
     else:
         out.print(human_summary(summary))
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from edge_lstm import jsonio
 from edge_lstm.cli_train import (
     DataArg,
     Features,
@@ -109,7 +109,7 @@ def tune_command(
                           space, trials, workers, storage, study, pick, heartbeat)
     summary = run(cfg, output, force, quiet=as_json)
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        jsonio.emit(summary)
     else:
         out.print(human(summary, output))
 
