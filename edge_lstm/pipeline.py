@@ -328,8 +328,8 @@ def _streaming_artifacts(
             lowering, notes = options.recipe.lowering, []
             if model.has_state_io and lowering == "fused":
                 # the fused op keeps its state in variable tensors, which start at zero; the caller's state needs I/O
-                lowering = "unrolled"
-                notes.append("the model takes its state as input: streaming uses the unrolled lowering, state explicit")
+                lowering = "loop"
+                notes.append("the model takes its state as input: streaming uses the loop lowering, state explicit")
             lowered = lower(proto, lowering, streaming=True)
             art = Artifact(name, fmt, Precision.FP32, lowered.lowering, True, lowered.data,
                            notes=notes + list(lowered.notes))
