@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_lstm import feeds as feeds_mod
 from edge_lstm.artifact import Artifact, Failure
-from edge_lstm.errors import UnsupportedModel
+from edge_lstm.errors import ShapeError, UnsupportedModel
 from edge_lstm.spec import Precision
 
 if TYPE_CHECKING:
@@ -48,13 +48,8 @@ def whole_window(model: LoadedModel, proto: onnx.ModelProto, options: ExportOpti
         names = {p: f"{model.name}.{p.value}.{fmt}" for p in precisions_for(fmt, options)}
         if fmt == "onnx":
             out += [_onnx(name, proto, p, False, say) for p, name in names.items()]
-            continue
-        lowered = _lower(proto, options.recipe.lowering, False, list(names.values()), say)
-        if isinstance(lowered, list):
-            out += [_refused(n, fmt, p, options.recipe.lowering, False, lowered[0]) for p, n in names.items()]
-            continue
-        calib = _calibration(model, options) if Precision.INT8 in names else None
-        out += [_tflite(name, lowered, p, False, options, calib, say) for p, name in names.items()]
+        else:
+            out += _tflite_all(model, proto, None, names, options.recipe.lowering, [], options, say)
     return out
 
 
@@ -67,40 +62,67 @@ def streaming(model: LoadedModel, step: StreamingModel, options: ExportOptions, 
             out += [_onnx(name, step.proto, p, True, say) for p, name in names.items()]
             continue
         lowering, notes = options.recipe.lowering, []
-        if step.explicit_state and lowering == "fused":
+        if step.explicit_state and lowering in ("fused", "auto"):
             # the fused op keeps its state in variable tensors that start at zero; the caller's state needs I/O
-            lowering = "unrolled"
-            notes.append("the model takes its state as input: streaming uses the unrolled lowering, state explicit")
-        lowered = _lower(step.proto, lowering, True, list(names.values()), say)
-        if isinstance(lowered, list):
-            out += [_refused(n, fmt, p, lowering, True, lowered[0]) for p, n in names.items()]
-            continue
-        calib = None
-        if Precision.INT8 in names:
-            calib = step_calibration(step, _calibration(model, options), lowered, options.recipe.calibration_samples)
-        for p, name in names.items():
-            art = _tflite(name, lowered, p, True, options, calib, say)
-            art.notes[:0] = notes
-            out.append(art)
+            lowering = "loop"
+            notes.append("the model takes its state as input: streaming uses the loop lowering, state explicit")
+        out += _tflite_all(model, step.proto, step, names, lowering, notes, options, say)
     for art in out:
         art.notes.append("one time step per call; validated by feeding each window step by step")
     return out
+
+
+def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | None,
+                names: dict[Precision, str], lowering: str, notes: list[str], options: ExportOptions,
+                say: Progress) -> list[Artifact]:
+    """Every TFLite precision: one float lowering for fp32/fp16/dynamic-int8, one for int8 (which may differ)."""
+    out = []
+    lowered: dict[bool, LoweredTFLite | list[str]] = {}
+    for prec, name in names.items():
+        int8 = prec is Precision.INT8
+        if int8 not in lowered:
+            lowered[int8] = _lower(proto, lowering, step is not None, name, say, _micro(options), int8)
+        got = lowered[int8]
+        if isinstance(got, list):
+            out.append(_refused(name, "tflite", prec, lowering, step is not None, got[0]))
+            continue
+        calib = None
+        if int8:
+            calib = _calibration(model, options)
+            if step is not None:
+                calib = step_calibration(step, calib, got, options.recipe.calibration_samples)
+        art = _tflite(name, got, prec, step is not None, options, calib, say)
+        art.notes[:0] = notes
+        out.append(art)
+    return out
+
+
+def _micro(options: ExportOptions) -> bool:
+    """True when the export is for a microcontroller target (the auto lowering then takes the fused form)."""
+    if options.target is None:
+        return False
+    from edge_lstm.targets import load_target
+
+    return load_target(options.target).kind == "mcu"
 
 
 def _refused(name: str, fmt: str, prec: Precision, lowering: str | None, stream: bool, why: str) -> Artifact:
     return Artifact(name, fmt, prec, lowering, stream, b"", failures=[Failure("build", why)])
 
 
-def _lower(proto: onnx.ModelProto, lowering: str, stream: bool, names: list[str],
-           say: Progress) -> LoweredTFLite | list[str]:
+def _lower(proto: onnx.ModelProto, lowering: str, stream: bool, name: str, say: Progress, micro: bool,
+           int8: bool) -> LoweredTFLite | list[str]:
     """The float TFLite lowering, or ``[reason]`` when the lowering refuses the graph."""
     from edge_lstm.lower.tflite import lower
 
-    say(f"lowering to TFLite for {', '.join(names)}")
+    say(f"lowering to TFLite ({lowering}) for {name}")
     try:
-        return lower(proto, lowering, streaming=stream)
+        return lower(proto, lowering, streaming=stream, micro=micro,
+                     precision=Precision.INT8 if int8 else Precision.FP32)
     except UnsupportedModel as e:
         return [e.render()]
+    except ShapeError as e:  # the inputs passed every check and the reference ran: the lowering is what failed
+        return [f"The TFLite lowering cannot express this graph: {e.message}"]
 
 
 def _onnx(name: str, proto: onnx.ModelProto, prec: Precision, stream: bool, say: Progress) -> Artifact:

@@ -16,13 +16,15 @@ OP = schema.BuiltinOperator
 class Context:
     """Maps ONNX value names to TFLite tensors and emits operators through a :class:`ModelWriter`."""
 
-    def __init__(self, graph: Graph, lowering: str) -> None:
+    def __init__(self, graph: Graph, lowering: str, int8: bool = False) -> None:
         self.graph = graph
-        self.lowering = lowering
+        self.lowering = lowering  #: "fused", "loop" or "unrolled"
+        self.int8 = int8  #: the model will be quantized to full int8: only ops TFLite's quantizer takes
         self.writer = ModelWriter()
         self.values: dict[str, TensorRef] = {}
         self.notes: list[str] = []
         self.used_lowerings: set[str] = set()
+        self.variable_state = False  #: a fused op keeps its state in variable tensors
         self._const_cache: dict[tuple[int, str, bytes, tuple[int, ...]], TensorRef] = {}
         #: ids of ONNX nodes already lowered as part of another node's lowering (a WHILE loop over layers)
         self.done: set[int] = set()

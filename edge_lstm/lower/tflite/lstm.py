@@ -1,20 +1,24 @@
-"""Lower ONNX ``LSTM`` and ``GRU`` nodes: fused TFLite LSTM ops, or unrolled plain ops.
+"""Lower ONNX ``LSTM`` and ``GRU`` nodes: fused TFLite LSTM ops, a WHILE loop, or every step written out.
 
 *Fused*: one ``UNIDIRECTIONAL_SEQUENCE_LSTM`` per direction, weights stored once,
 state in variable tensors; a reverse direction runs between two ``REVERSE_V2``
-ops, so TFLite Micro (which has no bidirectional kernel) runs it too.
+ops, so TFLite Micro (which has no bidirectional kernel) runs it too. GRUs and
+LSTMs the fused op cannot express (explicit state) go to the loop, with a note.
 
-*Unrolled* (the only form for GRU): with more than one time step, a TFLite
-``WHILE`` loop whose body advances every stacked layer a few time steps (see
-:mod:`.loop`); the weights are written once and the body's ops use them at
-every step. With one time step (streaming models), and for GRUs and
-explicit-state LSTMs that the *fused* lowering falls back on, the steps are
-written out: one fully-connected op computes the input projection of every
-time step at once; each step then costs one fully-connected op on the state,
-with that step's input projection as its (run-time) bias, plus elementwise
-ops. XNNPACK leaves a fully-connected op with a run-time bias to the builtin
-kernel, which reads the one shared weight matrix (a delegated op would get a
-private packed copy per step).
+*Loop* (the ``loop`` lowering, and the fused lowering's fallback): with more
+than one time step, a TFLite ``WHILE`` loop whose body advances every stacked
+layer a few time steps (see :mod:`.loop`); the weights are written once and the
+body's ops use them at every step. With one time step (streaming models) the
+step is written out directly.
+
+*Unrolled* (only when asked): the steps are written out: one fully-connected op
+computes the input projection of every time step at once; each step then costs
+one fully-connected op on the state, with that step's input projection as its
+(run-time) bias, plus elementwise ops. XNNPACK leaves a fully-connected op with
+a run-time bias to the builtin kernel, which reads the one shared weight matrix
+(a delegated op would get a private packed copy per step). A one-step graph
+uses a fully-connected op plus an ``ADD`` instead, which TFLite's integer
+quantizer takes (it wants constant, 1-D biases).
 
 Batch is 1 (the graph was prepared with batch 1), so ``[T, 1, F]`` and
 ``[1, T, F]`` have the same memory order and differ only by a reshape.
@@ -124,23 +128,26 @@ def _bind_outputs(ctx: Context, rec: Recurrent, seqs: list[TensorRef], finals: l
 
 
 def lower_lstm(ctx: Context, node: onnx.NodeProto) -> None:
-    """Lower an ONNX LSTM fused when asked and possible, else unrolled (with a note saying why)."""
+    """Lower an ONNX LSTM fused when asked and possible, else as a loop or unrolled (with a note saying why)."""
     rec = _parse(ctx, node, 4)
     h0, c0 = _initial(ctx, rec, 5, "hidden"), _initial(ctx, rec, 6, "cell")
     peep = ctx.const(node.input[7]) if len(node.input) > 7 and node.input[7] else None
-    if ctx.lowering == "fused":
+    mode = ctx.lowering
+    if mode == "fused":
         why = _fused_blocker(ctx, rec, h0, c0)
         if why is None:
             _fused_lstm(ctx, rec, peep)
             ctx.used_lowerings.add("fused")
+            ctx.variable_state = True
             return
-        ctx.notes.append(f"LSTM '{node.name}': {why}; lowered unrolled.")
-    require(peep is None or not np.any(peep), node, "peephole connections in the unrolled form")
-    if ctx.lowering == "unrolled" and rec.steps > 1:
+        ctx.notes.append(f"LSTM '{node.name}': {why}; lowered as a loop.")
+        mode = "loop"
+    require(peep is None or not np.any(peep), node, "peephole connections outside the fused form")
+    if mode == "loop" and rec.steps > 1:
         _looped(ctx, rec)
     else:
         _unrolled_lstm(ctx, rec, h0, c0)
-    ctx.used_lowerings.add("unrolled")
+    ctx.used_lowerings.add(mode)
 
 
 def _fused_blocker(ctx: Context, rec: Recurrent, h0: object, c0: object) -> str | None:
@@ -233,7 +240,7 @@ def _unrolled_lstm(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0
         hc = (_state_tensor(ctx, h0, d, tag + "_h0"), _state_tensor(ctx, c0, d, tag + "_c0"))
         times = range(rec.steps - 1, -1, -1) if rec.is_reversed(d) else range(rec.steps)
         for t in times:
-            hc = lstm_step(ctx, xs[t], hc, r, f"{tag}_t{t}")
+            hc = lstm_step(ctx, xs[t], hc, r, f"{tag}_t{t}", runtime_bias=rec.steps > 1)
             hs[t] = hc[0]
         assert hc[0] is not None and hc[1] is not None
         if ctx.graph.used(rec.node.output[0]):
@@ -278,14 +285,16 @@ def lstm_step(
 
 
 def lower_gru(ctx: Context, node: onnx.NodeProto) -> None:
-    """Lower an ONNX GRU unrolled (TFLite has no fused GRU op)."""
+    """Lower an ONNX GRU as a loop (or unrolled when asked): TFLite has no fused GRU op."""
     rec = _parse(ctx, node, 3)
-    if ctx.lowering == "fused":
-        ctx.notes.append(f"GRU '{node.name}': GRU has no fused TFLite op; lowered unrolled.")
+    mode = ctx.lowering
+    if mode == "fused":
+        ctx.notes.append(f"GRU '{node.name}': TFLite has no fused GRU op; lowered as a loop.")
+        mode = "loop"
     h0 = _initial(ctx, rec, 5, "hidden")
-    if ctx.lowering == "unrolled" and rec.steps > 1:
+    ctx.used_lowerings.add(mode)
+    if mode == "loop" and rec.steps > 1:
         _looped(ctx, rec)
-        ctx.used_lowerings.add("unrolled")
         return
     lbr = bool(attr(node, "linear_before_reset", 0))
     h, name = rec.hidden, rec.node.name or rec.node.output[0]
@@ -306,14 +315,13 @@ def lower_gru(ctx: Context, node: onnx.NodeProto) -> None:
         state = _state_tensor(ctx, h0, d, tag + "_h0")
         times = range(rec.steps - 1, -1, -1) if rec.is_reversed(d) else range(rec.steps)
         for t in times:
-            state = gru_step(ctx, (xzr[t], xn[t]), state, weights, lbr, f"{tag}_t{t}")
+            state = gru_step(ctx, (xzr[t], xn[t]), state, weights, lbr, f"{tag}_t{t}", runtime_bias=rec.steps > 1)
             hs[t] = state
         assert state is not None
         if ctx.graph.used(node.output[0]):
             seqs.append(ctx.concat([s for s in hs if s is not None], 0, tag + "_y"))
         finals.append(state)
     _bind_outputs(ctx, rec, seqs, [finals])
-    ctx.used_lowerings.add("unrolled")
 
 
 def gru_step(
