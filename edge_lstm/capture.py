@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 OPSET = 17
 
 
-def to_onnx(model: LoadedModel, dynamic_batch: bool = True) -> onnx.ModelProto:
-    """Export the whole-window (stateless or explicit-state) model to ONNX."""
+def to_onnx(model: LoadedModel | StreamingModel, dynamic_batch: bool = True) -> onnx.ModelProto:
+    """Export the whole-window (stateless or explicit-state) model to ONNX; a one-step model is its graph."""
+    from edge_lstm.streaming import StreamingModel
+
+    if isinstance(model, StreamingModel):
+        return model.proto
     return _export(model.module, model.inputs, list(model.outputs), dynamic_batch)
 
 

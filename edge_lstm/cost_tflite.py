@@ -50,7 +50,7 @@ def tflite_cost(data: bytes) -> Cost:
         steps = _input_steps(g)
         recurrent = macs
     return Cost(
-        format="tflite", precision=_precision(g, weights), params=params, weight_bytes=stored, macs=macs,
+        format="tflite", precision=_precision(g, weights, const), params=params, weight_bytes=stored, macs=macs,
         macs_per_step=recurrent // max(steps, 1), elementwise_ops=sum(layer.elementwise_ops for layer in layers),
         time_steps=max(steps, 1), layers=tuple(layers),
     )
@@ -88,9 +88,9 @@ def _input_steps(g: Subgraph) -> int:
     return int(shape[1]) if shape is not None and len(shape) == 3 else 1
 
 
-def _precision(g: Subgraph, weights: list[Tensor]) -> str:
-    x = g.tensors[g.inputs[0]] if g.inputs else None
-    if x is not None and x.type in (9, 3):
+def _precision(g: Subgraph, weights: list[Tensor], const: set[int]) -> str:
+    # full integer: activations (non-constant tensors) are quantized int8; hybrid keeps them float
+    if any(t.type in (9, 3) and t.scale for i, t in enumerate(g.tensors) if i not in const):
         return "int8"
     types = [t.type for t in weights]
     if 9 in types or 3 in types:

@@ -151,10 +151,7 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
         q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200)
     except UnsupportedModel as e:
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
-    notes = list(q.notes)
-    if use is not None and use.random:
-        notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges may not match real inputs")
-    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=notes, io_quant=dict(q.io_quant),
+    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=list(q.notes), io_quant=dict(q.io_quant),
                     float_layers=list(q.float_layers), calibration=use.describe() if use is not None else None)
 
 

@@ -134,11 +134,27 @@ def _build(flow: Flow) -> StreamingModel:
     for link in links:
         if link.node != "explicit":
             g.output.append(helper.make_tensor_value_info(link.output, onnx_float(), None))
+    _drop_dead(g)
     model = _infer(flow.model)
     inputs, outputs = _io_specs(model)
     sm = StreamingModel(model, flow.x, flow.time_axis, tuple(links), output_axes, inputs, outputs)
     _set_meta(model, METADATA_KEY, json.dumps(sm.to_dict()))
     return sm
+
+
+def _drop_dead(g: Any) -> None:
+    """Remove nodes and initializers nothing reads any more (the zero-state subgraphs the state inputs replace)."""
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        live = [n for n in g.node if any(o in used for o in n.output)]
+        if len(live) == len(g.node):
+            break
+        del g.node[:]
+        g.node.extend(live)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
 
 
 def onnx_float() -> int:
