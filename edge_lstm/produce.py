@@ -151,7 +151,8 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
         q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200)
     except UnsupportedModel as e:
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
-    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=list(q.notes), io_quant=dict(q.io_quant),
+    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=list(q.notes),
+                    io_quant=dict(q.io_quant),
                     float_layers=list(q.float_layers), calibration=use.describe() if use is not None else None)
 
 

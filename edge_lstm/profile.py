@@ -95,8 +95,10 @@ def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] 
     ``input_shapes`` and ``trust_pickle`` apply to PyTorch model files only (see :func:`edge_lstm.load.load`).
     """
     if fmt == "onnx":
-        import onnx
-
+        try:
+            import onnx
+        except ImportError:  # a device with onnxruntime only
+            return _ort_input_specs(path)
         proto = onnx.load(str(path), load_external_data=False)
         inits = {i.name for i in proto.graph.initializer}
         out = []
@@ -120,6 +122,14 @@ def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] 
 
     model_pt = load(path, list(input_shapes) or None, trust_pickle)
     return [(t.name, t.concrete(1), t.dtype) for t in model_pt.inputs.inputs]
+
+
+def _ort_input_specs(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """Input specs from ONNX Runtime itself, where the ``onnx`` package is not installed."""
+    from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(path) as r:
+        return [(t.name, t.concrete(1), t.dtype) for t in r.inputs]
 
 
 def make_feed(specs: list[tuple[str, tuple[int, ...], str]], samples: int, seed: int) -> dict[str, np.ndarray]:
@@ -196,8 +206,16 @@ def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteCo
 
 def _static(path: Path, fmt: str) -> tuple[dict[str, Any] | None, dict[str, int]]:
     if fmt == "onnx":
-        c = cost_mod.cost_of(path)
-        return (c.to_dict() if c else None), cost_mod.onnx_sizes(path)
+        try:
+            c = cost_mod.cost_of(path)
+            return (c.to_dict() if c else None), cost_mod.onnx_sizes(path)
+        except ImportError:  # a device with onnxruntime only: no MACs, sizes from the wire format
+            from edge_lstm.onnx_read import initializer_bytes
+
+            data = path.read_bytes()
+            weights = initializer_bytes(data)
+            return None, {"file_bytes": len(data), "weights_bytes": weights, "graph_bytes": len(data) - weights,
+                          "external_data_bytes": 0}
     if fmt == "tflite":
         from edge_lstm.cost_tflite import tflite_cost, tflite_sizes
 
@@ -265,7 +283,7 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "kind": "profile",
         "tool": {"name": "edge-lstm", "version": __version__},
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 - 3.10
         "host": host_info(), "where": remote.host if remote else "host",
         "options": asdict(options), "artifacts": artifacts, "target": None, "compare": None,
     }
