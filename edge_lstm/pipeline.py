@@ -228,24 +228,41 @@ def _target(options: ExportOptions) -> Any:
 
 
 def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any, say: Progress) -> dict[str, Any]:
-    """Profile each staged artifact in a fresh process; paths in the result point at the published files."""
+    """Profile each staged artifact in a fresh process; paths in the result point at the published files.
+
+    For a microcontroller target, TFLite artifacts TFLite Micro can run are profiled on it (the arena is
+    measured there), and a budget counts only when the artifact also validated on TFLite Micro.
+    """
     from edge_lstm.profile import ProfileOptions, apply_target, profile
 
+    mcu = target is not None and target.kind == "mcu"
     entries: list[dict[str, Any]] = []
     rep: dict[str, Any] = {}
     for art in artifacts:
-        say(f"profiling {art.filename}")
-        opts = ProfileOptions(streaming=art.streaming, runs=100, warmup=10)
+        tflm = mcu and "tflm" in [v.runtime for v in art.validations]
+        say(f"profiling {art.filename}" + (" on TFLite Micro" if tflm else ""))
+        opts = ProfileOptions(runtime="tflm" if tflm else "auto", streaming=art.streaming, runs=100, warmup=10)
         rep = profile([stage / art.filename], opts)
         for entry in rep["artifacts"]:
             entry["path"] = str(out_dir / art.filename)
             entry["precision"] = art.precision.value
+            _tflm_verdict(entry, art)
         entries += rep["artifacts"]
     rep["artifacts"] = entries
     rep.setdefault("options", {})["streaming"] = None  # per artifact
     if target is not None:
         apply_target(rep, target)
     return rep
+
+
+def _tflm_verdict(entry: dict[str, Any], art: Artifact) -> None:
+    """A TFLite Micro run is correct only if the artifact also passed its validation on TFLite Micro."""
+    check = entry.get("outputs_check")
+    if entry.get("runtime") != "tflm" or check is None:
+        return
+    tflm = [v for v in art.validations if v.runtime == "tflm"]
+    check["validated_on_tflm"] = bool(tflm) and all(v.passed for v in tflm)
+    check["correct"] = bool(check.get("correct")) and check["validated_on_tflm"]
 
 
 def _check_request(options: ExportOptions) -> None:
