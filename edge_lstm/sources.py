@@ -108,10 +108,10 @@ def load_onnx(path: str | Path, input_shapes: list[tuple[int, ...]] | None = Non
         raise InputFileError(f"'{p}' looks like an ONNX model but cannot be read: {e}.",
                              "The file may be truncated or corrupted; export it again.") from e
     _load_external(proto, p)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)  # as written
     notes = _normalise(proto, p)
     inputs = _inputs(proto, input_shapes, p)
     _fix_dims(proto, inputs)
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     model = OnnxModel(
         cast(Any, None), "onnx", p.stem.split(".")[0], inputs, _outputs(proto, inputs), source=p,
         metadata={"producer": f"{proto.producer_name} {proto.producer_version}".strip(), "opset": opset},
