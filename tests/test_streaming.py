@@ -27,7 +27,7 @@ REFUSED = {
 STREAMS = [n for n in zoo.ZOO if n not in REFUSED and not zoo.ZOO[n].dtypes and n != "proj_size"]
 
 
-def _model(name: str, form: str, tmp_path: Path):  # noqa: ANN202 - a LoadedModel
+def _model(name: str, form: str, tmp_path: Path):
     path, shapes = zoo.save(name, form, tmp_path)
     return load(path, None if form == "pt2" else shapes, trust_pickle=True)
 

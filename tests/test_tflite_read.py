@@ -25,7 +25,7 @@ def _artifacts() -> dict[str, bytes]:
     }
 
 
-def capture_step(name: str):  # noqa: ANN201 - an onnx.ModelProto
+def capture_step(name: str):
     from edge_lstm import capture
 
     c = case(name)
@@ -46,8 +46,9 @@ def test_every_field_matches_the_schema_module(kind: str) -> None:
     for sub, rsub in zip(mine.subgraphs, ref.subgraphs, strict=True):
         assert sub.inputs == list(rsub.inputs) and sub.outputs == list(rsub.outputs)
         for t, rt in zip(sub.tensors, rsub.tensors, strict=True):
+            shape = list(rt.shape) if rt.shape is not None else []
             assert (t.shape, t.type, t.buffer, t.name, t.is_variable) == (
-                list(rt.shape) if rt.shape is not None else [], rt.type, rt.buffer, (rt.name or b"").decode(), rt.isVariable)
+                shape, rt.type, rt.buffer, (rt.name or b"").decode(), rt.isVariable)
             q = rt.quantization
             assert t.scale == (list(q.scale) if q is not None and q.scale is not None else [])
             assert t.zero_point == (list(q.zeroPoint) if q is not None and q.zeroPoint is not None else [])
