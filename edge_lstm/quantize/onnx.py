@@ -155,6 +155,7 @@ def to_fp16(proto: onnx.ModelProto) -> QuantizedArtifact:
     _keep_io_float32(model)
     del model.graph.value_info[:]
     fallback = _ort_fp32_nodes(model)
+    fallback += _movement_next_to(model, set(fallback))
     if fallback:
         _wrap_in_fp32(model, set(fallback))
         _drop_cast_round_trips(model)
@@ -280,6 +281,42 @@ def _ort_fp32_nodes(model: onnx.ModelProto) -> list[str]:
     ]
     known = {n.name for n in model.graph.node}
     return [n for n in dict.fromkeys(names) if n in known]
+
+
+#: ops that only move or select values: they run in whichever precision their neighbours compute in
+_MOVEMENT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Gather", "Concat",
+                 "Split", "Expand", "Tile")
+
+
+def _movement_next_to(model: onnx.ModelProto, fp32: set[str]) -> list[str]:
+    """Data-movement nodes that read from or feed the float32-computing ``fp32`` nodes: they join them.
+
+    A float16 ``Transpose`` whose output is cast to float32 for a ``MatMul`` crashes ONNX Runtime's session
+    optimizer (level "all", a segfault at load; seen with 1.2x on a bidirectional LSTM's head), and a cast each
+    side of a reshape is wasted work anyway. So a movement op next to a float32 node computes in float32 too,
+    and the Casts move to the edge of the float32 region.
+    """
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    joined: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n.op_type not in _MOVEMENT_OPS or n.name in fp32:
+                continue
+            feeds_fp32 = any(u.name in fp32 for o in n.output for u in consumers.get(o, []))
+            ins = [producer[i] for i in n.input[:1] if i in producer]
+            reads_fp32 = bool(ins) and all(p.name in fp32 for p in ins)
+            if feeds_fp32 or reads_fp32:
+                fp32.add(n.name)
+                joined.append(n.name)
+                changed = True
+    return joined
 
 
 def _wrap_in_fp32(model: onnx.ModelProto, names: set[str]) -> None:
