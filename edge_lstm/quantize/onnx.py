@@ -84,6 +84,7 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     _refuse_subgraphs(proto)
     model = onnx.ModelProto()
     model.CopyFrom(proto)
+    _constants_to_initializers(model)
     names = _name_nodes(model)
     lstms = [n for op, n in names if op == "LSTM"]
     floats = [f"{op} '{n}'" for op, n in names if op in _WEIGHT_OPS and op != "LSTM"]
@@ -110,6 +111,26 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     total = max(1, sum(weights.values()))
     notes = [_float_reason(f, weights.get(f.split("'")[1], 0), total) for f in floats]
     return QuantizedArtifact(out.SerializeToString(), Precision.DYNAMIC_INT8, notes, floats)
+
+
+def _constants_to_initializers(model: onnx.ModelProto) -> None:
+    """``Constant`` nodes holding tensors become initializers.
+
+    ONNX Runtime's LSTM quantizer quantizes only weights that are initializers and
+    silently leaves an LSTM whose weights come from ``Constant`` nodes (as some
+    exporters write them) in float32.
+    """
+    keep = []
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is None or not value.dims:
+            keep.append(node)
+            continue
+        init = model.graph.initializer.add()
+        init.CopyFrom(value)
+        init.name = node.output[0]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 def _name_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:

@@ -143,14 +143,15 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
     converted = 0
     for graph in model.subgraphs:
         used = {i for op in graph.operators for i in op.inputs if i >= 0}
+        weights = _weight_inputs(model, graph)
         first = []
         for index in sorted(used):
             tensor = graph.tensors[index]
             arr = _const(model, tensor)
-            if arr is None or arr.size < _MIN_FP16_ELEMENTS:
+            if arr is None or (arr.size < _MIN_FP16_ELEMENTS and index not in weights):
                 continue
             half = s.TensorT()
-            half.name, half.shape, half.type = tensor.name + b"_fp16", list(tensor.shape), s.TensorType.FLOAT16
+            half.name, half.shape, half.type = (tensor.name or b"w") + b"_fp16", list(tensor.shape), s.TensorType.FLOAT16
             _set_data(model, half, arr.astype(np.float16))
             graph.tensors.append(half)
             tensor.buffer = 0  # now produced by the DEQUANTIZE op
@@ -165,6 +166,18 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
     return QuantizedArtifact(data, Precision.FP16, [
         f"{converted} weight tensors stored as float16 and expanded by DEQUANTIZE at load; compute is float32.",
     ])
+
+
+def _weight_inputs(model: Any, graph: Any) -> set[int]:
+    """Tensors read in a weight slot (a fully-connected op's matrix, an LSTM's gate weights, ...)."""
+    from edge_lstm.quantize.check import _TFLITE_WEIGHTS
+
+    out: set[int] = set()
+    for op in graph.operators:
+        for slot in _TFLITE_WEIGHTS.get(_op_name(model, op), ()):
+            if slot < len(op.inputs) and op.inputs[slot] >= 0:
+                out.add(int(op.inputs[slot]))
+    return out
 
 
 def _drop_unused_buffers(model: Any) -> Any:
