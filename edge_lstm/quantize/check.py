@@ -124,6 +124,8 @@ def _onnx_stored(name: str, inits: dict[str, Any], producer: dict[str, Any]) -> 
         if name in inits:
             return inits[name]
         node = producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            return next((a.t for a in node.attribute if a.name == "value"), None)
         if node is None or node.op_type not in ("Cast", "DequantizeLinear", "Transpose", "Identity"):
             return None
         name = node.input[0]
