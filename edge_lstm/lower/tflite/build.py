@@ -19,7 +19,8 @@ _REASONS = {
 }
 
 
-def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False) -> LoweredTFLite:
+def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False,
+          micro: bool = False) -> LoweredTFLite:
     """Lower ``proto`` with ``lowering`` ("fused" | "loop" | "unrolled"); see :func:`edge_lstm.lower.tflite.lower`."""
     graph = prepare(proto)
     notes: list[str] = []
@@ -29,7 +30,7 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
             f"Streaming: state inputs {', '.join(removed)} became variable tensors; the state persists across "
             "invoke() calls until reset_all_variables()."
         )
-    ctx = Context(graph, lowering, int8=int8)
+    ctx = Context(graph, lowering, int8=int8, micro=micro)
     inputs = [ctx.output(name, dtype=graph.dtypes.get(name, np.float32)) for name in graph.inputs]
     for node in graph.nodes:
         if id(node) not in ctx.done:

@@ -16,10 +16,11 @@ OP = schema.BuiltinOperator
 class Context:
     """Maps ONNX value names to TFLite tensors and emits operators through a :class:`ModelWriter`."""
 
-    def __init__(self, graph: Graph, lowering: str, int8: bool = False) -> None:
+    def __init__(self, graph: Graph, lowering: str, int8: bool = False, micro: bool = False) -> None:
         self.graph = graph
         self.lowering = lowering  #: "fused", "loop" or "unrolled"
         self.int8 = int8  #: the model will be quantized to full int8: only ops TFLite's quantizer takes
+        self.micro = micro  #: the artifact is for TFLite Micro: only ops it has kernels for
         self.writer = ModelWriter()
         self.values: dict[str, TensorRef] = {}
         self.notes: list[str] = []

@@ -18,6 +18,7 @@ from edge_lstm.errors import UnsupportedOp
 from edge_lstm.lower.tflite import lstm
 from edge_lstm.lower.tflite.context import OP, Context
 from edge_lstm.lower.tflite.graph import FC_OP, attr, require
+from edge_lstm.lower.tflite.recurrent import is_projected_scan
 
 Lowering = Callable[[Context, onnx.NodeProto], None]
 
@@ -205,6 +206,13 @@ def _split(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.bind(name, ref)
 
 
+def _scan(ctx: Context, node: onnx.NodeProto) -> None:
+    """The Scan a projected LSTM is captured as; any other Scan is outside the table."""
+    if not is_projected_scan(node):
+        raise UnsupportedOp(node.name or node.output[0], "Scan", SUPPORTED_OPS, target="TFLite")
+    lstm.lower_recurrent(ctx, node)
+
+
 OP_TABLE: dict[str, Lowering] = {
     "Add": _binary(OP.ADD),
     "Sub": _binary(OP.SUB),
@@ -233,12 +241,15 @@ OP_TABLE: dict[str, Lowering] = {
     "LayerNormalization": _layer_norm,
     "Concat": _concat,
     "Split": _split,
-    "LSTM": lstm.lower_lstm,
-    "GRU": lstm.lower_gru,
+    "LSTM": lstm.lower_recurrent,
+    "GRU": lstm.lower_recurrent,
+    "RNN": lstm.lower_recurrent,
+    "Scan": _scan,
 }
 
 #: ONNX op types a user's graph may contain (internal fused ops excluded)
-SUPPORTED_OPS: tuple[str, ...] = tuple(sorted([*(k for k in OP_TABLE if k != FC_OP), "Erf (as part of GELU)"]))
+SUPPORTED_OPS: tuple[str, ...] = tuple(sorted([*(k for k in OP_TABLE if k not in (FC_OP, "Scan")),
+                                               "Erf (as part of GELU)", "Scan (a projected LSTM's)"]))
 
 
 def lower_node(ctx: Context, node: onnx.NodeProto) -> None:
