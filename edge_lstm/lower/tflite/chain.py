@@ -117,7 +117,7 @@ def _stacked_on(ctx: Context, below: Recurrent) -> tuple[Recurrent, list[onnx.No
 
 def _ensure(ctx: Context, name: str) -> None:
     """Lower the nodes computing ``name`` now (a stacked layer's initial state, needed before the loop)."""
-    if not name or name in ctx.values or ctx.const(name) is not None:
+    if not name or ctx.known(name) or ctx.const(name) is not None:
         return
     from edge_lstm.lower.tflite.ops import lower_node
 

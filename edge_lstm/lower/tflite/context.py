@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,11 @@ class Context:
         self._const_cache: dict[tuple[int, str, bytes, tuple[int, ...]], TensorRef] = {}
         #: ids of ONNX nodes already lowered as part of another node's lowering (a WHILE loop over layers)
         self.done: set[int] = set()
+        #: ONNX values whose tensor is written only when something reads it (an NCHW view of a conv's output)
+        self.lazy: dict[str, Callable[[], TensorRef]] = {}
+        #: channels-last twins of NCHW/NCW values: ``[N, H, W, C]`` (``[N, 1, W, C]`` for 1-D), as TFLite's
+        #: convolutions and pools take them, so a chain of them transposes only at its ends
+        self.nhwc: dict[str, TensorRef] = {}
 
     # ---- values -------------------------------------------------------------------------
     def const(self, name: str) -> np.ndarray | None:
@@ -42,7 +48,9 @@ class Context:
         return self.graph.shapes[name]
 
     def tensor(self, name: str) -> TensorRef:
-        """The TFLite tensor holding an ONNX value; constants are written on first use."""
+        """The TFLite tensor holding an ONNX value; constants and lazy values are written on first use."""
+        if name not in self.values and name in self.lazy:
+            self.values[name] = self.lazy.pop(name)()
         if name not in self.values:
             arr = self.graph.consts[name]
             if arr.dtype == np.float64:
@@ -77,6 +85,10 @@ class Context:
     def bind(self, name: str, ref: TensorRef) -> None:
         """Make the ONNX value ``name`` an alias of an existing tensor."""
         self.values[name] = ref
+
+    def known(self, name: str) -> bool:
+        """True when ``name`` has a tensor already (or will on first read)."""
+        return name in self.values or name in self.lazy
 
     # ---- emitting ------------------------------------------------------------------------
     def op(self, code: int, inputs: list[TensorRef | None], outputs: list[TensorRef], options: Any = None) -> None:

@@ -152,7 +152,7 @@ def _unrolled(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0: np.
     """Every step written out (or the one step of a streaming graph)."""
     x = ctx.reshape(rc.x_time_major(ctx, rec), (rec.steps * rec.batch, ctx.shape(rec.x)[-1]), rec.x + "_rows")
     seqs, finals_h, finals_c = [], [], []
-    runtime_bias = rec.steps > 1
+    runtime_bias = rec.steps > 1 and rec.batch == 1  # a run-time bias is one row: batch 1 only
     for d in range(rec.directions):
         tag = f"{rec.name}_d{d}"
         w, b, weights = step_weights(ctx, rec, d, tag)
