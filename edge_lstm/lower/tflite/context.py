@@ -91,9 +91,11 @@ class Context:
         return name in self.values or name in self.lazy
 
     # ---- emitting ------------------------------------------------------------------------
-    def op(self, code: int, inputs: list[TensorRef | None], outputs: list[TensorRef], options: Any = None) -> None:
+    def op(self, code: int, inputs: list[TensorRef | None], outputs: list[TensorRef], options: Any = None,
+           version: int = 1) -> None:
         """Emit one operator; ``None`` inputs are written as absent (-1)."""
-        self.writer.add_op(code, [-1 if t is None else t.index for t in inputs], [t.index for t in outputs], options)
+        self.writer.add_op(code, [-1 if t is None else t.index for t in inputs], [t.index for t in outputs], options,
+                           version)
 
     def unary(self, code: int, x: TensorRef, hint: str, options: Any = None) -> TensorRef:
         """Emit an elementwise op with one input; returns its output."""

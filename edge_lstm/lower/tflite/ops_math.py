@@ -163,7 +163,8 @@ def _expand(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.bind(out, ctx.reshape(x, shape, out))
         return
     y = ctx.output(out, dtype=_dtype(ctx, x))
-    ctx.op(OP.BROADCAST_TO, [x, ctx.int32(out + "_shape", list(shape))], [y], schema.BroadcastToOptionsT())
+    # version 2: TFLite registers BROADCAST_TO from version 2 (1 was the converter's flex fallback)
+    ctx.op(OP.BROADCAST_TO, [x, ctx.int32(out + "_shape", list(shape))], [y], schema.BroadcastToOptionsT(), version=2)
 
 
 def _tile(ctx: Context, node: onnx.NodeProto) -> None:
