@@ -93,7 +93,7 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
 
     if has_projection(module):
         module = unroll_projections(module)
-    args = tuple(torch.zeros(*t.concrete(1)) for t in inputs.inputs)
+    args = tuple(torch.zeros(*t.concrete(1), dtype=getattr(torch, t.dtype, torch.float32)) for t in inputs.inputs)
     dynamic_axes: dict[str, dict[int, str]] = {}
     if dynamic_batch:
         for t in (*inputs.inputs, *outputs):

@@ -8,6 +8,9 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+#: doc_string prefix of the ONNX Scan a projected LSTM layer direction is captured as; JSON metadata follows
+PROJECTION_TAG = "edge-lstm:lstm-projection "
+
 if TYPE_CHECKING:
     import torch
     from torch import nn

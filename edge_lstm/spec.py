@@ -114,13 +114,19 @@ class Tolerance:
     """When an artifact's outputs count as equal to the reference.
 
     An element fails only when it exceeds both ``atol`` and ``rtol * |ref|``.
-    For quantized artifacts the element rule is off (``elementwise=False``) and the
-    aggregate gates decide: cosine similarity, relative L2 error, PSNR, and the drop
-    of the task metric when labelled data is given.
+    ``magnitude`` scales the absolute tolerance with the output: the effective
+    ``atol`` is ``max(atol, magnitude * max|ref|)`` per output, so an output in the
+    tens gets the absolute slack its precision can represent there (float16 keeps
+    11 significant bits: a value near 20 is stored to within about 0.005).
+    For int8 artifacts the element rule is off (``elementwise=False``) and the
+    aggregate gates decide: cosine similarity, relative L2 error, PSNR (relative
+    to the output's peak), and the drop of the task metric when labelled data is
+    given; all of them are independent of the output's scale.
     """
 
     atol: float = 1e-5
     rtol: float = 1e-5
+    magnitude: float | None = None  #: atol grows to this fraction of the output's peak absolute value
     elementwise: bool = True
     min_cosine: float | None = None
     max_rel_l2: float | None = None
@@ -135,11 +141,16 @@ class Tolerance:
             return self
         return replace(self, **{k: v for k, v in over.items() if k != "per_output"})  # type: ignore[arg-type]
 
+    def atol_for(self, peak: float) -> float:
+        """The absolute tolerance for an output whose largest absolute reference value is ``peak``."""
+        return self.atol if self.magnitude is None else max(self.atol, self.magnitude * peak)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d: dict[str, Any] = {
             "atol": self.atol,
             "rtol": self.rtol,
+            "magnitude": self.magnitude,
             "elementwise": self.elementwise,
             "min_cosine": self.min_cosine,
             "max_rel_l2": self.max_rel_l2,

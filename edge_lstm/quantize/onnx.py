@@ -84,6 +84,7 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     _refuse_subgraphs(proto)
     model = onnx.ModelProto()
     model.CopyFrom(proto)
+    _constants_to_initializers(model)
     names = _name_nodes(model)
     lstms = [n for op, n in names if op == "LSTM"]
     floats = [f"{op} '{n}'" for op, n in names if op in _WEIGHT_OPS and op != "LSTM"]
@@ -110,6 +111,26 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     total = max(1, sum(weights.values()))
     notes = [_float_reason(f, weights.get(f.split("'")[1], 0), total) for f in floats]
     return QuantizedArtifact(out.SerializeToString(), Precision.DYNAMIC_INT8, notes, floats)
+
+
+def _constants_to_initializers(model: onnx.ModelProto) -> None:
+    """``Constant`` nodes holding tensors become initializers.
+
+    ONNX Runtime's LSTM quantizer quantizes only weights that are initializers and
+    silently leaves an LSTM whose weights come from ``Constant`` nodes (as some
+    exporters write them) in float32.
+    """
+    keep = []
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is None or not value.dims:
+            keep.append(node)
+            continue
+        init = model.graph.initializer.add()
+        init.CopyFrom(value)
+        init.name = node.output[0]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 def _name_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -155,6 +176,7 @@ def to_fp16(proto: onnx.ModelProto) -> QuantizedArtifact:
     _keep_io_float32(model)
     del model.graph.value_info[:]
     fallback = _ort_fp32_nodes(model)
+    fallback += _movement_next_to(model, set(fallback))
     if fallback:
         _wrap_in_fp32(model, set(fallback))
         _drop_cast_round_trips(model)
@@ -280,6 +302,42 @@ def _ort_fp32_nodes(model: onnx.ModelProto) -> list[str]:
     ]
     known = {n.name for n in model.graph.node}
     return [n for n in dict.fromkeys(names) if n in known]
+
+
+#: ops that only move or select values: they run in whichever precision their neighbours compute in
+_MOVEMENT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Gather", "Concat",
+                 "Split", "Expand", "Tile")
+
+
+def _movement_next_to(model: onnx.ModelProto, fp32: set[str]) -> list[str]:
+    """Data-movement nodes that read from or feed the float32-computing ``fp32`` nodes: they join them.
+
+    A float16 ``Transpose`` whose output is cast to float32 for a ``MatMul`` crashes ONNX Runtime's session
+    optimizer (level "all", a segfault at load; seen with 1.2x on a bidirectional LSTM's head), and a cast each
+    side of a reshape is wasted work anyway. So a movement op next to a float32 node computes in float32 too,
+    and the Casts move to the edge of the float32 region.
+    """
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    joined: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n.op_type not in _MOVEMENT_OPS or n.name in fp32:
+                continue
+            feeds_fp32 = any(u.name in fp32 for o in n.output for u in consumers.get(o, []))
+            ins = [producer[i] for i in n.input[:1] if i in producer]
+            reads_fp32 = bool(ins) and all(p.name in fp32 for p in ins)
+            if feeds_fp32 or reads_fp32:
+                fp32.add(n.name)
+                joined.append(n.name)
+                changed = True
+    return joined
 
 
 def _wrap_in_fp32(model: onnx.ModelProto, names: set[str]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
+from edge_lstm.quantize import loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.spec import Precision, TensorSpec
@@ -142,14 +143,15 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
     converted = 0
     for graph in model.subgraphs:
         used = {i for op in graph.operators for i in op.inputs if i >= 0}
+        weights = _weight_inputs(model, graph)
         first = []
         for index in sorted(used):
             tensor = graph.tensors[index]
             arr = _const(model, tensor)
-            if arr is None or arr.size < _MIN_FP16_ELEMENTS:
+            if arr is None or (arr.size < _MIN_FP16_ELEMENTS and index not in weights):
                 continue
             half = s.TensorT()
-            half.name, half.shape, half.type = tensor.name + b"_fp16", list(tensor.shape), s.TensorType.FLOAT16
+            half.name, half.shape, half.type = (tensor.name or b"w") + b"_fp16", list(tensor.shape), s.TensorType.FLOAT16
             _set_data(model, half, arr.astype(np.float16))
             graph.tensors.append(half)
             tensor.buffer = 0  # now produced by the DEQUANTIZE op
@@ -164,6 +166,18 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
     return QuantizedArtifact(data, Precision.FP16, [
         f"{converted} weight tensors stored as float16 and expanded by DEQUANTIZE at load; compute is float32.",
     ])
+
+
+def _weight_inputs(model: Any, graph: Any) -> set[int]:
+    """Tensors read in a weight slot (a fully-connected op's matrix, an LSTM's gate weights, ...)."""
+    from edge_lstm.quantize.check import _TFLITE_WEIGHTS
+
+    out: set[int] = set()
+    for op in graph.operators:
+        for slot in _TFLITE_WEIGHTS.get(_op_name(model, op), ()):
+            if slot < len(op.inputs) and op.inputs[slot] >= 0:
+                out.add(int(op.inputs[slot]))
+    return out
 
 
 def _drop_unused_buffers(model: Any) -> Any:
@@ -261,19 +275,28 @@ def to_int8(
         cal = calibration_windows(calib, specs, count=count)
     i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
     io_type = i8 if io == "int8" else f32
+    prepared = _unpack(float_tflite)
+    looped = loops.has_loops(prepared)
+    # TFLite's calibrator crashes on pass-through loop variables and its quantizer wants constant biases
+    source = _pack(loops.calibration_ready(prepared))
     try:
         # the wrapper keeps a pointer into these bytes, not a reference: hold them (else a segfault)
-        with_intermediates = wrapper.AddIntermediateTensors(float_tflite)
+        with_intermediates = wrapper.AddIntermediateTensors(source)
         calibrator = wrapper.CalibrationWrapper(with_intermediates, [], [])
         calibrator.Prepare([list(s.concrete(1)) for s in specs])
         for feed in cal.feeds():
             calibrator.FeedTensor(feed)
-        data = bytes(calibrator.QuantizeModel(io_type, io_type, False, i8, i32, False, False))
+        # a WHILE op has no quantized form: allow_float keeps it (and only it, checked below) in float
+        data = bytes(calibrator.QuantizeModel(io_type, io_type, looped, i8, i32, False, False))
     except Exception as e:  # the calibrator names the op it has no int8 kernel for
         raise UnsupportedModel(
             f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
             "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
         ) from e
+    model = _unpack(data)
+    if looped:
+        loops.int8_loop_state(model)
+    data = _pack(_drop_unused_buffers(loops.drop_temp_names(model)))
     data = _strip_ranges(data)
     notes = [f"int8 activations and per-channel int8 weights, int16 LSTM cell state, int32 bias; "
              f"calibrated by TFLite's quantizer on {cal.count} windows ({cal.source})."]

@@ -38,6 +38,10 @@ KINDS: dict[str, archs.ArchConfig] = {
     "state_io": archs.ArchConfig(hidden=16, layers=2, state_io=True),
     "gru_state_io_seq_first": archs.ArchConfig(cell="gru", hidden=8, layers=2, batch_first=False, state_io=True),
     "proj_size": archs.ArchConfig(hidden=16, layers=2, proj_size=6),
+    "rnn": archs.ArchConfig(cell="rnn", n_features=2, hidden=16, layers=2),
+    "rnn_bidirectional_all_steps": archs.ArchConfig(cell="rnn", hidden=8, layers=1, bidirectional=True,
+                                                    all_steps=True),
+    "rnn_state_io": archs.ArchConfig(cell="rnn", hidden=8, layers=2, state_io=True),
 }
 
 #: the reference forecaster of FACTS.md: 2 x LSTM(64), window 96, one feature

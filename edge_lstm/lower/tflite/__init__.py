@@ -84,7 +84,7 @@ def lower(
         return choose(proto, streaming, micro, int8)
     from edge_lstm.lower.tflite.build import build
 
-    return build(proto, lowering, streaming, int8=int8)
+    return build(proto, lowering, streaming, int8=int8, micro=micro)
 
 
 __all__ = ["LOWERINGS", "LoweredTFLite", "lower"]

@@ -11,6 +11,7 @@ from edge_lstm.lower.tflite import LoweredTFLite
 from edge_lstm.lower.tflite.context import Context
 from edge_lstm.lower.tflite.graph import prepare, state_to_variables
 from edge_lstm.lower.tflite.ops import lower_node
+from edge_lstm.lower.tflite.ops_nn import fold_batchnorm
 
 _REASONS = {
     "fused": "asked for (--lowering fused)",
@@ -19,9 +20,11 @@ _REASONS = {
 }
 
 
-def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False) -> LoweredTFLite:
+def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False,
+          micro: bool = False) -> LoweredTFLite:
     """Lower ``proto`` with ``lowering`` ("fused" | "loop" | "unrolled"); see :func:`edge_lstm.lower.tflite.lower`."""
     graph = prepare(proto)
+    fold_batchnorm(graph)
     notes: list[str] = []
     removed = state_to_variables(graph) if streaming and lowering == "fused" and not int8 else []
     if removed:
@@ -29,7 +32,7 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
             f"Streaming: state inputs {', '.join(removed)} became variable tensors; the state persists across "
             "invoke() calls until reset_all_variables()."
         )
-    ctx = Context(graph, lowering, int8=int8)
+    ctx = Context(graph, lowering, int8=int8, micro=micro)
     inputs = [ctx.output(name, dtype=graph.dtypes.get(name, np.float32)) for name in graph.inputs]
     for node in graph.nodes:
         if id(node) not in ctx.done:
@@ -69,7 +72,7 @@ def with_reason(lowered: LoweredTFLite, requested: str, reason: str) -> LoweredT
 
 def _named_output(ctx: Context, name: str, input_indices: set[int]):  # type: ignore[no-untyped-def]
     """The output tensor, carrying the ONNX output's name (a copy when the tensor is shared)."""
-    ref = ctx.values[name]
+    ref = ctx.tensor(name)
     tensor = ctx.writer.tensors[ref.index]
     if ref.index in input_indices or tensor.buffer or (ref.name in ctx.graph.outputs and ref.name != name):
         ref = ctx.reshape(ref, ref.shape, name, out=ctx.writer.add_tensor(name, ref.shape))
