@@ -59,7 +59,7 @@ class Artifact:
             what = f"{self.format}, {self.precision.value}" + (f", {self.lowering} lowering" if self.lowering else "")
             what += ", streaming" if self.streaming else ""
             where = f"crashed or failed on {f.runtime}" if f.stage == "run" else "could not be built"
-            lines.append(f"{self.filename} ({what}) {where}: {f.reason}")
+            lines.append(f"{self.filename} ({what}) {where}: {' '.join(f.reason.split())}")
         return "\n".join(lines)
 
     def to_dict(self, out_dir: Path) -> dict[str, Any]:

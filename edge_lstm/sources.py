@@ -153,6 +153,9 @@ def _normalise(proto: onnx.ModelProto, path: Path) -> list[str]:
         inlined = inliner.inline_local_functions(proto)
         proto.CopyFrom(inlined)
         notes.append("local functions inlined")
+    folded = _fold_constants(proto)
+    if folded:
+        notes.append(f"{folded} node(s) computed from constants only were folded into weights")
     version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), TARGET_OPSET)
     if version != TARGET_OPSET:
         try:
@@ -164,6 +167,57 @@ def _normalise(proto: onnx.ModelProto, path: Path) -> list[str]:
             proto.CopyFrom(converted)
             notes.append(f"converted from opset {version} to {TARGET_OPSET}")
     return notes
+
+
+#: ops never folded (random, or with side effects)
+_NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+_FOLD_LIMIT = 1 << 24  # elements: a folded constant larger than this stays computed
+
+
+def _fold_constants(proto: onnx.ModelProto) -> int:
+    """Replace nodes whose inputs are all constants by the initializers they compute; how many were folded.
+
+    Other exporters compute weights at run time (PyTorch's dynamo exporter feeds an LSTM's recurrent weight
+    through an ``Unsqueeze`` of an initializer); the quantizers and the lowering need them as initializers.
+    """
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    consts = {i.name for i in proto.graph.initializer}
+    graph_inputs = {i.name for i in proto.graph.input} - consts
+    outputs = {o.name for o in proto.graph.output}
+    values = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    keep, folded = [], 0
+    for node in proto.graph.node:
+        ins = [i for i in node.input if i]
+        foldable = (node.op_type not in _NO_FOLD and not node.domain and all(i in values for i in ins)
+                    and not any(a.type in (5, 10) for a in node.attribute)  # no subgraphs
+                    and not any(o in outputs for o in node.output) and not (set(ins) & graph_inputs))
+        if foldable:
+            try:
+                model = helper.make_model(
+                    helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None)
+                                                            for o in node.output if o],
+                                      [numpy_helper.from_array(values[i], i) for i in dict.fromkeys(ins)]),
+                    opset_imports=list(proto.opset_import))
+                results = ReferenceEvaluator(model).run(None, {})
+            except Exception:  # the evaluator lacks this op: leave the node as it is
+                results = None
+            if results is not None and all(np.asarray(r).size <= _FOLD_LIMIT for r in results):
+                for name, value in zip([o for o in node.output if o], results, strict=True):
+                    values[name] = np.asarray(value)
+                    proto.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+                folded += node.op_type != "Constant"
+                continue
+        keep.append(node)
+    if len(keep) != len(proto.graph.node):
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+        used = {i for n in keep for i in n.input} | outputs  # a folded node's sources are not stored twice
+        live = [i for i in proto.graph.initializer if i.name in used]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(live)
+    return folded
 
 
 def _inputs(proto: onnx.ModelProto, shapes: list[tuple[int, ...]] | None, path: Path) -> InputSpec:
