@@ -1,0 +1,158 @@
+"""The proof matrix: every zoo network, in every form a user has, to ONNX and TFLite at every precision each
+format holds, validated on ONNX Runtime, LiteRT, TFLite Micro (where the ops allow) and tflite-runtime 2.14.
+
+Every case either passes or is refused with its exact reason: :data:`REFUSED` lists the refusals we expect
+(exit 5, the artifact and a piece of the reason), so a case that starts failing, or a refusal that starts
+passing, fails this test. Marked slow: it runs in CI and with ``--run-slow``. To stay within CI's budget the
+pickled form (which every route can read) takes every precision, streaming included, and TorchScript and
+.pt2 take float32 and dynamic int8 (whole window and streaming): the precisions work on the captured graph,
+which the forms only reach differently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zoo
+
+from edge_lstm import feeds
+from edge_lstm.errors import UnsupportedModel
+from edge_lstm.pipeline import ExportOptions, export
+from edge_lstm.recipes import load_recipe
+from edge_lstm.spec import Precision
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+TFLRT = os.environ.get("EDGE_LSTM_TFLRT_PYTHON")
+FULL = ["fp32", "fp16", "dynamic-int8", "int8"]
+LEAN = ["fp32", "dynamic-int8"]
+
+#: (network, form) -> {artifact file suffix: a piece of the reason it is refused with}; "*" is any form
+REFUSED: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def _expected(name: str, form: str) -> dict[str, str]:
+    return {**REFUSED.get((name, "*"), {}), **REFUSED.get((name, form), {})}
+
+
+@pytest.mark.parametrize("form", zoo.FORMS)
+@pytest.mark.parametrize("name", list(zoo.ZOO))
+def test_matrix(name: str, form: str, tmp_path: Path) -> None:
+    spec = zoo.ZOO[name]
+    path, shapes = zoo.save(name, form, tmp_path)
+    precisions = FULL if form == "pickle" else LEAN
+    recipe = replace(load_recipe().with_overrides(formats=["onnx", "tflite"], precisions=precisions),
+                     random_samples=4, calibration_samples=16)
+    opts = ExportOptions(tmp_path / "out", recipe, streaming=spec.streamable, calib="random",
+                         input_shapes=() if form == "pt2" else tuple(shapes), trust_pickle=True)
+    expected = _expected(name, form)
+    try:
+        result = export(path, opts)
+        error = None
+    except UnsupportedModel as e:
+        result, error = None, e
+    report = json.loads((opts.output_dir / "report.json").read_text()) if (opts.output_dir / "report.json").exists() \
+        else None
+    if report is None:  # nothing could be built: the one refusal must be expected for every artifact
+        assert error is not None and expected, f"{name} {form}: {error}"
+        assert all(why in error.message for why in expected.values()), error.message
+        return
+    seen = {}
+    for a in report["artifacts"]:
+        suffix = a["file"][len(path.name.split(".")[0]) + 1:]
+        reasons = " ".join(f["reason"] for f in a["failures"])
+        if suffix in expected:
+            assert not a["passed"] and expected[suffix] in reasons, f"{a['file']}: {reasons or 'passed'}"
+        else:
+            assert a["passed"], f"{a['file']} failed: {reasons or _why(a)}"
+            assert a["validation"], a["file"]
+        seen[suffix] = a
+    assert set(expected) <= set(seen), f"expected refusals never built: {set(expected) - set(seen)}"
+    assert (error is not None) == bool(expected)
+    _check_runtimes(seen, spec.streamable, precisions)
+    if TFLRT:
+        _on_tflite_runtime(result, opts, report, tmp_path, path)
+    else:
+        pytest.fail("EDGE_LSTM_TFLRT_PYTHON is not set: the matrix validates on tflite-runtime 2.14 too")
+
+
+def _why(a: dict) -> str:
+    return "; ".join(f"{v['runtime']}: " + ", ".join(r for o in v["outputs"] for r in o["reasons"])
+                     for v in a["validation"] if not v["passed"])
+
+
+def _check_runtimes(seen: dict[str, dict], streamable: bool, precisions: list[str]) -> None:
+    for prec in precisions:
+        for suffix in (f"{prec}.onnx", f"stream.{prec}.onnx") if prec != "int8" else ():
+            if suffix in seen and seen[suffix]["passed"]:
+                assert {v["runtime"] for v in seen[suffix]["validation"]} == {"onnxruntime"}
+        tfl = seen.get(f"{prec}.tflite")
+        if tfl and tfl["passed"]:
+            runtimes = {v["runtime"] for v in tfl["validation"]}
+            assert "litert" in runtimes or "tflite-runtime" in runtimes
+            if "fused" in (tfl["lowering"] or "") and prec in ("fp32", "int8"):
+                assert "tflm" in runtimes, f"{tfl['file']} ({tfl['lowering']}) was not run on TFLite Micro"
+    assert streamable == any(s.startswith("stream.") for s in seen)
+
+
+_DRIVER = """
+import json, sys
+import numpy as np
+from edge_lstm.device import make_runner, run_samples
+jobs = json.loads(sys.argv[1])
+for job in jobs:
+    with np.load(job["feed"]) as z:
+        feed = {k: z[k] for k in z.files}
+    r = make_runner(job["model"], "tflite-runtime")
+    r.activate()
+    np.savez(job["out"], **run_samples(r, {k: v for k, v in feed.items() if k in r.input_names}, False))
+print(json.dumps({"done": len(jobs)}))
+"""
+
+
+def _on_tflite_runtime(result, opts: ExportOptions, report: dict, tmp_path: Path, path: Path) -> None:
+    """Every whole-window TFLite artifact on tflite-runtime 2.14 (numpy<2, no torch), judged like validation."""
+    if result is None:
+        return
+    model = result.model
+    vdata = feeds.validation_feeds(model, opts.recipe, None)
+    reference = feeds.run_all(_reference(model), vdata.samples)
+    stacked = {k: np.stack([s[k] for s in vdata.samples]) for k in vdata.samples[0]}
+    np.savez(tmp_path / "feed.npz", **stacked)
+    arts = [a for a in result.artifacts if a.format == "tflite" and a.built and not a.streaming and not a.failures]
+    jobs = [{"model": str(opts.output_dir / a.filename), "feed": str(tmp_path / "feed.npz"),
+             "out": str(tmp_path / f"{a.filename}.out.npz")} for a in arts]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    assert TFLRT
+    proc = subprocess.run([TFLRT, "-c", _DRIVER, json.dumps(jobs)], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for a, job in zip(arts, jobs, strict=True):
+        with np.load(job["out"]) as z:
+            got = {k: z[k] for k in z.files}
+        v = feeds.judge(a.filename, "tflite-runtime", model, opts.recipe, a.precision, vdata, reference, got)
+        assert v.passed, f"{a.filename} on tflite-runtime 2.14: {[o.reasons for o in v.outputs]}"
+    _ = (report, path, Precision)
+
+
+def _reference(model):
+    from edge_lstm.sources import reference_runner
+
+    return reference_runner(model)
+
+
+def test_matrix_runs_the_tflite_runtime_driver_in_its_own_environment() -> None:
+    """The matrix's tflite-runtime environment has numpy<2 and no torch (else the check proves nothing)."""
+    assert TFLRT, "EDGE_LSTM_TFLRT_PYTHON is not set"
+    code = "import importlib.util as u, numpy; assert u.find_spec('torch') is None; print(numpy.__version__)"
+    out = subprocess.run([TFLRT, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("1.")
+    _ = sys
