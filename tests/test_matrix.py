@@ -23,7 +23,7 @@ import pytest
 import zoo
 
 from edge_lstm import feeds
-from edge_lstm.errors import UnsupportedModel
+from edge_lstm.errors import ShapeError, UnsupportedModel, ValidationFailed
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
 from edge_lstm.spec import Precision
@@ -35,44 +35,71 @@ TFLRT = os.environ.get("EDGE_LSTM_TFLRT_PYTHON")
 FULL = ["fp32", "fp16", "dynamic-int8", "int8"]
 LEAN = ["fp32", "dynamic-int8"]
 
-#: (network, form) -> {artifact file suffix: a piece of the reason it is refused with}; "*" is any form
-REFUSED: dict[tuple[str, str], dict[str, str]] = {}
+#: (network, form) -> {artifact file suffix: a piece of the reason it is refused (exit 5) or fails its gate
+#: (exit 3) with}; form "*" is every form; suffix "*" is the whole export (nothing could be built)
+_GRU_ONNX = "ONNX Runtime has no quantized GRU or RNN kernel"
+REFUSED: dict[tuple[str, str], dict[str, str]] = {
+    ("cnn_lstm", "*"): {"dynamic-int8.tflite": "does not hold its weights in dynamic-int8: CONV_2D"},
+    ("gru_layernorm", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
+    ("plain_rnn", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
+    ("deepar", "pickle"): {"int8.tflite": "Quantization not yet supported for op: 'NEG'",
+                           "stream.int8.tflite": "Quantization not yet supported for op: 'NEG'"},
+    ("attention", "pickle"): {"int8.tflite": "cosine"},  # full int8 of a softmax over time: exit 3
+    # ONNX's LSTM has no projection and the traced graph hides the layer (issue 9 item 3, issue-9a's work)
+    ("proj_size", "torchscript"): {"*": "inside a traced graph cannot be captured"},
+    ("proj_size", "pt2"): {"*": "inside a traced graph cannot be captured"},
+    # the projected LSTM is captured as per-step cells: no recurrent node to carry a state through
+    ("proj_size", "pickle"): {"*": "takes time step 0 of the window"},
+}
+#: load() reads no integer input dtype from TorchScript, .pt2 or a pickled module yet (issue 8 owns load.py):
+#: an embedding model's --input-shape is fed as float and the model rejects it
+INT_INPUT = {n for n, s in zoo.ZOO.items() if s.dtypes}
 
 
 def _expected(name: str, form: str) -> dict[str, str]:
     return {**REFUSED.get((name, "*"), {}), **REFUSED.get((name, form), {})}
 
 
-@pytest.mark.parametrize("form", zoo.FORMS)
-@pytest.mark.parametrize("name", list(zoo.ZOO))
+def _cases() -> list[object]:
+    out = []
+    for name in zoo.ZOO:
+        for form in zoo.FORMS:
+            marks = [pytest.mark.xfail(strict=True, raises=ShapeError,
+                                       reason="load() feeds integer (token id) inputs as float")] \
+                if name in INT_INPUT else []
+            out.append(pytest.param(name, form, marks=marks, id=f"{name}-{form}"))
+    return out
+
+
+@pytest.mark.parametrize(("name", "form"), _cases())
 def test_matrix(name: str, form: str, tmp_path: Path) -> None:
     spec = zoo.ZOO[name]
     path, shapes = zoo.save(name, form, tmp_path)
     precisions = FULL if form == "pickle" else LEAN
     recipe = replace(load_recipe().with_overrides(formats=["onnx", "tflite"], precisions=precisions),
-                     random_samples=4, calibration_samples=16)
+                     random_samples=4, calibration_samples=48)
     opts = ExportOptions(tmp_path / "out", recipe, streaming=spec.streamable, calib="random",
                          input_shapes=() if form == "pt2" else tuple(shapes), trust_pickle=True)
     expected = _expected(name, form)
     try:
         result = export(path, opts)
         error = None
-    except UnsupportedModel as e:
+    except (UnsupportedModel, ValidationFailed) as e:
         result, error = None, e
     report = json.loads((opts.output_dir / "report.json").read_text()) if (opts.output_dir / "report.json").exists() \
         else None
-    if report is None:  # nothing could be built: the one refusal must be expected for every artifact
-        assert error is not None and expected, f"{name} {form}: {error}"
-        assert all(why in error.message for why in expected.values()), error.message
+    if report is None or "*" in expected:  # nothing could be built: the one refusal must be the expected one
+        assert error is not None and "*" in expected, f"{name} {form}: {error}"
+        assert error.exit_code == 5 and expected["*"] in error.message, error.message
         return
     seen = {}
     for a in report["artifacts"]:
         suffix = a["file"][len(path.name.split(".")[0]) + 1:]
-        reasons = " ".join(f["reason"] for f in a["failures"])
+        reasons = " ".join(f["reason"] for f in a["failures"]) or _why(a)
         if suffix in expected:
             assert not a["passed"] and expected[suffix] in reasons, f"{a['file']}: {reasons or 'passed'}"
         else:
-            assert a["passed"], f"{a['file']} failed: {reasons or _why(a)}"
+            assert a["passed"], f"{a['file']} failed: {reasons}"
             assert a["validation"], a["file"]
         seen[suffix] = a
     assert set(expected) <= set(seen), f"expected refusals never built: {set(expected) - set(seen)}"
