@@ -55,11 +55,25 @@ def tflrt_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 tmp_path_factory.mktemp("tflrt") / "venv", ["numpy<2", "tflite-runtime==2.14.0"])
 
 
+def _python310() -> str | None:
+    """A Python 3.10 interpreter: pyenv's (the project's machines have one), else one on PATH."""
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        root = ""
+    found = sorted(Path(root).glob("versions/3.10.*/bin/python3.10")) if root else []
+    candidates = [str(p) for p in found] + [c for c in [shutil.which("python3.10")] if c]
+    for c in candidates:
+        if subprocess.run([c, "-c", "import venv"], capture_output=True, check=False).returncode == 0:
+            return c
+    return None
+
+
 @pytest.fixture(scope="module")
 def py310_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = shutil.which("python3.10")
+    base = _python310()
     if base is None:
-        pytest.skip("no python3.10 on this machine (pyenv provides one on the project's machines)")
+        pytest.skip("no Python 3.10 on this machine (pyenv provides one on the project's machines)")
     return _env(base, tmp_path_factory.mktemp("py310") / "venv", ["numpy", "onnxruntime"])
 
 

@@ -26,7 +26,6 @@ from edge_lstm import feeds
 from edge_lstm.errors import ShapeError, UnsupportedModel, ValidationFailed
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
-from edge_lstm.spec import Precision
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +40,27 @@ _GRU_ONNX = "ONNX Runtime has no quantized GRU or RNN kernel"
 REFUSED: dict[tuple[str, str], dict[str, str]] = {
     ("cnn_lstm", "*"): {"dynamic-int8.tflite": "does not hold its weights in dynamic-int8: CONV_2D"},
     ("gru_layernorm", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
-    ("plain_rnn", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
+    ("plain_rnn", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX,
+                         # the hybrid quantizer has no entry for the fused UNIDIRECTIONAL_SEQUENCE_RNN (issue-9a)
+                         "dynamic-int8.tflite": "found no LSTM or FULLY_CONNECTED weights to quantize"},
     ("deepar", "pickle"): {"int8.tflite": "Quantization not yet supported for op: 'NEG'",
                            "stream.int8.tflite": "Quantization not yet supported for op: 'NEG'"},
-    ("attention", "pickle"): {"int8.tflite": "cosine"},  # full int8 of a softmax over time: exit 3
+    # full int8 with random calibration misses the gates (exit 3): a softmax over time, an encoder-decoder,
+    # a skip path adding the raw input to the int8 head
+    ("attention", "pickle"): {"int8.tflite": "cosine"},
+    ("seq2seq", "pickle"): {"int8.tflite": "cosine"},
+    ("residual", "pickle"): {"int8.tflite": "relative L2", "stream.int8.tflite": "relative L2"},
+    # the full-int8 GRU the quantizer writes is refused by LiteRT when opened (issue-9a's quantizer)
+    ("gru_layernorm", "pickle"): {"int8.tflite": "invalidly specified in schema"},
     # ONNX's LSTM has no projection and the traced graph hides the layer (issue 9 item 3, issue-9a's work)
     ("proj_size", "torchscript"): {"*": "inside a traced graph cannot be captured"},
     ("proj_size", "pt2"): {"*": "inside a traced graph cannot be captured"},
     # the projected LSTM is captured as per-step cells: no recurrent node to carry a state through
     ("proj_size", "pickle"): {"*": "takes time step 0 of the window"},
+}
+#: (network, form) -> {artifact: reason} for artifacts that pass on LiteRT but miss a gate on tflite-runtime 2.14
+TFLRT_FAILS: dict[tuple[str, str], dict[str, str]] = {
+    ("explicit_state", "pickle"): {"int8.tflite": "PSNR"},  # 2.14's integer LSTM kernels round differently
 }
 #: load() reads no integer input dtype from TorchScript, .pt2 or a pickled module yet (issue 8 owns load.py):
 #: an embedding model's --input-shape is fed as float and the model rejects it
@@ -106,7 +117,7 @@ def test_matrix(name: str, form: str, tmp_path: Path) -> None:
     assert (error is not None) == bool(expected)
     _check_runtimes(seen, spec.streamable, precisions)
     if TFLRT:
-        _on_tflite_runtime(result, opts, report, tmp_path, path)
+        _on_tflite_runtime(result, opts, TFLRT_FAILS.get((name, form), {}), tmp_path)
     else:
         pytest.fail("EDGE_LSTM_TFLRT_PYTHON is not set: the matrix validates on tflite-runtime 2.14 too")
 
@@ -145,7 +156,7 @@ print(json.dumps({"done": len(jobs)}))
 """
 
 
-def _on_tflite_runtime(result, opts: ExportOptions, report: dict, tmp_path: Path, path: Path) -> None:
+def _on_tflite_runtime(result, opts: ExportOptions, fails: dict[str, str], tmp_path: Path) -> None:
     """Every whole-window TFLite artifact on tflite-runtime 2.14 (numpy<2, no torch), judged like validation."""
     if result is None:
         return
@@ -166,8 +177,12 @@ def _on_tflite_runtime(result, opts: ExportOptions, report: dict, tmp_path: Path
         with np.load(job["out"]) as z:
             got = {k: z[k] for k in z.files}
         v = feeds.judge(a.filename, "tflite-runtime", model, opts.recipe, a.precision, vdata, reference, got)
-        assert v.passed, f"{a.filename} on tflite-runtime 2.14: {[o.reasons for o in v.outputs]}"
-    _ = (report, path, Precision)
+        suffix = a.filename.split(".", 1)[1]
+        reasons = "; ".join(r for o in v.outputs for r in o.reasons)
+        if suffix in fails:
+            assert not v.passed and fails[suffix] in reasons, f"{a.filename} on tflite-runtime: {reasons or 'passed'}"
+        else:
+            assert v.passed, f"{a.filename} on tflite-runtime 2.14: {reasons}"
 
 
 def _reference(model):
