@@ -42,7 +42,8 @@ REFUSED: dict[tuple[str, str], dict[str, str]] = {
     ("gru_layernorm", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
     ("plain_rnn", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX,
                          # the hybrid quantizer has no entry for the fused UNIDIRECTIONAL_SEQUENCE_RNN (issue-9a)
-                         "dynamic-int8.tflite": "found no LSTM or FULLY_CONNECTED weights to quantize"},
+                         "dynamic-int8.tflite": "found no LSTM or FULLY_CONNECTED weights to quantize",
+                         "stream.dynamic-int8.tflite": "found no LSTM or FULLY_CONNECTED weights to quantize"},
     ("deepar", "pickle"): {"int8.tflite": "Quantization not yet supported for op: 'NEG'",
                            "stream.int8.tflite": "Quantization not yet supported for op: 'NEG'"},
     # full int8 with random calibration misses the gates (exit 3): a softmax over time, an encoder-decoder,
