@@ -21,69 +21,62 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
+    from edge_lstm.streaming import StreamingModel
+
 OPSET = 17
 
 
-def to_onnx(model: LoadedModel, dynamic_batch: bool = True) -> onnx.ModelProto:
-    """Export the whole-window (stateless or explicit-state) model to ONNX."""
+def to_onnx(model: LoadedModel | StreamingModel, dynamic_batch: bool = True) -> onnx.ModelProto:
+    """Export the whole-window (stateless or explicit-state) model to ONNX; a one-step model is its graph."""
+    from edge_lstm.streaming import StreamingModel
+
+    if isinstance(model, StreamingModel):
+        return model.proto
     return _export(model.module, model.inputs, list(model.outputs), dynamic_batch)
 
 
-def streaming_model(model: LoadedModel) -> LoadedModel:
-    """A one-timestep model with the recurrent state as explicit inputs and outputs.
+def streaming_model(model: LoadedModel, proto: onnx.ModelProto | None = None) -> StreamingModel:
+    """The one-timestep model, derived from the captured whole-window graph (:mod:`edge_lstm.streaming`).
 
-    Built-in architectures are rebuilt with ``state_io=True`` and the same
-    weights; a model whose ``forward`` already takes and returns its state is
-    used as it is, with the time axis set to 1.
+    Each recurrent layer's state becomes an explicit input and output; a model whose
+    ``forward`` already takes and returns its state keeps those. ``proto`` is the
+    captured graph when the caller has it. A model whose output needs the whole
+    window raises :class:`UnsupportedModel` with the node and the reason.
     """
-    if model.config is not None and model.config.bidirectional:
-        raise UnsupportedModel(
-            "A bidirectional layer reads each window backwards as well as forwards, so it cannot stream one sample "
-            "at a time.",
-            "Export without --streaming, or train a unidirectional model for streaming devices.",
-        )
-    if model.config is not None and model.arch is not None:
-        cfg = archs.ArchConfig.from_dict({**model.config.to_dict(), "state_io": True})
-        module = archs.build(model.arch, cfg)
-        module.load_state_dict(model.module.state_dict())
-        module.eval()
-        shapes = archs.input_shapes(cfg, window=1)
-        names = archs.input_names(cfg)
-        batch_axes = [0 if cfg.batch_first else 1] + [1] * (len(names) - 1)
-        inputs = InputSpec(
-            tuple(
-                TensorSpec(n, tuple("batch" if a == b else d for a, d in enumerate(s)))
-                for n, s, b in zip(names, shapes, batch_axes, strict=True)
-            )
-        )
-        step = LoadedModel(
-            module, model.format, model.name, inputs, (), arch=model.arch, config=cfg,
-            normalization=model.normalization, task=model.task, metadata=model.metadata, source=model.source,
-        )
-    elif model.format == "exported-program":
-        raise UnsupportedModel(
-            "A torch.export program is fixed to the window length it was exported with, so it cannot be re-shaped "
-            "to one time step for streaming.",
-            "Save an edge-lstm checkpoint or TorchScript for --streaming, or export without it.",
-        )
-    elif model.has_state_io:
-        x = model.inputs.inputs[0]
-        t_axis = _time_axis(x)
-        shape = tuple(1 if a == t_axis else d for a, d in enumerate(x.shape))
-        step = LoadedModel(
-            model.module, model.format, model.name,
-            InputSpec((x.with_shape(shape), *model.inputs.inputs[1:])), (), task=model.task, source=model.source,
-        )
-    else:
-        raise UnsupportedModel(
-            "A streaming variant needs the recurrent state as explicit inputs and outputs; "
-            f"this {model.format} model's forward() takes only {', '.join(model.inputs.names)}.",
-            "Use an edge-lstm checkpoint, or export a model whose forward(x, h0, c0) returns (y, h, c).",
-        )
+    from edge_lstm import streaming
+
+    x = model.inputs.inputs[0]
+    pairs = list(zip(model.inputs.names[1:], model.output_names[1:], strict=False)) if model.has_state_io else []
+    if model.config is not None and model.config.proj_size and not model.config.bidirectional:
+        return _projected_step(model, pairs)
+    return streaming.derive(proto if proto is not None else to_onnx(model), x.name, _time_axis(x), pairs)
+
+
+def _projected_step(model: LoadedModel, pairs: list[tuple[str, str]]) -> StreamingModel:
+    """A built-in ``proj_size`` LSTM, whose capture has no recurrent node: rebuilt with its state as I/O."""
+    from edge_lstm import streaming
     from edge_lstm.load import probe_outputs
 
+    assert model.config is not None and model.arch is not None
+    cfg = archs.ArchConfig.from_dict({**model.config.to_dict(), "state_io": True})
+    module = archs.build(model.arch, cfg)
+    module.load_state_dict(model.module.state_dict())
+    module.eval()
+    names = archs.input_names(cfg)
+    batch_axes = [0 if cfg.batch_first else 1] + [1] * (len(names) - 1)
+    inputs = InputSpec(tuple(
+        TensorSpec(n, tuple("batch" if a == b else d for a, d in enumerate(s)))
+        for n, s, b in zip(names, archs.input_shapes(cfg, window=1), batch_axes, strict=True)
+    ))
+    step = LoadedModel(module, model.format, model.name, inputs, (), arch=model.arch, config=cfg)
     step.outputs = probe_outputs(step)
-    return step
+    proto = to_onnx(step)
+    links = tuple(streaming.StateLink(i.name, o.name, i.shape, "explicit" if pairs else "projected LSTM")
+                  for i, o in zip(step.inputs.inputs[1:], step.outputs[1:], strict=True))
+    time_axis = _time_axis(model.inputs.inputs[0])
+    axes = {n: (time_axis if cfg.all_steps and i == 0 else None) for i, n in enumerate(model.output_names)}
+    return streaming.StreamingModel(proto, step.inputs.inputs[0].name, time_axis, links, axes, step.inputs,
+                                    step.outputs)
 
 
 def _time_axis(x: TensorSpec) -> int:

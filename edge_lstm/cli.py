@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from edge_lstm import __version__
-from edge_lstm.errors import EdgeLstmError
+from edge_lstm.errors import EdgeLstmError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Take LSTM models trained in PyTorch to edge devices: export, quantize, validate, profile.")
@@ -66,17 +66,33 @@ def _shapes(items: list[str] | None) -> list[tuple[int, ...]]:
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="model.pt: checkpoint, TorchScript, .pt2, or pickled module.")],
+    model: Annotated[Path, typer.Argument(help="model.pt (checkpoint, TorchScript, .pt2, pickled module), or an "
+                                               ".onnx or .tflite file.")],
     input_shape: ShapeOpt = None,
     trust_pickle: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show what was loaded: format, layers, parameters, MACs per inference, inputs and outputs."""
-    from edge_lstm.load import load
-    from edge_lstm.report import cost_summary
+    """Show what a model or artifact holds: format, layers or ops, parameters, MACs, sizes, inputs and outputs.
 
-    loaded = load(model, _shapes(input_shape) or None, trust_pickle)
-    summary = {**loaded.summary(), **cost_summary(loaded)}
+    The input shapes are checked against the model's layers as ``export`` checks them.
+    """
+    kind = _artifact_kind(model)
+    if kind == "tflite" or (kind == "onnx" and not input_shape):
+        from edge_lstm.inspect_artifact import describe, render
+
+        if input_shape:
+            raise UsageError("--input-shape does not apply to a .tflite file: it carries its own input shapes.",
+                             "Drop --input-shape.")
+        described = describe(model)
+        emit(described, as_json, render(described))
+        return
+    from edge_lstm.pipeline import prepare
+    from edge_lstm.report import cost_summary
+    from edge_lstm.sources import open_model
+
+    loaded = open_model(model, _shapes(input_shape) or None, trust_pickle)
+    proto, _step = prepare(loaded, streaming=False)
+    summary = {**loaded.summary(), **cost_summary(loaded, proto)}
     lines = [
         f"{loaded.name} ({summary['format']}{', ' + summary['arch'] if summary['arch'] else ''})",
         f"parameters: {summary['parameters']:,}",
@@ -87,6 +103,20 @@ def info(
         *[f"  {line}" for line in summary["layers"]],
     ]
     emit(summary, as_json, "\n".join(lines))
+
+
+def _artifact_kind(path: Path) -> str | None:
+    """"tflite" or "onnx" when ``path`` holds one (by content), else None (a PyTorch file, or load() says why)."""
+    from edge_lstm.sources import is_onnx
+
+    if is_onnx(path):
+        return "onnx"
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return "tflite" if head[4:8] == b"TFL3" else None
 
 
 @app.command()

@@ -79,6 +79,10 @@ def artifact_format(path: str | Path) -> str:
         return "torch"
     try:
         proto = _load_onnx(p)
+    except ImportError:  # a device with onnxruntime only: the protobuf's first field is the IR version
+        if head[:1] == b"\x08":
+            return "onnx"
+        raise _not_a_model(p) from None
     except Exception as e:  # protobuf's parse error is not readable to users
         raise _not_a_model(p) from e
     if not proto.graph.node or proto.ir_version <= 0:

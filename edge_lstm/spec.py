@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 from edge_lstm.errors import ShapeError
@@ -81,6 +82,17 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if any(d <= 0 for d in dims):
         raise ShapeError(f"Input shape '{text}' has a zero dimension.", "Every dimension must be >= 1.")
     return dims
+
+
+if sys.version_info >= (3, 11):  # noqa: UP036 - devices run 3.10 (see below)
+    from enum import StrEnum
+else:  # Python 3.10, which devices still run: the same str()/format() behaviour as 3.11's StrEnum
+
+    class StrEnum(str, Enum):  # noqa: UP042 - enum.StrEnum is 3.11+
+        """An Enum whose members are their string values."""
+
+        def __str__(self) -> str:
+            return str(self.value)
 
 
 class Precision(StrEnum):

@@ -66,12 +66,12 @@ def test_streaming_step_by_step_equals_whole_window(kind: str, tmp_path: Path) -
         return
     step = capture.streaming_model(model)
     assert step.inputs.inputs[0].concrete(1)[1] == 1
-    runner = OnnxRuntimeRunner(capture.to_onnx(step).SerializeToString())
+    runner = OnnxRuntimeRunner(step.proto.SerializeToString())
     xs = example_inputs(model.inputs, seed=2)
     feed = {t.name: x.numpy() for t, x in zip(model.inputs.inputs, xs, strict=True)}
     ref = TorchRunner(model).infer(feed)
     with runner:
-        got = stream_window(runner, model, step, feed)
+        got = stream_window(runner, step, feed)
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], atol=1e-5, rtol=1e-5, err_msg=name)
 

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from onnx import TensorProto, helper
-from tflite_models import KINDS, Case, assert_close, case, streaming_case
+from tflite_models import KINDS, StepCase, assert_close, case, streaming_case
 
 from edge_lstm.errors import ShapeError, UnsupportedOp, UsageError
 from edge_lstm.lower.tflite import LoweredTFLite, lower
@@ -188,12 +188,10 @@ def test_explicit_state_under_fused_goes_to_the_loop_with_a_note() -> None:
     assert lowered.input_names == ["x", "h0", "c0"] and lowered.output_names == ["y", "h", "c"]
 
 
-def _step_through(lowered: LoweredTFLite, step: Case, x: np.ndarray, explicit_state: bool) -> np.ndarray:
+def _step_through(lowered: LoweredTFLite, step: StepCase, x: np.ndarray, explicit_state: bool) -> np.ndarray:
     """Feed a window one step at a time; return y per step stacked on the time axis."""
-    cfg = step.model.config
-    assert cfg is not None
-    t_axis = 1 if cfg.batch_first else 0
-    state = {t.name: np.zeros(t.concrete(1), np.float32) for t in step.model.inputs.inputs[1:]}
+    t_axis = step.step.time_axis
+    state = {s.input: s.zeros(1) for s in step.step.states}
     ys = []
     with LiteRTRunner(lowered.data) as r:
         r.reset_state()
@@ -202,7 +200,7 @@ def _step_through(lowered: LoweredTFLite, step: Case, x: np.ndarray, explicit_st
             feed = {"x": xt, **(state if explicit_state else {})}
             out = r.infer(feed)
             if explicit_state:
-                state = {"h0": out["h"], **({"c0": out["c"]} if "c" in out else {})}
+                state = {s.input: out[s.output] for s in step.step.states}
             ys.append(out["y"])
     return np.stack(ys, axis=1)
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import torch
 
-from edge_lstm import archs, capture, load
+from edge_lstm import archs, capture, load, streaming
 from edge_lstm.load import LoadedModel
 
 WINDOW = 12
@@ -92,12 +92,22 @@ def case(name: str, window: int = WINDOW) -> Case:
     return Case(name, model, capture.to_onnx(model))
 
 
+@dataclass
+class StepCase:
+    """The one-timestep streaming variant of a case: its ONNX graph and how to drive it."""
+
+    name: str
+    model: load.LoadedModel  #: the whole-window model it was derived from
+    step: streaming.StreamingModel
+    proto: onnx.ModelProto
+
+
 @functools.cache
-def streaming_case(name: str) -> Case:
-    """The one-timestep streaming variant of ``name``."""
+def streaming_case(name: str) -> StepCase:
+    """The one-timestep streaming variant of ``name`` (derived from its captured graph)."""
     base = case(name)
-    step = capture.streaming_model(base.model)
-    return Case(name + "-step", step, capture.to_onnx(step))
+    step = capture.streaming_model(base.model, base.proto)
+    return StepCase(name + "-step", base.model, step, step.proto)
 
 
 def assert_close(

@@ -1,0 +1,111 @@
+"""Prove every artifact: run it once in a child process on each runtime, then validate it here.
+
+The child run (:mod:`edge_lstm.preflight`) is what keeps a runtime crash from
+killing the export: an artifact that a runtime cannot open, fails on, or dies on
+gets a :class:`~edge_lstm.artifact.Failure` naming that runtime and is not run in
+this process on it. Everything else is validated against the reference on the
+same feeds: whole-window artifacts window by window, streaming ones step by step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_lstm import feeds as feeds_mod
+from edge_lstm import preflight
+from edge_lstm.artifact import Artifact, Failure
+from edge_lstm.spec import Precision
+
+if TYPE_CHECKING:
+    from edge_lstm.load import LoadedModel
+    from edge_lstm.recipes import Recipe
+    from edge_lstm.runners.base import Runner
+    from edge_lstm.streaming import StreamingModel
+
+Progress = Callable[[str], None]
+
+
+def runtimes_for(art: Artifact) -> list[str]:
+    """The runtimes an artifact is validated on (TFLite Micro for fused float and int8 TFLite)."""
+    if art.format == "onnx":
+        return ["onnxruntime"]
+    from edge_lstm.runners.litert import pick_runtime
+
+    names = [pick_runtime()]
+    if "fused" in (art.lowering or "") and art.precision in (Precision.FP32, Precision.INT8):
+        if tflm_available():
+            names.append("tflm")
+        else:
+            art.notes.append("not validated on TFLite Micro: the tflite-micro package is not installed "
+                             "(pip install 'edge-lstm[micro]')")
+    return names
+
+
+def tflm_available() -> bool:
+    """True when the tflite-micro host interpreter is importable."""
+    try:
+        return importlib.util.find_spec("tflite_micro") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def runner(art: Artifact, runtime: str) -> Runner:
+    """The in-process runner of ``art`` on ``runtime``."""
+    if runtime == "onnxruntime":
+        from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(art.data)
+    if runtime == "tflm":
+        from edge_lstm.runners.tflm import TFLMRunner
+
+        return TFLMRunner(art.data)
+    from edge_lstm.runners.litert import LiteRTRunner
+
+    return LiteRTRunner(art.data, prefer=runtime)
+
+
+def first_feed(art: Artifact, sample: dict[str, np.ndarray], step: StreamingModel | None) -> dict[str, np.ndarray]:
+    """One batch-1 sample for the child run: the first window, or its first step and a zero state."""
+    if not art.streaming or step is None:
+        return dict(sample)
+    feed = {step.x: np.take(sample[step.x], [0], axis=step.time_axis)}
+    for s in step.states:
+        feed[s.input] = np.asarray(sample[s.input], np.float32) if s.input in sample else s.zeros(1)
+    return feed
+
+
+def smoke(art: Artifact, runtimes: list[str], sample: dict[str, np.ndarray],
+          step: StreamingModel | None) -> list[str]:
+    """Run ``art`` once in a child per the runtimes; record failures; the runtimes it ran on."""
+    suffix = ".onnx" if art.format == "onnx" else ".tflite"
+    results = preflight.check(art.data, suffix, first_feed(art, sample, step), runtimes)
+    for rt in runtimes:
+        why = results.get(rt)
+        if why is not None:
+            art.failures.append(Failure("run", why, rt))
+    return [rt for rt in runtimes if results.get(rt) is None]
+
+
+def prove(art: Artifact, model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,
+          reference: dict[str, np.ndarray], step: StreamingModel | None, say: Progress) -> None:
+    """Child-run ``art`` on each of its runtimes, then validate it in this process on the ones that ran it."""
+    if not art.built:
+        return
+    say(f"opening {art.filename} in a child process")
+    ok = smoke(art, runtimes_for(art), vdata.samples[0], step)
+    if not ok:
+        return
+    say(f"validating {art.filename}" + (" step by step" if art.streaming else ""))
+    runners = [runner(art, rt) for rt in ok]
+    if art.streaming:
+        assert step is not None
+        art.validations = feeds_mod.validate_streaming(art, model, step, recipe, vdata, reference, runners)
+        return
+    for r in runners:
+        outs = feeds_mod.run_all(r, vdata.samples)
+        art.validations.append(feeds_mod.judge(art.filename, r.runtime, model, recipe, art.precision, vdata,
+                                               reference, outs))
