@@ -100,7 +100,7 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
                 dynamic_axes[t.name] = axes
     buf = io.BytesIO()
     try:  # the exporter prints graph dumps to stdout on failure: keep --json output clean
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_native_stderr(), \
                 projection.projection_symbolic(OPSET):
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -122,6 +122,33 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
     proto.producer_name = "edge-lstm"
     check(proto)
     return proto
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Any:
+    """Silence the exporter's C++ log lines (written to file descriptor 2, past Python's warnings filter).
+
+    They are notes to PyTorch developers (a shape inference it cannot do for
+    edge-lstm's own placeholder op, constant-folding limits), not to users; errors
+    still arrive as Python exceptions.
+    """
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreter): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def check(proto: onnx.ModelProto) -> None:

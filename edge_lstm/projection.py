@@ -62,11 +62,20 @@ def _lstm_symbolic(g: Any, *args: Any) -> Any:
     biased = bool(sh._get_const(has_biases, "i", "has_biases"))
     if len(weights) == layers * dirs * (4 if biased else 2):  # no projection
         return symbolic_opset9.lstm(g, *args)
-    return g.op(
-        f"{PLACEHOLDER[0]}::{PLACEHOLDER[1]}", x, *sh._unpack_list(hidden), *weights, num_layers_i=layers,
+    hx = sh._unpack_list(hidden)
+    outs = g.op(
+        f"{PLACEHOLDER[0]}::{PLACEHOLDER[1]}", x, *hx, *weights, num_layers_i=layers,
         bidirectional_i=dirs - 1, batch_first_i=int(bool(sh._get_const(batch_first, "i", ""))),
         has_biases_i=int(biased), outputs=3,
     )
+    # typed outputs: the exporter's shape inference knows nothing of the placeholder (and says so on stderr)
+    sizes, proj = x.type().sizes(), int(weights[-1].type().sizes()[0])
+    if sizes is not None:
+        seq = [*sizes[:-1], dirs * proj]
+        outs[0].setType(x.type().with_sizes(seq))
+        for out, state in zip(outs[1:], hx, strict=True):
+            out.setType(state.type())
+    return outs
 
 
 def has_placeholders(proto: onnx.ModelProto) -> bool:
