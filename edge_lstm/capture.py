@@ -89,10 +89,8 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
     import onnx
     import torch
 
-    from edge_lstm.projection import has_projection, unroll_projections
+    from edge_lstm import projection
 
-    if has_projection(module):
-        module = unroll_projections(module)
     args = tuple(torch.zeros(*t.concrete(1), dtype=getattr(torch, t.dtype, torch.float32)) for t in inputs.inputs)
     dynamic_axes: dict[str, dict[int, str]] = {}
     if dynamic_batch:
@@ -102,7 +100,8 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
                 dynamic_axes[t.name] = axes
     buf = io.BytesIO()
     try:  # the exporter prints graph dumps to stdout on failure: keep --json output clean
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_native_stderr(), \
+                projection.projection_symbolic(OPSET):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, args, buf,  # type: ignore[arg-type]  # file-like objects are accepted
@@ -112,21 +111,44 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
             )
     except Exception as e:  # the exporter's message names the unsupported operator
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "projections" in first:
-            raise UnsupportedModel(
-                "An LSTM with proj_size (projection) inside a traced graph cannot be captured: ONNX's LSTM op has no "
-                "projection, and edge-lstm can only replace a projected nn.LSTM it can see as a module.",
-                "Save the model as an edge-lstm checkpoint or a pickled nn.Module (--trust-pickle) instead.",
-            ) from e
         raise UnsupportedModel(
             f"PyTorch's ONNX exporter could not capture the model: {first}",
-            "edge-lstm exports LSTM/GRU layers with Linear, LayerNorm and activation heads; "
-            "replace custom ops or loops over time with nn.LSTM/nn.GRU.",
+            "edge-lstm exports LSTM/GRU/RNN layers with Linear, convolution, normalisation and activation heads; "
+            "replace custom ops or loops over time with nn.LSTM/nn.GRU/nn.RNN.",
         ) from e
     proto = onnx.load_from_string(buf.getvalue())
+    if projection.has_placeholders(proto):  # proj_size LSTMs: one Scan per layer direction, weights once
+        proto = projection.expand_projections(proto)
     proto.producer_name = "edge-lstm"
     check(proto)
     return proto
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Any:
+    """Silence the exporter's C++ log lines (written to file descriptor 2, past Python's warnings filter).
+
+    They are notes to PyTorch developers (a shape inference it cannot do for
+    edge-lstm's own placeholder op, constant-folding limits), not to users; errors
+    still arrive as Python exceptions.
+    """
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreter): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def check(proto: onnx.ModelProto) -> None:

@@ -5,6 +5,13 @@ with nothing but ``tflite-runtime``. Sequence
 ops (``UNIDIRECTIONAL_SEQUENCE_LSTM``, ``BIDIRECTIONAL_SEQUENCE_LSTM``, RNN)
 spend ``T x batch x`` the size of their 2-D weight matrices in MACs; a graph
 with no sequence op (an unrolled lowering) gets ``macs_per_step = macs / T``.
+
+A ``WHILE`` loop's body counts once per iteration: edge-lstm's loop lowering
+passes the input projection of every step as the body's second input,
+``[iterations, ...]``, so the iteration count is read from its shape (a loop
+from elsewhere counts once, and the layer is labelled so). Parameters are the
+distinct constant weight buffers of every subgraph: a weight stored once counts
+once, however many ops read it.
 """
 
 from __future__ import annotations
@@ -31,29 +38,90 @@ def _numel(shape: list[int]) -> int:
 
 
 def tflite_cost(data: bytes) -> Cost:
-    """Parameters and MACs of the main subgraph at the flatbuffer's stored (batch 1) shapes."""
+    """Parameters and MACs at the flatbuffer's stored (batch 1) shapes, loop bodies once per iteration."""
     model = parse(data)
-    g = model.subgraphs[0]
-    const = {i for i, t in enumerate(g.tensors) if model.buffer_sizes[t.buffer] > 0}
-    layers = []
-    steps = 0
-    for k, op in enumerate(g.operators):
-        layer, t = _op_cost(k, op_name(model, op), op, g.tensors, const)
-        layers.append(layer)
-        steps = steps or t
-    weights = [g.tensors[i] for i in const if g.tensors[i].type in _TYPE_BYTES and _rank(g.tensors[i]) >= 1]
-    params = sum(_numel(t.shape) for t in weights)
-    stored = sum(model.buffer_sizes[t.buffer] for t in weights)
+    layers: list[LayerCost] = []
+    steps = _walk(model, 0, 1, layers, set())
+    weights: dict[int, Tensor] = {}
+    for g in model.subgraphs:
+        for t in g.tensors:
+            if model.buffer_sizes[t.buffer] > 0 and t.type in _TYPE_BYTES and _rank(t) >= 1:
+                weights.setdefault(t.buffer, t)
+    params = sum(_numel(t.shape) for t in weights.values())
+    stored = sum(model.buffer_sizes[b] for b in weights)
     macs = sum(layer.macs for layer in layers)
     recurrent = sum(layer.macs for layer in layers if layer.recurrent)
+    g = model.subgraphs[0]
     if not steps:
         steps = _input_steps(g)
         recurrent = macs
+    const = {i for i, t in enumerate(g.tensors) if model.buffer_sizes[t.buffer] > 0}
     return Cost(
-        format="tflite", precision=_precision(g, weights, const), params=params, weight_bytes=stored, macs=macs,
-        macs_per_step=recurrent // max(steps, 1), elementwise_ops=sum(layer.elementwise_ops for layer in layers),
-        time_steps=max(steps, 1), layers=tuple(layers),
+        format="tflite", precision=_precision(g, list(weights.values()), const), params=params, weight_bytes=stored,
+        macs=macs, macs_per_step=recurrent // max(steps, 1),
+        elementwise_ops=sum(layer.elementwise_ops for layer in layers), time_steps=max(steps, 1), layers=tuple(layers),
     )
+
+
+def _walk(model: Model, gi: int, times: int, layers: list[LayerCost], seen: set[int]) -> int:
+    """Append the cost of subgraph ``gi``'s ops, ``times`` over; returns the time steps of a sequence op, if any."""
+    g = model.subgraphs[gi]
+    const = {i for i, t in enumerate(g.tensors) if model.buffer_sizes[t.buffer] > 0}
+    feeds_loop = _loop_projections(model, g)
+    steps = 0
+    for k, op in enumerate(g.operators):
+        name = op_name(model, op)
+        if name == "WHILE" and len(op.subgraphs) == 2 and op.subgraphs[1] not in seen:
+            body = model.subgraphs[op.subgraphs[1]]
+            iters = _iterations(body)
+            loop_layers: list[LayerCost] = []
+            _walk(model, op.subgraphs[1], times * iters, loop_layers, seen | {op.subgraphs[1]})
+            layers += [LayerCost(f"{layer.name}@loop{k}", layer.op, layer.params, layer.macs, layer.elementwise_ops,
+                                 recurrent=True) for layer in loop_layers]
+            steps = steps or _loop_steps(model, g, op, iters)
+            continue
+        layer, t = _op_cost(k, name, op, g.tensors, const)
+        if k in feeds_loop:  # a loop's input projection of all steps: part of the recurrent layer
+            layer = LayerCost(layer.name, layer.op, layer.params, layer.macs, layer.elementwise_ops, recurrent=True)
+        if gi:
+            layer = LayerCost(f"{layer.name}/sub{gi}", layer.op, layer.params, layer.macs * times,
+                              layer.elementwise_ops * times, layer.recurrent)
+        layers.append(layer)
+        steps = steps or t
+    return steps
+
+
+def _loop_projections(model: Model, g: Subgraph) -> set[int]:
+    """Indices of the FULLY_CONNECTED ops whose output (through RESHAPEs) is a WHILE loop's input."""
+    producer = {o: k for k, op in enumerate(g.operators) for o in op.outputs}
+    out: set[int] = set()
+    for op in g.operators:
+        if op_name(model, op) != "WHILE":
+            continue
+        for t in op.inputs:
+            k = producer.get(t)
+            while k is not None and op_name(model, g.operators[k]) == "RESHAPE":
+                k = producer.get(g.operators[k].inputs[0])
+            if k is not None and op_name(model, g.operators[k]) == "FULLY_CONNECTED":
+                out.add(k)
+    return out
+
+
+def _iterations(body: Subgraph) -> int:
+    """Iterations of an edge-lstm loop body: its second input is ``[iterations, ...]`` (else 1)."""
+    if len(body.inputs) > 1 and body.tensors[body.inputs[0]].type == 2:  # an int32 counter first
+        shape = body.tensors[body.inputs[1]].shape
+        return int(shape[0]) if shape else 1
+    return 1
+
+
+def _loop_steps(model: Model, g: Subgraph, op: Operator, iters: int) -> int:
+    """Time steps a loop covers: the rows of the all-steps projection before it (``[T, G]``), else its iterations."""
+    for producer in g.operators:
+        if op.inputs[1] in producer.outputs and op_name(model, producer) == "RESHAPE":
+            src = g.tensors[producer.inputs[0]].shape
+            return int(src[0]) if len(src) == 2 else iters
+    return iters
 
 
 def _rank(t: Tensor) -> int:
@@ -78,6 +146,13 @@ def _op_cost(k: int, name: str, op: Operator, tensors: list[Tensor], const: set[
     if name == "BATCH_MATMUL":
         k_dim = int(tensors[ins[0]].shape[-1])
         return LayerCost(label, name, params, out_n * k_dim), 0
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(ins) > 1:  # filter [O, H, W, I] / [1, H, W, O]
+        f = tensors[ins[1]].shape
+        per_out = int(f[1]) * int(f[2]) * (int(f[3]) if name == "CONV_2D" else 1)
+        return LayerCost(label, name, params, out_n * per_out), 0
+    if name == "TRANSPOSE_CONV" and len(ins) > 2:  # filter [O, H, W, I]: every input value meets O x H x W
+        f = tensors[ins[1]].shape
+        return LayerCost(label, name, params, _numel(tensors[ins[2]].shape) * int(f[0]) * int(f[1]) * int(f[2])), 0
     if name in _ELEMENTWISE:
         return LayerCost(label, name, params, 0, out_n), 0
     return LayerCost(label, name, params, 0), 0

@@ -27,13 +27,18 @@ OPS: dict[int, str] = {
     44: "UNIDIRECTIONAL_SEQUENCE_LSTM", 45: "STRIDED_SLICE", 46: "BIDIRECTIONAL_SEQUENCE_RNN", 47: "EXP",
     49: "SPLIT", 52: "BIDIRECTIONAL_SEQUENCE_LSTM", 55: "MAXIMUM", 57: "MINIMUM", 59: "NEG", 65: "SLICE",
     75: "SQRT", 76: "RSQRT", 83: "PACK", 88: "UNPACK", 99: "SQUARED_DIFFERENCE", 101: "ABS", 114: "QUANTIZE",
-    119: "WHILE", 126: "BATCH_MATMUL", 150: "GELU",
+    119: "WHILE", 126: "BATCH_MATMUL", 150: "GELU", 34: "PAD", 53: "CAST", 56: "ARG_MAX", 58: "LESS", 60: "PADV2",
+    61: "GREATER", 67: "TRANSPOSE_CONV", 69: "TILE", 71: "EQUAL", 73: "LOG", 74: "SUM", 78: "POW", 82: "REDUCE_MAX",
+    89: "REDUCE_MIN", 98: "LEAKY_RELU", 100: "MIRROR_PAD", 117: "HARD_SWISH", 123: "SELECT_V2", 130: "BROADCAST_TO",
+    20: "RELU_N1_TO_1", 8: "FLOOR", 104: "CEIL", 105: "REVERSE_V2", 151: "DYNAMIC_UPDATE_SLICE", 94: "FILL",
 }
 #: TensorType codes -> numpy dtype names
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
           9: "int8", 10: "float64", 12: "uint64", 15: "uint32", 16: "uint16"}
 #: BuiltinOptions union members whose table has a time_major flag: union type -> (field number, default)
 _TIME_MAJOR = {71: (3, False), 69: (4, True), 31: (0, False), 70: (0, False)}
+#: BuiltinOptions union code of WhileOptions (cond_subgraph_index, body_subgraph_index)
+_WHILE_OPTIONS = 93
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Operator:
     inputs: list[int]
     outputs: list[int]
     time_major: bool = False
+    subgraphs: tuple[int, ...] = ()  #: a WHILE's (cond, body) subgraph indices
 
 
 @dataclass
@@ -178,8 +184,12 @@ def _subgraph(s: _Table) -> Subgraph:
             opts = o.table(4)
             fld, default = _TIME_MAJOR[kind]
             time_major = bool(opts.scalar(fld, "?", default)) if opts else default
+        called: tuple[int, ...] = ()
+        if kind == _WHILE_OPTIONS and o.table(4):
+            opts = o.table(4)
+            called = (int(opts.scalar(0, "i")), int(opts.scalar(1, "i")))
         ops.append(Operator(int(o.scalar(0, "I")), [int(i) for i in o.scalars(1, "i")],
-                            [int(i) for i in o.scalars(2, "i")], time_major))
+                            [int(i) for i in o.scalars(2, "i")], time_major, called))
     return Subgraph(tensors, [int(i) for i in s.scalars(1, "i")], [int(i) for i in s.scalars(2, "i")], ops)
 
 

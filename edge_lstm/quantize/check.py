@@ -92,14 +92,26 @@ def _stored(model: Any, graph: Any, producer: dict[int, Any], index: int, names:
 
 
 def onnx_weights(data: bytes) -> WeightReport:
-    """The stored type of each weight-carrying ONNX node's initializers (through Cast and DequantizeLinear)."""
+    """The stored type of each weight-carrying ONNX node's initializers (through Cast and DequantizeLinear),
+    inside subgraphs (a projected LSTM's Scan body) too."""
     import onnx
 
     model = onnx.load_from_string(data)
-    inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
     report = WeightReport()
-    for node in model.graph.node:
+    _graph_weights(model.graph, {}, {}, report)
+    return report
+
+
+def _graph_weights(graph: Any, outer_inits: dict[str, Any], outer_producer: dict[str, Any],
+                   report: WeightReport) -> None:
+    import onnx
+
+    inits = {**outer_inits, **{i.name: i for i in graph.initializer}}
+    producer = {**outer_producer, **{o: n for n in graph.node for o in n.output}}
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _graph_weights(a.g, inits, producer, report)
         if node.op_type in _ONNX_WEIGHT_OPS:
             slots = [1, 2] if node.op_type in ("LSTM", "GRU", "RNN") else [1]
         elif node.op_type.startswith("DynamicQuantize") or node.op_type in ("MatMulInteger", "QLinearMatMul"):
@@ -116,7 +128,6 @@ def onnx_weights(data: bytes) -> WeightReport:
             report.elements[kind] = report.elements.get(kind, 0) + int(np.prod(init.dims))
             layer = f"{node.op_type} '{node.name}'"
             report.layers[layer] = kind if report.layers.get(layer, kind) == kind else "mixed"
-    return report
 
 
 def _onnx_stored(name: str, inits: dict[str, Any], producer: dict[str, Any]) -> Any:

@@ -224,9 +224,9 @@ def _loop_scale(main: _Sub, body: _Sub, op: Any, var: int) -> Any:
         if body.code(k) == s.BuiltinOperator.QUANTIZE:
             return body.tensor(int(body.graph.operators[k].outputs[0])).quantization
     for sub, name in ((body, int(body.graph.outputs[var])), (main, int(op.inputs[var]))):
-        k = sub.producer.get(name)
-        if k is not None and sub.code(k) == s.BuiltinOperator.DEQUANTIZE:
-            src = sub.tensor(int(sub.graph.operators[k].inputs[0]))
+        at = sub.producer.get(name)
+        if at is not None and sub.code(at) == s.BuiltinOperator.DEQUANTIZE:
+            src = sub.tensor(int(sub.graph.operators[at].inputs[0]))
             if src.type == s.TensorType.INT8:
                 return src.quantization
     return None
@@ -239,9 +239,9 @@ def _copy_quant(q: Any) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return (a is not None and b is not None and len(a.scale) == len(b.scale) == 1
-            and np.isclose(float(a.scale[0]), float(b.scale[0]), rtol=1e-6, atol=0)
-            and int(a.zeroPoint[0]) == int(b.zeroPoint[0]))
+    return bool(a is not None and b is not None and len(a.scale) == len(b.scale) == 1
+                and np.isclose(float(a.scale[0]), float(b.scale[0]), rtol=1e-6, atol=0)
+                and int(a.zeroPoint[0]) == int(b.zeroPoint[0]))
 
 
 def _int8_source(sub: _Sub, tensor: int, quant: Any, at: int) -> int:
@@ -338,9 +338,9 @@ def _drop_copies(body: _Sub) -> None:
         if k is None or body.code(k) != s.BuiltinOperator.RESHAPE:
             continue
         src = int(body.graph.operators[k].inputs[0])
-        if src == int(i) and _same(body.tensor(src).quantization, body.tensor(int(o)).quantization):
-            outputs[var] = int(i)
-        elif src == int(i) and body.tensor(src).type == body.tensor(int(o)).type == s.TensorType.INT32:
+        same_int8 = _same(body.tensor(src).quantization, body.tensor(int(o)).quantization)
+        same_int32 = body.tensor(src).type == body.tensor(int(o)).type == s.TensorType.INT32
+        if src == int(i) and (same_int8 or same_int32):
             outputs[var] = int(i)
     body.graph.outputs = outputs
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm.errors import UnsupportedModel, UsageError
+from edge_lstm.quantize import onnx_scan
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.spec import Precision
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 #: precisions this module produces for ONNX, in the order the CLI lists them
 SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8)
-_WEIGHT_OPS = ("LSTM", "GRU", "RNN", "Gemm", "MatMul", "Conv")
+_WEIGHT_OPS = ("LSTM", "GRU", "RNN", "Gemm", "MatMul", "Conv", "ConvTranspose", "Scan")
 _INSERTED_CAST_PREFIX = "InsertedPrecisionFreeCast"
 _FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -86,8 +87,9 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     model.CopyFrom(proto)
     _constants_to_initializers(model)
     names = _name_nodes(model)
-    lstms = [n for op, n in names if op == "LSTM"]
-    floats = [f"{op} '{n}'" for op, n in names if op in _WEIGHT_OPS and op != "LSTM"]
+    scans = {n.name for n in onnx_scan.projected_scans(model)}
+    lstms = [n for op, n in names if op == "LSTM"] + onnx_scan.weight_products(model)
+    floats = [f"{op} '{n}'" for op, n in names if op in _WEIGHT_OPS and op != "LSTM" and n not in scans]
     if not lstms:
         raise UnsupportedModel(
             "dynamic-int8 for ONNX quantizes LSTM layers, and this model has none "
@@ -99,7 +101,8 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
         onnx.save(model, src)
         try:
             with _quiet_root_logger():  # it advises pre-processing on the root logger; the LSTM needs none
-                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_quantize=lstms)
+                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_quantize=lstms,
+                                 extra_options={"EnableSubgraph": bool(scans)})
         except Exception as e:  # the quantizer's message names the node it could not handle
             raise UnsupportedModel(
                 f"ONNX Runtime's dynamic quantizer failed on this model: {str(e).strip() or type(e).__name__}",
@@ -143,7 +146,12 @@ def _name_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
 def _weight_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Number of initializer values each node reads."""
     sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
-    return {n.name: sum(sizes.get(i, 0) for i in n.input) for n in model.graph.node}
+
+    def reads(n: Any) -> set[str]:  # a Scan's body reads its weights from the outer scope
+        inner = {i for a in n.attribute if a.type == a.GRAPH for b in a.g.node for i in b.input}
+        return set(n.input) | inner
+
+    return {n.name: sum(sizes.get(i, 0) for i in reads(n)) for n in model.graph.node}
 
 
 def _float_reason(layer: str, count: int, total: int) -> str:
@@ -175,7 +183,12 @@ def to_fp16(proto: onnx.ModelProto) -> QuantizedArtifact:
     clipped = _convert_tensors(model)
     _keep_io_float32(model)
     del model.graph.value_info[:]
-    fallback = _ort_fp32_nodes(model)
+    scans = [n.name for n in onnx_scan.projected_scans(model)]
+    if scans:  # a projected LSTM's Scan computes in float32: its body reads float32 casts of its weights
+        onnx_scan.cast_outer_weights(model)
+        onnx_scan.outputs_to_fp16(model, set(scans))
+        _wrap_in_fp32(model, set(scans))
+    fallback = [*scans, *(n for n in _ort_fp32_nodes(model) if n not in scans)]
     fallback += _movement_next_to(model, set(fallback))
     if fallback:
         _wrap_in_fp32(model, set(fallback))
@@ -200,6 +213,8 @@ def _refuse_subgraphs(proto: onnx.ModelProto) -> None:
     import onnx
 
     for node in proto.graph.node:
+        if onnx_scan.is_projected(node):
+            continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise UnsupportedModel(
                 f"Node '{node.name}' ({node.op_type}) has a subgraph; edge-lstm quantizes flat graphs only.",
@@ -383,6 +398,7 @@ def _drop_cast_round_trips(model: onnx.ModelProto) -> None:
 
     graph = model.graph
     outputs = {o.name for o in graph.output}
+    outputs |= {i for s in onnx_scan.projected_scans(model) for n in onnx_scan.body(s).node for i in n.input}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:

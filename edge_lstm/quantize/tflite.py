@@ -151,7 +151,8 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
             if arr is None or (arr.size < _MIN_FP16_ELEMENTS and index not in weights):
                 continue
             half = s.TensorT()
-            half.name, half.shape, half.type = (tensor.name or b"w") + b"_fp16", list(tensor.shape), s.TensorType.FLOAT16
+            half.name, half.shape = (tensor.name or b"w") + b"_fp16", list(tensor.shape)
+            half.type = s.TensorType.FLOAT16
             _set_data(model, half, arr.astype(np.float16))
             graph.tensors.append(half)
             tensor.buffer = 0  # now produced by the DEQUANTIZE op
@@ -199,13 +200,14 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
     ops = s.BuiltinOperator
     lstm_ops = (ops.UNIDIRECTIONAL_SEQUENCE_LSTM, ops.BIDIRECTIONAL_SEQUENCE_LSTM, ops.LSTM)
     quantized, floats = 0, []
-    for graph in model.subgraphs:
-        outputs = set(graph.outputs)
+    for gi, graph in enumerate(model.subgraphs):
+        # only the model's own outputs: a loop body's outputs are its state, computed like any other step
+        outputs = set(graph.outputs) if gi == 0 else set()
         for op in graph.operators:
             code = model.operatorCodes[op.opcodeIndex]
             builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
             if builtin in lstm_ops:
-                weights = [i for i in op.inputs[1:9] if i >= 0]
+                weights = [i for k, i in enumerate(op.inputs) if (1 <= k <= 8 or k == 16) and i >= 0]
                 op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
                 if hasattr(op.builtinOptions, "asymmetricQuantizeInputs"):
                     op.builtinOptions.asymmetricQuantizeInputs = False

@@ -129,7 +129,7 @@ def test_reference_forecaster_loop_golden() -> None:
 
 
 def test_loop_sequence_outputs_are_written_a_step_at_a_time() -> None:
-    lowered = lower(case("all_steps").proto, "loop")
+    lowered = lower(case("all_steps_wide").proto, "loop")
     model = unpack(lowered.data)
     assert op_names(model).count("WHILE") == 1 and "FILL" in op_names(model)
     # 4 steps an iteration: the top layer's 4 outputs are one row of the [T/4, 4H] sequence
@@ -149,7 +149,7 @@ def test_loop_bidirectional_loops_each_direction() -> None:
 
 
 def test_gru_loop() -> None:
-    lowered = lower(case("gru").proto, "loop")
+    lowered = lower(case("gru_wide").proto, "loop")
     model = unpack(lowered.data)
     assert op_names(model).count("WHILE") == 1 and len(model.subgraphs) == 3
     body = subgraph_ops(model, 2)
@@ -271,16 +271,30 @@ def test_state_input_shape_that_disagrees_with_the_layer() -> None:
         lower(proto, "loop")
 
 
-@pytest.mark.parametrize("name", ["stacked", "all_steps", "gru"])
+@pytest.mark.parametrize("name", ["stacked_wide", "all_steps_wide", "gru_wide"])
 @pytest.mark.parametrize(("window", "per_iteration"), [(9, 3), (10, 2), (7, 1)])
 def test_stacked_loop_takes_the_steps_that_divide_the_window(name: str, window: int, per_iteration: int) -> None:
     c = case(name, window=window)
     lowered = lower(c.proto, "loop")
     model = unpack(lowered.data)
     body = subgraph_ops(model, 2)
-    recurrent = 2 if name == "gru" else 1  # recurrent products a step and layer
+    recurrent = 2 if name.startswith("gru") else 1  # recurrent products a step and layer
     assert body.count("FULLY_CONNECTED") == 2 * recurrent * per_iteration + 1
     assert body.count("LOGISTIC") == 2 * per_iteration  # one a step and layer
+    for seed in (0, 1):
+        feeds = c.feeds(seed)
+        assert_close(run(lowered, feeds), c.reference(feeds))
+
+
+@pytest.mark.parametrize("name", ["stacked", "all_steps", "gru"])
+def test_small_stacks_take_one_step_an_iteration(name: str) -> None:
+    """Where the extra steps' ops would cost more than 5% of the weights, the body is one step of each layer."""
+    c = case(name)
+    lowered = lower(c.proto, "loop")
+    body = subgraph_ops(unpack(lowered.data), 2)
+    assert body.count("LOGISTIC") == 2  # one a step and layer
+    const_bytes = sum(len(b.data) for b in unpack(lowered.data).buffers if b.data is not None)
+    assert const_bytes <= 1.02 * c.param_bytes
     for seed in (0, 1):
         feeds = c.feeds(seed)
         assert_close(run(lowered, feeds), c.reference(feeds))

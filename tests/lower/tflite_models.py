@@ -39,6 +39,10 @@ KINDS: dict[str, archs.ArchConfig] = {
     "gru_state_io_seq_first": archs.ArchConfig(cell="gru", hidden=8, layers=2, batch_first=False, state_io=True),
     "proj_size": archs.ArchConfig(hidden=16, layers=2, proj_size=6),
     "rnn": archs.ArchConfig(cell="rnn", n_features=2, hidden=16, layers=2),
+    # stacks whose weights dwarf a loop body's ops: the loop takes several steps an iteration
+    "stacked_wide": archs.ArchConfig(n_features=3, hidden=64, layers=2),
+    "all_steps_wide": archs.ArchConfig(n_features=3, hidden=64, layers=2, n_outputs=2, all_steps=True),
+    "gru_wide": archs.ArchConfig(cell="gru", n_features=2, hidden=96, layers=2),
     "rnn_bidirectional_all_steps": archs.ArchConfig(cell="rnn", hidden=8, layers=1, bidirectional=True,
                                                     all_steps=True),
     "rnn_state_io": archs.ArchConfig(cell="rnn", hidden=8, layers=2, state_io=True),

@@ -33,8 +33,8 @@ def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool) -> 
     """The ``auto`` lowering of ``proto``; see the module docstring."""
     fused = build(proto, "fused", streaming, int8=int8, micro=micro)
     if micro:
-        return with_reason(fused, "auto", "auto: fused for TFLite Micro, which has fused LSTM kernels"
-                           + ("" if fused.lowering == "fused" else f" (as {fused.lowering}: some layers cannot be fused)"))
+        partly = "" if fused.lowering == "fused" else f" (as {fused.lowering}: some layers cannot be fused)"
+        return with_reason(fused, "auto", "auto: fused for TFLite Micro, which has fused LSTM kernels" + partly)
     if fused.lowering != "fused":
         loop = build(proto, "loop", streaming, int8=int8, micro=micro)
         why = "no layer the fused op can express" if "fused" not in fused.lowering else "some layers cannot be fused"

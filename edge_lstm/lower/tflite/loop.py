@@ -71,7 +71,7 @@ def run_loop(
         x = ctx.reshape(x, (steps * batch, x.shape[-1] // batch), tag + "_in_rows")
     xp = ctx.fully_connected(x, ctx.const_tensor(tag + "_w0", first.w), ctx.const_tensor(tag + "_b0", first.b),
                              tag + "_xproj")
-    u = next((u for u in _UNROLL if steps % u == 0), 1) if len(layers) > 1 else 1
+    u = steps_per_iteration(layers, steps)
     iters, width = steps // u, xp.shape[1] * batch
     xp = ctx.reshape(xp, (iters, u * width), tag + "_xproj_u")
     # the initial loop variables, in the main subgraph
@@ -140,6 +140,25 @@ def run_loop(
 
 #: time steps per iteration of a stacked loop: the first of these that divides the sequence length
 _UNROLL = (4, 3, 2)
+#: bytes one layer's step adds to the body (about 11 ops and 15 tensors), and the share of the weight bytes the
+#: extra steps of a body may cost: small stacks keep one step an iteration, so their file stays near the weights
+_STEP_BYTES, _BODY_SHARE = 1500, 0.05
+
+
+def steps_per_iteration(layers: list[LoopLayer], steps: int) -> int:
+    """How many time steps one iteration takes: several for a stack whose weights dwarf the extra body ops.
+
+    At batch 1 a step's time is mostly its fully-connected ops streaming their weights from cache; taking ``u``
+    steps an iteration reads an upper layer's input weights once per ``u`` steps. Each extra step writes the
+    cell's ops again, which only pays where they are small against the weights.
+    """
+    if len(layers) < 2:
+        return 1
+    weight_bytes = 4 * sum(a.size for layer in layers for a in (layer.w, layer.r) if a is not None)
+    for u in _UNROLL:
+        if steps % u == 0 and (u - 1) * len(layers) * _STEP_BYTES <= _BODY_SHARE * weight_bytes:
+            return u
+    return 1
 
 
 def _steps(

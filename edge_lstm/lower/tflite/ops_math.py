@@ -207,7 +207,7 @@ def _pad(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.op(OP.PAD, [x, ctx.const_tensor("paddings", table)], [y], schema.PadOptionsT())
     else:
         require(mode == "constant", node, f"pad mode '{mode}'")
-        ins = [x, ctx.const_tensor("paddings", table), _scalar(ctx, value)]
+        ins: list[TensorRef | None] = [x, ctx.const_tensor("paddings", table), _scalar(ctx, value)]
         ctx.op(OP.PADV2, ins, [y], schema.PadV2OptionsT())
 
 

@@ -193,7 +193,7 @@ def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
     bias = ctx.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(cout, np.float32)
     assert bias is not None
     y = ctx.temp(node.output[0] + "_full", full)
-    ins = [ctx.int32("output_shape", list(full)),
+    ins: list[TensorRef | None] = [ctx.int32("output_shape", list(full)),
            ctx.const_tensor(node.input[1] + "_filter", np.ascontiguousarray(np.transpose(filt, (1, 2, 3, 0)),
                                                                            np.float32)),
            x, ctx.const_tensor(node.output[0] + "_bias", np.asarray(bias, np.float32))]
