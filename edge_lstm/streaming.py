@@ -143,18 +143,32 @@ def _build(flow: Flow) -> StreamingModel:
 
 
 def _drop_dead(g: Any) -> None:
-    """Remove nodes and initializers nothing reads any more (the zero-state subgraphs the state inputs replace)."""
+    """Remove nodes and initializers nothing reads any more (the zero-state subgraphs the state inputs replace).
+
+    Names a subgraph (a Scan's body) reads from the outer scope count as read.
+    """
     while True:
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        used = _reads(g) | {o.name for o in g.output}
         live = [n for n in g.node if any(o in used for o in n.output)]
         if len(live) == len(g.node):
             break
         del g.node[:]
         g.node.extend(live)
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    used = _reads(g) | {o.name for o in g.output}
     keep = [i for i in g.initializer if i.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
+
+
+def _reads(g: Any) -> set[str]:
+    """Every value name a graph's nodes read, subgraphs included."""
+    names: set[str] = set()
+    for n in g.node:
+        names.update(i for i in n.input if i)
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else list(a.graphs)):
+                names |= _reads(sub)
+    return names
 
 
 def onnx_float() -> int:

@@ -53,11 +53,6 @@ REFUSED: dict[tuple[str, str], dict[str, str]] = {
     ("residual", "pickle"): {"int8.tflite": "relative L2", "stream.int8.tflite": "relative L2"},
     # the full-int8 GRU the quantizer writes is refused by LiteRT when opened (issue-9a's quantizer)
     ("gru_layernorm", "pickle"): {"int8.tflite": "invalidly specified in schema"},
-    # ONNX's LSTM has no projection and the traced graph hides the layer (issue 9 item 3, issue-9a's work)
-    ("proj_size", "torchscript"): {"*": "inside a traced graph cannot be captured"},
-    ("proj_size", "pt2"): {"*": "inside a traced graph cannot be captured"},
-    # the projected LSTM is captured as per-step cells: no recurrent node to carry a state through
-    ("proj_size", "pickle"): {"*": "takes time step 0 of the window"},
 }
 #: (network, form) -> {artifact: reason} for artifacts that pass on LiteRT but miss a gate on tflite-runtime 2.14
 TFLRT_FAILS: dict[tuple[str, str], dict[str, str]] = {
