@@ -151,7 +151,8 @@ def ensure_precision(fmt: str, data: bytes, precision: Precision, float_layers: 
 
     Every weight-carrying layer must hold its weights in the precision's type,
     except the ``float_layers`` the quantizer reported (by ONNX node name, or
-    for TFLite as a count of FULLY_CONNECTED heads); and at least one must.
+    for TFLite as a count of FULLY_CONNECTED heads); and when there are
+    weights, some must be in that precision.
     """
     precision = Precision(precision)
     if precision is Precision.FP32:
@@ -163,11 +164,12 @@ def ensure_precision(fmt: str, data: bytes, precision: Precision, float_layers: 
     if fmt == "onnx":  # by node name (ONNX Runtime's quantizer may rewrite a kept Gemm as '<name>_MatMul')
         kept = [f.split("'")[1] for f in allowed if f.count("'") >= 2]
         wrong = {k: v for k, v in wrong.items() if not any(k.split("'")[1].startswith(n) for n in kept)}
-    else:  # TFLite ops have no names: the quantizer's float layers are FULLY_CONNECTED heads, counted
-        heads = sum(1 for f in allowed if f.startswith("FULLY_CONNECTED"))
-        fcs = [k for k in wrong if k.startswith("FULLY_CONNECTED") and "subgraph" not in k][:heads]
-        wrong = {k: v for k, v in wrong.items() if k not in fcs}
-    if wrong or not report.share(want):
+    else:  # TFLite ops have no names: the quantizer's float layers are counted, op kind by op kind
+        for kind in {f.split()[0] for f in allowed}:
+            count = sum(1 for f in allowed if f.split()[0] == kind)
+            kept = [k for k in wrong if k.split()[0] == kind and "subgraph" not in k][:count]
+            wrong = {k: v for k, v in wrong.items() if k not in kept}
+    if wrong or (report.elements and not report.share(want)):
         shown = ", ".join(f"{k}: {v}" for k, v in list(wrong.items())[:6]) or "no weights at all"
         raise UnsupportedModel(
             f"The {precision.value} {fmt} artifact does not hold its weights in {precision.value}: {shown} "

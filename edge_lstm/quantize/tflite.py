@@ -216,9 +216,12 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
                 op.opcodeIndex = _opcode(model, builtin, 3)  # version 3: hybrid
                 if op.builtinOptions is not None:
                     op.builtinOptions.asymmetricQuantizeInputs = False
+            elif builtin == ops.CONV_2D and not outputs.intersection(op.outputs):
+                weights = [op.inputs[1]]  # the hybrid convolution kernel: int8 filter, float input
             else:
-                if builtin == ops.FULLY_CONNECTED:
-                    floats.append(f"FULLY_CONNECTED '{_tensor_name(graph.tensors[op.outputs[0]])}'")
+                # (a depthwise convolution's hybrid kernel computed wrong values with a per-tensor filter scale)
+                if builtin in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.TRANSPOSE_CONV):
+                    floats.append(f"{_op_name(model, op)} '{_tensor_name(graph.tensors[op.outputs[0]])}'")
                 continue
             quantized += sum(_int8_weight(model, graph.tensors[i]) for i in weights)
     if not quantized:
@@ -226,7 +229,9 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
             "dynamic-int8 found no LSTM or FULLY_CONNECTED weights to quantize in this TFLite model.",
             "Use --precision fp16, or int8 with --calib.",
         )
-    notes = [f"{f} stays float32: it produces a model output, where per-call input rounding lands directly."
+    notes = [f"{f} stays float32: " + ("it produces a model output, where per-call input rounding lands directly."
+                                       if f.startswith(("FULLY_CONNECTED", "CONV_2D"))
+                                       else "TFLite has no hybrid kernel edge-lstm trusts for it.")
              for f in floats]
     notes.append("hybrid kernels (int8 weights, float activations) run on LiteRT/tflite-runtime, not TFLite Micro.")
     data = _pack(_drop_unused_buffers(model))

@@ -35,6 +35,7 @@ class OpCase:
     shapes: tuple[tuple[int, ...], ...]
     golden: tuple[str, ...]
     int_input: bool = False
+    claims_as: tuple[str, ...] = ()  #: the ONNX ops whose support claims this case checks, when not its own
 
 
 def _bn_after_linear() -> nn.Module:
@@ -93,9 +94,9 @@ CASES: dict[str, OpCase] = {
     "relu6": OpCase("Clip", _seq(nn.ReLU6()), ((1, 8),), ("RELU6",)),
     "hardsigmoid": OpCase("HardSigmoid", _seq(nn.Hardsigmoid()), ((1, 8),), ("MUL", "ADD", "MINIMUM", "MAXIMUM")),
     "hardswish": OpCase("HardSwish", _seq(nn.Hardswish()), ((1, 8),), ("HARD_SWISH",)),
-    "softplus": OpCase("Softplus", _seq(nn.Softplus()), ((1, 8),), ("ABS", "NEG", "EXP", "ADD", "LOG", "RELU", "ADD")),
+    "softplus": OpCase("Softplus", _seq(nn.Softplus()), ((1, 8),), ("ABS", "SUB", "EXP", "ADD", "LOG", "RELU", "ADD")),
     "log": OpCase("Log", _fn(lambda m, x: torch.log(x.abs() + 1.0)), ((1, 8),), ("ABS", "ADD", "LOG")),
-    "pow_square": OpCase("Pow", _fn(lambda m, x: x**2), ((1, 8),), ("MUL",)),
+    "pow_square": OpCase("Pow", _fn(lambda m, x: x**2), ((1, 8),), ("MUL",), claims_as=("Mul",)),
     "pow_general": OpCase("Pow", _fn(lambda m, x: (x.abs() + 0.1) ** 1.5), ((1, 8),), ("ABS", "ADD", "POW")),
     "cast": OpCase("Cast", _fn(lambda m, x: (x > 0).to(torch.float32) * x), ((1, 8),), ("GREATER", "CAST", "MUL")),
     "expand": OpCase("Expand", _fn(lambda m, x: x[:, :1].expand(1, 5, 3)), ((1, 4, 3),),
@@ -110,6 +111,35 @@ CASES: dict[str, OpCase] = {
     "tile": OpCase("Tile", _fn(lambda m, x: x.repeat(1, 3, 1)), ((1, 2, 4),), ("TILE",)),
     "argmax": OpCase("ArgMax", _fn(lambda m, x: x.argmax(dim=-1)), ((1, 5, 7),), ("ARG_MAX",)),
     "dropout": OpCase("Dropout", _seq(nn.Linear(4, 4), nn.Dropout(0.5)), ((1, 4),), ("FULLY_CONNECTED",)),
+    # the core table: elementwise, activations, dense layers and data movement
+    "add_sub_mul": OpCase("Sub", _fn(lambda m, x, y: (x + y) * x - y), ((1, 6), (1, 6)), ("ADD", "MUL", "SUB")),
+    "div": OpCase("Div", _fn(lambda m, x: x / (x.abs() + 1.0)), ((1, 6),), ("ABS", "ADD", "DIV")),
+    "exp": OpCase("Exp", _fn(lambda m, x: torch.exp(x)), ((1, 6),), ("EXP",)),
+    "neg_exp": OpCase("Exp", _fn(lambda m, x: torch.exp(-x)), ((1, 6),), ("NEG", "EXP")),
+    "sqrt": OpCase("Sqrt", _fn(lambda m, x: torch.sqrt(x.abs() + 0.5)), ((1, 6),), ("ABS", "ADD", "SQRT")),
+    "floor_ceil": OpCase("Ceil", _fn(lambda m, x: torch.floor(x * 3) + torch.ceil(x * 2)), ((1, 6),),
+                         ("MUL", "FLOOR", "MUL", "CEIL", "ADD")),
+    "reciprocal": OpCase("Reciprocal", _fn(lambda m, x: torch.reciprocal(x.abs() + 1.0)), ((1, 6),),
+                         ("ABS", "ADD", "DIV")),
+    "max_min": OpCase("Max", _fn(lambda m, x, y: torch.maximum(x, y) - torch.minimum(x, y)), ((1, 6), (1, 6)),
+                      ("MAXIMUM", "MINIMUM", "SUB")),
+    "compare": OpCase("Less", _fn(lambda m, x: torch.where(x < 0.5, x, x * 2) + (x == 0).float()), ((1, 6),),
+                      ("LESS", "MUL", "SELECT_V2", "EQUAL", "CAST", "ADD")),
+    "relu_tanh_sigmoid": OpCase("Sigmoid", _fn(lambda m, x: torch.relu(x) + torch.tanh(x) * torch.sigmoid(x)),
+                                ((1, 6),), ("RELU", "TANH", "LOGISTIC", "MUL", "ADD")),
+    "leaky_relu": OpCase("LeakyRelu", _seq(nn.LeakyReLU(0.1)), ((1, 6),), ("LEAKY_RELU",)),
+    "gelu": OpCase("Erf", _seq(nn.GELU()), ((1, 6),), ("GELU",)),  # the erf form, fused into one GELU
+    "layernorm": OpCase("LayerNormalization", _seq(nn.LayerNorm(6)), ((1, 3, 6),),
+                        ("MEAN", "SUB", "MUL", "MEAN", "ADD", "RSQRT", "MUL", "MUL", "ADD")),
+    "linear": OpCase("Gemm", _seq(nn.Linear(6, 3)), ((1, 6),), ("FULLY_CONNECTED",)),
+    "linear_3d": OpCase("MatMul", _seq(nn.Linear(6, 3)), ((1, 4, 6),), ("FULLY_CONNECTED",)),
+    "batch_matmul": OpCase("MatMul", _fn(lambda m, x, y: x @ y), ((1, 3, 4), (1, 4, 2)), ("BATCH_MATMUL",)),
+    "movement": OpCase("Transpose", _fn(lambda m, x: torch.flatten(x.transpose(1, 2).unsqueeze(0).squeeze(0), 1)),
+                       ((1, 3, 4),), ("TRANSPOSE", "RESHAPE", "RESHAPE", "RESHAPE")),
+    "slice_gather": OpCase("Gather", _fn(lambda m, x: x[:, 1:3] + x[:, -1].unsqueeze(1)), ((1, 5, 2),),
+                           ("STRIDED_SLICE", "STRIDED_SLICE", "RESHAPE", "ADD")),
+    "concat_split": OpCase("Split", _fn(lambda m, x: torch.cat(list(torch.split(x, [2, 4], dim=-1))[::-1], dim=-1)),
+                           ((1, 6),), ("STRIDED_SLICE", "STRIDED_SLICE", "CONCATENATION")),
     "softmax_time_axis": OpCase("Softmax", _fn(lambda m, x: torch.softmax(x, dim=1)), ((1, 6, 3),),
                                 ("TRANSPOSE", "SOFTMAX", "TRANSPOSE")),
 }

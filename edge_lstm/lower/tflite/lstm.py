@@ -73,6 +73,8 @@ def _fused_blocker(ctx: Context, rec: Recurrent, h0: object, c0: object) -> str 
         return "TFLite's integer quantizer has no sequence-RNN kernel (full int8)"
     if rec.kind == "rnn" and ctx.micro:
         return "TFLite Micro has no sequence-RNN kernel"
+    if rec.proj is not None and ctx.micro:
+        return "TFLite Micro's LSTM kernel has no projection"
     if rec.y_c and ctx.graph.used(rec.y_c):
         return "the final cell state is a model output, which the fused TFLite LSTM op cannot return"
     if h0 is not None or c0 is not None:

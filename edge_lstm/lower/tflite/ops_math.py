@@ -61,9 +61,10 @@ def _clip(ctx: Context, node: onnx.NodeProto) -> None:
     lo, hi = _optional_const(ctx, node, 1, "min"), _optional_const(ctx, node, 2, "max")
 
     def build(c: Context, x: TensorRef, h: str) -> TensorRef:
-        if (lo, hi) == (0.0, 6.0):
+        # int8: TFLite Micro's integer RELU6 ignored the output scale TFLite's quantizer gave it (wrong values)
+        if (lo, hi) == (0.0, 6.0) and not c.int8:
             return c.unary(OP.RELU6, x, h)
-        if (lo, hi) == (-1.0, 1.0):
+        if (lo, hi) == (-1.0, 1.0) and not c.int8:
             return c.unary(OP.RELU_N1_TO_1, x, h)
         if lo == 0.0 and hi is None:
             return c.unary(OP.RELU, x, h)
@@ -85,7 +86,9 @@ def _hard_sigmoid(ctx: Context, node: onnx.NodeProto) -> None:
 
 def _softplus(ctx: Context, node: onnx.NodeProto) -> None:
     def build(c: Context, x: TensorRef, h: str) -> TensorRef:
-        tail = c.unary(OP.EXP, c.unary(OP.NEG, c.unary(OP.ABS, x, h + "_abs"), h + "_nabs"), h + "_exp")
+        # 0 - |x| rather than NEG: TFLite's integer quantizer has no NEG
+        tail = c.unary(OP.EXP, c.binary(OP.SUB, _scalar(c, 0.0), c.unary(OP.ABS, x, h + "_abs"), h + "_nabs"),
+                       h + "_exp")
         log1p = c.unary(OP.LOG, c.binary(OP.ADD, tail, _scalar(c, 1.0), h + "_1p"), h + "_log1p")
         return c.binary(OP.ADD, c.unary(OP.RELU, x, h + "_relu"), log1p, h)
 
@@ -205,6 +208,12 @@ def _pad(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.op(OP.MIRROR_PAD, [x, ctx.const_tensor("paddings", table)], [y], opts)
     elif mode == "constant" and value == 0.0:
         ctx.op(OP.PAD, [x, ctx.const_tensor("paddings", table)], [y], schema.PadOptionsT())
+    elif ctx.int8:  # TFLite's quantizer leaves PADV2's value in float: pad x - value with zeros, add value back
+        require(mode == "constant", node, f"pad mode '{mode}'")
+        shifted = ctx.binary(OP.SUB, x, _scalar(ctx, value), out + "_shift")
+        padded = ctx.temp(out + "_pad", ctx.graph.shapes[out])
+        ctx.op(OP.PAD, [shifted, ctx.const_tensor("paddings", table)], [padded], schema.PadOptionsT())
+        ctx.op(OP.ADD, [padded, _scalar(ctx, value)], [y], schema.AddOptionsT())
     else:
         require(mode == "constant", node, f"pad mode '{mode}'")
         ins: list[TensorRef | None] = [x, ctx.const_tensor("paddings", table), _scalar(ctx, value)]
