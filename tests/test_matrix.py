@@ -38,14 +38,11 @@ LEAN = ["fp32", "dynamic-int8"]
 #: (exit 3) with}; form "*" is every form; suffix "*" is the whole export (nothing could be built)
 _GRU_ONNX = "ONNX Runtime has no quantized GRU or RNN kernel"
 REFUSED: dict[tuple[str, str], dict[str, str]] = {
-    ("cnn_lstm", "*"): {"dynamic-int8.tflite": "does not hold its weights in dynamic-int8: CONV_2D"},
     ("gru_layernorm", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
     ("plain_rnn", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX,
                          # the hybrid quantizer has no entry for the fused UNIDIRECTIONAL_SEQUENCE_RNN (issue-9a)
                          "dynamic-int8.tflite": "found no LSTM or FULLY_CONNECTED weights to quantize",
                          "stream.dynamic-int8.tflite": "found no LSTM or FULLY_CONNECTED weights to quantize"},
-    ("deepar", "pickle"): {"int8.tflite": "Quantization not yet supported for op: 'NEG'",
-                           "stream.int8.tflite": "Quantization not yet supported for op: 'NEG'"},
     # full int8 with random calibration misses the gates (exit 3): a softmax over time, an encoder-decoder,
     # a skip path adding the raw input to the int8 head
     ("attention", "pickle"): {"int8.tflite": "cosine"},
