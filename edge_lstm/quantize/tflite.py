@@ -211,6 +211,11 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
                 op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
                 if hasattr(op.builtinOptions, "asymmetricQuantizeInputs"):
                     op.builtinOptions.asymmetricQuantizeInputs = False
+            elif builtin == ops.UNIDIRECTIONAL_SEQUENCE_RNN:
+                weights = [i for i in op.inputs[1:3] if i >= 0]
+                op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
+                if op.builtinOptions is not None:
+                    op.builtinOptions.asymmetricQuantizeInputs = False
             elif builtin == ops.FULLY_CONNECTED and not outputs.intersection(op.outputs):
                 weights = [op.inputs[1]]
                 op.opcodeIndex = _opcode(model, builtin, 3)  # version 3: hybrid
@@ -226,7 +231,8 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
             quantized += sum(_int8_weight(model, graph.tensors[i]) for i in weights)
     if not quantized:
         raise UnsupportedModel(
-            "dynamic-int8 found no LSTM or FULLY_CONNECTED weights to quantize in this TFLite model.",
+            "dynamic-int8 found no recurrent, fully-connected or convolution weights to quantize in this TFLite "
+            "model (a model's output layer stays float).",
             "Use --precision fp16, or int8 with --calib.",
         )
     notes = [f"{f} stays float32: " + ("it produces a model output, where per-call input rounding lands directly."
@@ -303,7 +309,7 @@ def to_int8(
     model = _unpack(data)
     if looped:
         loops.int8_loop_state(model)
-    data = _pack(_drop_unused_buffers(loops.drop_temp_names(model)))
+    data = _pack(loops.dedupe_buffers(loops.drop_temp_names(model)))
     data = _strip_ranges(data)
     notes = [f"int8 activations and per-channel int8 weights, int16 LSTM cell state, int32 bias; "
              f"calibrated by TFLite's quantizer on {cal.count} windows ({cal.source})."]
