@@ -56,10 +56,10 @@ def _litert(model: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def _same(model: bytes, feeds: dict[str, np.ndarray], tmp: Path, quantized: bool = False) -> None:
-    """Equal outputs; a quantized artifact's kernels round differently per runtime: within 2% of the peak."""
+    """Equal outputs; a quantized artifact's kernels round differently per runtime: within 5% of the peak."""
     want, got = _litert(model, feeds), _device(model, feeds, tmp)
     for k, v in want.items():
-        atol = 0.02 * float(np.abs(v).max()) + 1e-4 if quantized else 1e-5
+        atol = 0.05 * float(np.abs(v).max()) + 1e-4 if quantized else 1e-5
         np.testing.assert_allclose(np.asarray(got[k]).reshape(np.shape(v)), v, atol=atol, rtol=1e-5)
 
 
