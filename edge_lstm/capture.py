@@ -12,7 +12,6 @@ import io
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from edge_lstm import archs
 from edge_lstm.errors import UnsupportedModel
 from edge_lstm.load import LoadedModel
 from edge_lstm.spec import InputSpec, TensorSpec
@@ -47,36 +46,7 @@ def streaming_model(model: LoadedModel, proto: onnx.ModelProto | None = None) ->
 
     x = model.inputs.inputs[0]
     pairs = list(zip(model.inputs.names[1:], model.output_names[1:], strict=False)) if model.has_state_io else []
-    if model.config is not None and model.config.proj_size and not model.config.bidirectional:
-        return _projected_step(model, pairs)
     return streaming.derive(proto if proto is not None else to_onnx(model), x.name, _time_axis(x), pairs)
-
-
-def _projected_step(model: LoadedModel, pairs: list[tuple[str, str]]) -> StreamingModel:
-    """A built-in ``proj_size`` LSTM, whose capture has no recurrent node: rebuilt with its state as I/O."""
-    from edge_lstm import streaming
-    from edge_lstm.load import probe_outputs
-
-    assert model.config is not None and model.arch is not None
-    cfg = archs.ArchConfig.from_dict({**model.config.to_dict(), "state_io": True})
-    module = archs.build(model.arch, cfg)
-    module.load_state_dict(model.module.state_dict())
-    module.eval()
-    names = archs.input_names(cfg)
-    batch_axes = [0 if cfg.batch_first else 1] + [1] * (len(names) - 1)
-    inputs = InputSpec(tuple(
-        TensorSpec(n, tuple("batch" if a == b else d for a, d in enumerate(s)))
-        for n, s, b in zip(names, archs.input_shapes(cfg, window=1), batch_axes, strict=True)
-    ))
-    step = LoadedModel(module, model.format, model.name, inputs, (), arch=model.arch, config=cfg)
-    step.outputs = probe_outputs(step)
-    proto = to_onnx(step)
-    links = tuple(streaming.StateLink(i.name, o.name, i.shape, "explicit" if pairs else "projected LSTM")
-                  for i, o in zip(step.inputs.inputs[1:], step.outputs[1:], strict=True))
-    time_axis = _time_axis(model.inputs.inputs[0])
-    axes = {n: (time_axis if cfg.all_steps and i == 0 else None) for i, n in enumerate(model.output_names)}
-    return streaming.StreamingModel(proto, step.inputs.inputs[0].name, time_axis, links, axes, step.inputs,
-                                    step.outputs)
 
 
 def _time_axis(x: TensorSpec) -> int:

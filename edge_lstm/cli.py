@@ -106,17 +106,18 @@ def info(
 
 
 def _artifact_kind(path: Path) -> str | None:
-    """"tflite" or "onnx" when ``path`` holds one (by content), else None (a PyTorch file, or load() says why)."""
-    from edge_lstm.sources import is_onnx
+    """"tflite" or "onnx" when ``path`` holds one (by content), else None (a PyTorch file, or load() says why).
 
-    if is_onnx(path):
-        return "onnx"
+    Reads the header only, so ``info`` on an artifact imports neither torch nor onnx (device installs).
+    """
     try:
         with path.open("rb") as f:
             head = f.read(8)
     except OSError:
         return None
-    return "tflite" if head[4:8] == b"TFL3" else None
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    return "onnx" if head[:1] == b"\x08" and path.is_file() else None
 
 
 @app.command()

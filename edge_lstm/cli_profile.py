@@ -72,7 +72,6 @@ def profile_command(
     from edge_lstm import profile as prof
     from edge_lstm.remote import RemoteConfig
     from edge_lstm.spec import parse_shape
-    from edge_lstm.targets import load_target
 
     options = prof.ProfileOptions(runtime=runtime, threads=threads, runs=runs, warmup=warmup,
                                   streaming=streaming, xnnpack=not no_xnnpack, timeout_s=timeout,
@@ -80,7 +79,11 @@ def profile_command(
                                   trust_pickle=trust_pickle, reference=str(reference) if reference else None)
     if output:
         _check_outputs(output, force)  # before the (possibly long) measurement
-    tgt = load_target(target) if target else None
+    tgt = None
+    if target:  # targets read TOML (tomllib, Python 3.11+): imported only when asked for
+        from edge_lstm.targets import load_target
+
+        tgt = load_target(target)
     previous = prof.load_report(compare) if compare else None
     rcfg = None
     if remote:

@@ -99,6 +99,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     artifacts = _build(model, proto, step, options, say)
     for art in artifacts:
         prove.prove(art, model, options.recipe, vdata, reference, step, say)
+    for art in artifacts:  # report.md shows notes: the failures go there too
+        art.notes += [f"FAILED: {line}" for line in art.describe_failure().splitlines()]
     target = _target(options)
     report = _publish(model, proto, options, vdata, artifacts, target, say)
     result = ExportResult(options.output_dir, model, artifacts, report)

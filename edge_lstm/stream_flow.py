@@ -89,7 +89,9 @@ class Flow:
         for s_in, _ in pairs:
             self.kinds[s_in] = STATE
         self.zeros: set[str] = set()
-        self.stateful: list[Any] = []  # recurrent nodes that run over the time axis
+        self.stateful: list[Any] = []  # recurrent nodes (and Scans) that run over the time axis
+        #: (node, state input slot, final state output slot, shape or None to derive it from the node)
+        self.state_slots: list[tuple[Any, int, int, tuple[Any, ...] | None]] = []
         self.rewrites: list[tuple[Any, int, np.ndarray]] = []  # (node, input slot, new constant)
         self.squeeze_axes: list[tuple[Any, list[int]]] = []
         for name, v in self.consts.items():
@@ -140,6 +142,8 @@ class Flow:
             self._track_zeros(node)
             if node.op_type in RECURRENT:
                 self._recurrent(node, kinds)
+            elif node.op_type == "Scan" and any(isinstance(k, Seq) for k in kinds):
+                self._scan(node, kinds)
             elif any(k == STATE for k in kinds):
                 self._state_view(node, kinds)
             elif not any(isinstance(k, (Seq, ShapeVec)) or k == TIME_DIM for k in kinds):
@@ -270,8 +274,39 @@ class Flow:
                     raise refuse(node, "starts from a state computed inside the model, not from zeros or a state "
                                        "input")
         self.stateful.append(node)
+        for slot in ((5, 6) if node.op_type == "LSTM" else (5,)):
+            self.state_slots.append((node, slot, slot - 4, None))
         self.kinds[node.output[0]] = Seq(layout)  # Y: [T, D, B, H], or [B, T, D, H] with layout 1
         self.set(node, STEP, list(node.output[1:]))
+
+    def _scan(self, node: Any, kinds: list[Kind]) -> None:
+        """A Scan over the time axis (a projected LSTM, a custom cell): its state variables are what streams."""
+        m = int(attr(node, "num_scan_inputs"))
+        n = len(node.input) - m
+        axes = list(attr(node, "scan_input_axes", [0] * m))
+        dirs = list(attr(node, "scan_input_directions", [0] * m))
+        for j, k in enumerate(kinds[n:]):
+            r = self.rank(node.input[n + j]) or 0
+            if not isinstance(k, Seq) or not k.exact or k.axis != int(axes[j]) % max(r, 1):
+                raise refuse(node, "scans over something other than the input's time axis")
+            if int(dirs[j]):
+                raise refuse(node, "scans the window backwards (as a bidirectional layer does)")
+        self._outer_scope(node)
+        for i in range(n):
+            if kinds[i] != STATE and node.input[i] not in self.zeros:
+                raise refuse(node, "starts from a state computed inside the model, not from zeros or a state input")
+            shape = self.shapes.get(node.input[i])
+            self.state_slots.append((node, i, i, tuple(d if d is not None else "batch" for d in shape)
+                                     if shape is not None else None))
+        self.stateful.append(node)
+        out_axes = list(attr(node, "scan_output_axes", [0] * (len(node.output) - n)))
+        out_dirs = list(attr(node, "scan_output_directions", [0] * (len(node.output) - n)))
+        self.set(node, STEP, list(node.output[:n]))
+        for j, name in enumerate(node.output[n:]):
+            if name:
+                if int(out_dirs[j]):
+                    raise refuse(node, "writes its outputs backwards along the time axis")
+                self.kinds[name] = Seq(int(out_axes[j]) % max(self.rank(name) or 1, 1))
 
     # ------------------------------------------------------------ outputs
 

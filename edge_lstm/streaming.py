@@ -143,18 +143,32 @@ def _build(flow: Flow) -> StreamingModel:
 
 
 def _drop_dead(g: Any) -> None:
-    """Remove nodes and initializers nothing reads any more (the zero-state subgraphs the state inputs replace)."""
+    """Remove nodes and initializers nothing reads any more (the zero-state subgraphs the state inputs replace).
+
+    Names a subgraph (a Scan's body) reads from the outer scope count as read.
+    """
     while True:
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        used = _reads(g) | {o.name for o in g.output}
         live = [n for n in g.node if any(o in used for o in n.output)]
         if len(live) == len(g.node):
             break
         del g.node[:]
         g.node.extend(live)
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    used = _reads(g) | {o.name for o in g.output}
     keep = [i for i in g.initializer if i.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
+
+
+def _reads(g: Any) -> set[str]:
+    """Every value name a graph's nodes read, subgraphs included."""
+    names: set[str] = set()
+    for n in g.node:
+        names.update(i for i in n.input if i)
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else list(a.graphs)):
+                names |= _reads(sub)
+    return names
 
 
 def onnx_float() -> int:
@@ -178,33 +192,39 @@ def _state_links(flow: Flow) -> list[StateLink]:
     links = [StateLink(i, o, _dims(flow, i), "explicit") for i, o in flow.pairs]
     x_dims = list(_dims(flow, flow.x))
     batch = x_dims[1 - flow.time_axis] if len(x_dims) >= 2 and flow.time_axis in (0, 1) else 1
-    for k, node in enumerate(flow.stateful):
-        layout = int(attr(node, "layout", 0))
-        hidden = int(attr(node, "hidden_size"))
-        shape: tuple[Dim, ...] = (batch, 1, hidden) if layout else (1, batch, hidden)
-        slots = (5, 6) if node.op_type == "LSTM" else (5,)
-        for slot, letter in zip(slots, "hc", strict=False):
-            while len(node.input) <= slot:
-                node.input.append("")
-            if flow.kind(node.input[slot]) == STATE:
-                continue  # the model's own state input already feeds it
+    index = {id(node): k for k, node in enumerate(flow.stateful)}
+    for node, slot, out_slot, known in flow.state_slots:
+        while len(node.input) <= slot:
+            node.input.append("")
+        if flow.kind(node.input[slot]) == STATE:
+            continue  # the model's own state input already feeds it
+        k = index[id(node)]
+        if known is not None:  # a Scan's state variable: its shape as inferred, the batch axis dynamic
+            shape: tuple[Dim, ...] = tuple("batch" if isinstance(d, str) else d for d in known)
+            name_in, name_out = _unique(flow, f"s0_{k}_{slot}"), _unique(flow, f"s_{k}_{slot}")
+        else:
+            layout = int(attr(node, "layout", 0))
+            hidden = int(attr(node, "hidden_size"))
+            shape = (batch, 1, hidden) if layout else (1, batch, hidden)
+            letter = "hc"[slot - 5]
             name_in, name_out = _unique(flow, f"{letter}0_{k}"), _unique(flow, f"{letter}_{k}")
-            _wire(flow, node, slot, name_in, name_out, shape)
-            links.append(StateLink(name_in, name_out, shape, node.name or f"{node.op_type}_{k}"))
+        _wire(flow, node, slot, out_slot, name_in, name_out, shape)
+        links.append(StateLink(name_in, name_out, shape, node.name or f"{node.op_type}_{k}"))
     return links
 
 
-def _wire(flow: Flow, node: Any, slot: int, name_in: str, name_out: str, shape: tuple[Dim, ...]) -> None:
+def _wire(flow: Flow, node: Any, slot: int, out_slot: int, name_in: str, name_out: str,
+          shape: tuple[Dim, ...]) -> None:
     """Feed ``node``'s initial state (input ``slot``) from a new graph input; name its final state ``name_out``."""
     from onnx import helper
 
     g = flow.model.graph
     node.input[slot] = name_in
     g.input.append(helper.make_tensor_value_info(name_in, onnx_float(), list(shape)))
-    while len(node.output) <= slot - 4:
+    while len(node.output) <= out_slot:
         node.output.append("")
-    old = node.output[slot - 4]
-    node.output[slot - 4] = name_out
+    old = node.output[out_slot]
+    node.output[out_slot] = name_out
     if not old:
         return
     for other in g.node:

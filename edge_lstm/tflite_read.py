@@ -185,9 +185,9 @@ def _subgraph(s: _Table) -> Subgraph:
             fld, default = _TIME_MAJOR[kind]
             time_major = bool(opts.scalar(fld, "?", default)) if opts else default
         called: tuple[int, ...] = ()
-        loop = o.table(4) if kind == _WHILE_OPTIONS else None
-        if loop is not None:
-            called = (int(loop.scalar(0, "i")), int(loop.scalar(1, "i")))
+        while_opts = o.table(4) if kind == _WHILE_OPTIONS else None
+        if while_opts is not None:
+            called = (int(while_opts.scalar(0, "i")), int(while_opts.scalar(1, "i")))
         ops.append(Operator(int(o.scalar(0, "I")), [int(i) for i in o.scalars(1, "i")],
                             [int(i) for i in o.scalars(2, "i")], time_major, called))
     return Subgraph(tensors, [int(i) for i in s.scalars(1, "i")], [int(i) for i in s.scalars(2, "i")], ops)

@@ -67,7 +67,7 @@ def test_one_crashing_artifact_is_exit_5_and_loses_nothing_else(
     bad = crashing_tflite(_fused(path, shapes))
     real = produce.whole_window
 
-    def with_a_crashing_one(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the real builder, plus one file
+    def with_a_crashing_one(*args, **kwargs):  # the real builder, plus one crafted file
         return [*real(*args, **kwargs), Artifact("multi_horizon.broken.tflite", "tflite", Precision.FP32,
                                                  "fused", False, bad)]
 

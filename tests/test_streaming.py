@@ -24,7 +24,7 @@ REFUSED = {
     "speech_bilstm": ("(LSTM)", "bidirectional"),
     "dilated": ("(Div)", "window length"),
 }
-STREAMS = [n for n in zoo.ZOO if n not in REFUSED and not zoo.ZOO[n].dtypes and n != "proj_size"]
+STREAMS = [n for n in zoo.ZOO if n not in REFUSED and not zoo.ZOO[n].dtypes]
 
 
 def _model(name: str, form: str, tmp_path: Path):
@@ -46,6 +46,12 @@ def test_step_by_step_equals_the_whole_window(name: str, form: str, tmp_path: Pa
         got = stream_window(runner, step, feed)
     for out in ref:
         np.testing.assert_allclose(got[out], ref[out], atol=2e-6, rtol=1e-5, err_msg=f"{name} {form} {out}")
+
+
+def test_a_projected_lstm_streams_through_its_scan_state(tmp_path: Path) -> None:
+    step = capture.streaming_model(_model("proj_size", "torchscript", tmp_path))
+    assert [s.node for s in step.states][::2] == [n.name for n in step.proto.graph.node if n.op_type == "Scan"]
+    assert {s.shape for s in step.states} == {("batch", 12), ("batch", 32)}  # (batch, proj), (batch, hidden)
 
 
 def test_states_are_one_pair_per_recurrent_node_and_explicit_state_is_kept(tmp_path: Path) -> None:
