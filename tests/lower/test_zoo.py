@@ -90,7 +90,7 @@ def test_zoo_stores_each_weight_once(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in sorted(zoo.ZOO) if _param_bytes(zoo.build(n)) >= SIZED])
 def test_zoo_quantized_files_are_smaller_than_float(name: str) -> None:
-    module, proto, names = captured(name)
+    _, proto, names = captured(name)
     rng = np.random.default_rng(0)
     fp32 = lower(proto, "auto", precision=Precision.FP32)
     int8 = lower(proto, "auto", precision=Precision.INT8)
