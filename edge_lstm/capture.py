@@ -122,10 +122,22 @@ def _quiet_native_stderr() -> Any:
 
 
 def check(proto: onnx.ModelProto) -> None:
-    """Run ``onnx.checker`` with full shape inference; a failure is an export bug."""
+    """Run ``onnx.checker`` with full shape inference; a graph that fails it is refused (exit 5), naming the node.
+
+    Nothing downstream may see an invalid graph: ONNX Runtime and the lowering
+    would fail on it later with a message about something else.
+    """
     import onnx
 
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = " ".join(str(e).split())[:400]
+        raise UnsupportedModel(
+            f"The ONNX graph captured from the model is invalid (onnx.checker: {first}).",
+            "This is an exporter bug for this model: please report it with the model; exporting a module whose "
+            "forward returns only tensors computed from its inputs usually avoids it.",
+        ) from e
 
 
 def op_types(proto: onnx.ModelProto) -> list[str]:

@@ -69,7 +69,7 @@ def _lstm_symbolic(g: Any, *args: Any) -> Any:
         has_biases_i=int(biased), outputs=3,
     )
     # typed outputs: the exporter's shape inference knows nothing of the placeholder (and says so on stderr)
-    sizes, proj = x.type().sizes(), int(weights[-1].type().sizes()[0])
+    sizes, proj = x.type().sizes(), int(weights[-1].type().sizes()[0])  # type: ignore[attr-defined]
     if sizes is not None:
         seq = [*sizes[:-1], dirs * proj]
         outs[0].setType(x.type().with_sizes(seq))

@@ -89,3 +89,33 @@ def test_unexportable_model_is_exit_5(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModel) as e:
         capture.to_onnx(model)
     assert e.value.exit_code == 5
+
+
+def test_an_invalid_captured_graph_is_refused_naming_the_checker_error() -> None:
+    """A node with an empty required input (the error once seen on a residual head) is exit 5, not exit 1."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Add", ["", "x"], ["y"], name="skip_add")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    with pytest.raises(UnsupportedModel, match="invalid") as info:
+        capture.check(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert info.value.exit_code == 5 and "onnx.checker" in info.value.message
+
+
+@pytest.mark.parametrize("form", ["torchscript", "pt2", "pickle"])
+def test_residual_heads_capture_a_valid_graph(form: str, tmp_path: Path) -> None:
+    import torch
+    import zoo
+
+    path, shapes = zoo.save("residual", form, tmp_path)
+    model = load(path, shapes if form != "pt2" else None, trust_pickle=True)
+    proto = capture.to_onnx(model)
+    x = zoo.ZOO["residual"].example(4)[0]
+    with torch.no_grad():
+        ref = zoo.build("residual")(x).numpy()
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {model.inputs.names[0]: x.numpy()})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-5)

@@ -59,4 +59,4 @@ def test_readme_support_matrix_is_the_generated_one() -> None:
     text = README.read_text()
     found = re.search(r"<!-- ops-table:begin -->\n(.*?)\n<!-- ops-table:end -->", text, re.S)
     assert found, "README.md lacks the ops table markers"
-    assert found.group(1) == markdown(), "README's support matrix is stale: paste edge_lstm.lower.tflite.support.markdown()"
+    assert found.group(1) == markdown(), "README's matrix is stale: paste edge_lstm.lower.tflite.support.markdown()"

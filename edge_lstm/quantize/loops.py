@@ -121,9 +121,46 @@ def has_loops(model: Any) -> bool:
 TEMP_NAME = "~t"
 
 
+def unshare_buffers(model: Any) -> Any:
+    """A buffer of its own for every constant tensor.
+
+    edge-lstm's writer stores identical constants once, even across subgraphs and
+    shapes (a zero state and a zero bias share bytes); TFLite's quantizer rewrites
+    a constant's buffer in place, which corrupted the other tensors reading it.
+    :func:`dedupe_buffers` shares them again afterwards.
+    """
+    seen: set[int] = set()
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if tensor.buffer <= 0 or not _is_const(model, tensor):
+                continue
+            if tensor.buffer in seen:
+                _set_const(model, tensor, np.asarray(model.buffers[tensor.buffer].data, np.uint8).copy())
+            seen.add(tensor.buffer)
+    return model
+
+
+def dedupe_buffers(model: Any) -> Any:
+    """Tensors with identical constant bytes share one buffer; the copies are emptied (weights stored once)."""
+    first: dict[bytes, int] = {}
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if tensor.buffer <= 0 or not _is_const(model, tensor):
+                continue
+            raw = np.asarray(model.buffers[tensor.buffer].data, np.uint8).tobytes()
+            tensor.buffer = first.setdefault(raw, tensor.buffer)
+    used = {t.buffer for g in model.subgraphs for t in g.tensors}
+    for i, buf in enumerate(model.buffers):
+        if i > 0 and i not in used:
+            buf.data = None
+    return model
+
+
 def calibration_ready(model: Any) -> Any:
-    """Names for unnamed tensors, copies for pass-through loop variables, FC + ADD for run-time biases."""
+    """Own buffers, names for unnamed tensors, copies for pass-through loop variables, FC + ADD for run-time
+    biases: what TFLite's calibrator and quantizer need."""
     s = _schema()
+    unshare_buffers(model)
     for gi, graph in enumerate(model.subgraphs):
         for ti, tensor in enumerate(graph.tensors):
             if not tensor.name:
@@ -196,6 +233,7 @@ def int8_loop_state(model: Any) -> int:
         main = _Sub(model, model.subgraphs[gi])
         body = _Sub(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex])
         cond = _Sub(model, model.subgraphs[op.builtinOptions.condSubgraphIndex])
+        _align_update_slices(body)
         for var in range(len(op.inputs)):
             main.refresh()
             body.refresh()
@@ -212,6 +250,44 @@ def int8_loop_state(model: Any) -> int:
         for sub in (main, body):
             _drop_dead(sub)
     return converted
+
+
+def _align_update_slices(body: _Sub) -> None:
+    """A sequence written row by row (DYNAMIC_UPDATE_SLICE) holds the rows' values: it takes their scale.
+
+    The quantizer gives it the scale of its zero-filled initial value (range [0, 0], scale 1), which rounds
+    every row written into it to -1, 0 or 1; the fill needs no particular scale (every row is overwritten).
+    """
+    s = _schema()
+    body.refresh()
+    k = 0
+    while k < len(body.graph.operators):
+        op = body.graph.operators[k]
+        if body.code(k) != s.BuiltinOperator.DYNAMIC_UPDATE_SLICE:
+            k += 1
+            continue
+        update = int(op.inputs[1])
+        src = body.producer.get(update)
+        if body.tensor(update).type == s.TensorType.FLOAT32 and src is not None \
+                and body.code(src) == s.BuiltinOperator.DEQUANTIZE:
+            # the quantizer left it float: an int8 copy of rows needs no kernel of its own, make it int8
+            q = int(body.graph.operators[src].inputs[0])
+            quant = body.tensor(q).quantization
+            operand, out = int(op.inputs[0]), int(op.outputs[0])
+            q_in = body.add_tensor(body.tensor(operand), s.TensorType.INT8, _copy_quant(quant), "_q")
+            q_out = body.add_tensor(body.tensor(out), s.TensorType.INT8, _copy_quant(quant), "_q")
+            op.inputs = [q_in, q, *op.inputs[2:]]
+            op.outputs = [q_out]
+            body.add_op(k, s.BuiltinOperator.QUANTIZE, [operand], [q_in])
+            body.add_op(k + 2, s.BuiltinOperator.DEQUANTIZE, [q_out], [out])
+            body.refresh()
+            k += 3
+            continue
+        if body.tensor(update).type == s.TensorType.INT8 and body.tensor(update).quantization is not None:
+            for t in (int(op.inputs[0]), int(op.outputs[0])):
+                if body.tensor(t).type == s.TensorType.INT8:
+                    body.tensor(t).quantization = _copy_quant(body.tensor(update).quantization)
+        k += 1
 
 
 def _loop_scale(main: _Sub, body: _Sub, op: Any, var: int) -> Any:

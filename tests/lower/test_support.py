@@ -16,7 +16,7 @@ from tflite_models import case
 
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.lower.tflite import lower
-from edge_lstm.lower.tflite.support import SUPPORT, markdown, rows, table
+from edge_lstm.lower.tflite.support import SUPPORT, markdown, micro_blockers, rows, table
 from edge_lstm.quantize import quantize_tflite
 from edge_lstm.runners.litert import LiteRTRunner
 from edge_lstm.spec import Precision
@@ -74,6 +74,11 @@ def _claims(ops: set[str]) -> dict[str, bool]:
 def _measure(proto, names, shapes, samples) -> dict[str, bool]:  # type: ignore[no-untyped-def]
     q8 = _int8(lower(proto, "auto", precision=Precision.INT8).data, names, shapes)
     q8_micro = _int8(lower(proto, "auto", micro=True, precision=Precision.INT8).data, names, shapes)
+    # micro_blockers (what the pipeline asks before validating on TFLite Micro) agrees with TFLite Micro itself
+    for data, int8 in ((lower(proto, "fused").data, False), (q8, True)):
+        if data is not None:
+            runs = _works(data, samples, micro=True, int8=int8) or not _works(data, samples, micro=False, int8=int8)
+            assert (not micro_blockers(data)) == runs, micro_blockers(data)
     return {
         "int8": q8 is not None and _works(q8, samples, micro=False, int8=True),
         "micro": _works(lower(proto, "auto", micro=True).data, samples, micro=True, int8=False),

@@ -154,3 +154,35 @@ def markdown() -> str:
     head = "| ONNX op | " + " | ".join(COLUMNS) + " |"
     rule = "|" + " --- |" * (len(COLUMNS) + 1)
     return "\n".join([head, rule, *("| " + " | ".join(r) + " |" for r in rows())])
+
+
+#: TFLite builtins TFLite Micro has no kernel for, at float32 and at int8 (checked by tests/lower/test_support.py)
+MICRO_MISSING = frozenset({"POW", "TILE", "GELU", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN",
+                           "BIDIRECTIONAL_SEQUENCE_LSTM"})
+MICRO_MISSING_INT8 = MICRO_MISSING | {"EXP", "LOG", "SQRT", "DIV", "NEG", "FLOOR", "CEIL", "SELECT_V2", "CAST"}
+
+
+def micro_blockers(data: bytes) -> list[str]:
+    """Why TFLite Micro cannot run this TFLite file (empty when it can, as far as its kernels go).
+
+    Reads the file with the numpy-only reader. Hybrid (int8 weights, float
+    activations) and float16-weight models are reported too; a full-integer model
+    is held to the integer kernels TFLite Micro has.
+    """
+    from edge_lstm.cost_tflite import tflite_cost
+    from edge_lstm.tflite_read import op_name, read
+
+    model = read(data)
+    precision = tflite_cost(data).precision
+    if precision in ("dynamic-int8", "fp16"):
+        return [f"{precision} weights: TFLite Micro has no hybrid kernels and cannot dequantize float16"]
+    missing = MICRO_MISSING_INT8 if precision == "int8" else MICRO_MISSING
+    reasons: list[str] = []
+    for g in model.subgraphs:
+        for op in g.operators:
+            name = op_name(model, op)
+            if name in missing:
+                reasons.append(f"no {'integer ' if precision == 'int8' else ''}{name} kernel")
+            elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 16 and op.inputs[16] >= 0:
+                reasons.append("its LSTM kernel has no projection (proj_size)")
+    return sorted(set(reasons))
