@@ -24,7 +24,6 @@ archives through the same function.
 from __future__ import annotations
 
 import io
-import itertools
 import re
 import struct
 import zipfile
@@ -193,7 +192,7 @@ def _check_layout(zf: zipfile.ZipFile, where: str) -> None:
         spans.append((start, end, info.filename))
     spans.sort()
     directory_start = getattr(zf, "start_dir", None)
-    for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(spans):
+    for (_s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:]):  # not itertools.pairwise: Python 3.9 reads bundles
         if s1 < e0:
             raise InputFileError(f"{where}: members '{n0}' and '{n1}' share bytes (overlapping entries), so the "
                                  "archive is refused.")

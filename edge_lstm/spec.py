@@ -6,11 +6,12 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Union
 
 from edge_lstm.errors import ShapeError
 
-Dim = int | str  # a str names a dynamic axis, e.g. "batch"
+Dim = Union[int, str]  # noqa: UP007 - evaluated at import, and the device side runs on Python 3.9
+#: (a str names a dynamic axis, e.g. "batch")
 
 
 @dataclass(frozen=True)
