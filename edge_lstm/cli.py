@@ -150,6 +150,8 @@ def export(
     prove_python: Annotated[str, typer.Option(help="Python on the --prove-on device.")] = "python3",
     ssh_config: Annotated[Path | None, typer.Option(help="ssh config file (-F) for --prove-on; default: "
                                                     "your own.")] = None,
+    bundle: Annotated[bool, typer.Option("--bundle", help="Also write OUT/<name>.bundle.zip: the artifacts that "
+                                         "passed, with their manifest, for `edge-lstm predict` on a device.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -159,7 +161,7 @@ def export(
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None)
+                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None, bundle)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -208,12 +210,13 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_device, cli_ops, cli_profile, cli_train  # noqa: E402 - register on the app defined above
+from edge_lstm import cli_bundle, cli_device, cli_ops, cli_profile, cli_train  # noqa: E402 - register on the app above
 
 cli_profile.register(app)
 cli_ops.register(app)
 cli_device.register(app)
 cli_train.register(app)
+cli_bundle.register(app)
 
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)

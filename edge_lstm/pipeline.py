@@ -67,6 +67,7 @@ class ExportOptions:
     prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
     prove_python: str = "python3"  # the Python on a real --prove-on device
     ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
+    bundle: bool = False  # also write <name>.bundle.zip of the artifacts that passed (edge_lstm.bundle)
 
 
 @dataclass
@@ -216,6 +217,10 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
             runnable = [a for a in artifacts if a.built and not a.failures]
             report["profile"] = _profile(stage, options.output_dir, runnable, target, say)
         write_reports(report, stage)
+        if options.bundle and any(a.passed for a in artifacts):
+            from edge_lstm import bundle
+
+            write_into(stage, bundle.default_name(stage), bundle.build(stage))
         if "profile" in report:
             from edge_lstm.report_html import write_html
 
