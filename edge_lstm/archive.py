@@ -192,7 +192,7 @@ def _check_layout(zf: zipfile.ZipFile, where: str) -> None:
         spans.append((start, end, info.filename))
     spans.sort()
     directory_start = getattr(zf, "start_dir", None)
-    for (_s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:]):  # not itertools.pairwise: Python 3.9 reads bundles
+    for (_s0, e0, n0), (s1, _e1, n1) in zip(spans, spans[1:]):  # noqa: B905,RUF007 - bundles are read on Python 3.9
         if s1 < e0:
             raise InputFileError(f"{where}: members '{n0}' and '{n1}' share bytes (overlapping entries), so the "
                                  "archive is refused.")

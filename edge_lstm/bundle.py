@@ -187,7 +187,7 @@ def _csv_header(report: dict[str, Any], n: int, out_dir: Path) -> list[str] | No
     for path in (Path(source), out_dir.parent / source):
         try:
             with path.open(newline="", encoding="utf-8") as f:
-                rows = [r for _, r in zip(range(3), csv.reader(f))]
+                rows = [r for _, r in zip(range(3), csv.reader(f), strict=False)]
         except (OSError, UnicodeDecodeError, csv.Error):
             continue
         if len(rows) < 2:

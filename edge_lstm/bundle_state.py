@@ -88,10 +88,7 @@ def state_map(fmt: str, data: bytes, inputs: list[dict[str, Any]], outputs: list
     if streaming:
         plan = onnx_plan(data) if fmt == "onnx" else _matching_plan(inputs, plans)
         carried = _io_states(inputs, outputs, plan)
-    if variable and carried:
-        storage = "mixed"
-    else:
-        storage = "variable" if variable else "io" if carried else "none"
+    storage = "mixed" if variable and carried else "variable" if variable else "io" if carried else "none"
     return {"storage": storage, "reset": _reset_text(storage, streaming), "tensors": variable + carried}
 
 
@@ -152,7 +149,7 @@ def _io_states(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
         n = len(inputs) - 1
         if n <= 0 or len(outputs) <= n:
             return []
-        links = [(i["name"], o["name"], None) for i, o in zip(inputs[1:], outputs[len(outputs) - n:])]
+        links = [(i["name"], o["name"], None) for i, o in zip(inputs[1:], outputs[len(outputs) - n:], strict=True)]
     nodes: list[str] = []
     out = []
     for name_in, name_out, node in links:

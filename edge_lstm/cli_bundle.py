@@ -47,12 +47,12 @@ def _print(text: str) -> None:
 
 def bundle_create(
     out_dir: Annotated[Path, typer.Argument(help="The output directory of `edge-lstm export`.")],
-    artifact: Annotated[Optional[List[str]], typer.Option(  # noqa: UP006,UP007,UP045
+    artifact: Annotated[Optional[List[str]], typer.Option(  # noqa: UP006, UP045
         "--artifact", help="An artifact file to include (repeatable, in the order given; the first that fits is the "
                            "one `predict` runs). Default: every artifact that passed validation.")] = None,
-    output: Annotated[Optional[Path], typer.Option(  # noqa: UP007,UP045
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "-o", "--output", help="The bundle to write (default: <model>.bundle.zip here).")] = None,
-    features: Annotated[Optional[str], typer.Option(  # noqa: UP007,UP045
+    features: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Feature names, comma-separated, in the model's input order (default: from the checkpoint, else the "
              "header of the export's --data CSV).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle file.")] = False,
@@ -103,11 +103,11 @@ def predict_command(
     streaming: Annotated[bool, typer.Option("--streaming", help="Feed one reading per call to a streaming "
                                             "artifact (default: a window artifact, the last WINDOW readings per "
                                             "forecast).")] = False,
-    output: Annotated[Optional[str], typer.Option(  # noqa: UP007,UP045
+    output: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "-o", "--output", help="Write the forecasts here (default: standard output).")] = None,
     runtime: Annotated[str, typer.Option(help="auto | litert | tflite-runtime | onnxruntime.")] = "auto",
-    artifact: Annotated[Optional[str], typer.Option(help="Run this artifact of the bundle.")] = None,  # noqa: UP007,UP045
-    precision: Annotated[Optional[str], typer.Option(  # noqa: UP007,UP045
+    artifact: Annotated[Optional[str], typer.Option(help="Run this artifact of the bundle.")] = None,  # noqa: UP045
+    precision: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Run an artifact of this precision (fp32, fp16, dynamic-int8, int8).")] = None,
     warmup: Annotated[str, typer.Option(help="Forecast from the N-th reading on (a streaming model then has a "
                                         "shorter history; a window model repeats the first reading), or 'window': "
@@ -115,9 +115,9 @@ def predict_command(
     on_nan: Annotated[str, typer.Option(help="A NaN or missing value: refuse (exit 2), skip the reading, or reset "
                                         "(start the window over).")] = "refuse",
     on_gap: Annotated[str, typer.Option(help="A gap in the timestamps: refuse (exit 2), reset, or ignore.")] = "refuse",
-    columns: Annotated[Optional[str], typer.Option(  # noqa: UP007,UP045
+    columns: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Column names of a headerless feed, comma-separated.")] = None,
-    timestamp_column: Annotated[Optional[str], typer.Option(  # noqa: UP007,UP045
+    timestamp_column: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="The timestamp column (default: one named time, timestamp, date, datetime or ts).")] = None,
     threads: Annotated[int, typer.Option(help="Runtime threads.")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file.")] = False,

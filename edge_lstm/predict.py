@@ -28,9 +28,9 @@ over: state zeroed, the window emptied, warm-up again.
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from math import isfinite
+from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -55,13 +55,13 @@ class Predictor:
         self.features: list[str] = list(m["features"]["names"])
         self.window: int = int(m["window"])
         self.streaming: bool = bool(artifact["streaming"])
-        if warmup is not None and not 1 <= int(warmup):
+        if warmup is not None and not int(warmup) >= 1:
             raise UsageError(f"--warmup {warmup} must be at least 1.", "Or leave it out: a full window.")
         self.warmup: int = int(warmup) if warmup is not None else self.window
         n = len(self.features)
         norm = m["normalization"]
-        self._mean = np.asarray(norm["mean"] if norm else [0.0] * n, np.float64)
-        self._inv_std = 1.0 / np.asarray(norm["std"] if norm else [1.0] * n, np.float64)
+        self._ml = [float(v) for v in (norm["mean"] if norm else [0.0] * n)]
+        self._il = [1.0 / float(v) for v in (norm["std"] if norm else [1.0] * n)]
         fc = m["forecast"]
         self.horizon: int = int(artifact["forecast_output"]["values"])
         self.target: str | None = fc["target"] if fc else None
@@ -76,7 +76,7 @@ class Predictor:
         self.resets = 0  #: restarts by on_nan="reset" (and reset())
         self._seen = 0
         self._pos = 0
-        self._last = 0.0
+        self._step = engine.step
 
     @classmethod
     def from_bundle(cls, path: str | Path, *, streaming: bool | None = None, runtime: str = "auto",
@@ -115,29 +115,39 @@ class Predictor:
     def update(self, reading: Reading) -> np.ndarray | None:
         """Take one reading (a value per feature, in :attr:`features` order, or a mapping by name); the forecast
         (``horizon`` values in the data's units) or None while warming up or when the reading was dropped."""
-        return self.push(self._values(reading), None)
+        out = self.forward(self._values(reading), None)
+        return None if out is None else np.array(out)
 
-    def push(self, values: np.ndarray, where: str | None) -> np.ndarray | None:
-        """:meth:`update` for a float64 array of the features; ``where`` names the reading in messages."""
+    def forward(self, values: list[float], where: str | None) -> list[float] | None:
+        """:meth:`update` for a list of the features' floats, the forecast as a list; ``where`` names the reading
+        in messages. This is the per-reading hot path: plain Python on a few floats costs less than numpy's
+        per-call overhead, so the runtime's own step dominates."""
         self.count += 1
-        z = (values - self._mean) * self._inv_std
-        if not math.isfinite(z.sum()):
-            return self._bad(values, where)
-        self._last = float(values[self._t])
+        z = [(v - m) * s for v, m, s in zip(values, self._ml, self._il)]  # noqa: B905 - strict= is 3.10+
+        if not isfinite(sum(z)):
+            self._bad(values, where)
+            return None
+        last = values[self._t]
         self._seen += 1
         if self.streaming:
-            y = self.engine.step(z.astype(np.float32))
-            return None if self._seen < self.warmup else self._units(y)
-        w, buf = self.window, self._buf
-        if self._seen == 1:
-            buf[:] = z  # a window model fed before it is full sees the first reading repeated (see --warmup)
+            y = self._step(z)
+            if self._seen < self.warmup:
+                return None
         else:
-            buf[self._pos] = z
-            buf[self._pos + w] = z
-        self._pos = (self._pos + 1) % w
-        if self._seen < self.warmup:
-            return None
-        return self._units(self.engine.step(buf[self._pos:self._pos + w]))
+            w, buf = self.window, self._buf
+            if self._seen == 1:
+                buf[:] = z  # a window model fed before it is full sees the first reading repeated (see --warmup)
+            else:
+                buf[self._pos] = z
+                buf[self._pos + w] = z
+            self._pos = (self._pos + 1) % w
+            if self._seen < self.warmup:
+                return None
+            y = self._step(buf[self._pos:self._pos + w])
+        if self.target is None:
+            return y
+        off, scale = (last if self._delta else self._offset), self._scale
+        return [v * scale + off for v in y]
 
     def predict_series(self, series: Any) -> np.ndarray:
         """Forecasts for every row of a ``(time, features)`` array, from a fresh state: a ``(time, horizon)`` array
@@ -150,8 +160,8 @@ class Predictor:
                             f"{', '.join(self.features)}; got shape {arr.shape}.")
         self.reset()
         out = np.full((len(arr), self.horizon), np.nan)
-        for i in range(len(arr)):
-            f = self.push(arr[i], f"row {i}")
+        for i, row in enumerate(arr.tolist()):
+            f = self.forward(row, f"row {i}")
             if f is not None:
                 out[i] = f
         return out
@@ -166,12 +176,7 @@ class Predictor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _units(self, y: np.ndarray) -> np.ndarray:
-        if self.target is None:
-            return y.astype(np.float64)
-        return y.astype(np.float64) * self._scale + (self._last if self._delta else self._offset)
-
-    def _values(self, reading: Reading) -> np.ndarray:
+    def _values(self, reading: Reading) -> list[float]:
         n = len(self.features)
         if isinstance(reading, Mapping):
             missing = [f for f in self.features if f not in reading]
@@ -180,16 +185,19 @@ class Predictor:
                                 f"{', '.join(self.features)}.")
             reading = [reading[f] for f in self.features]
         try:
-            arr = np.asarray(reading, np.float64).reshape(-1)
+            if isinstance(reading, (list, tuple)):  # the common case, without numpy's per-call cost
+                values = [float(v) for v in reading]
+            else:
+                values = np.asarray(reading, np.float64).reshape(-1).tolist()
         except (TypeError, ValueError) as e:
             raise DataError(f"Reading {self.count + 1} is not {n} number(s): {reading!r:.80}.") from e
-        if arr.size != n:
-            raise DataError(f"Reading {self.count + 1} has {arr.size} value(s); the model takes {n}: "
+        if len(values) != n:
+            raise DataError(f"Reading {self.count + 1} has {len(values)} value(s); the model takes {n}: "
                             f"{', '.join(self.features)}.")
-        return arr
+        return values
 
-    def _bad(self, values: np.ndarray, where: str | None) -> None:
-        bad = [f for f, v in zip(self.features, values) if not math.isfinite(float(v))]
+    def _bad(self, values: list[float], where: str | None) -> None:
+        bad = [f for f, v in zip(self.features, values) if not isfinite(float(v))]  # noqa: B905 - 3.9
         label = where or f"reading {self.count}"
         if not bad:  # finite readings that overflow once normalised
             bad = list(self.features)
@@ -202,4 +210,3 @@ class Predictor:
         else:
             self.resets += 1
             self.reset()
-        return None

@@ -101,8 +101,9 @@ class Engine:
             out = np.take(out, -1, axis=axis)
         return out.reshape(-1)
 
-    def step(self, values: np.ndarray) -> np.ndarray:
-        """One call: ``values`` (float32, the readings input's elements) -> the forecast output's values."""
+    def step(self, values: Any) -> list[float]:
+        """One call: ``values`` (the readings input's elements, normalised: a list of floats or a float32 array)
+        -> the forecast output's values."""
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -138,20 +139,54 @@ class TFLiteEngine(Engine):
         self._state: list[np.ndarray] = []
         self.version = runtime_version(runtime)
         self.reset()
+        if self._plain():
+            self.step = self._fast_step()  # type: ignore[method-assign]
+
+    def _plain(self) -> bool:
+        """True when a step needs no conversion: float readings and forecast, state carried as it comes out."""
+        same = all(i["quantization"] == o["quantization"] and i["dtype"] == o["dtype"] for i, o in self.links)
+        return (self.x["dtype"] == "float32" and self.y["dtype"] == "float32" and self.x["quantization"] is None
+                and self.y["quantization"] is None and self.art["forecast_output"]["time_axis"] is None
+                and same and not self._per_window)
+
+    def _fast_step(self) -> Any:
+        """The step of a plain streaming model (see :meth:`_plain`) with nothing but the runtime's own calls:
+        the readings are copied into a preallocated input array, the state outputs fed back as they are."""
+        set_tensor, get_tensor, invoke = self.interp.set_tensor, self.interp.get_tensor, self.interp.invoke
+        xi, yi = self._xi, self._yi
+        xbuf = np.zeros(self.x_shape, np.float32)
+        xflat = xbuf.reshape(-1)
+        links = [(i, o) for i, o, _, _ in self._links]
+        state = self._state
+
+        def step(values: Any) -> list[float]:
+            xflat[:] = values
+            set_tensor(xi, xbuf)
+            if links:
+                for k, (i, _) in enumerate(links):
+                    set_tensor(i, state[k])
+                invoke()
+                for k, (_, o) in enumerate(links):
+                    state[k] = get_tensor(o)
+            else:
+                invoke()
+            return get_tensor(yi).ravel().tolist()  # type: ignore[no-any-return]
+
+        return step
 
     def reset(self) -> None:
         """Variable tensors to zero, explicit state to its initial value, other inputs to zeros."""
         if self._variables:
             self.interp.reset_all_variables()
-        self._state = [_zeros(i) for _, _, i, _ in self._links]
+        self._state[:] = [_zeros(i) for _, _, i, _ in self._links]  # in place: the fast step holds this list
         for index, zeros in self._others:
             self.interp.set_tensor(index, zeros)
 
-    def step(self, values: np.ndarray) -> np.ndarray:
+    def step(self, values: Any) -> list[float]:
         interp = self.interp
         if self._per_window:  # a window model's fused state must start at zero for every window
             interp.reset_all_variables()
-        interp.set_tensor(self._xi, self.prepare_x(values))
+        interp.set_tensor(self._xi, self.prepare_x(np.asarray(values, np.float32)))
         links = self._links
         if links:
             state = self._state
@@ -162,7 +197,7 @@ class TFLiteEngine(Engine):
                            for _, o, ispec, ospec in links]
         else:
             interp.invoke()
-        return self.finish_y(interp.get_tensor(self._yi))
+        return self.finish_y(interp.get_tensor(self._yi)).tolist()  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.interp = None
@@ -198,13 +233,13 @@ class OrtEngine(Engine):
         for i, _ in self.links:
             self._feed[i["name"]] = _zeros(i)
 
-    def step(self, values: np.ndarray) -> np.ndarray:
+    def step(self, values: Any) -> list[float]:
         feed = self._feed
-        feed[self.x["name"]] = self.prepare_x(values)
+        feed[self.x["name"]] = self.prepare_x(np.asarray(values, np.float32))
         outs = self.session.run(self._fetch, feed)
         for k, (i, _) in enumerate(self.links):
             feed[i["name"]] = outs[k + 1]
-        return self.finish_y(outs[0])
+        return self.finish_y(outs[0]).tolist()  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.session = None

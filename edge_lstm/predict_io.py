@@ -29,8 +29,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from edge_lstm.errors import DataError, OutputExistsError, UsageError
 
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts")
@@ -103,7 +101,7 @@ class Readings:
         self.timestamp = header[self._ts] if self._ts >= 0 else None
         self._width = max([*self._index, self._ts]) + 1
 
-    def __iter__(self) -> Iterator[tuple[int, str | None, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[int, str | None, list[float]]]:
         reader, index, ts, width, where = self._reader, self._index, self._ts, self._width, self.where
         rows: Iterable[list[str]] = reader
         if self._pending is not None:
@@ -120,7 +118,7 @@ class Readings:
                 values = [float(row[j]) for j in index]
             except ValueError:
                 values = [self._cell(row[j], j, line) for j in index]
-            yield line, (row[ts] if ts >= 0 else None), np.array(values)
+            yield line, (row[ts] if ts >= 0 else None), values
 
     def _cell(self, cell: str, j: int, line: int) -> float:
         text = cell.strip()
@@ -154,7 +152,7 @@ def parse_time(text: str) -> float | None:
     except ValueError:
         return None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)  # noqa: UP017 - datetime.UTC is 3.11+
     return stamp.timestamp()
 
 
@@ -219,10 +217,10 @@ def columns_for(features: list[str], horizon: int, target: str | None, timestamp
     return ["line", *([timestamp] if timestamp else []), *steps]
 
 
-def format_row(line: int, ts: str | None, forecast: np.ndarray) -> str:
+def format_row(line: int, ts: str | None, forecast: list[float]) -> str:
     """One forecast line (values to float32's full precision)."""
     head = f"{line},{_quote(ts)}," if ts is not None else f"{line},"
-    return head + ",".join(format(float(v), ".9g") for v in forecast) + "\n"
+    return head + ",".join([format(v, ".9g") for v in forecast]) + "\n"
 
 
 def _quote(text: str) -> str:

@@ -105,7 +105,7 @@ def _loop(p: Predictor, feed: Readings, gaps: GapCheck, out: IO[str], header: li
                 out.flush()
         where = feed.where
         check = gaps.check if gaps.enabled and feed.timestamp else None
-        push, write = p.push, out.write
+        push, write = p.forward, out.write
         for line, ts, values in feed:
             if check is not None and check(line, ts):
                 p.resets += 1
