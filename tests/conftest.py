@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,6 +51,15 @@ def temps_csv(seattle_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         w.writerow(["temp"])
         w.writerows([[r[1]] for r in rows])
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(seattle_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The demo-like forecaster exported with --streaming --bundle, and PyTorch's forecasts on held-out hours
+    (``tests/predict_helpers.py``)."""
+    from predict_helpers import make_demo_bundle
+
+    return make_demo_bundle(seattle_csv, tmp_path_factory.mktemp("demo-bundle"))
 
 
 @pytest.fixture
