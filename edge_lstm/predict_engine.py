@@ -147,7 +147,7 @@ class TFLiteEngine(Engine):
         same = all(i["quantization"] == o["quantization"] and i["dtype"] == o["dtype"] for i, o in self.links)
         return (self.x["dtype"] == "float32" and self.y["dtype"] == "float32" and self.x["quantization"] is None
                 and self.y["quantization"] is None and self.art["forecast_output"]["time_axis"] is None
-                and same and not self._per_window)
+                and same and self.art["streaming"])
 
     def _fast_step(self) -> Any:
         """The step of a plain streaming model (see :meth:`_plain`) with nothing but the runtime's own calls:

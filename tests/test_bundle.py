@@ -220,3 +220,50 @@ def test_verify_ok_and_json(demo_bundle: DemoBundle, capsys: pytest.CaptureFixtu
     assert cli.main(["bundle", "verify", str(demo_bundle.export), "--json"]) == 2
     err = json.loads(capsys.readouterr().out)["error"]
     assert err["code"] == 2 and "is a directory, not a bundle" in err["message"]
+
+
+ZOO_CASES = [("explicit_state", "torchscript"), ("time_major", "torchscript"), ("gru_layernorm", "pt2"),
+             ("multi_horizon", "torchscript"), ("plain_rnn", "torchscript")]
+
+
+@pytest.mark.parametrize(("name", "form"), ZOO_CASES)
+def test_zoo_networks_bundle_and_predict(name: str, form: str, tmp_path: Path) -> None:
+    """User-shaped networks (no checkpoint: positional features, no normalisation, the raw output) through
+    export --streaming --bundle and the predictor, against the module itself."""
+    import torch
+    import zoo
+
+    from edge_lstm.predict import Predictor
+
+    path, shapes = zoo.save(name, form, tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["export", str(path), "-o", str(out), "--format", "onnx", "--format", "tflite", "--precision",
+                     "fp32", "--streaming", "--bundle", *zoo.shape_args(shapes), "--json"]) == 0
+    bundle = next(out.glob("*.bundle.zip"))
+    m = open_bundle(bundle).manifest
+    x_shape = shapes[0]
+    seq_first = name == "time_major"
+    window, n = (x_shape[0], x_shape[2]) if seq_first else (x_shape[1], x_shape[2])
+    assert m["window"] == window and m["features"] == {"names": [f"x{i}" for i in range(n)], "source": "positional"}
+    assert m["normalization"] is None and m["forecast"] is None
+    series = np.random.default_rng(1).standard_normal((window + 20, n))
+    module = zoo.build(name)
+
+    def torch_window(end: int) -> np.ndarray:
+        w = torch.from_numpy(series[end - window + 1 : end + 1].astype(np.float32))
+        w = w[:, None, :] if seq_first else w[None]
+        extra = [torch.zeros(s) for s in shapes[1:]]  # explicit state starts at zero
+        with torch.no_grad():
+            y = module(w, *extra)
+        return (y[0] if isinstance(y, tuple) else y).numpy().reshape(-1)
+
+    expected = np.stack([torch_window(e) for e in range(window - 1, len(series))])
+    for art in m["artifacts"]:
+        with Predictor.from_bundle(bundle, artifact=art["file"]) as p:
+            got = p.predict_series(series)[window - 1 :]
+        assert p.horizon == expected.shape[1]
+        if art["streaming"]:  # the first full window starts from zero state, exactly as the window model does
+            np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-5, err_msg=art["file"])
+            assert art["state"]["storage"] in ("variable", "io") and art["state"]["tensors"]
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=art["file"])
