@@ -2,11 +2,12 @@
 
 ``predict`` and ``bundle verify`` are the device side: they run with numpy,
 jsonschema and one runtime, on Python 3.9+ (:mod:`edge_lstm.entry` serves them
-there). The option annotations use ``Optional``/``List`` because typer evaluates
-them at run time, where ``X | None`` needs Python 3.10.
+there). Typer reads the annotations at run time: on Python 3.9 it cannot see ``Annotated``
+options through string annotations, so this module does not use ``from __future__
+import annotations``, its annotations are real 3.9 objects (``Optional``, ``List``;
+no ``X | None``), and the device commands' options default to ``""`` rather than
+None.
 """
-
-from __future__ import annotations
 
 import sys
 from pathlib import Path
@@ -126,9 +127,9 @@ def predict_command(
     """Forecast from readings with a bundle: normalised, one reading at a time, in the data's units."""
     from edge_lstm.predict_run import PredictRequest, run
 
-    req = PredictRequest(bundle_path, readings, streaming, output, runtime, artifact, precision, warmup, on_nan,
-                         on_gap, [c.strip() for c in columns.split(",")] if columns else None, timestamp_column,
-                         threads, force, as_json)
+    req = PredictRequest(bundle_path, readings, streaming, output or None, runtime, artifact or None, precision or None,
+                         warmup, on_nan, on_gap, [c.strip() for c in columns.split(",")] if columns else None,
+                         timestamp_column or None, threads, force, as_json)
     summary = run(req)
     if as_json:
         jsonio.emit(summary)

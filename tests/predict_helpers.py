@@ -16,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_lstm.bundle_read import open_bundle
+from edge_lstm.spec import Tolerance
+from edge_lstm.validate import compare
+
 WINDOW = 96
 HELD_OUT = 260  # held-out readings: 165 forecast positions past the first full window
 START = 1760
@@ -108,3 +112,18 @@ def rounded_series(b: DemoBundle) -> np.ndarray:
     """The held-out readings exactly as the CSV holds them (two decimals), as predict reads them."""
     with b.heldout.open(newline="") as f:
         return np.array([[float(r["temp"]), float(r["change"])] for r in csv.DictReader(f)])
+
+
+def tolerance(bundle: Path, artifact: str) -> Tolerance:
+    """The tolerance the artifact was validated with, from the manifest."""
+    art = open_bundle(bundle).artifact(artifact)
+    return Tolerance(**{k: v for k, v in art["validation"][0]["tolerance"].items() if k != "per_output"})
+
+
+def assert_matches(b: DemoBundle, artifact: str, forecasts: np.ndarray) -> None:
+    """Forecasts (°F) at every position from WINDOW - 1 equal PyTorch's within the artifact's tolerance."""
+    assert forecasts.shape == b.reference.shape and np.isfinite(forecasts).all()
+    last = b.series[WINDOW - 1 :, 0]
+    got_y = (forecasts - last) / b.std  # back to the model's output, where export's tolerance applies
+    m = compare("y", b.reference_y[:, None], got_y[:, None], tolerance(b.bundle, artifact))
+    assert m.passed, (artifact, m.to_dict())

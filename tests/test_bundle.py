@@ -96,8 +96,8 @@ def test_bundles_are_reproducible(demo_bundle: DemoBundle, tmp_path: Path) -> No
     assert a.read_bytes() == b.read_bytes() == demo_bundle.bundle.read_bytes()  # and equal to export --bundle's
     with zipfile.ZipFile(a) as zf:
         infos = zf.infolist()
-    assert [i.filename for i in infos][0] == "manifest.json" and [i.filename for i in infos][1:] == sorted(
-        i.filename for i in infos[1:])
+    names = [i.filename for i in infos]
+    assert names[0] == "manifest.json" and names[1:] == sorted(names[1:])
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)} and {i.external_attr >> 16 for i in infos} == {
         0o100644}
     assert cli.main(["bundle", str(demo_bundle.export), "-o", str(a)]) == 2  # exists: --force to replace

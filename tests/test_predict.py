@@ -20,31 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_helpers import WINDOW, DemoBundle, read_forecasts
+from predict_helpers import WINDOW, DemoBundle, assert_matches, read_forecasts
 
 from edge_lstm import cli
-from edge_lstm.bundle_read import open_bundle
 from edge_lstm.errors import DataError, UsageError
 from edge_lstm.predict import Predictor
-from edge_lstm.spec import Tolerance
-from edge_lstm.validate import compare
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def tolerance(bundle: Path, artifact: str) -> Tolerance:
-    """The tolerance the artifact was validated with, from the manifest."""
-    art = open_bundle(bundle).artifact(artifact)
-    return Tolerance(**{k: v for k, v in art["validation"][0]["tolerance"].items() if k != "per_output"})
-
-
-def assert_matches(b: DemoBundle, artifact: str, forecasts: np.ndarray) -> None:
-    """Forecasts (°F) at every position from WINDOW - 1 equal PyTorch's within the artifact's tolerance."""
-    assert forecasts.shape == b.reference.shape and np.isfinite(forecasts).all()
-    last = b.series[WINDOW - 1 :, 0]
-    got_y = (forecasts - last) / b.std  # back to the model's output, where export's tolerance applies
-    m = compare("y", b.reference_y[:, None], got_y[:, None], tolerance(b.bundle, artifact))
-    assert m.passed, (artifact, m.to_dict())
 
 
 @pytest.mark.parametrize(("artifact", "runtime"), [("demo.stream.fp32.tflite", "litert"),

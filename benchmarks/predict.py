@@ -1,0 +1,237 @@
+"""How fast ``edge-lstm predict --streaming`` runs on this host, beside the bare runtime's own step.
+
+For each streaming artifact of the demo bundle (float TFLite, int8 TFLite, float ONNX) it measures, in
+interleaved rounds in one process (the host may be shared: only ratios from the same run compare):
+
+- **bare step**: what a hand-written loop over the runtime costs per reading: set the input (and, for explicit
+  state, the state inputs), invoke, read the forecast (and the state outputs); the readings already normalised;
+- **Predictor.update**: one reading in (a list of floats), the forecast in °F out: normalisation, the NaN check,
+  the state, the target transform;
+- **predict --streaming**: the command's own loop (``edge_lstm.predict_run.run``): CSV lines parsed, timestamps
+  checked for gaps, forecasts formatted and written; readings per second;
+- **end to end**: ``edge-lstm predict`` in a fresh process on the same file, process start and imports included.
+
+The predictor's overhead is (update p50 - bare p50) / bare p50. Usage::
+
+    python benchmarks/predict.py [--export examples/out/export] [--readings 20000] [--rounds 5]
+
+``--export`` is an export made with ``--streaming --precision fp32 --precision int8`` (``make demo`` writes one);
+without it a demo-shaped forecaster (2 x LSTM(64), 96 steps, 2 features: the same cost, untrained weights) is
+exported into a temporary directory first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ("demo.stream.fp32.tflite", "demo.stream.int8.tflite", "demo.stream.fp32.onnx")
+
+
+def demo_shaped_export(d: Path) -> Path:
+    """A demo-shaped checkpoint (seeded weights) exported with fp32 and int8 streaming artifacts and a bundle."""
+    import torch
+
+    from edge_lstm import archs, cli
+    from edge_lstm.load import save_checkpoint
+
+    series = seattle(2000)
+    _write_csv(d / "train.csv", series[:1500], with_time=False)
+    _write_csv(d / "held.csv", series[1500:], with_time=False)
+    mean, std = series[:1500].mean(axis=0), series[:1500].std(axis=0)
+    torch.manual_seed(0)
+    cfg = archs.ArchConfig(n_features=2, hidden=64, layers=2)
+    norm = {"mean": mean.tolist(), "std": std.tolist(), "columns": ["temp", "change"], "target_index": [0],
+            "target": "delta"}
+    ckpt = save_checkpoint(d / "demo.pt", archs.build("forecaster", cfg).eval(), "forecaster", cfg, 96, norm)
+    out = d / "export"
+    code = cli.main(["export", str(ckpt), "-o", str(out), "--format", "onnx", "--format", "tflite", "--precision",
+                     "fp32", "--precision", "int8", "--lowering", "fused", "--calib", str(d / "train.csv"), "--data",
+                     str(d / "held.csv"), "--streaming", "--json"])
+    if code != 0:
+        raise SystemExit(f"export failed with exit code {code}")
+    return out
+
+
+def seattle(n: int) -> np.ndarray:
+    """(temp, hourly change) from the real Seattle series (vega_datasets, offline)."""
+    import vega_datasets
+
+    path = Path(vega_datasets.__file__).parent / "_data" / "seattle-temps.csv"
+    temps = np.array([float(r[1]) for r in list(csv.reader(path.open()))[1 : n + 2]])
+    return np.round(np.stack([temps[1:], np.diff(temps)], axis=1), 2)
+
+
+def _write_csv(path: Path, rows: np.ndarray, with_time: bool) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow((["time"] if with_time else []) + ["temp", "change"])
+        for i, r in enumerate(rows):
+            w.writerow(([1262304000 + 3600 * i] if with_time else []) + [f"{r[0]:.2f}", f"{r[1]:.2f}"])
+
+
+def bare_step(bundle: Any, art: dict[str, Any], z: np.ndarray) -> list[float]:
+    """Seconds per reading of a hand-written loop over the runtime (see the module docstring)."""
+    x = next(t for t in art["inputs"] if t["role"] == "readings")
+    y = next(t for t in art["outputs"] if t["role"] == "forecast")
+    pairs = [(t["input"], t["output"]) for t in art["state"]["tensors"] if t["input"]]
+    shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in x["shape"])
+    feeds = [row.reshape(shape) for row in z.astype(np.float32)]
+    lat: list[float] = []
+    clock = time.perf_counter
+    if art["format"] == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+        sess = ort.InferenceSession(bundle.data(art["file"]), opts, providers=["CPUExecutionProvider"])
+        feed = {i: np.zeros((1, 1, 64), np.float32) for i, _ in pairs}
+        fetch = [y["name"], *(o for _, o in pairs)]
+        for f in feeds:
+            t0 = clock()
+            feed[x["name"]] = f
+            outs = sess.run(fetch, feed)
+            for k, (i, _) in enumerate(pairs):
+                feed[i] = outs[k + 1]
+            lat.append(clock() - t0)
+        return lat
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=bundle.data(art["file"]), num_threads=1)
+    it.allocate_tensors()
+    ins = {d["name"]: d["index"] for d in it.get_input_details()}
+    outs_ix = {d["name"]: d["index"] for d in it.get_output_details()}
+    xi, yi = ins[x["name"]], outs_ix[y["name"]]
+    links = [(ins[i], outs_ix[o]) for i, o in pairs]
+    state = [np.zeros((1, 1, 64), np.float32) for _ in links]
+    set_t, get_t, invoke = it.set_tensor, it.get_tensor, it.invoke
+    for f in feeds:
+        t0 = clock()
+        set_t(xi, f)
+        for k, (i, _) in enumerate(links):
+            set_t(i, state[k])
+        invoke()
+        for k, (_, o) in enumerate(links):
+            state[k] = get_t(o)
+        get_t(yi)
+        lat.append(clock() - t0)
+    return lat
+
+
+def predictor_update(bundle_path: Path, name: str, rows: list[list[float]]) -> list[float]:
+    """Seconds per ``Predictor.update`` call over the readings."""
+    from edge_lstm.predict import Predictor
+
+    p = Predictor.from_bundle(bundle_path, artifact=name, runtime="litert" if name.endswith(".tflite") else
+                              "onnxruntime")
+    clock, update, lat = time.perf_counter, p.update, []
+    for r in rows:
+        t0 = clock()
+        update(r)
+        lat.append(clock() - t0)
+    return lat
+
+
+def command_loop(bundle_path: Path, name: str, readings: Path, out: Path) -> float:
+    """Readings per second of ``predict --streaming``'s own loop, in this process."""
+    from edge_lstm.predict_run import PredictRequest, run
+
+    req = PredictRequest(bundle_path, str(readings), True, str(out), artifact=name, force=True,
+                         runtime="litert" if name.endswith(".tflite") else "onnxruntime")
+    t0 = time.perf_counter()
+    res = run(req)
+    return float(res["readings"]) / (time.perf_counter() - t0)
+
+
+def end_to_end(bundle_path: Path, name: str, readings: Path, out: Path) -> float:
+    """Readings per second of ``edge-lstm predict --streaming`` in a fresh process (start-up included)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edge_lstm.entry", "predict", str(bundle_path), str(readings),
+                    "--streaming", "--artifact", name, "-o", str(out), "--force"], check=True, env=env,
+                   capture_output=True)
+    n = sum(1 for _ in readings.open()) - 1
+    return n / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> int:
+    """Measure and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--export", type=Path, default=ROOT / "examples" / "out" / "export")
+    ap.add_argument("--readings", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from edge_lstm import bundle as bundle_mod
+    from edge_lstm.bundle_read import open_bundle
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        export = args.export
+        source = f"the export in {export}"
+        if not (export / "report.json").is_file():
+            export = demo_shaped_export(tmp)
+            source = "a demo-shaped forecaster (2 x LSTM(64), 96 steps, 2 features; seeded, untrained weights)"
+        bundle_path = tmp / "demo.bundle.zip"
+        names = [a["file"] for a in bundle_mod.read_report(export)["artifacts"] if a["file"] in ARTIFACTS]
+        bundle_mod.write(export, bundle_path, names)
+        bundle = open_bundle(bundle_path)
+        m = bundle.manifest
+        series = seattle(args.readings)
+        while len(series) < args.readings:
+            series = np.concatenate([series, series])
+        series = series[: args.readings]
+        readings = tmp / "readings.csv"
+        _write_csv(readings, series, with_time=True)
+        z = (series - np.array(m["normalization"]["mean"])) / np.array(m["normalization"]["std"])
+        rows = series.tolist()
+        results: dict[str, dict[str, list[Any]]] = {n: {"bare": [], "update": [], "loop": [], "e2e": []} for n in names}
+        for _ in range(args.rounds):
+            for n in names:
+                r = results[n]
+                r["bare"].append(bare_step(bundle, bundle.artifact(n), z))
+                r["update"].append(predictor_update(bundle_path, n, rows))
+                r["loop"].append(command_loop(bundle_path, n, readings, tmp / "out.csv"))
+                r["e2e"].append(end_to_end(bundle_path, n, readings, tmp / "out.csv"))
+        report(results, source, args)
+    return 0
+
+
+def report(results: dict[str, dict[str, list[Any]]], source: str, args: argparse.Namespace) -> None:
+    """Print the table: per artifact, the medians over rounds."""
+    load = os.getloadavg()
+    print(f"predict --streaming on this host ({os.cpu_count()} cores, load average {load[0]:.1f} at the end: the "
+          f"host is shared, so compare ratios within this run); {args.readings:,} readings of the real Seattle "
+          f"series, {args.rounds} interleaved rounds, 1 thread; model: {source}")
+    print()
+    print("| artifact | bare step p50 / p99 µs | Predictor.update p50 / p99 µs | overhead over the step (p50) | "
+          "predict --streaming loop, readings/s | end to end (fresh process), readings/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for n, r in results.items():
+        bare50 = statistics.median(pct(x, 50) for x in r["bare"])
+        bare99 = statistics.median(pct(x, 99) for x in r["bare"])
+        up50 = statistics.median(pct(x, 50) for x in r["update"])
+        up99 = statistics.median(pct(x, 99) for x in r["update"])
+        ratio = statistics.median((pct(u, 50) - pct(b, 50)) / pct(b, 50) for u, b in zip(r["update"], r["bare"],
+                                                                                           strict=True))
+        print(f"| {n} | {bare50 * 1e6:.1f} / {bare99 * 1e6:.1f} | {up50 * 1e6:.1f} / {up99 * 1e6:.1f} | "
+              f"{ratio:+.0%} | {statistics.median(r['loop']):,.0f} | {statistics.median(r['e2e']):,.0f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
