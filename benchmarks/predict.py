@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ("demo.stream.fp32.tflite", "demo.stream.int8.tflite", "demo.stream.fp32.onnx")
+#: the streaming artifacts measured: (format, precision)
+KINDS = (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"))
 
 
 def demo_shaped_export(d: Path) -> Path:
@@ -188,7 +189,9 @@ def main() -> int:
             export = demo_shaped_export(tmp)
             source = "a demo-shaped forecaster (2 x LSTM(64), 96 steps, 2 features; seeded, untrained weights)"
         bundle_path = tmp / "demo.bundle.zip"
-        names = [a["file"] for a in bundle_mod.read_report(export)["artifacts"] if a["file"] in ARTIFACTS]
+        arts = [a for a in bundle_mod.read_report(export)["artifacts"] if a.get("streaming") and a.get("passed")]
+        names = [next(a["file"] for a in arts if (a["format"], a["precision"]) == k) for k in KINDS
+                 if any((a["format"], a["precision"]) == k for a in arts)]
         bundle_mod.write(export, bundle_path, names)
         bundle = open_bundle(bundle_path)
         m = bundle.manifest

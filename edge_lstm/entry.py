@@ -62,6 +62,16 @@ def device_main(args: list[str]) -> int:
         return int(e.exit_code or 0)
     except KeyboardInterrupt:
         return 130
+    except OSError as e:  # a full disk or an unreadable path: the user's to fix, exit 2 as in the full CLI
+        if debug:
+            raise
+        from edge_lstm.outputs import io_error
+
+        err = io_error(e)
+        print(f"error: {err.render()}", file=sys.stderr)
+        if as_json:
+            jsonio.emit_error(err.exit_code, err.kind, err.message, err.hint)
+        return err.exit_code
     except Exception as e:
         if hasattr(e, "show") and hasattr(e, "exit_code"):  # click's usage errors
             e.show()

@@ -238,6 +238,10 @@ def output(path: str | None, force: bool) -> Iterator[IO[str]]:
         yield sys.stdout
         return
     target = Path(path)
+    if target.exists() and not target.is_dir() and not target.is_file():  # /dev/null, a named pipe: no rename
+        with target.open("w", encoding="utf-8", newline="") as f:
+            yield f
+        return
     if target.is_symlink() or target.is_dir():
         raise UsageError(f"Output '{path}' is a directory or a symbolic link.", "Pass a new file name.")
     if target.exists() and not force:

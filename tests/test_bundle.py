@@ -267,3 +267,19 @@ def test_zoo_networks_bundle_and_predict(name: str, form: str, tmp_path: Path) -
             assert art["state"]["storage"] in ("variable", "io") and art["state"]["tensors"]
         else:
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=art["file"])
+
+
+def test_feature_names_from_csv_header_or_option(demo_bundle: DemoBundle, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A model without stored column names takes them from the export's --data header, or from --features."""
+    bare = tmp_path / "bare"
+    shutil.copytree(demo_bundle.export, bare)
+    report = json.loads((bare / "report.json").read_text())
+    del report["model"]["normalization"]["columns"]
+    (bare / "report.json").write_text(json.dumps(report))
+    assert cli.main(["bundle", str(bare), "-o", str(tmp_path / "h.zip")]) == 0
+    assert manifest_of(tmp_path / "h.zip")["features"] == {"names": ["temp", "change"], "source": "csv-header"}
+    assert cli.main(["bundle", str(bare), "-o", str(tmp_path / "o.zip"), "--features", "t,dt"]) == 0
+    assert manifest_of(tmp_path / "o.zip")["features"] == {"names": ["t", "dt"], "source": "option"}
+    assert cli.main(["bundle", str(bare), "-o", str(tmp_path / "x.zip"), "--features", "t"]) == 2
+    assert "--features names 1 feature(s); the model takes 2" in capsys.readouterr().err

@@ -265,3 +265,21 @@ def test_predict_imports_no_torch(demo_bundle: DemoBundle) -> None:
         p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300,
                            check=False)
         assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_reader_gone_and_devnull(demo_bundle: DemoBundle) -> None:
+    """`predict ... | head` stops quietly when the reader leaves; -o /dev/null writes through the device."""
+    cmd = (f'set -o pipefail; "{sys.executable}" -m edge_lstm.entry predict "{demo_bundle.bundle}" '
+           f'"{demo_bundle.heldout}" --streaming | head -2')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 2 and "Traceback" not in p.stderr, p.stderr
+    p = run_cli("predict", str(demo_bundle.bundle), str(demo_bundle.heldout), "-o", os.devnull)
+    assert p.returncode == 0, p.stderr
+
+
+def test_timestamps() -> None:
+    from edge_lstm.predict_io import parse_time
+
+    assert parse_time("2010/03/14 04:00") == parse_time("2010-03-14T04:00:00Z") == 1268539200.0
+    assert parse_time("1268539200") == 1268539200.0 and parse_time("yesterday") is None
