@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +108,13 @@ def _has_all(export: Path) -> bool:
     return all(any((a["format"], a["precision"]) == k for a in arts) for k in KINDS)
 
 
-def bare_step(bundle: Any, art: dict[str, Any], z: np.ndarray) -> list[float]:
-    """Seconds per reading of a hand-written loop over the runtime (see the module docstring)."""
+def bare_stepper(bundle: Any, art: dict[str, Any], z: np.ndarray) -> Callable[[int], Any]:
+    """A hand-written step over the runtime for reading ``i`` (see the module docstring)."""
     x = next(t for t in art["inputs"] if t["role"] == "readings")
     y = next(t for t in art["outputs"] if t["role"] == "forecast")
     pairs = [(t["input"], t["output"]) for t in art["state"]["tensors"] if t["input"]]
     shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in x["shape"])
     feeds = [row.reshape(shape) for row in z.astype(np.float32)]
-    lat: list[float] = []
-    clock = time.perf_counter
     if art["format"] == "onnx":
         import onnxruntime as ort
 
@@ -124,14 +123,15 @@ def bare_step(bundle: Any, art: dict[str, Any], z: np.ndarray) -> list[float]:
         sess = ort.InferenceSession(bundle.data(art["file"]), opts, providers=["CPUExecutionProvider"])
         feed = {i: np.zeros((1, 1, 64), np.float32) for i, _ in pairs}
         fetch = [y["name"], *(o for _, o in pairs)]
-        for f in feeds:
-            t0 = clock()
-            feed[x["name"]] = f
+
+        def ort_step(i: int) -> Any:
+            feed[x["name"]] = feeds[i]
             outs = sess.run(fetch, feed)
-            for k, (i, _) in enumerate(pairs):
-                feed[i] = outs[k + 1]
-            lat.append(clock() - t0)
-        return lat
+            for k, (name, _) in enumerate(pairs):
+                feed[name] = outs[k + 1]
+            return outs[0]
+
+        return ort_step
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=bundle.data(art["file"]), num_threads=1)
@@ -142,39 +142,44 @@ def bare_step(bundle: Any, art: dict[str, Any], z: np.ndarray) -> list[float]:
     links = [(ins[i], outs_ix[o]) for i, o in pairs]
     state = [np.zeros((1, 1, 64), np.float32) for _ in links]
     set_t, get_t, invoke = it.set_tensor, it.get_tensor, it.invoke
-    for f in feeds:
-        t0 = clock()
-        set_t(xi, f)
-        for k, (i, _) in enumerate(links):
-            set_t(i, state[k])
+
+    def tfl_step(i: int) -> Any:
+        set_t(xi, feeds[i])
+        for k, (j, _) in enumerate(links):
+            set_t(j, state[k])
         invoke()
         for k, (_, o) in enumerate(links):
             state[k] = get_t(o)
-        get_t(yi)
-        lat.append(clock() - t0)
-    return lat
+        return get_t(yi)
+
+    return tfl_step
 
 
-def predictor_calls(bundle_path: Path, name: str, rows: list[list[float]], api: str) -> list[float]:
-    """Seconds per ``Predictor.update`` call (``api="update"``: a list in, a numpy array out) or per
-    ``Predictor.forward`` call (the path ``predict`` takes: floats in, floats out) over the readings."""
+def per_reading(bundle: Any, bundle_path: Path, name: str, z: np.ndarray, rows: list[list[float]],
+                block: int = 500) -> dict[str, list[float]]:
+    """Seconds per reading of the bare step, ``Predictor.update`` (a list in, a numpy array out) and
+    ``Predictor.forward`` (floats in and out: what ``predict`` calls), measured in alternating blocks of
+    ``block`` readings so the host's load falls on all three alike."""
     from edge_lstm.predict import Predictor
 
-    p = Predictor.from_bundle(bundle_path, artifact=name, runtime="litert" if name.endswith(".tflite") else
-                              "onnxruntime")
-    clock, lat = time.perf_counter, []
-    if api == "update":
-        update = p.update
-        for r in rows:
-            t0 = clock()
-            update(r)
-            lat.append(clock() - t0)
-        return lat
+    rt = "litert" if name.endswith(".tflite") else "onnxruntime"
+    bare = bare_stepper(bundle, bundle.artifact(name), z)
+    update = Predictor.from_bundle(bundle_path, artifact=name, runtime=rt).update
+    p = Predictor.from_bundle(bundle_path, artifact=name, runtime=rt)
     forward = p.forward
-    for r in rows:
-        t0 = clock()
-        forward(r, None)
-        lat.append(clock() - t0)
+    calls: dict[str, Callable[[int], Any]] = {"bare": bare, "update": lambda i: update(rows[i]),
+                                              "forward": lambda i: forward(rows[i], None)}
+    lat: dict[str, list[float]] = {k: [] for k in calls}
+    clock = time.perf_counter
+    order = list(calls)
+    for start in range(0, len(rows), block):
+        for k in order:
+            fn, out = calls[k], lat[k]
+            for i in range(start, min(start + block, len(rows))):
+                t0 = clock()
+                fn(i)
+                out.append(clock() - t0)
+        order = order[1:] + order[:1]  # rotate: no kind always runs first
     return lat
 
 
@@ -243,9 +248,8 @@ def main() -> int:
         for _ in range(args.rounds):
             for n in names:
                 r = results[n]
-                r["bare"].append(bare_step(bundle, bundle.artifact(n), z))
-                r["update"].append(predictor_calls(bundle_path, n, rows, "update"))
-                r["forward"].append(predictor_calls(bundle_path, n, rows, "forward"))
+                for k, v in per_reading(bundle, bundle_path, n, z, rows).items():
+                    r[k].append(v)
                 r["loop"].append(command_loop(bundle_path, n, readings, tmp / "out.csv"))
                 r["e2e"].append(end_to_end(bundle_path, n, readings, tmp / "out.csv"))
         report(results, source, args)
@@ -280,3 +284,7 @@ def _lat(rounds: list[list[float]]) -> str:
     p50 = statistics.median(pct(x, 50) for x in rounds)
     p99 = statistics.median(pct(x, 99) for x in rounds)
     return f"{p50 * 1e6:.1f} / {p99 * 1e6:.1f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
