@@ -169,9 +169,10 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_profile  # noqa: E402 - registers on the app defined above
+from edge_lstm import cli_firmware, cli_profile  # noqa: E402 - registers on the app defined above
 
 cli_profile.register(app)
+cli_firmware.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
