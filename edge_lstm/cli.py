@@ -111,6 +111,8 @@ def export(
                                           "into the report (and report.html).")] = False,
     target: Annotated[str | None, typer.Option("--target", help="Device target name or TOML: latency estimate and "
                                                "flash/RAM budgets (exit 4 when over); implies --profile.")] = None,
+    firmware: Annotated[bool, typer.Option("--firmware", help="Also write fw/: TFLite Micro C arrays and "
+                                           "dependency-free C, proven on this host and an emulated Cortex-M.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -120,7 +122,7 @@ def export(
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target)
+                         profile, target, firmware)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -146,6 +148,8 @@ def _export_summary(report: dict[str, Any], output: Path) -> str:
         peak = (a.get("memory") or {}).get("peak_rss_bytes")
         mem = f", peak memory {peak / 2**20:.1f} MiB over baseline" if peak is not None else ""
         rows.append(f"  profiled {a['artifact']:<27} {a['runtime']:<12} p50 {a['latency_s']['p50'] * 1e6:,.1f} µs{mem}")
+    if report.get("firmware"):
+        rows.append(f"Firmware: {output / 'fw'} (report: {output / 'fw' / 'report.md'})")
     rows.append(f"Report: {output / 'report.md'} and {output / 'report.json'}")
     return "\n".join(rows)
 

@@ -47,6 +47,7 @@ class ExportOptions:
     force: bool = False
     profile: bool = False  # measure every artifact (fresh process each) into the report
     target: str | None = None  # device target name or TOML path: estimates and budgets (exit 4 when over)
+    firmware: bool = False  # also write fw/: TFLite Micro arrays and dependency-free C (edge_lstm.firmware)
 
 
 @dataclass
@@ -135,6 +136,11 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         for art in artifacts:
             (stage / art.filename).write_bytes(art.data)
         report = build_report(model, options, vdata, artifacts, proto)
+        if options.firmware:
+            from edge_lstm.firmware import export_firmware
+
+            fw = export_firmware(stage / "fw", model, proto, artifacts, target, (vdata, reference), say)
+            report["firmware"] = fw.report
         if options.profile or target is not None:
             report["profile"] = _profile(stage, options.output_dir, artifacts, target, say)
         write_reports(report, stage)
@@ -148,6 +154,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         from edge_lstm.profile import enforce_budgets
 
         enforce_budgets(report["profile"])
+    if options.firmware:
+        from edge_lstm.firmware import enforce
+
+        enforce(fw)
     return result
 
 

@@ -166,7 +166,7 @@ def _c_path(src: FirmwareSource, out: Path, options: FirmwareOptions, target: An
         say(f"compiling and checking the C ({prec}) on this host")
         entry["host"], vals = _host_check(prog, code, ref, tol, options.prefix)
         validations += vals
-        entry["cortex_m"] = {"status": "skipped", "why": report["cortex_m"]["why"]}
+        entry["cortex_m"] = {"status": "skipped", "why": report["cortex_m"]["why"], "estimate": _estimate(prog, code)}
         if core is not None:
             say(f"cross-compiling the C ({prec}) for {core.cpu}" + (f", running it on qemu {core.qemu_machine}"
                                                                       if core.qemu_machine else ""))
@@ -250,9 +250,24 @@ def _cortex_run_entry(entry: dict[str, Any], run: dict[str, Any], prog: Program,
     return entry, vals
 
 
+def _estimate(prog: Program, code: cgen.CSource) -> dict[str, Any]:
+    """Flash and RAM of the generated C when no build measures them: its constants and static buffers."""
+    buffers = 4 * sum(b.size for b in prog.buffers.values())
+    if code.precision != "fp32":
+        buffers += 4 * max((int(op.consts[k].shape[1]) for op in prog.ops for k in op.consts
+                            if k.startswith("w") and op.consts[k].ndim == 2), default=0)
+    return {"flash_bytes": code.weight_bytes, "ram_bytes": buffers,
+            "label": "estimate (not built for this core): the generated C's constants and static buffers; code, "
+                     "libm and stack not included"}
+
+
 def _c_budgets(cm: dict[str, Any], target: Any) -> list[dict[str, Any]]:
-    if target is None or "model" not in cm:
+    if target is None:
         return []
+    if "model" not in cm:
+        est = cm["estimate"]
+        return [checks.budget("flash", est["flash_bytes"], target.flash_budget_bytes, "estimate: constants"),
+                checks.budget("ram", est["ram_bytes"], target.ram_budget_bytes, "estimate: static buffers")]
     m = cm["model"]
     ram_measure = "data + bss + stack high-water mark" if m.get("stack_bytes") is not None else "data + bss (no stack)"
     return [checks.budget("flash", m["flash_bytes"], target.flash_budget_bytes, f"text + rodata + data, {EMULATED}"

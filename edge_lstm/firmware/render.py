@@ -53,12 +53,17 @@ def markdown(report: dict[str, Any]) -> str:
             m, ins = cm.get("model") or {}, cm.get("emulated_instructions") or {}
             ram = (f"{m['ram_bytes']:,} B ({m['ram_static_bytes']:,} + {m['stack_bytes']:,})"
                    if m.get("stack_bytes") is not None else _b(m.get("ram_bytes")))
+            flash = _b(m.get("flash_bytes"))
+            if not m and cm.get("estimate"):
+                flash, ram = (f"~{cm['estimate']['flash_bytes']:,} B (estimate)",
+                              f"~{cm['estimate']['ram_bytes']:,} B (estimate)")
             lines.append(f"| {e['precision']} | {_err(e['host'])} | {_err(cm) if cm.get('status') == 'ran' else '–'} "
-                         f"| {_b(m.get('flash_bytes'))} | {ram} | {ins.get('per_window', 0):,} | "
-                         f"{ins.get('per_step_streaming', 0):,} |")
+                         f"| {flash} | {ram} | {ins.get('per_window', '–'):,} | {ins.get('per_step_streaming', '–'):,} |")
         first = report["c"][0]["cortex_m"]
         if first.get("model"):
             lines += ["", f"Flash and RAM: {first['model']['label']}."]
+        elif first.get("estimate"):
+            lines += ["", f"Flash and RAM: {first['estimate']['label']}."]
         if first.get("emulated_instructions"):
             lines.append(f"Instructions: {first['emulated_instructions']['label']}; "
                          f"{first['emulated_instructions']['method']}.")
