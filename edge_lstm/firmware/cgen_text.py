@@ -263,12 +263,13 @@ def _api(prog: Program, prefix: str, state: list[Buffer], seq: list[str], post: 
         off += o.size
     return [
         "static void run_seq(const float *x)", "{", "  int j;", "  (void)j;", *seq, "}", "",
-        "static void run_post(void)", "{", "  int j;", "  (void)j;", *post, "}", "",
+        "/* x: the last step's input (an output may read it, as a skip connection) */",
+        "static void run_post(const float *x)", "{", "  int j;", "  (void)j;", "  (void)x;", *post, "}", "",
         f"void {prefix}_reset(void)", "{", *reset, "}", "",
-        f"void {prefix}_step(const float *x, float *y)", "{", "  run_seq(x);", "  run_post();", *step_copy, "}", "",
+        f"void {prefix}_step(const float *x, float *y)", "{", "  run_seq(x);", "  run_post(x);", *step_copy, "}", "",
         f"void {prefix}_window(const float *x, float *y)", "{", "  int t;", f"  {prefix}_reset();",
         f"  for (t = 0; t < {m}_WINDOW; t++) {{", f"    run_seq(x + (long)t * {m}_INPUT_SIZE);", *win_seq, "  }",
-        "  run_post();", *win_post, "}",
+        f"  run_post(x + (long)({m}_WINDOW - 1) * {m}_INPUT_SIZE);", *win_post, "}",
     ]
 
 

@@ -118,6 +118,9 @@ def build_program(proto: Any) -> Program:
     if len(inputs) != 1:
         missing.insert(0, f"the model takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); the C "
                           "generator takes one input per time step and keeps the recurrent state inside")
+    if len(inputs) == 1 and inputs[0].type.tensor_type.elem_type != 1:
+        missing.insert(0, f"input '{inputs[0].name}' is not float32: the C API takes float readings (a token-id "
+                          "model needs its embedding lookup outside)")
     if missing:
         _raise(missing)
     x = inputs[0]

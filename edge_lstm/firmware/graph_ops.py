@@ -62,6 +62,9 @@ def _layout(b: Builder, node: Any) -> None:
 @_register("Gather")
 def _gather(b: Builder, node: Any) -> None:
     v, idx = b.val(node.input[0]), b.const(node.input[1])
+    if v is None and b.const(node.input[0]) is not None:
+        return b.refuse(node, "an embedding lookup (a table indexed by the input) is not supported: the C API takes "
+                              "float readings")
     if v is None or idx is None or v.taxis is None or attr(node, "axis", 0) % len(v.shape) != v.taxis:
         return b.refuse(node, "only selecting the last time step (x[:, -1]) is supported")
     steps = v.shape[v.taxis]
