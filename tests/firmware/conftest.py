@@ -94,12 +94,18 @@ def _case(name: str, path: Path, module: nn.Module, windows: np.ndarray, shapes:
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Case:
-    """The demo-like forecaster: 2 x LSTM(64), window 96, one feature, trained on Seattle temperatures."""
+def demo_forecaster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The trained demo-like forecaster (tests/quantize/conftest.py's, at window 96): model, graph, real windows."""
     from quantize.conftest import train_forecaster
 
-    f = train_forecaster(tmp_path_factory.mktemp("fw-demo"), window=96, steps=60)
-    module = f.loaded.module  # type: ignore[attr-defined]
+    return train_forecaster(tmp_path_factory.mktemp("fw-demo"), window=96, steps=60)
+
+
+@pytest.fixture(scope="session")
+def demo(demo_forecaster: Any) -> Case:
+    """The demo-like forecaster: 2 x LSTM(64), window 96, one feature, trained on Seattle temperatures."""
+    f = demo_forecaster
+    module = f.loaded.module
     return Case("demo", f.path, module, f.test_x[::97][:WINDOWS][:, None], f.loaded, f.proto)  # type: ignore[arg-type]
 
 
