@@ -9,6 +9,10 @@ def _b(n: int | None) -> str:
     return "–" if n is None else f"{n:,} B"
 
 
+def _n(v: int | None) -> str:
+    return "–" if v is None else f"{v:,}"
+
+
 def _err(entry: dict[str, Any] | None) -> str:
     """Worst max-abs error per API ("window / stream"), with PASS or FAIL."""
     if not entry or "validation" not in entry:
@@ -58,7 +62,7 @@ def markdown(report: dict[str, Any]) -> str:
                 flash, ram = (f"~{cm['estimate']['flash_bytes']:,} B (estimate)",
                               f"~{cm['estimate']['ram_bytes']:,} B (estimate)")
             lines.append(f"| {e['precision']} | {_err(e['host'])} | {_err(cm) if cm.get('status') == 'ran' else '–'} "
-                         f"| {flash} | {ram} | {ins.get('per_window', '–'):,} | {ins.get('per_step_streaming', '–'):,} |")
+                         f"| {flash} | {ram} | {_n(ins.get('per_window'))} | {_n(ins.get('per_step_streaming'))} |")
         first = report["c"][0]["cortex_m"]
         if first.get("model"):
             lines += ["", f"Flash and RAM: {first['model']['label']}."]
