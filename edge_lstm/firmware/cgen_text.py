@@ -11,56 +11,100 @@ from edge_lstm import __version__
 from edge_lstm.firmware.clit import cfloat, comment
 from edge_lstm.firmware.program import Buffer, Program
 
-_MV_F32 = """\
-/* acc[j] += sum_i x[i] * w[i][j] for j < n; w is input-major with row stride ld. The inner loop runs over
- * contiguous outputs, so it vectorises without reordering any output's sum. */
-static void mv(float *restrict acc, const float *restrict w, const float *restrict s, const float *restrict x,
-               int k, int n, int ld)
+def _mv(quantized: bool) -> str:
+    """The matrix-vector kernel: eight inputs per pass over the outputs, then one at a time."""
+    wt, acc = ("int8_t", "t") if quantized else ("float", "acc")
+    cast = "(float)" if quantized else ""
+    terms = " + ".join(f"{cast}w{i}[j] * x{i}" for i in range(8))
+    lines = [
+        "/* acc[j] += " + ("s[j] * " if quantized else "") + "sum_i x[i] * w[i][j] for j < n; w is input-major with row "
+        "stride ld. The inner loop",
+        " * runs over contiguous outputs, so it vectorises without reordering any output's sum"
+        + (" (int8 weights, one float scale per output channel)." if quantized else "."),
+        " */",
+        f"static void mv(float *restrict acc, const {wt} *restrict w, const float *restrict s, "
+        "const float *restrict x,",
+        "               int k, int n, int ld)", "{",
+        *(["  float *restrict t = mv_tmp;"] if quantized else []),
+        "  int i = 0, j;",
+        *(["  for (j = 0; j < n; j++) t[j] = 0.0f;"] if quantized else ["  (void)s;"]),
+        "  for (; i + 8 <= k; i += 8) {",
+        "    const float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];",
+        "    const float x4 = x[i + 4], x5 = x[i + 5], x6 = x[i + 6], x7 = x[i + 7];",
+        f"    const {wt} *w0 = w + (long)i * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;",
+        f"    const {wt} *w4 = w3 + ld, *w5 = w4 + ld, *w6 = w5 + ld, *w7 = w6 + ld;",
+        f"    for (j = 0; j < n; j++) {acc}[j] = {acc}[j] + {terms};",
+        "  }",
+        "  for (; i < k; i++) {",
+        "    const float xi = x[i];",
+        f"    const {wt} *wi = w + (long)i * ld;",
+        f"    for (j = 0; j < n; j++) {acc}[j] += {cast}wi[j] * xi;",
+        "  }",
+        *(["  for (j = 0; j < n; j++) acc[j] += s[j] * t[j];"] if quantized else []),
+        "}", "",
+    ]
+    return "\n".join(lines)
+
+
+_ACTIVATIONS = """\
+/* e^x to about 1 ulp (|x| clamped to 88): x = k ln2 + r with |r| <= ln2/2 (Cody-Waite, ln2 in two parts), e^r by
+ * its Taylor series to r^7 (remainder under 1e-8 relative), 2^k from the exponent bits. Written out rather than
+ * calling expf(), and without branches (the clamp works on the bits), so that loops over it vectorise and the firmware
+ * needs no libm tables. */
+static inline float fexp(float x)
 {
-  int i = 0, j;
-  (void)s;
-  for (; i + 4 <= k; i += 4) {
-    const float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
-    const float *w0 = w + (long)i * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-    for (j = 0; j < n; j++) acc[j] = acc[j] + w0[j] * x0 + w1[j] * x1 + w2[j] * x2 + w3[j] * x3;
-  }
-  for (; i < k; i++) {
-    const float xi = x[i];
-    const float *wi = w + (long)i * ld;
-    for (j = 0; j < n; j++) acc[j] += wi[j] * xi;
-  }
+  float t, r, p;
+  int k;
+  uint32_t xb, ab;
+  memcpy(&xb, &x, sizeof xb);
+  ab = xb & 0x7fffffffu;
+  ab = ab > 0x42b00000u ? 0x42b00000u : ab;
+  xb = (xb & 0x80000000u) | ab;
+  memcpy(&x, &xb, sizeof x);
+  t = x * 1.44269504f;
+  k = (int)(t + (t >= 0.0f ? 0.5f : -0.5f));
+  r = x - (float)k * 0.693145751953125f - (float)k * 1.42860677e-6f;
+  p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-1f + r * (4.16666679e-2f + r * (8.33333377e-3f
+      + r * (1.38888892e-3f + r * 1.98412701e-4f))))));
+  xb = (uint32_t)(k + 127) << 23;
+  memcpy(&t, &xb, sizeof t);
+  return p * t;
+}
+
+static inline float sigm(float v) { return 1.0f / (1.0f + fexp(-v)); }
+
+/* tanh(v) = e / (e + 2) with e = expm1(2|v|); below |v| = 0.175 expm1 is its Taylor series, which keeps the relative
+ * accuracy near 0. Sign, magnitude and the choice between the two work on the bits, so the loop has no branch and
+ * vectorises even on plain SSE2. */
+static inline float ftanh(float v)
+{
+  uint32_t vb, sign, bs, bb, m;
+  float a, t, small, big, e;
+  memcpy(&vb, &v, sizeof vb);
+  sign = vb & 0x80000000u;
+  vb &= 0x7fffffffu;
+  memcpy(&a, &vb, sizeof a);
+  t = 2.0f * a;
+  small = t * (1.0f + t * (0.5f + t * (1.66666672e-1f + t * (4.16666679e-2f + t * (8.33333377e-3f
+          + t * 1.38888892e-3f)))));
+  big = fexp(t) - 1.0f;
+  memcpy(&bs, &small, sizeof bs);
+  memcpy(&bb, &big, sizeof bb);
+  m = 0u - (uint32_t)(vb < 0x3e333333u); /* |v| < 0.175f */
+  bs = (bs & m) | (bb & ~m);
+  memcpy(&e, &bs, sizeof e);
+  e = e / (e + 2.0f);
+  memcpy(&vb, &e, sizeof vb);
+  vb |= sign;
+  memcpy(&e, &vb, sizeof e);
+  return e;
 }
 """
-
-_MV_I8 = """\
-/* acc[j] += s[j] * sum_i x[i] * q[i][j] for j < n: int8 weights, one float scale per output channel;
- * q is input-major with row stride ld, so the inner loop runs over contiguous outputs. */
-static void mv(float *restrict acc, const int8_t *restrict w, const float *restrict s, const float *restrict x,
-               int k, int n, int ld)
-{
-  float *restrict t = mv_tmp;
-  int i = 0, j;
-  for (j = 0; j < n; j++) t[j] = 0.0f;
-  for (; i + 4 <= k; i += 4) {
-    const float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
-    const int8_t *w0 = w + (long)i * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-    for (j = 0; j < n; j++)
-      t[j] = t[j] + (float)w0[j] * x0 + (float)w1[j] * x1 + (float)w2[j] * x2 + (float)w3[j] * x3;
-  }
-  for (; i < k; i++) {
-    const float xi = x[i];
-    const int8_t *wi = w + (long)i * ld;
-    for (j = 0; j < n; j++) t[j] += (float)wi[j] * xi;
-  }
-  for (j = 0; j < n; j++) acc[j] += s[j] * t[j];
-}
-"""
-
-_SIGM = "static float sigm(float v) { return 1.0f / (1.0f + expf(-v)); }\n"
 
 _KERNELS = {
     "lstm": """\
-/* One LSTM step (ONNX gate order i, o, f, c): g = b + Wx x + Wh h; c = f*c + i*g~; h = o*tanh(c). */
+/* One LSTM step (ONNX gate order i, o, f, c): g = b + Wx x + Wh h; c = f*c + i*g~; h = o*tanh(c). Each loop is
+ * one activation over contiguous gates, so it vectorises. */
 static void lstm(const float *x, float *h, float *c, int in, int hid, const wt_t *wx, const float *sx,
                  const wt_t *wh, const float *sh, const float *b, float *g)
 {
@@ -68,11 +112,10 @@ static void lstm(const float *x, float *h, float *c, int in, int hid, const wt_t
   memcpy(g, b, (size_t)(4 * hid) * sizeof(float));
   mv(g, wx, sx, x, in, 4 * hid, 4 * hid);
   mv(g, wh, sh, h, hid, 4 * hid, 4 * hid);
-  for (j = 0; j < hid; j++) {
-    const float ig = sigm(g[j]), og = sigm(g[hid + j]), fg = sigm(g[2 * hid + j]), cg = tanhf(g[3 * hid + j]);
-    c[j] = fg * c[j] + ig * cg;
-    h[j] = og * tanhf(c[j]);
-  }
+  for (j = 0; j < 3 * hid; j++) g[j] = sigm(g[j]);
+  for (j = 3 * hid; j < 4 * hid; j++) g[j] = ftanh(g[j]);
+  for (j = 0; j < hid; j++) c[j] = g[2 * hid + j] * c[j] + g[j] * g[3 * hid + j];
+  for (j = 0; j < hid; j++) h[j] = g[hid + j] * ftanh(c[j]);
 }
 """,
     "gru": """\
@@ -87,24 +130,16 @@ static void gru(const float *x, float *h, int in, int hid, const wt_t *wx, const
   memcpy(gh, bh, (size_t)n * sizeof(float));
   if (lbr) {
     mv(gh, wh, sh, h, hid, n, n);
-    for (j = 0; j < hid; j++) {
-      const float z = sigm(gx[j] + gh[j]), r = sigm(gx[hid + j] + gh[hid + j]);
-      const float nn = tanhf(gx[2 * hid + j] + r * gh[2 * hid + j]);
-      h[j] = (1.0f - z) * nn + z * h[j];
-    }
-    return;
+    for (j = 0; j < 2 * hid; j++) gx[j] = sigm(gx[j] + gh[j]);
+    for (j = 0; j < hid; j++) gx[2 * hid + j] = ftanh(gx[2 * hid + j] + gx[hid + j] * gh[2 * hid + j]);
+  } else {
+    mv(gh, wh, sh, h, hid, 2 * hid, n);
+    for (j = 0; j < 2 * hid; j++) gx[j] = sigm(gx[j] + gh[j]);
+    for (j = 0; j < hid; j++) gh[j] = gx[hid + j] * h[j];
+    mv(gh + 2 * hid, wh + 2 * hid, sh ? sh + 2 * hid : 0, gh, hid, hid, n);
+    for (j = 0; j < hid; j++) gx[2 * hid + j] = ftanh(gx[2 * hid + j] + gh[2 * hid + j]);
   }
-  mv(gh, wh, sh, h, hid, 2 * hid, n);
-  for (j = 0; j < hid; j++) {
-    const float z = sigm(gx[j] + gh[j]), r = sigm(gx[hid + j] + gh[hid + j]);
-    gx[j] = z;
-    gh[j] = r * h[j];
-  }
-  mv(gh + 2 * hid, wh + 2 * hid, sh ? sh + 2 * hid : 0, gh, hid, hid, n);
-  for (j = 0; j < hid; j++) {
-    const float nn = tanhf(gx[2 * hid + j] + gh[2 * hid + j]);
-    h[j] = (1.0f - gx[j]) * nn + gx[j] * h[j];
-  }
+  for (j = 0; j < hid; j++) h[j] = (1.0f - gx[j]) * gx[2 * hid + j] + gx[j] * h[j];
 }
 """,
     "rnn": """\
@@ -116,7 +151,8 @@ static void rnn(const float *x, float *h, int in, int hid, const wt_t *wx, const
   memcpy(g, b, (size_t)hid * sizeof(float));
   mv(g, wx, sx, x, in, hid, hid);
   mv(g, wh, sh, h, hid, hid, hid);
-  for (j = 0; j < hid; j++) h[j] = relu ? (g[j] > 0.0f ? g[j] : 0.0f) : tanhf(g[j]);
+  if (relu) for (j = 0; j < hid; j++) h[j] = g[j] > 0.0f ? g[j] : 0.0f;
+  else for (j = 0; j < hid; j++) h[j] = ftanh(g[j]);
 }
 """,
     "dense": """\
@@ -159,7 +195,7 @@ static void softmax(const float *x, float *y, int rows, int d, int log_out)
     float *yr = y + (long)r * d;
     float m = xr[0], sum = 0.0f;
     for (j = 1; j < d; j++) m = xr[j] > m ? xr[j] : m;
-    for (j = 0; j < d; j++) { yr[j] = expf(xr[j] - m); sum += yr[j]; }
+    for (j = 0; j < d; j++) { yr[j] = fexp(xr[j] - m); sum += yr[j]; }
     if (log_out) { const float ls = logf(sum); for (j = 0; j < d; j++) yr[j] = xr[j] - m - ls; }
     else { const float inv = 1.0f / sum; for (j = 0; j < d; j++) yr[j] *= inv; }
   }
@@ -239,9 +275,7 @@ def source(prog: Program, quantized: bool, prefix: str, src: str, consts: list[s
     ]
     if quantized:
         parts.append(f"static float mv_tmp[{max_n}];")
-    parts += ["", _MV_I8 if quantized else _MV_F32]
-    if kinds & {"lstm", "gru"}:
-        parts.append(_SIGM)
+    parts += ["", _mv(quantized), _ACTIVATIONS]
     parts += [_KERNELS[k] for k in ("lstm", "gru", "rnn", "dense", "layernorm", "softmax") if k in kinds]
     parts += _api(prog, prefix, state, seq, post)
     return "\n".join(parts) + "\n"

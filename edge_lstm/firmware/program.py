@@ -115,10 +115,10 @@ class Program:
 #: elementwise unary ops: C expression of the element ``v`` (numeric attributes filled in by the generator)
 UNARY: dict[str, str] = {
     "Relu": "(v > 0.0f ? v : 0.0f)",
-    "Tanh": "tanhf(v)",
-    "Sigmoid": "(1.0f / (1.0f + expf(-v)))",
+    "Tanh": "ftanh(v)",
+    "Sigmoid": "sigm(v)",
     "Erf": "erff(v)",
-    "Exp": "expf(v)",
+    "Exp": "fexp(v)",
     "Log": "logf(v)",
     "Neg": "(-v)",
     "Abs": "fabsf(v)",
