@@ -60,7 +60,8 @@ class FirmwareOptions:
         cgen.check_prefix(self.prefix)
         bad = [p for p in self.precisions if p not in cgen.PRECISIONS]
         if bad or not self.precisions:
-            raise UsageError(f"Unknown C precision {bad or 'list (empty)'}.", f"Accepted: {', '.join(cgen.PRECISIONS)}.")
+            raise UsageError(f"Unknown C precision {bad or 'list (empty)'}.",
+                             f"Accepted: {', '.join(cgen.PRECISIONS)}.")
         if self.windows < 1 or self.qemu_windows < 1:
             raise UsageError("--windows must be >= 1.")
 
@@ -117,9 +118,21 @@ def write_firmware(src: FirmwareSource, out: Path, options: FirmwareOptions, tar
     report["passed"] = all(v.passed for v in validations)
     from edge_lstm.firmware.render import markdown
 
+    report = finite(report)
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
     (out / "report.md").write_text(markdown(report))
     return FirmwareResult(report, validations)
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so the JSON is strict."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def _target_dict(target: Any) -> dict[str, Any] | None:
@@ -238,8 +251,8 @@ def _cortex_run_entry(entry: dict[str, Any], run: dict[str, Any], prog: Program,
                   "label": f"{EMULATED} ({where}): ELF sections with the model minus the same harness without it "
                            "(arm-none-eabi-size), stack high-water mark of the model calls from a stack paint"},
         "emulated_instructions": {
-            "per_window": int(round(float(np.mean(run["window_ticks"])) * per_tick)),
-            "per_step_streaming": int(round(float(np.mean(run["stream_ticks"])) * per_tick / prog.window)),
+            "per_window": round(float(np.mean(run["window_ticks"])) * per_tick),
+            "per_step_streaming": round(float(np.mean(run["stream_ticks"])) * per_tick / prog.window),
             "instructions_per_tick": per_tick,
             "label": "emulated instructions (qemu -icount shift=0), not device time: a real core's cycles depend "
                      "on its pipeline, flash wait states and caches",

@@ -11,6 +11,7 @@ from edge_lstm import __version__
 from edge_lstm.firmware.clit import cfloat, comment
 from edge_lstm.firmware.program import Buffer, Program
 
+
 def _mv(quantized: bool) -> str:
     """The matrix-vector kernel: eight inputs per pass over the outputs, eight outputs per iteration, then the rest.
 
@@ -25,8 +26,8 @@ def _mv(quantized: bool) -> str:
 
     lanes = [f"      {acc}[j + {q}] = {acc}[j + {q}] + {terms(f'j + {q}')};" for q in range(8)]
     lines = [
-        "/* acc[j] += " + ("s[j] * " if quantized else "") + "sum_i x[i] * w[i][j] for j < n; w is input-major with row "
-        "stride ld. The inner loops",
+        "/* acc[j] += " + ("s[j] * " if quantized else "") + "sum_i x[i] * w[i][j] for j < n; w is input-major "
+        "with row stride ld. The inner loops",
         " * run over contiguous outputs, so they vectorise without reordering any output's sum"
         + (" (int8 weights, one float scale per output channel)." if quantized else "."),
         " */",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -147,7 +147,7 @@ def build_program(proto: Any) -> Program:
                    Counter(n.op_type for n in graph.node))
 
 
-def _raise(problems: list[str]) -> None:
+def _raise(problems: list[str]) -> NoReturn:
     raise UnsupportedModel(
         "The dependency-free C generator cannot express this model:\n  " + "\n  ".join(problems),
         f"Supported ops on the input's path: {', '.join(supported_ops())}. Recurrent layers must be forward "
@@ -188,14 +188,17 @@ _PASS = ("Identity", "Dropout", "Cast", "Relu", "Tanh", "Sigmoid", "LeakyRelu", 
          "MatMul", "Add", "Sub", "Mul", "Div", "LayerNormalization", "Clip", "Softplus", "HardSigmoid")
 
 
-def _input_time_axis(graph: Any, shapes: dict[str, tuple[int, ...]], x: str, consts: dict[str, np.ndarray]) -> int | None:
+def _input_time_axis(graph: Any, shapes: dict[str, tuple[int, ...]], x: str,
+                     consts: dict[str, np.ndarray]) -> int | None:
     """The input's time axis: traced back from the first recurrent layer's input (its axis 0 is time)."""
     producer = {o: n for n in graph.node for o in n.output}
     for node in graph.node:
         if node.op_type not in ("LSTM", "GRU", "RNN"):
             continue
         name, axis = node.input[0], 0
-        while name != x and axis is not None:
+        axis_or_none: int | None = axis
+        while name != x and axis_or_none is not None:
+            axis = axis_or_none
             prod = producer.get(name)
             if prod is None:
                 break
@@ -204,14 +207,14 @@ def _input_time_axis(graph: Any, shapes: dict[str, tuple[int, ...]], x: str, con
                 break
             if prod.op_type == "Transpose":
                 perm = list(attr(prod, "perm", list(range(len(shapes[name])))[::-1]))
-                axis = perm[axis]
+                axis_or_none = int(perm[axis])
             elif prod.op_type in ("Squeeze", "Unsqueeze", "Reshape", "Flatten"):
-                axis = map_axis(shapes[name], axis, shapes[dyn[0]])
+                axis_or_none = map_axis(shapes[name], axis, shapes[dyn[0]])
             elif prod.op_type not in _PASS:
-                axis = None
+                axis_or_none = None
             name = dyn[0]
-        if name == x and axis is not None:
-            return axis
+        if name == x and axis_or_none is not None:
+            return axis_or_none
     return None
 
 

@@ -83,11 +83,13 @@ def _slice(b: Builder, node: Any) -> None:
     if out_shape == v.shape:
         b.values[node.output[0]] = v
         return None
-    axes = [int(a) % len(v.shape) for a in (cs[2] if cs[2] is not None else range(len(cs[0])))]
+    starts = cs[0]
+    assert starts is not None
+    axes = [int(a) % len(v.shape) for a in (cs[2] if cs[2] is not None else range(len(starts)))]
     changed = [a for a in range(len(v.shape)) if out_shape[a] != v.shape[a]]
     if v.taxis is None or changed != [v.taxis] or out_shape[v.taxis] != 1 or v.taxis not in axes:
         return b.refuse(node, "only slicing out the last time step (x[:, -1:]) is supported")
-    start = int(cs[0][axes.index(v.taxis)])
+    start = int(starts[axes.index(v.taxis)])
     steps = v.shape[v.taxis]
     if (start + steps if start < 0 else min(start, steps)) != steps - 1:
         return b.refuse(node, f"slices from time step {start}; only the last step of a stream is known")

@@ -19,7 +19,7 @@ def _err(entry: dict[str, Any] | None) -> str:
         return "–"
     parts = []
     for v in entry["validation"]:
-        worst = max((o["max_abs"] for o in v["outputs"]), default=0.0)
+        worst = max((float("inf") if o["max_abs"] is None else o["max_abs"] for o in v["outputs"]), default=0.0)
         parts.append(f"{worst:.1e}")
     return " / ".join(parts) + (" PASS" if entry.get("passed") else " **FAIL**")
 
@@ -38,7 +38,8 @@ def markdown(report: dict[str, Any]) -> str:
     src, tg, core = report["source"], report.get("target"), report["cortex_m"]
     lines = [f"# edge-lstm firmware: {src['name']}", "",
              f"- tool: edge-lstm {report['tool']['version']}, {report['created']}",
-             f"- source: {src['origin']}", f"- target: {tg['display_name'] + ' (' + tg['name'] + ')' if tg else 'none'}",
+             f"- source: {src['origin']}",
+             f"- target: {tg['display_name'] + ' (' + tg['name'] + ')' if tg else 'none'}",
              f"- Cortex-M build: {core['why']}"]
     if "validation_data" in report:
         vd = report["validation_data"]
@@ -73,7 +74,8 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{first['emulated_instructions']['method']}.")
     if report["tflm"]:
         lines += ["", "## TFLite Micro", "",
-                  "| artifact | steps per Invoke | model array (flash) | arena measured | MODEL_ARENA_SIZE | state tensors |",
+                  "| artifact | steps per Invoke | model array (flash) | arena measured | MODEL_ARENA_SIZE "
+                  "| state tensors |",
                   "| --- | ---: | ---: | ---: | ---: | --- |"]
         for t in report["tflm"]:
             a = t["arena"]

@@ -107,14 +107,14 @@ def _from_export(directory: Path) -> FirmwareSource:
     src = FirmwareSource(str(model.get("name") or directory.name), f"export directory {directory}",
                          normalization=model.get("normalization") if isinstance(model.get("normalization"), dict)
                          else None)
-    for e in entries:
-        if not isinstance(e, dict):
+    for entry in entries:
+        if not isinstance(entry, dict):
             continue
-        kind = (e.get("format"), e.get("precision"), e.get("lowering"), bool(e.get("streaming")))
+        kind = (entry.get("format"), entry.get("precision"), entry.get("lowering"), bool(entry.get("streaming")))
         if kind[:2] == ("onnx", "fp32") and not kind[3] and src.onnx is None:
-            src.onnx, src.onnx_name = _artifact(directory, e), str(e["file"])
+            src.onnx, src.onnx_name = _artifact(directory, entry), str(entry["file"])
         elif kind[0] == "tflite" and kind[1] in ("fp32", "int8") and kind[2] == "fused":
-            src.tflites.append(TfliteInput(str(e["file"]), _artifact(directory, e), str(kind[1]), kind[3]))
+            src.tflites.append(TfliteInput(str(entry["file"]), _artifact(directory, entry), str(kind[1]), kind[3]))
     if src.onnx is None:
         src.notes.append("the export holds no float32 window ONNX, so no dependency-free C: export with "
                          "--format onnx as well")

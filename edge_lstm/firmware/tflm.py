@@ -27,16 +27,18 @@ ARENA_MARGIN = 0.10  # added to the measured arena, then rounded up to 16 bytes
 _TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 #: the op registration methods of tflite::MicroMutableOpResolver (tensorflow/lite/micro/micro_mutable_op_resolver.h)
 TFLM_RESOLVER = (
-    "Abs Add AddN ArgMax ArgMin AssignVariable AveragePool2D BatchMatMul BatchToSpaceNd BroadcastArgs BroadcastTo "
-    "CallOnce Cast Ceil CircularBuffer Concatenation Conv2D Cos CumSum DepthToSpace DepthwiseConv2D Dequantize "
-    "DetectionPostprocess Div Elu Equal Exp ExpandDims Fill Floor FloorDiv FloorMod FullyConnected Gather GatherNd "
-    "Greater GreaterEqual HardSwish If L2Normalization L2Pool2D LeakyRelu Less LessEqual Log LogicalAnd LogicalNot "
-    "LogicalOr Logistic LogSoftmax Maximum MaxPool2D MirrorPad Mean Minimum Mul Neg NotEqual Pack Pad PadV2 Prelu "
-    "Quantize ReadVariable ReduceAll ReduceMax ReduceMin Relu Relu6 Reshape ResizeBilinear ResizeNearestNeighbor "
-    "ReverseV2 Round Rsqrt SelectV2 Shape Sin Slice Softmax SpaceToBatchNd SpaceToDepth Split SplitV Squeeze Sqrt "
-    "Square SquaredDifference StridedSlice Sub Sum Svdf Tanh TransposeConv Transpose Unpack "
-    "UnidirectionalSequenceLSTM VarHandle While ZerosLike"
-).split()
+    "Abs", "Add", "AddN", "ArgMax", "ArgMin", "AssignVariable", "AveragePool2D", "BatchMatMul", "BatchToSpaceNd",
+    "BroadcastArgs", "BroadcastTo", "CallOnce", "Cast", "Ceil", "CircularBuffer", "Concatenation", "Conv2D", "Cos",
+    "CumSum", "DepthToSpace", "DepthwiseConv2D", "Dequantize", "DetectionPostprocess", "Div", "Elu", "Equal", "Exp",
+    "ExpandDims", "Fill", "Floor", "FloorDiv", "FloorMod", "FullyConnected", "Gather", "GatherNd", "Greater",
+    "GreaterEqual", "HardSwish", "If", "L2Normalization", "L2Pool2D", "LeakyRelu", "Less", "LessEqual", "Log",
+    "LogicalAnd", "LogicalNot", "LogicalOr", "Logistic", "LogSoftmax", "Maximum", "MaxPool2D", "MirrorPad", "Mean",
+    "Minimum", "Mul", "Neg", "NotEqual", "Pack", "Pad", "PadV2", "Prelu", "Quantize", "ReadVariable", "ReduceAll",
+    "ReduceMax", "ReduceMin", "Relu", "Relu6", "Reshape", "ResizeBilinear", "ResizeNearestNeighbor", "ReverseV2",
+    "Round", "Rsqrt", "SelectV2", "Shape", "Sin", "Slice", "Softmax", "SpaceToBatchNd", "SpaceToDepth", "Split",
+    "SplitV", "Squeeze", "Sqrt", "Square", "SquaredDifference", "StridedSlice", "Sub", "Sum", "Svdf", "Tanh",
+    "TransposeConv", "Transpose", "Unpack", "UnidirectionalSequenceLSTM", "VarHandle", "While", "ZerosLike",
+)
 
 
 @dataclass
@@ -234,10 +236,11 @@ def _header(m: TflmModel, src: str, digest: str) -> str:
                   f"#define MODEL_ARENA_MEASURED_BYTES {arena['measured_bytes']}",
                   f"#define MODEL_ARENA_SIZE {arena['recommended_bytes']}", ""]
     else:
-        lines += ["/* The arena was not measured here (tflite-micro is not installed): size it on the device. */",
-                  "#define MODEL_ARENA_SIZE (64 * 1024)", ""]
-    lines += [f"/* time steps per Invoke(): {m.steps} ({'streaming: one reading per call' if m.steps == 1 else 'a window'})"
-              " */", f"#define MODEL_STEPS_PER_INVOKE {m.steps}"]
+        lines += ["/* The arena was not measured (the tflite-micro package was not installed): define MODEL_ARENA_SIZE",
+                  " * yourself, from interpreter.arena_used_bytes() on the device. */", "#ifndef MODEL_ARENA_SIZE",
+                  '#error "MODEL_ARENA_SIZE was not measured: define it (see model_data.h)"', "#endif", ""]
+    kind = "streaming: one reading per call" if m.steps == 1 else "a window"
+    lines += [f"/* time steps per Invoke(): {m.steps} ({kind}) */", f"#define MODEL_STEPS_PER_INVOKE {m.steps}"]
     for kind, tensors in (("INPUT", m.inputs), ("OUTPUT", m.outputs)):
         lines.append(f"#define MODEL_NUM_{kind}S {len(tensors)}")
         for i, t in enumerate(tensors):

@@ -29,7 +29,7 @@ def run_host(case, precision: str) -> tuple[np.ndarray, np.ndarray, object]:
 @pytest.mark.parametrize("name", NAMES)
 def test_host_c_matches_pytorch(name: str, precision: str, cases, int8_close) -> None:
     case = cases[name]
-    window, stream, prog = run_host(case, precision)
+    window, stream, _ = run_host(case, precision)
     ref = case.reference()
     # streaming from a reset: a per-step output matches at every step, a last-step output at the last step
     streamed = stream.reshape(len(stream), -1) if case.all_steps else stream[:, -1, :]

@@ -92,7 +92,7 @@ def test_too_large_for_nrf52840_is_exit_4_naming_flash(tmp_path: Path, capsys: p
                         "fp32", "--windows", "2"], capsys)
     budget = load_target("nrf52840").flash_budget_bytes
     assert code == 4, err
-    assert f"C fp32: flash" in err and f"exceeds the budget of {budget:,} B by" in err and "RAM" not in err
+    assert "C fp32: flash" in err and f"exceeds the budget of {budget:,} B by" in err and "RAM" not in err
     rep = json.loads((tmp_path / "fw" / "report.json").read_text())  # the report is still written
     check = next(c for c in rep["c"][0]["budget"] if c["budget"] == "flash")
     assert check["status"] == "over" and check["over_bytes"] == check["used_bytes"] - budget > 0

@@ -107,3 +107,11 @@ def test_linker_script_uses_the_board_map_when_emulated() -> None:
     board = cortexm.linker_script(cortexm.CortexM("cortex-m7", "fpv5-d16", "hard", "mps2-an500", 0x08000000))
     own = cortexm.linker_script(cortexm.CortexM("cortex-m0plus", flash_origin=0x10000000, ram_origin=0x20000000))
     assert "ORIGIN = 0x0," in board and "ORIGIN = 0x10000000" in own and "@" not in own
+
+
+def test_startup_linker_script_and_harness_ship_inside_the_package() -> None:
+    from importlib import resources
+
+    data = resources.files("edge_lstm.firmware") / "data"
+    assert {p.name for p in data.iterdir()} >= {"startup.c", "link.ld.in", "harness.c"}  # package data: in the wheel
+    assert "Reset_Handler" in cortexm.data_file("startup.c") and "@FLASH_ORIGIN@" in cortexm.data_file("link.ld.in")

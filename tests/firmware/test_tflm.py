@@ -117,7 +117,8 @@ def _runs(data: bytes, arena: int, tmp: Path) -> bool:
     (tmp / "m.tflite").write_bytes(data)
     code = ("import sys, numpy as np\nfrom tflite_micro.python.tflite_micro import runtime\n"
             "it = runtime.Interpreter.from_bytes(open(sys.argv[1], 'rb').read(), arena_size=int(sys.argv[2]))\n"
-            "d = it.get_input_details(0)\nit.set_input(np.ones(d['shape'], d['dtype']), 0)\nit.invoke()\nprint('ran')\n")
+            "d = it.get_input_details(0)\nit.set_input(np.ones(d['shape'], d['dtype']), 0)\nit.invoke()\n"
+            "print('ran')\n")
     p = subprocess.run([sys.executable, "-c", code, str(tmp / "m.tflite"), str(arena)], capture_output=True, text=True)
     return p.returncode == 0 and "ran" in p.stdout
 
