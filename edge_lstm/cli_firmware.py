@@ -32,8 +32,8 @@ def firmware_command(
                                                 "artifact.", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (refused if it exists unless "
                                                                "--force).")] = Path("fw"),
-    target: Annotated[str | None, typer.Option(help="Device target name or TOML: its [firmware] core, and flash/RAM "
-                                                    "budgets (exit 4 when over).")] = None,
+    target: Annotated[str | None, typer.Option(help="Device target name or TOML: its Cortex-M core (firmware "
+                                                    "table), and flash/RAM budgets (exit 4 when over).")] = None,
     precision: Annotated[list[str] | None, typer.Option(
         "--precision", help="C precision: fp32 and/or int8-weights (repeatable; default both).")] = None,
     prefix: Annotated[str, typer.Option(help="C symbol prefix: <prefix>_step(), <prefix>.h.")] = "model",
