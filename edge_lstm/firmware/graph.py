@@ -166,22 +166,50 @@ def _constant_names(graph: Any, inits: set[str]) -> set[str]:
 
 
 def _evaluate(proto: Any, x: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, np.ndarray]]:
-    """Every value's shape and content at batch 1 with a zero input, from ONNX's reference evaluator."""
+    """Every value's shape and content at batch 1 with a zero input.
+
+    ONNX Runtime runs the graph with every intermediate value as an extra output (typed by ONNX shape
+    inference); when it cannot, ONNX's reference evaluator does. The contents matter only for the values that
+    do not depend on the input (folded constants); the shapes for all.
+    """
     import onnx
-    from onnx.reference import ReferenceEvaluator
 
     dims = [d.dim_value if d.dim_value > 0 else 1 for d in x.type.tensor_type.shape.dim]
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)
+    feed = np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type))
     names = [o for n in proto.graph.node for o in n.output if o]
     try:
-        got = ReferenceEvaluator(proto).run(names, {x.name: np.zeros(dims, dtype)})
-    except Exception as e:  # the evaluator names the op it cannot run
-        raise UnsupportedModel(f"ONNX's reference evaluator could not run the graph at batch 1: {e}",
-                               "The C generator reads models captured by edge-lstm (edge_lstm.capture).") from e
+        got = _run_onnxruntime(proto, names, x.name, feed)
+    except Exception:  # a graph ONNX Runtime will not load: the reference evaluator names what it cannot run
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            got = ReferenceEvaluator(proto).run(names, {x.name: feed})
+        except Exception as e:
+            raise UnsupportedModel(f"Neither ONNX Runtime nor ONNX's reference evaluator could run the graph at "
+                                   f"batch 1: {e}", "The C generator reads models captured by edge-lstm "
+                                   "(edge_lstm.capture).") from e
     values = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
     values.update({n: np.asarray(v) for n, v in zip(names, got, strict=True)})
-    values[x.name] = np.zeros(dims, dtype)
+    values[x.name] = feed
     return {k: tuple(int(d) for d in v.shape) for k, v in values.items()}, values
+
+
+def _run_onnxruntime(proto: Any, names: list[str], x: str, feed: np.ndarray) -> list[np.ndarray]:
+    import onnx
+    import onnxruntime as ort
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*inferred.graph.value_info, *inferred.graph.output)}
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    known = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(n, types[n], None) for n in names if n not in known)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {x: feed}), strict=True))
+    return [out[n] for n in names]
 
 
 _PASS = ("Identity", "Dropout", "Cast", "Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu", "Erf", "Neg", "Abs",

@@ -91,3 +91,59 @@ def test_supported_ops_are_the_op_table() -> None:
     assert {"LSTM", "GRU", "RNN", "Gemm", "MatMul", "LayerNormalization", "Softmax", "Tanh", "Sigmoid", "Relu",
             "Gelu", "Erf"} <= set(ops)
     assert ops == sorted(ops)
+
+
+def _recurrent_graph(op: str, hidden: int, attrs: dict, with_state: bool, seed: int = 0):
+    """x [1, T, F] -> Transpose -> op -> Squeeze -> Transpose -> last step: a graph PyTorch does not write."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    t, f = 9, 3
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((0.4 * rng.standard_normal(s)).astype(np.float32), n) for n, s in
+             (("W", (1, gates * hidden, f)), ("R", (1, gates * hidden, hidden)), ("B", (1, 2 * gates * hidden)))]
+    ins = ["xt", "W", "R", "B", "", ""]
+    if with_state:
+        inits.append(numpy_helper.from_array((0.5 * rng.standard_normal((1, 1, hidden))).astype(np.float32), "h0"))
+        ins[5] = "h0"
+        if op == "LSTM":
+            inits.append(numpy_helper.from_array(rng.standard_normal((1, 1, hidden)).astype(np.float32), "c0"))
+            ins.append("c0")
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "ax1"))
+    inits.append(numpy_helper.from_array(np.array(-1, np.int64), "last"))
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node(op, ins, ["Y"], hidden_size=hidden, **attrs),
+             helper.make_node("Squeeze", ["Y", "ax1"], ["ys"]),
+             helper.make_node("Transpose", ["ys"], ["yb"], perm=[1, 0, 2]),
+             helper.make_node("Gather", ["yb", "last"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, op.lower(), [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, t, f])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize(("op", "attrs", "with_state"), [
+    ("GRU", {"linear_before_reset": 0}, False),  # the ONNX default, which PyTorch never exports
+    ("GRU", {"linear_before_reset": 1}, True),
+    ("RNN", {"activations": ["Relu"]}, False),
+    ("LSTM", {}, True),  # constant initial h and c: model_reset() restores them
+])
+def test_hand_written_onnx_matches_onnx_runtime(op: str, attrs: dict, with_state: bool) -> None:
+    import onnxruntime as ort
+
+    model = _recurrent_graph(op, 8, attrs, with_state)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    prog = build_program(model)
+    for precision in ("fp32", "int8-weights"):
+        code = generate(prog, precision)
+        with HostModel(code.header, code.source, "model", prog.n_input, prog.window, prog.step_output_size,
+                       prog.window_output_size) as m:
+            for seed in range(3):
+                x = np.random.default_rng(seed).standard_normal((1, 9, 3)).astype(np.float32)
+                ref = sess.run(None, {"x": x})[0].reshape(-1)
+                got, streamed = m.window(x.reshape(-1)), m.stream(x.reshape(-1))[-1]
+                tol = 1e-5 if precision == "fp32" else 0.05
+                np.testing.assert_allclose(got, ref, atol=tol, rtol=tol)
+                np.testing.assert_allclose(streamed, ref, atol=tol, rtol=tol)
