@@ -183,7 +183,8 @@ def _evaluate(proto: Any, x: Any) -> tuple[dict[str, tuple[int, ...]], dict[str,
         from onnx.reference import ReferenceEvaluator
 
         try:
-            got = list(ReferenceEvaluator(proto).run(names, {x.name: feed}))
+            ran: Any = ReferenceEvaluator(proto).run(names, {x.name: feed})
+            got = [np.asarray(v) for v in ran]
         except Exception as e:
             raise UnsupportedModel(f"Neither ONNX Runtime nor ONNX's reference evaluator could run the graph at "
                                    f"batch 1: {e}", "The C generator reads models captured by edge-lstm "
