@@ -59,8 +59,15 @@ def sizes_table(fw: dict, target: str) -> list[str]:
         rows.append(f"| TFLite Micro | {t['precision']} | {t['bytes']:,} (model array) | {a['recommended_bytes']:,} "
                     f"(arena: {a['measured_bytes']:,} measured + {a['margin']:.0%}) | – | host interpreter; runtime "
                     "code not measurable here |")
+    rows.append("")
+    for e in fw["c"]:
+        errs = [max(o["max_abs"] for o in v["outputs"]) for v in [*e["host"]["validation"],
+                                                                   *e["cortex_m"]["validation"]]]
+        rows.append(f"C {e['precision']}: max abs error against the reference, host window / stream "
+                    f"{errs[0]:.1e} / {errs[1]:.1e}, emulated core {errs[2]:.1e} / {errs[3]:.1e} "
+                    f"({fw['validation_data']['source']})")
     by = {e["precision"]: e["cortex_m"]["model"]["flash_bytes"] for e in fw["c"]}
-    rows += ["", f"int8-weights flash / fp32 flash: {by['int8-weights'] / by['fp32']:.3f} (goal <= 0.30)",
+    rows += [f"int8-weights flash / fp32 flash: {by['int8-weights'] / by['fp32']:.3f} (goal <= 0.30)",
              f"Emulated instructions: {fw['c'][0]['cortex_m']['emulated_instructions']['label']}."]
     return rows
 
