@@ -181,7 +181,7 @@ def _c_path(src: FirmwareSource, out: Path, options: FirmwareOptions, target: An
         validations += vals
         entry["cortex_m"] = {"status": "skipped", "why": report["cortex_m"]["why"], "estimate": _estimate(prog, code)}
         if core is not None:
-            say(f"cross-compiling the C ({prec}) for {core.cpu}" + (f", running it on qemu {core.qemu_machine}"
+            say(f"cross-compiling the C ({prec}) for {core.cpu}" + (f" (qemu {core.qemu_machine})"
                                                                       if core.qemu_machine else ""))
             entry["cortex_m"], vals = _cortex_check(prog, code, ref, tol, core, out / "cortex-m", options)
             validations += vals
@@ -225,11 +225,12 @@ def _cortex_check(prog: Program, code: cgen.CSource, ref: checks.Reference, tol:
         sizes = cortexm.build(core, work, p)
         entry: dict[str, Any] = {"status": "built", "cpu": core.cpu, "flags": [*core.cflags(), *cortexm.OPT_FLAGS],
                                  "sizes": sizes}
-        if core.qemu_machine is None:
+        if core.qemu_machine is None or not sizes["fits_emulated_board"]:
             m = sizes["model"]
+            why = ("no qemu machine for this core" if core.qemu_machine is None
+                   else f"larger than the memory of qemu's {core.qemu_machine}")
             entry["model"] = {**m, "stack_bytes": None, "ram_bytes": m["ram_static_bytes"],
-                              "label": "measured from the built ELF (not run: no qemu machine for this core); RAM "
-                                       "excludes the stack"}
+                              "label": f"measured from the built ELF (not run: {why}); RAM excludes the stack"}
             return entry, []
         run = cortexm.run_qemu(core, work / "model_test.elf")
     return _cortex_run_entry(entry, run, prog, ref, tol, core, code.precision, p)

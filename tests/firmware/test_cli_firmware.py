@@ -100,6 +100,21 @@ def test_too_large_for_nrf52840_is_exit_4_naming_flash(tmp_path: Path, capsys: p
     assert f"{check['over_bytes']:,} B" in err
 
 
+@pytest.mark.slow
+def test_larger_than_the_emulated_board_is_measured_not_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = archs.ArchConfig(hidden=320, layers=2)  # 4.9 MB of float weights: more than qemu's 4 MiB of code memory
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "huge.pt", archs.build("forecaster", cfg).eval(), "forecaster", cfg, 4)
+    assert main(["export", str(path), "-o", str(tmp_path / "ex"), "--json"]) == 0
+    capsys.readouterr()
+    code, _, err = run(["firmware", tmp_path / "ex", "--target", "stm32h7", "-o", tmp_path / "fw", "--precision",
+                        "fp32", "--no-tflm", "--windows", "2"], capsys)
+    assert code == 4 and "C fp32: flash" in err and "of the built ELF" in err
+    cm = json.loads((tmp_path / "fw" / "report.json").read_text())["c"][0]["cortex_m"]
+    assert cm["status"] == "built" and "larger than the memory of qemu's mps2-an500" in cm["model"]["label"]
+    assert cm["model"]["flash_bytes"] > 4 << 20
+
+
 def test_ram_over_budget_is_exit_4_naming_ram(others, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = Path(load_target("nrf52840").path).read_text().replace("ram_budget_bytes = 163_840",
                                                                   "ram_budget_bytes = 1_024")
