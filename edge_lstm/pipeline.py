@@ -19,7 +19,7 @@ import numpy as np
 from edge_lstm import feeds as feeds_mod
 from edge_lstm.errors import UsageError
 from edge_lstm.load import LoadedModel, load
-from edge_lstm.outputs import staged_dir
+from edge_lstm.outputs import staged_dir, write_into
 from edge_lstm.recipes import Recipe, load_recipe
 from edge_lstm.spec import Precision
 from edge_lstm.validate import ArtifactValidation, raise_on_failures
@@ -47,7 +47,10 @@ class ExportOptions:
     force: bool = False
     profile: bool = False  # measure every artifact (fresh process each) into the report
     target: str | None = None  # device target name or TOML path: estimates and budgets (exit 4 when over)
-    firmware: bool = False  # also write fw/: TFLite Micro arrays and dependency-free C (edge_lstm.firmware)
+    prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
+    prove_python: str = "python3"  # the Python on a real --prove-on device
+    ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
+    firmware: bool = False  # also write the firmware files (edge_lstm.firmware): C arrays, generated C
 
 
 @dataclass
@@ -115,6 +118,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     say("loading model")
     model = load(model_path, list(options.input_shapes) or None, options.trust_pickle)
     _check_request(options)
+    if options.prove_on:
+        from edge_lstm import prove
+
+        prove.check(options.prove_on, options.prove_python, options.ssh_config)
     say("preparing validation data")
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = feeds_mod.run_all(_torch_runner(model), vdata.samples)
@@ -129,17 +136,22 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
             art.validations = _validate(art, model, options, vdata, reference)
     if options.streaming:
         artifacts += _streaming_artifacts(model, options, vdata, reference, say)
+    proof = None
+    if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
+        proof = prove.prove(prove.device(options.prove_on, options.prove_python, options.ssh_config, say),
+                            artifacts, model, options.recipe, vdata, reference, say)
     from edge_lstm.report import build_report, write_reports
 
     target = _target(options)
     with staged_dir(options.output_dir, options.force) as stage:
         for art in artifacts:
-            (stage / art.filename).write_bytes(art.data)
+            write_into(stage, art.filename, art.data)
         report = build_report(model, options, vdata, artifacts, proto)
+        report["proved_on"] = proof
         if options.firmware:
             from edge_lstm.firmware import export_firmware
 
-            fw = export_firmware(stage / "fw", model, proto, artifacts, target, (vdata, reference), say)
+            fw = export_firmware(stage, model, proto, artifacts, target, (vdata, reference), say)
             report["firmware"] = fw.report
         if options.profile or target is not None:
             report["profile"] = _profile(stage, options.output_dir, artifacts, target, say)
