@@ -9,14 +9,14 @@ cannot express). ``--json`` prints the report only.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from edge_lstm import jsonio
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -59,14 +59,11 @@ def firmware_command(
     try:
         result = firmware.firmware(source, output, opts, target, force, say)
     except EdgeLstmError as e:
-        report_path = output / "report.json"
-        if e.exit_code in (3, 4) and report_path.is_file():
-            if as_json:
-                print(report_path.read_text(), file=sys.stdout)
-            e.hint = f"{e.hint or ''}\nReport: {output / 'report.md'}".strip()
+        if e.exit_code in (3, 4) and (output / "firmware.json").is_file():
+            e.hint = f"{e.hint or ''}\nReport: {output / 'firmware.md'} and {output / 'firmware.json'}".strip()
         raise
     if as_json:
-        typer.echo(json.dumps(result.report, allow_nan=False, default=str))
+        jsonio.emit(result.report, indent=None)
     else:
         print_summary(result.report, output)
 
@@ -98,4 +95,4 @@ def print_summary(report: dict[str, Any], output: Path) -> None:
         out.print(f"[dim]TFLite Micro: {escape(report['tflm'][0]['label_sizes'])}[/dim]", soft_wrap=True)
     for n in report["notes"]:
         out.print(escape(f"note: {n}"), soft_wrap=True)
-    out.print(escape(f"Report: {output / 'report.md'} and {output / 'report.json'}"), soft_wrap=True)
+    out.print(escape(f"Report: {output / 'firmware.md'} and {output / 'firmware.json'}"), soft_wrap=True)

@@ -1,11 +1,15 @@
-"""Write the firmware directory: dependency-free C, TFLite Micro arrays, and the proof of both.
+"""Write the firmware files: dependency-free C, TFLite Micro arrays, and the proof of both.
 
-Layout of the output (``fw/``)::
+The files sit side by side in one directory (``fw/``, or the export's own
+output with ``export --firmware``: edge-lstm's outputs hold regular files only)::
 
-    report.json, report.md     what was built, measured and proven
-    c/<precision>/model.{h,c}  the dependency-free C (fp32, int8-weights)
-    cortex-m/                  startup.c, link.ld, harness.c, harness_data.h, Makefile: the emulated-core build
-    tflm/<artifact>/           model_data.{h,c} (the .tflite as a 16-byte-aligned array) and main.cc
+    firmware.json, firmware.md           what was built, measured and proven
+    model.fp32.{h,c}, model.int8-weights.{h,c}
+                                         the dependency-free C, one pair per precision
+    cortexm_startup.c, cortexm_link.ld, cortexm_harness.c, cortexm_harness_data.h, cortexm.mk
+                                         the emulated-core build (make -f cortexm.mk run)
+    <artifact>.model_data.{h,c}, <artifact>.main.cc
+                                         each .tflite as a 16-byte-aligned array, and an invoke loop
 
 Every C precision is compiled with the host C compiler and checked against
 the reference (window API and streaming API), then cross-compiled for the
@@ -18,7 +22,6 @@ check, exit 4 for a budget).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm import __version__
+from edge_lstm import __version__, jsonio
 from edge_lstm.errors import UnsupportedModel, UsageError
 from edge_lstm.firmware import cgen, checks, cortexm
 from edge_lstm.firmware.program import Program
@@ -40,6 +43,7 @@ Progress = Callable[[str], None]
 #: the core edge-lstm builds for when no target names one: what qemu's mps2-an386 board emulates
 DEFAULT_CORE = cortexm.CortexM(cpu="cortex-m4", fpu="fpv4-sp-d16", float_abi="hard", qemu_machine="mps2-an386")
 EMULATED = "measured on an emulated core"
+REPORT_JSON, REPORT_MD = "firmware.json", "firmware.md"
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class FirmwareOptions:
 
 @dataclass
 class FirmwareResult:
-    """The report (``fw/report.json``) and the validations behind it."""
+    """The report (``firmware.json``) and the validations behind it."""
 
     report: dict[str, Any]
     validations: list[ArtifactValidation]
@@ -103,7 +107,6 @@ def write_firmware(src: FirmwareSource, out: Path, options: FirmwareOptions, tar
             raise UsageError(f"The Cortex-M build needs {', '.join(missing)}, which are not installed.",
                              "Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; "
                              "or pass --no-cortex-m to skip the build.")
-    out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "schema": 1, "kind": "firmware", "tool": {"name": "edge-lstm", "version": __version__},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "source": src.to_dict(),
@@ -118,21 +121,17 @@ def write_firmware(src: FirmwareSource, out: Path, options: FirmwareOptions, tar
     report["passed"] = all(v.passed for v in validations)
     from edge_lstm.firmware.render import markdown
 
-    report = finite(report)
-    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
-    (out / "report.md").write_text(markdown(report))
+    report = jsonio.clean(report)
+    _put(out, REPORT_JSON, jsonio.dumps(report, indent=2) + "\n")
+    _put(out, REPORT_MD, markdown(report))
     return FirmwareResult(report, validations)
 
 
-def finite(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by None, so the JSON is strict."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    return obj
+def _put(out: Path, name: str, text: str | bytes) -> None:
+    """One new file in the (staged) output directory, through edge-lstm's only writer."""
+    from edge_lstm.outputs import write_into
+
+    write_into(out, name, text.encode() if isinstance(text, str) else text)
 
 
 def _target_dict(target: Any) -> dict[str, Any] | None:
@@ -160,20 +159,20 @@ def _c_path(src: FirmwareSource, out: Path, options: FirmwareOptions, target: An
     report["program"] = prog.describe()
     report["validation_data"] = {"source": ref.source, "windows": ref.count,
                                  "qemu_windows": min(options.qemu_windows, ref.count)}
+    cortex_files: dict[str, str] = {}
     if core is not None:
-        _write_cortex_files(out / "cortex-m", core, options.prefix, ref.flat_windows(options.qemu_windows).reshape(
-            -1, prog.window, prog.n_input))
+        windows = ref.flat_windows(options.qemu_windows).reshape(-1, prog.window, prog.n_input)
+        cortex_files = cortexm.cortex_files(core, options.prefix, windows, min(2, len(windows)))
+        for name, text in cortex_files.items():
+            _put(out, name, text)
     validations: list[ArtifactValidation] = []
     for prec in options.precisions:
         say(f"generating C ({prec})")
         code = cgen.generate(prog, prec, options.prefix, src.onnx_name or src.name, src.normalization)
-        cdir = out / "c" / prec
-        cdir.mkdir(parents=True)
-        (cdir / f"{options.prefix}.h").write_text(code.header)
-        (cdir / f"{options.prefix}.c").write_text(code.source)
+        for name, text in code.files.items():
+            _put(out, name, text)
         tol = options.recipe.tolerance(Precision.FP32 if prec == "fp32" else Precision.DYNAMIC_INT8, prog.window)
-        entry: dict[str, Any] = {"label": f"C {prec}", "precision": prec, "dir": f"c/{prec}",
-                                 "files": [f"c/{prec}/{options.prefix}.h", f"c/{prec}/{options.prefix}.c"],
+        entry: dict[str, Any] = {"label": f"C {prec}", "precision": prec, "files": list(code.files),
                                  "const_bytes": code.weight_bytes, "tolerance_of": "fp32" if prec == "fp32"
                                  else "dynamic-int8 (int8 weights, float activations)"}
         say(f"compiling and checking the C ({prec}) on this host")
@@ -183,7 +182,7 @@ def _c_path(src: FirmwareSource, out: Path, options: FirmwareOptions, target: An
         if core is not None:
             say(f"cross-compiling the C ({prec}) for {core.cpu}" + (f" (qemu {core.qemu_machine})"
                                                                       if core.qemu_machine else ""))
-            entry["cortex_m"], vals = _cortex_check(prog, code, ref, tol, core, out / "cortex-m", options)
+            entry["cortex_m"], vals = _cortex_check(prog, code, ref, tol, core, cortex_files)
             validations += vals
         entry["budget"] = _c_budgets(entry["cortex_m"], target)
         report["c"].append(entry)
@@ -194,35 +193,23 @@ def _host_check(prog: Program, code: cgen.CSource, ref: checks.Reference, tol: A
                 prefix: str) -> tuple[dict[str, Any], list[ArtifactValidation]]:
     from edge_lstm.firmware.hostc import HOST_FLAGS, HostModel, host_compiler
 
-    with HostModel(code.header, code.source, prefix, prog.n_input, prog.window, prog.step_output_size,
+    with HostModel(code.files, prefix, prog.n_input, prog.window, prog.step_output_size,
                    prog.window_output_size) as model:
         flat = ref.flat_windows()
         window = np.stack([model.window(w) for w in flat])
         stream = np.stack([model.stream(w) for w in flat])
-    vals = checks.judge(prog, ref, window, stream, tol, f"c/{code.precision}/{prefix}.c", "host C")
+    vals = checks.judge(prog, ref, window, stream, tol, code.source_name, "host C")
     return {"compiler": host_compiler(), "flags": list(HOST_FLAGS), "windows": len(flat),
             "passed": all(v.passed for v in vals), "validation": checks.summary(vals)}, vals
 
 
-def _write_cortex_files(cdir: Path, core: cortexm.CortexM, prefix: str, windows: np.ndarray) -> None:
-    cdir.mkdir(parents=True)
-    files = {"startup.c": cortexm.data_file("startup.c"), "harness.c": cortexm.data_file("harness.c"),
-             "link.ld": cortexm.linker_script(core), "Makefile": cortexm.makefile(core, prefix),
-             "harness_data.h": cortexm.harness_data(prefix, windows, min(2, len(windows)))}
-    for name, text in files.items():
-        (cdir / name).write_text(text)
-
-
 def _cortex_check(prog: Program, code: cgen.CSource, ref: checks.Reference, tol: Any, core: cortexm.CortexM,
-                  cdir: Path, options: FirmwareOptions) -> tuple[dict[str, Any], list[ArtifactValidation]]:
-    p = options.prefix
+                  files: dict[str, str]) -> tuple[dict[str, Any], list[ArtifactValidation]]:
     with tempfile.TemporaryDirectory(prefix="edge-lstm-cortexm-") as tmp:
         work = Path(tmp)
-        for f in cdir.iterdir():
-            (work / f.name).write_bytes(f.read_bytes())
-        (work / f"{p}.h").write_text(code.header)
-        (work / f"{p}.c").write_text(code.source)
-        sizes = cortexm.build(core, work, p)
+        for name, text in {**files, **code.files}.items():
+            (work / name).write_text(text)
+        sizes = cortexm.build(core, work, code)
         entry: dict[str, Any] = {"status": "built", "cpu": core.cpu, "flags": [*core.cflags(), *cortexm.OPT_FLAGS],
                                  "sizes": sizes}
         if core.qemu_machine is None or not sizes["fits_emulated_board"]:
@@ -233,18 +220,17 @@ def _cortex_check(prog: Program, code: cgen.CSource, ref: checks.Reference, tol:
                               "label": f"measured from the built ELF (not run: {why}); RAM excludes the stack"}
             return entry, []
         run = cortexm.run_qemu(core, work / "model_test.elf")
-    return _cortex_run_entry(entry, run, prog, ref, tol, core, code.precision, p)
+    return _cortex_run_entry(entry, run, prog, ref, tol, core, code)
 
 
 def _cortex_run_entry(entry: dict[str, Any], run: dict[str, Any], prog: Program, ref: checks.Reference, tol: Any,
-                      core: cortexm.CortexM, precision: str, prefix: str
-                      ) -> tuple[dict[str, Any], list[ArtifactValidation]]:
+                      core: cortexm.CortexM, code: cgen.CSource) -> tuple[dict[str, Any], list[ArtifactValidation]]:
     m = entry["sizes"]["model"]
     per_tick = run["cal_instructions"] / max(run["cal_ticks"], 1)
     where = f"{core.cpu} on qemu {core.qemu_machine}"
     windows = np.stack(run["windows"])
     streams = np.stack(run["streams"]).reshape(len(run["streams"]), prog.window, prog.step_output_size)
-    vals = checks.judge(prog, ref, windows, streams, tol, f"c/{precision}/{prefix}.c", where)
+    vals = checks.judge(prog, ref, windows, streams, tol, code.source_name, where)
     entry.update({
         "status": "ran", "qemu_machine": core.qemu_machine, "windows": len(windows), "streams": len(streams),
         "passed": all(v.passed for v in vals), "validation": checks.summary(vals),
@@ -303,15 +289,14 @@ def _tflm_path(src: FirmwareSource, out: Path, target: Any, report: dict[str, An
         if can_measure:
             info.arena = tflm.measure_arena(t.data)
         stem = _safe_stem(t.filename)
-        d = out / "tflm" / stem
-        d.mkdir(parents=True)
-        header, source = tflm.model_data_c(info)
-        (d / "model_data.h").write_text(header)
-        (d / "model_data.c").write_text(source)
-        (d / "main.cc").write_text(tflm.example_main(info, src.normalization))
+        files = {**tflm.model_data_c(info, stem), tflm.file_names(stem)[2]: tflm.example_main(info, src.normalization,
+                                                                                              stem)}
+        for name, text in files.items():
+            _put(out, name, text)
         if t.lowered_here:
-            (d / "model.tflite").write_bytes(t.data)
-        entry = {"label": f"TFLite Micro {t.filename}", "dir": f"tflm/{stem}", "precision": t.precision,
+            files[f"{stem}.tflm.tflite"] = ""
+            _put(out, f"{stem}.tflm.tflite", t.data)
+        entry = {"label": f"TFLite Micro {t.filename}", "files": list(files), "precision": t.precision,
                  **info.to_dict(), "lowered_here": t.lowered_here, "flash_bytes": len(t.data),
                  "ram_bytes": info.arena.get("recommended_bytes"),
                  "label_sizes": "model array + arena measured on TFLite Micro's host interpreter; the TFLite Micro "
@@ -336,15 +321,15 @@ def _lowered(src: FirmwareSource, report: dict[str, Any]) -> list[TfliteInput]:
     except UnsupportedModel as e:
         report["notes"].append(f"no TFLite Micro files: the graph cannot be lowered to TFLite ({e.message})")
         return []
-    report["notes"].append("the source has no fused TFLite artifact: the float32 ONNX was lowered (fused) here; the "
-                           "file is tflm/*/model.tflite")
+    report["notes"].append("the source has no fused TFLite artifact: the float32 ONNX was lowered (fused) here, as "
+                           f"{src.name}.fp32.tflm.tflite")
     return [TfliteInput(f"{src.name}.fp32.tflite", lowered.data, "fp32", False, lowered_here=True)]
 
 
 def _safe_stem(filename: str) -> str:
-    stem = filename[:-7] if filename.endswith(".tflite") else filename
-    clean = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in stem).strip(".") or "model"
-    return clean[:100]
+    from edge_lstm.outputs import safe_name
+
+    return safe_name(filename[:-7] if filename.endswith(".tflite") else filename, "model", 100)
 
 
 def _have_tflm() -> bool:

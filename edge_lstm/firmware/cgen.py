@@ -1,4 +1,4 @@
-"""Write a :class:`~edge_lstm.firmware.program.Program` as dependency-free C99: ``model.h`` and ``model.c``.
+"""Write a :class:`~edge_lstm.firmware.program.Program` as dependency-free C99: ``model.<precision>.{h,c}``.
 
 Two precisions: ``fp32`` (float32 weights) and ``int8-weights`` (int8 weights with
 one float scale per output channel, float32 activations: about a quarter of
@@ -30,12 +30,28 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")
 
 @dataclass(frozen=True)
 class CSource:
-    """The generated files for one precision."""
+    """The generated files for one precision: ``<prefix>.<precision>.h`` and ``.c``."""
 
     precision: str
+    prefix: str
     header: str
     source: str
     weight_bytes: int  # bytes of constant data (weights, scales, biases)
+
+    @property
+    def header_name(self) -> str:
+        """``model.fp32.h``: both precisions sit side by side in one output directory."""
+        return f"{self.prefix}.{self.precision}.h"
+
+    @property
+    def source_name(self) -> str:
+        """``model.fp32.c``."""
+        return f"{self.prefix}.{self.precision}.c"
+
+    @property
+    def files(self) -> dict[str, str]:
+        """File name -> text."""
+        return {self.header_name: self.header, self.source_name: self.source}
 
 
 def check_prefix(prefix: str) -> str:
@@ -129,7 +145,7 @@ class _Emitter:
 
 def generate(prog: Program, precision: str = "fp32", prefix: str = "model", source: str = "",
              normalization: dict[str, list[float]] | None = None) -> CSource:
-    """``model.h`` and ``model.c`` for ``prog`` at ``precision`` (``fp32`` or ``int8-weights``)."""
+    """``<prefix>.<precision>.h`` and ``.c`` for ``prog`` at ``precision`` (``fp32`` or ``int8-weights``)."""
     if precision not in PRECISIONS:
         raise UsageError(f"Unknown C precision '{precision}'.", f"Accepted: {', '.join(PRECISIONS)}.")
     check_prefix(prefix)
@@ -137,5 +153,5 @@ def generate(prog: Program, precision: str = "fp32", prefix: str = "model", sour
     seq = [line for i, op in enumerate(prog.ops) if op.phase == "seq" for line in em.op(i, op)]
     post = [line for i, op in enumerate(prog.ops) if op.phase == "post" for line in em.op(i, op)]
     header = cgen_text.header(prog, precision, prefix, source, normalization)
-    body = cgen_text.source(prog, em.q, prefix, source, em.consts, seq, post, em.max_n)
-    return CSource(precision, header, body, em.const_bytes)
+    body = cgen_text.source(prog, em.q, prefix, precision, source, em.consts, seq, post, em.max_n)
+    return CSource(precision, prefix, header, body, em.const_bytes)

@@ -1,7 +1,7 @@
 """Compile the generated C with the host's C compiler and call it from Python (ctypes).
 
 This is how the generated code is proven against the reference on this
-machine: the same ``model.c`` that goes on the microcontroller, built as a
+machine: the same C file that goes on the microcontroller, built as a
 shared library with the system compiler (``cc``, or ``$CC``).
 """
 
@@ -48,11 +48,11 @@ def compile_shared(sources: dict[str, str], out_dir: Path, flags: tuple[str, ...
 class HostModel:
     """The generated model built for this host: ``window()``, ``step()`` and ``reset()`` on numpy arrays."""
 
-    def __init__(self, header: str, source: str, prefix: str = "model", n_input: int = 1, window: int = 1,
+    def __init__(self, files: dict[str, str], prefix: str = "model", n_input: int = 1, window: int = 1,
                  step_out: int = 1, window_out: int = 1, flags: tuple[str, ...] = HOST_FLAGS) -> None:
         self.prefix, self.flags = prefix, flags
         self.n_input, self.window_len, self.step_out, self.window_out = n_input, window, step_out, window_out
-        self._sources = {f"{prefix}.h": header, f"{prefix}.c": source}
+        self._sources = dict(files)  # file name -> text (a CSource's .files)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._lib: ctypes.CDLL | None = None
 

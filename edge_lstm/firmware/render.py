@@ -1,4 +1,4 @@
-"""``fw/report.md``: the firmware report for people (the same facts as ``report.json``)."""
+"""``firmware.md``: the firmware report for people (the same facts as ``firmware.json``)."""
 
 from __future__ import annotations
 

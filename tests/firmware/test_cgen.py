@@ -19,7 +19,7 @@ NAMES = ("demo", "stacked_lstm", "gru", "softmax_classifier", "multi_feature", "
 def run_host(case, precision: str) -> tuple[np.ndarray, np.ndarray, object]:
     prog = build_program(case.proto)
     code = generate(prog, precision, source=case.name)
-    with HostModel(code.header, code.source, "model", prog.n_input, prog.window, prog.step_output_size,
+    with HostModel(code.files, "model", prog.n_input, prog.window, prog.step_output_size,
                    prog.window_output_size) as m:
         flat = case.windows.reshape(len(case.windows), -1)
         return np.stack([m.window(w) for w in flat]), np.stack([m.stream(w) for w in flat]), prog
@@ -62,11 +62,12 @@ def test_generated_c_is_strict_c99_static_and_deterministic(demo, tmp_path) -> N
     assert code.source == generate(prog, "int8-weights", prefix="temp_model", source="demo.onnx").source
     assert not re.search(r"\b(malloc|calloc|realloc|free)\s*\(", code.source)
     assert "void temp_model_step(const float *x, float *y);" in code.header
-    assert "#define TEMP_MODEL_WINDOW 96" in code.header and '#include "temp_model.h"' in code.source
-    (tmp_path / "temp_model.h").write_text(code.header)
-    (tmp_path / "temp_model.c").write_text(code.source)
+    assert "#define TEMP_MODEL_WINDOW 96" in code.header and '#include "temp_model.int8-weights.h"' in code.source
+    assert list(code.files) == ["temp_model.int8-weights.h", "temp_model.int8-weights.c"]
+    for name, text in code.files.items():
+        (tmp_path / name).write_text(text)
     proc = subprocess.run([host_compiler(), "-std=c99", "-pedantic-errors", "-Wall", "-Wextra", "-Werror", "-c",
-                           "temp_model.c"], cwd=tmp_path, capture_output=True, text=True)
+                           code.source_name], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 

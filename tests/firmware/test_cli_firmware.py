@@ -35,17 +35,31 @@ def export_dir(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stm32(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     fw = tmp_path_factory.mktemp("fw-stm32") / "fw"
     assert main(["firmware", str(export_dir), "--target", "stm32h7", "-o", str(fw)]) == 0
-    return fw, json.loads((fw / "report.json").read_text())
+    return fw, json.loads((fw / "firmware.json").read_text())
 
 
 def test_firmware_writes_every_file(stm32) -> None:
     fw, _ = stm32
-    for rel in ("report.json", "report.md", "c/fp32/model.h", "c/fp32/model.c", "c/int8-weights/model.c",
-                "cortex-m/startup.c", "cortex-m/link.ld", "cortex-m/harness.c", "cortex-m/harness_data.h",
-                "cortex-m/Makefile", "tflm/forecaster.fp32/model_data.c", "tflm/forecaster.fp32/model_data.h",
-                "tflm/forecaster.fp32/main.cc", "tflm/forecaster.stream.fp32/main.cc"):
-        assert (fw / rel).is_file(), rel
-    assert not (fw / "tflm" / "forecaster.fp32" / "model.tflite").exists()  # the export's own file is the source
+    names = {p.name for p in fw.iterdir()}
+    assert all(p.is_file() for p in fw.iterdir())  # edge-lstm's outputs hold regular files only
+    assert names == {".edge-lstm-output.json", "firmware.json", "firmware.md", "model.fp32.h", "model.fp32.c",
+                     "model.int8-weights.h", "model.int8-weights.c", "cortexm_startup.c", "cortexm_link.ld",
+                     "cortexm_harness.c", "cortexm_harness_data.h", "cortexm.mk",
+                     *[f"forecaster.{k}.{f}" for k in ("fp32", "stream.fp32")
+                       for f in ("model_data.h", "model_data.c", "main.cc")]}  # no .tflite: the export's is the source
+
+
+def test_shipped_makefile_rebuilds_and_runs_it(stm32, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    fw, _ = stm32
+    work = tmp_path / "fw"
+    shutil.copytree(fw, work)
+    p = subprocess.run(["make", "-s", "-f", "cortexm.mk", "run", "PRECISION=int8-weights"], cwd=work,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "EDGE-LSTM END" in p.stdout and (work / "model.int8-weights.elf").is_file()
 
 
 def test_report_holds_measured_labelled_figures(stm32) -> None:
@@ -93,7 +107,7 @@ def test_too_large_for_nrf52840_is_exit_4_naming_flash(tmp_path: Path, capsys: p
     budget = load_target("nrf52840").flash_budget_bytes
     assert code == 4, err
     assert "C fp32: flash" in err and f"exceeds the budget of {budget:,} B by" in err and "RAM" not in err
-    rep = json.loads((tmp_path / "fw" / "report.json").read_text())  # the report is still written
+    rep = json.loads((tmp_path / "fw" / "firmware.json").read_text())  # the report is still written
     check = next(c for c in rep["c"][0]["budget"] if c["budget"] == "flash")
     assert check["status"] == "over" and check["over_bytes"] == check["used_bytes"] - budget > 0
     assert check["used_bytes"] == rep["c"][0]["cortex_m"]["model"]["flash_bytes"]  # measured from the ELF
@@ -110,7 +124,7 @@ def test_larger_than_the_emulated_board_is_measured_not_run(tmp_path: Path, caps
     code, _, err = run(["firmware", tmp_path / "ex", "--target", "stm32h7", "-o", tmp_path / "fw", "--precision",
                         "fp32", "--no-tflm", "--windows", "2"], capsys)
     assert code == 4 and "C fp32: flash" in err and "of the built ELF" in err
-    cm = json.loads((tmp_path / "fw" / "report.json").read_text())["c"][0]["cortex_m"]
+    cm = json.loads((tmp_path / "fw" / "firmware.json").read_text())["c"][0]["cortex_m"]
     assert cm["status"] == "built" and "larger than the memory of qemu's mps2-an500" in cm["model"]["label"]
     assert cm["model"]["flash_bytes"] > 4 << 20
 
@@ -144,7 +158,7 @@ def test_target_without_a_firmware_table_gets_labelled_estimates(export_dir: Pat
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["firmware", export_dir, "--target", "esp32s3", "-o", tmp_path / "fw", "--no-tflm"], capsys)
     assert code == 0, err
-    rep = json.loads((tmp_path / "fw" / "report.json").read_text())
+    rep = json.loads((tmp_path / "fw" / "firmware.json").read_text())
     for e in rep["c"]:
         assert e["cortex_m"]["status"] == "skipped" and "no [firmware] table" in e["cortex_m"]["why"]
         assert e["cortex_m"]["estimate"]["label"].startswith("estimate")
@@ -158,7 +172,7 @@ def test_target_without_a_firmware_table_gets_labelled_estimates(export_dir: Pat
     (["{export}", "--precision", "int4"], "Unknown C precision"),
     (["{export}", "--prefix", "9lives"], "C identifier"),
     (["{export}", "--target", "pi-zero"], "Unknown target"),
-    (["{export}", "--target", "{badtarget}"], "unknown keys ['speed']"),
+    (["{export}", "--target", "{badtarget}"], "unknown key(s) in firmware: 'speed'"),
 ])
 def test_bad_input_is_exit_2(args: list[str], needle: str, export_dir: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,7 +197,7 @@ def test_tflite_artifact_gives_the_tflm_files_only(export_dir: Path, tmp_path: P
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["firmware", export_dir / "forecaster.stream.fp32.tflite", "-o", tmp_path / "fw"], capsys)
     assert code == 0, err
-    rep = json.loads((tmp_path / "fw" / "report.json").read_text())
+    rep = json.loads((tmp_path / "fw" / "firmware.json").read_text())
     assert rep["c"] == [] and rep["tflm"][0]["streaming"] and "generated from the ONNX" in rep["notes"][0]
 
 
@@ -204,7 +218,9 @@ def test_export_with_firmware_proves_against_pytorch(others, tmp_path: Path) -> 
                  "tflite", "--firmware", "--target", "nrf52840", "--json"]) == 0
     rep = json.loads((out / "report.json").read_text())
     fw = rep["firmware"]
-    assert (out / "fw" / "report.json").is_file() and (out / "fw" / "c" / "fp32" / "model.c").is_file()
+    assert fw == json.loads((out / "firmware.json").read_text())
+    assert (out / "model.fp32.c").is_file() and (out / "stacked_lstm.fp32.model_data.c").is_file()
+    assert (out / "stacked_lstm.fp32.tflite").is_file()  # the export's artifacts and the firmware side by side
     assert "reference PyTorch" in fw["validation_data"]["source"] and fw["passed"]
     assert {e["cortex_m"]["status"] for e in fw["c"]} == {"ran"} and fw["target"]["name"] == "nrf52840"
     assert [t["artifact"] for t in fw["tflm"]] == ["stacked_lstm.fp32.tflite"]

@@ -19,13 +19,10 @@ M7 = cortexm.CortexM(cpu="cortex-m7", fpu="fpv5-d16", float_abi="hard", qemu_mac
 def build_and_run(case, precision: str, work: Path, core: cortexm.CortexM = DEFAULT_CORE) -> tuple[dict, dict, object]:
     prog = build_program(case.proto)
     code = generate(prog, precision, source=case.name)
-    files = {"model.h": code.header, "model.c": code.source, "startup.c": cortexm.data_file("startup.c"),
-             "harness.c": cortexm.data_file("harness.c"), "link.ld": cortexm.linker_script(core),
-             "harness_data.h": cortexm.harness_data("model", case.windows.reshape(len(case.windows), prog.window,
-                                                                                  prog.n_input), 2)}
-    for name, text in files.items():
+    windows = case.windows.reshape(len(case.windows), prog.window, prog.n_input)
+    for name, text in {**cortexm.cortex_files(core, "model", windows, 2), **code.files}.items():
         (work / name).write_text(text)
-    sizes = cortexm.build(core, work, "model")
+    sizes = cortexm.build(core, work, code)
     return sizes, cortexm.run_qemu(core, work / "model_test.elf"), (prog, code)
 
 

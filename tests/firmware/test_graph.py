@@ -60,7 +60,7 @@ def test_zoo_network_runs_and_matches_pytorch(name: str, tmp_path: Path) -> None
     prog = build_program(capture.to_onnx(loaded))
     code = generate(prog, "fp32", source=name)
     module = zoo.build(name)
-    with HostModel(code.header, code.source, "model", prog.n_input, prog.window, prog.step_output_size,
+    with HostModel(code.files, "model", prog.n_input, prog.window, prog.step_output_size,
                    prog.window_output_size) as m:
         for seed in range(3):
             x = zoo.ZOO[name].example(seed)[0]
@@ -138,7 +138,7 @@ def test_hand_written_onnx_matches_onnx_runtime(op: str, attrs: dict, with_state
     prog = build_program(model)
     for precision in ("fp32", "int8-weights"):
         code = generate(prog, precision)
-        with HostModel(code.header, code.source, "model", prog.n_input, prog.window, prog.step_output_size,
+        with HostModel(code.files, "model", prog.n_input, prog.window, prog.step_output_size,
                        prog.window_output_size) as m:
             for seed in range(3):
                 x = np.random.default_rng(seed).standard_normal((1, 9, 3)).astype(np.float32)

@@ -19,7 +19,7 @@ pytest.importorskip("tflite_micro")
 DUMP = r"""
 #include <stdint.h>
 #include <stdio.h>
-#include "model_data.h"
+#include "demo.model_data.h"
 int main(void) {
   FILE *f = fopen("dumped.tflite", "wb");
   if (!f || fwrite(g_model_data, 1, g_model_data_len, f) != g_model_data_len) return 2;
@@ -63,11 +63,12 @@ def arenas(tflites) -> dict[str, dict]:
 
 
 def compile_and_dump(info: tflm.TflmModel, tmp: Path) -> dict[str, list[str]]:
-    header, source = tflm.model_data_c(info)
-    (tmp / "model_data.h").write_text(header)
-    (tmp / "model_data.c").write_text(source)
+    files = tflm.model_data_c(info, "demo")
+    assert list(files) == ["demo.model_data.h", "demo.model_data.c"]
+    for name, text in files.items():
+        (tmp / name).write_text(text)
     (tmp / "dump.c").write_text(DUMP)
-    cc = subprocess.run([host_compiler(), "-std=c99", "-Wall", "-Werror", "dump.c", "model_data.c", "-o", "dump"],
+    cc = subprocess.run([host_compiler(), "-std=c99", "-Wall", "-Werror", "dump.c", "demo.model_data.c", "-o", "dump"],
                         cwd=tmp, capture_output=True, text=True)
     assert cc.returncode == 0, cc.stderr
     run = subprocess.run(["./dump"], cwd=tmp, capture_output=True, text=True)
@@ -140,7 +141,8 @@ def test_streaming_arena_is_measured_not_taken_from_the_allocator(arenas) -> Non
 def test_example_streams_with_reset_on_demand_and_windows_reset_each_time(tflites) -> None:
     stream = tflm.describe("s.tflite", tflites["stream"])
     window = tflm.describe("w.tflite", tflites["fp32"])
-    s, w = tflm.example_main(stream), tflm.example_main(window, {"mean": [50.0], "std": [6.0]})
+    s, w = tflm.example_main(stream, stem="s"), tflm.example_main(window, {"mean": [50.0], "std": [6.0]}, "w")
+    assert '#include "s.model_data.h"' in s and "with w.model_data.c" in w
     for text, info in ((s, stream), (w, window)):
         assert "alignas(16) uint8_t tensor_arena[MODEL_ARENA_SIZE];" in text
         assert f"MicroMutableOpResolver<{len(info.ops)}>" in text

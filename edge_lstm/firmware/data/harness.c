@@ -1,6 +1,6 @@
 /* edge-lstm Cortex-M test harness (shipped with edge-lstm).
  *
- * Runs the generated model on the windows in harness_data.h, both through the window API and step by step, and
+ * Runs the generated model on the windows in cortexm_harness_data.h, both through the window API and step by step, and
  * prints every output as its float32 bit pattern over semihosting, with the stack high-water mark of the model
  * calls (from a stack paint) and the ticks of the MPS2 boards' CMSDK timer 0 around each call. Under qemu's
  * -icount shift=0 the virtual clock advances by a fixed time per instruction, so ticks count emulated
@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "harness_data.h"
+#include "cortexm_harness_data.h"
 
 #define PAINT 0x5AA5C33Cu
 #define TIMER_CTRL (*(volatile uint32_t *)0x40000000u)
