@@ -90,7 +90,7 @@ def latency_table(proto: object, runs: int, rounds: int = 5) -> list[str]:
         code = generate(prog, prec)
         work = Path(tmp.name) / str(i)
         work.mkdir()
-        lib = ctypes.CDLL(str(compile_shared({"model.h": code.header, "model.c": code.source}, work, flags)))
+        lib = ctypes.CDLL(str(compile_shared(code.files, work, flags)))
         calls[f"C {prec}, cc {' '.join(flags[1:])}"] = lambda lib=lib: lib.model_window(xp, yp)
     samples: dict[str, list[list[float]]] = {k: [] for k in calls}
     for fn in calls.values():

@@ -98,7 +98,8 @@ def core_for(target: Any, options: FirmwareOptions) -> tuple[cortexm.CortexM | N
 
 def write_firmware(src: FirmwareSource, out: Path, options: FirmwareOptions, target: Any = None,
                    progress: Progress | None = None, reference: checks.Reference | None = None) -> FirmwareResult:
-    """Generate, prove and measure everything into the (new, empty) directory ``out``."""
+    """Generate, prove and measure everything into the directory ``out`` (created if missing; the files must be
+    new there)."""
     say = progress or (lambda _msg: None)
     core, core_why = core_for(target, options)
     if core is not None and options.c and src.onnx is not None:
@@ -107,6 +108,7 @@ def write_firmware(src: FirmwareSource, out: Path, options: FirmwareOptions, tar
             raise UsageError(f"The Cortex-M build needs {', '.join(missing)}, which are not installed.",
                              "Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; "
                              "or pass --no-cortex-m to skip the build.")
+    out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "schema": 1, "kind": "firmware", "tool": {"name": "edge-lstm", "version": __version__},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "source": src.to_dict(),
