@@ -22,6 +22,8 @@ MAX_PARAMETERS = 1 << 28  # about 1 GiB of float32 weights
 
 _INT = {"type": "integer"}
 _SIZE = {"type": "integer", "minimum": 1, "maximum": 65_536}
+#: a free-text label such as a CSV column header: never used in a path
+_LABEL = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[^\x00-\x1f\x7f]+$"}
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$"}
 _DIM = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": MAX_DIM},
                   {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"}]}
@@ -69,6 +71,7 @@ SCHEMA: dict[str, Any] = {
                                            {"type": "array", "minItems": 1, "maxItems": 1,
                                             "items": {"type": "integer", "minimum": 0}}]},
                 "target": {"enum": ["level", "delta"]},
+                "columns": {"type": "array", "minItems": 1, "items": _LABEL},  # feature names, input order
             }}]},
         "task": {"enum": ["forecast", "classify", "unknown"]},
         "metadata": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {"name": {"type": "string"}}}]},
@@ -94,8 +97,8 @@ _HINT = "The checkpoint was not written by edge_lstm.load.save_checkpoint or was
 def _check_consistency(obj: dict[str, Any], config: archs.ArchConfig, where: str) -> None:
     norm = obj.get("normalization")
     if norm:
-        for key in ("mean", "std"):
-            if len(norm[key]) != config.n_features:
+        for key in ("mean", "std", "columns"):
+            if key in norm and len(norm[key]) != config.n_features:
                 raise InputFileError(f"Checkpoint '{where}': normalization.{key} has {len(norm[key])} value(s), the "
                                      f"model takes {config.n_features} feature(s).", _HINT)
         ti = norm.get("target_index", 0)

@@ -183,10 +183,11 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_device, cli_firmware, cli_profile  # noqa: E402 - register on the app defined above
+from edge_lstm import cli_device, cli_firmware, cli_profile, cli_train  # noqa: E402 - register on the app defined above
 
 cli_profile.register(app)
 cli_device.register(app)
+cli_train.register(app)
 cli_firmware.register(app)
 
 

@@ -134,3 +134,7 @@ class EmulationError(EdgeLstmError):
     (exit code 7)."""
 
     exit_code = 7
+
+
+class TrainingDiverged(UsageError):
+    """The training loss became NaN or infinite (exit code 2): the learning rate or clipping needs changing."""

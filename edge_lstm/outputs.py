@@ -9,7 +9,8 @@
   recognised by that name and removed by the next run on the same output.
 - The published directory holds a marker, ``.edge-lstm-output.json``, listing
   the files edge-lstm wrote there. ``--force`` replaces only such a directory
-  (or an empty one), and only while it holds nothing but those regular files:
+  (or an empty one), and only while it holds nothing but those regular files and
+  directories:
   never the working, home or root directory, a file, a symlink, or a directory
   of someone else's files.
 - A full disk, a read-only file system or an I/O error while writing is an
@@ -106,17 +107,36 @@ def read_marker(directory: Path) -> dict[str, object] | None:
     return data
 
 
+def _walk(directory: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every entry below ``directory`` with its path relative to it (``a/b``), never following links."""
+    stack = [("", directory)]
+    while stack:
+        rel, path = stack.pop()
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            name = f"{rel}{entry.name}"
+            yield name, entry
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((name + "/", Path(entry.path)))
+
+
 def _foreign_entries(directory: Path) -> list[str]:
-    """Entries of ``directory`` that edge-lstm did not write there (per its marker)."""
+    """Entries below ``directory`` that edge-lstm did not write there (per its marker): files not listed,
+    directories not listed, anything that is neither a regular file nor a directory (links included)."""
     marker = read_marker(directory) or {}
-    files = marker.get("files")
+    files, dirs = marker.get("files"), marker.get("dirs")
     listed = {str(f) for f in files} if isinstance(files, list) else set()
+    listed_dirs = {str(d) for d in dirs} if isinstance(dirs, list) else set()
     foreign = []
-    with os.scandir(directory) as it:
-        for entry in it:
-            ours = entry.name == MARKER or entry.name in listed
-            if not ours or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-                foreign.append(entry.name)
+    for name, entry in _walk(directory):
+        if entry.is_symlink():
+            foreign.append(name)
+        elif entry.is_dir(follow_symlinks=False):
+            if name not in listed_dirs:
+                foreign.append(name + "/")
+        elif not entry.is_file(follow_symlinks=False) or (name != MARKER and name not in listed):
+            foreign.append(name)
     return sorted(foreign)
 
 
@@ -221,10 +241,44 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
                 shutil.rmtree(stage)
 
 
+#: how deep an output's subdirectories may nest (``export/fw/model.c`` is 2)
+MAX_DEPTH = 4
+
+
+def check_relpath(name: str) -> list[str]:
+    """The components of a relative path inside the output: each a plain file name, at most :data:`MAX_DEPTH`
+    directories deep."""
+    parts = name.split("/")
+    if len(parts) > MAX_DEPTH + 1:
+        raise UsageError(f"Refusing to write {name!r}: nested deeper than {MAX_DEPTH} directories.")
+    return [check_filename(p) for p in parts]
+
+
+def subdir(stage: Path, name: str) -> Path:
+    """The directory ``name`` (``a`` or ``a/b``) inside ``stage``, created as needed, never through a link."""
+    path = stage
+    for part in check_relpath(name):
+        path = path / part
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            if path.is_symlink() or not path.is_dir():
+                raise UsageError(f"Refusing to write into '{path}': it is not a plain directory.") from None
+    if Path(os.path.realpath(path)) != Path(os.path.realpath(stage)) / Path(*check_relpath(name)):
+        raise UsageError(f"Refusing to write '{path}': it is not inside the output directory.")
+    return path
+
+
 def write_into(stage: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` to a new file ``name`` inside ``stage``, never through a link, never outside it."""
-    path = stage / (name if name == MARKER else check_filename(name))
-    if Path(os.path.realpath(path.parent)) != Path(os.path.realpath(stage)):
+    """Write ``data`` to a new file ``name`` (``file`` or ``dir/file``) inside ``stage``, never through a link,
+    never outside it."""
+    if name == MARKER:
+        parent, leaf = stage, name
+    else:
+        *dirs, leaf = check_relpath(name)
+        parent = subdir(stage, "/".join(dirs)) if dirs else stage
+    path = parent / leaf
+    if Path(os.path.realpath(path.parent)) != Path(os.path.realpath(parent)) or not _inside(parent, stage):
         raise UsageError(f"Refusing to write '{path}': it is not inside the output directory.")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
     with os.fdopen(fd, "wb") as f:
@@ -232,17 +286,32 @@ def write_into(stage: Path, name: str, data: bytes) -> Path:
     return path
 
 
+def _inside(path: Path, root: Path) -> bool:
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real == top or top in real.parents
+
+
 def finish(stage: Path) -> None:
-    """Check the staged files and write the marker that lists them (what ``--force`` may replace later)."""
-    files = []
-    with os.scandir(stage) as it:
-        for entry in it:
-            if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-                raise UsageError(f"Refusing to publish '{stage}': '{entry.name}' is not a regular file.")
-            files.append(entry.name)
+    """Check the staged files and write the marker that lists them (what ``--force`` may replace later).
+
+    Only regular files and plain directories may be published: a link, a socket or a device in the staging
+    directory stops the run.
+    """
+    files, dirs = [], []
+    for name, entry in _walk(stage):
+        if entry.is_symlink():
+            raise UsageError(f"Refusing to publish '{stage}': '{name}' is a symbolic link.")
+        if entry.is_dir(follow_symlinks=False):
+            dirs.append(name)
+            os.chmod(entry.path, 0o755)
+        elif entry.is_file(follow_symlinks=False):
+            files.append(name)
+        else:
+            raise UsageError(f"Refusing to publish '{stage}': '{name}' is not a regular file.")
     from edge_lstm import __version__
 
-    body = json.dumps({"tool": "edge-lstm", "version": __version__, "files": sorted(files)}, indent=2) + "\n"
+    body = json.dumps({"tool": "edge-lstm", "version": __version__, "files": sorted(files), "dirs": sorted(dirs)},
+                      indent=2) + "\n"
     write_into(stage, MARKER, body.encode())
     os.chmod(stage, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
 

@@ -117,3 +117,29 @@ def test_files_added_later_by_edge_lstm_join_the_marker(tmp_path: Path) -> None:
     outputs.add_to_marker(out, ["profile.json"])
     _publish(out, {"b.onnx": b"2"}, force=True)  # still ours as a whole
     assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "b.onnx"]
+
+
+def test_subdirectories_are_ours_only_as_listed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with outputs.staged_dir(out, force=False) as stage:
+        outputs.write_into(stage, "report.json", b"{}")
+        outputs.write_into(stage, "fw/model.c", b"int x;")
+        outputs.write_into(stage, "fw/arm/model.elf", b"\x7fELF")
+    marker = json.loads((out / outputs.MARKER).read_text())
+    assert marker["files"] == ["fw/arm/model.elf", "fw/model.c", "report.json"]
+    assert marker["dirs"] == ["fw", "fw/arm"]
+    with outputs.staged_dir(out, force=True) as stage:  # our own nested output: replaced
+        outputs.write_into(stage, "report.json", b"{}")
+    assert not (out / "fw").exists()
+    (out / "notes").mkdir()
+    (out / "notes" / "mine.txt").write_text("a user's file")
+    with pytest.raises(OutputExistsError, match="notes"), outputs.staged_dir(out, force=True):
+        pass
+    assert (out / "notes" / "mine.txt").read_text() == "a user's file"
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/../b", "a//b", ".hidden/x", "a/b/c/d/e/f"])
+def test_relative_names_stay_inside(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UsageError), outputs.staged_dir(tmp_path / "out", force=False) as stage:
+        outputs.write_into(stage, name, b"x")
+    assert not any(p.name == "x" for p in tmp_path.rglob("*"))
