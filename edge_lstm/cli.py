@@ -113,9 +113,9 @@ def export(
                                           "into the report (and report.html).")] = False,
     target: Annotated[str | None, typer.Option("--target", help="Device target name or TOML: latency estimate and "
                                                "flash/RAM budgets (exit 4 when over); implies --profile.")] = None,
-    firmware: Annotated[bool, typer.Option("--firmware", help="Also write the firmware files: TFLite Micro C "
-                                           "arrays and dependency-free C, proven on this host and an emulated "
-                                           "Cortex-M (firmware.md).")] = False,
+    firmware: Annotated[bool, typer.Option("--firmware", help="Also write fw/: TFLite Micro C arrays and "
+                                           "dependency-free C, proven on this host and an emulated Cortex-M "
+                                           "(fw/firmware.md).")] = False,
     prove_on: Annotated[str | None, typer.Option("--prove-on", help="Also validate every artifact on a device's "
                                                  "runtimes: arm64 (the emulated device; needs root) or a --remote "
                                                  "spec such as pi@raspberrypi.local.")] = None,
@@ -159,7 +159,7 @@ def _export_summary(report: dict[str, Any], output: Path) -> str:
         mem = f", peak memory {peak / 2**20:.1f} MiB over baseline" if peak is not None else ""
         rows.append(f"  profiled {a['artifact']:<27} {a['runtime']:<12} p50 {a['latency_s']['p50'] * 1e6:,.1f} µs{mem}")
     if report.get("firmware"):
-        rows.append(f"Firmware files: see {output / 'firmware.md'}")
+        rows.append(f"Firmware: {output / 'fw'} (report: {output / 'fw' / 'firmware.md'})")
     rows.append(f"Report: {output / 'report.md'} and {output / 'report.json'}")
     return "\n".join(rows)
 

@@ -50,7 +50,7 @@ class ExportOptions:
     prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
     prove_python: str = "python3"  # the Python on a real --prove-on device
     ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
-    firmware: bool = False  # also write the firmware files (edge_lstm.firmware): C arrays, generated C
+    firmware: bool = False  # also write fw/ (edge_lstm.firmware): TFLite Micro C arrays, dependency-free C
 
 
 @dataclass
@@ -151,7 +151,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         if options.firmware:
             from edge_lstm.firmware import export_firmware
 
-            fw = export_firmware(stage, model, proto, artifacts, target, (vdata, reference), say)
+            fw = export_firmware(stage / "fw", model, proto, artifacts, target, (vdata, reference), say)
             report["firmware"] = fw.report
         if options.profile or target is not None:
             report["profile"] = _profile(stage, options.output_dir, artifacts, target, say)

@@ -58,7 +58,7 @@ def firmware(source: str | Path, output_dir: str | Path, options: FirmwareOption
 def export_firmware(out: Path, model: LoadedModel, proto: Any, artifacts: list[Any], target: Any,
                     checked: tuple[Any, dict[str, np.ndarray]], progress: Progress | None = None,
                     options: FirmwareOptions | None = None) -> FirmwareResult:
-    """The firmware of an export, into ``out`` (the export's staging directory, beside its artifacts).
+    """The firmware of an export, into ``out`` (``fw/`` inside the export's staging directory).
 
     ``artifacts`` are the export's (the fused float32 and int8 TFLite ones feed
     TFLite Micro); ``checked`` is the export's validation data and PyTorch

@@ -1,7 +1,7 @@
 """Write the firmware files: dependency-free C, TFLite Micro arrays, and the proof of both.
 
-The files sit side by side in one directory (``fw/``, or the export's own
-output with ``export --firmware``: edge-lstm's outputs hold regular files only)::
+The files sit side by side in one directory (``fw/``; ``export --firmware``
+writes ``fw/`` inside the export's output)::
 
     firmware.json, firmware.md           what was built, measured and proven
     model.fp32.{h,c}, model.int8-weights.{h,c}

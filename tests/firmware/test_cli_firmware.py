@@ -218,9 +218,11 @@ def test_export_with_firmware_proves_against_pytorch(others, tmp_path: Path) -> 
                  "tflite", "--firmware", "--target", "nrf52840", "--json"]) == 0
     rep = json.loads((out / "report.json").read_text())
     fw = rep["firmware"]
-    assert fw == json.loads((out / "firmware.json").read_text())
-    assert (out / "model.fp32.c").is_file() and (out / "stacked_lstm.fp32.model_data.c").is_file()
-    assert (out / "stacked_lstm.fp32.tflite").is_file()  # the export's artifacts and the firmware side by side
+    assert fw == json.loads((out / "fw" / "firmware.json").read_text())
+    assert (out / "fw" / "model.fp32.c").is_file() and (out / "fw" / "stacked_lstm.fp32.model_data.c").is_file()
+    marker = json.loads((out / ".edge-lstm-output.json").read_text())
+    assert "fw" in marker["dirs"] and "fw/model.fp32.c" in marker["files"]  # so --force may replace it again
+    assert main(["export", str(others["stacked_lstm"].path), "-o", str(out), "--firmware", "--force", "--json"]) == 0
     assert "reference PyTorch" in fw["validation_data"]["source"] and fw["passed"]
     assert {e["cortex_m"]["status"] for e in fw["c"]} == {"ran"} and fw["target"]["name"] == "nrf52840"
     assert [t["artifact"] for t in fw["tflm"]] == ["stacked_lstm.fp32.tflite"]
