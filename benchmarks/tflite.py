@@ -2,7 +2,7 @@
 
 For the reference forecaster (2 x LSTM(64), window 96) and a larger one
 (2 x LSTM(256), window 256), batch 1, one thread: PyTorch eager, ONNX Runtime,
-fused and unrolled TFLite (ai-edge-litert, XNNPACK on), and the fused
+fused and loop TFLite (ai-edge-litert, XNNPACK on), and the fused
 streaming model per new sample. Ratios are to ONNX Runtime in the same run.
 
 Usage: python benchmarks/tflite.py [--runs N]
@@ -80,7 +80,7 @@ def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) 
     ort.activate()
     calls: dict[str, Callable[[], object]] = {"ort": lambda: ort.infer({"x": x})}
     exports: dict[str, tuple[float, int]] = {}
-    for lowering in ("fused", "unrolled"):
+    for lowering in ("fused", "loop"):
         t0 = time.perf_counter()
         lowered = lower(proto, lowering)
         exports[lowering] = (time.perf_counter() - t0, len(lowered.data))
@@ -103,7 +103,7 @@ def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) 
     onnx_bytes = len(proto.SerializeToString())
     rows.append((label, "PyTorch eager", "-", "-", _us(t["torch"]), _ratio(t, "torch")))
     rows.append((label, "ONNX Runtime", "-", f"{onnx_bytes / param_bytes:.2f}x", _us(t_ort), "1.00x"))
-    for lowering in ("fused", "unrolled"):
+    for lowering in ("fused", "loop"):
         export_s, nbytes = exports[lowering]
         size = f"{nbytes / param_bytes:.3f}x"
         rows.append((label, f"TFLite {lowering}", f"{export_s * 1000:.0f} ms", size, _us(t[lowering]),

@@ -12,7 +12,6 @@ import io
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from edge_lstm import archs
 from edge_lstm.errors import UnsupportedModel
 from edge_lstm.load import LoadedModel
 from edge_lstm.spec import InputSpec, TensorSpec
@@ -21,69 +20,33 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
+    from edge_lstm.streaming import StreamingModel
+
 OPSET = 17
 
 
-def to_onnx(model: LoadedModel, dynamic_batch: bool = True) -> onnx.ModelProto:
-    """Export the whole-window (stateless or explicit-state) model to ONNX."""
+def to_onnx(model: LoadedModel | StreamingModel, dynamic_batch: bool = True) -> onnx.ModelProto:
+    """Export the whole-window (stateless or explicit-state) model to ONNX; a one-step model is its graph."""
+    from edge_lstm.streaming import StreamingModel
+
+    if isinstance(model, StreamingModel):
+        return model.proto
     return _export(model.module, model.inputs, list(model.outputs), dynamic_batch)
 
 
-def streaming_model(model: LoadedModel) -> LoadedModel:
-    """A one-timestep model with the recurrent state as explicit inputs and outputs.
+def streaming_model(model: LoadedModel, proto: onnx.ModelProto | None = None) -> StreamingModel:
+    """The one-timestep model, derived from the captured whole-window graph (:mod:`edge_lstm.streaming`).
 
-    Built-in architectures are rebuilt with ``state_io=True`` and the same
-    weights; a model whose ``forward`` already takes and returns its state is
-    used as it is, with the time axis set to 1.
+    Each recurrent layer's state becomes an explicit input and output; a model whose
+    ``forward`` already takes and returns its state keeps those. ``proto`` is the
+    captured graph when the caller has it. A model whose output needs the whole
+    window raises :class:`UnsupportedModel` with the node and the reason.
     """
-    if model.config is not None and model.config.bidirectional:
-        raise UnsupportedModel(
-            "A bidirectional layer reads each window backwards as well as forwards, so it cannot stream one sample "
-            "at a time.",
-            "Export without --streaming, or train a unidirectional model for streaming devices.",
-        )
-    if model.config is not None and model.arch is not None:
-        cfg = archs.ArchConfig.from_dict({**model.config.to_dict(), "state_io": True})
-        module = archs.build(model.arch, cfg)
-        module.load_state_dict(model.module.state_dict())
-        module.eval()
-        shapes = archs.input_shapes(cfg, window=1)
-        names = archs.input_names(cfg)
-        batch_axes = [0 if cfg.batch_first else 1] + [1] * (len(names) - 1)
-        inputs = InputSpec(
-            tuple(
-                TensorSpec(n, tuple("batch" if a == b else d for a, d in enumerate(s)))
-                for n, s, b in zip(names, shapes, batch_axes, strict=True)
-            )
-        )
-        step = LoadedModel(
-            module, model.format, model.name, inputs, (), arch=model.arch, config=cfg,
-            normalization=model.normalization, task=model.task, metadata=model.metadata, source=model.source,
-        )
-    elif model.format == "exported-program":
-        raise UnsupportedModel(
-            "A torch.export program is fixed to the window length it was exported with, so it cannot be re-shaped "
-            "to one time step for streaming.",
-            "Save an edge-lstm checkpoint or TorchScript for --streaming, or export without it.",
-        )
-    elif model.has_state_io:
-        x = model.inputs.inputs[0]
-        t_axis = _time_axis(x)
-        shape = tuple(1 if a == t_axis else d for a, d in enumerate(x.shape))
-        step = LoadedModel(
-            model.module, model.format, model.name,
-            InputSpec((x.with_shape(shape), *model.inputs.inputs[1:])), (), task=model.task, source=model.source,
-        )
-    else:
-        raise UnsupportedModel(
-            "A streaming variant needs the recurrent state as explicit inputs and outputs; "
-            f"this {model.format} model's forward() takes only {', '.join(model.inputs.names)}.",
-            "Use an edge-lstm checkpoint, or export a model whose forward(x, h0, c0) returns (y, h, c).",
-        )
-    from edge_lstm.load import probe_outputs
+    from edge_lstm import streaming
 
-    step.outputs = probe_outputs(step)
-    return step
+    x = model.inputs.inputs[0]
+    pairs = list(zip(model.inputs.names[1:], model.output_names[1:], strict=False)) if model.has_state_io else []
+    return streaming.derive(proto if proto is not None else to_onnx(model), x.name, _time_axis(x), pairs)
 
 
 def _time_axis(x: TensorSpec) -> int:
@@ -96,11 +59,9 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
     import onnx
     import torch
 
-    from edge_lstm.projection import has_projection, unroll_projections
+    from edge_lstm import projection
 
-    if has_projection(module):
-        module = unroll_projections(module)
-    args = tuple(torch.zeros(*t.concrete(1)) for t in inputs.inputs)
+    args = tuple(torch.zeros(*t.concrete(1), dtype=getattr(torch, t.dtype, torch.float32)) for t in inputs.inputs)
     dynamic_axes: dict[str, dict[int, str]] = {}
     if dynamic_batch:
         for t in (*inputs.inputs, *outputs):
@@ -109,7 +70,8 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
                 dynamic_axes[t.name] = axes
     buf = io.BytesIO()
     try:  # the exporter prints graph dumps to stdout on failure: keep --json output clean
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_native_stderr(), \
+                projection.projection_symbolic(OPSET):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, args, buf,  # type: ignore[arg-type]  # file-like objects are accepted
@@ -119,28 +81,63 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
             )
     except Exception as e:  # the exporter's message names the unsupported operator
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "projections" in first:
-            raise UnsupportedModel(
-                "An LSTM with proj_size (projection) inside a traced graph cannot be captured: ONNX's LSTM op has no "
-                "projection, and edge-lstm can only replace a projected nn.LSTM it can see as a module.",
-                "Save the model as an edge-lstm checkpoint or a pickled nn.Module (--trust-pickle) instead.",
-            ) from e
         raise UnsupportedModel(
             f"PyTorch's ONNX exporter could not capture the model: {first}",
-            "edge-lstm exports LSTM/GRU layers with Linear, LayerNorm and activation heads; "
-            "replace custom ops or loops over time with nn.LSTM/nn.GRU.",
+            "edge-lstm exports LSTM/GRU/RNN layers with Linear, convolution, normalisation and activation heads; "
+            "replace custom ops or loops over time with nn.LSTM/nn.GRU/nn.RNN.",
         ) from e
     proto = onnx.load_from_string(buf.getvalue())
+    if projection.has_placeholders(proto):  # proj_size LSTMs: one Scan per layer direction, weights once
+        proto = projection.expand_projections(proto)
     proto.producer_name = "edge-lstm"
     check(proto)
     return proto
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Any:
+    """Silence the exporter's C++ log lines (written to file descriptor 2, past Python's warnings filter).
+
+    They are notes to PyTorch developers (a shape inference it cannot do for
+    edge-lstm's own placeholder op, constant-folding limits), not to users; errors
+    still arrive as Python exceptions.
+    """
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreter): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def check(proto: onnx.ModelProto) -> None:
-    """Run ``onnx.checker`` with full shape inference; a failure is an export bug."""
+    """Run ``onnx.checker`` with full shape inference; a graph that fails it is refused (exit 5), naming the node.
+
+    Nothing downstream may see an invalid graph: ONNX Runtime and the lowering
+    would fail on it later with a message about something else.
+    """
     import onnx
 
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = " ".join(str(e).split())[:400]
+        raise UnsupportedModel(
+            f"The ONNX graph captured from the model is invalid (onnx.checker: {first}).",
+            "This is an exporter bug for this model: please report it with the model; exporting a module whose "
+            "forward returns only tensors computed from its inputs usually avoids it.",
+        ) from e
 
 
 def op_types(proto: onnx.ModelProto) -> list[str]:

@@ -68,17 +68,33 @@ def _shapes(items: list[str] | None) -> list[tuple[int, ...]]:
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="model.pt: checkpoint, TorchScript, .pt2, or pickled module.")],
+    model: Annotated[Path, typer.Argument(help="model.pt (checkpoint, TorchScript, .pt2, pickled module), or an "
+                                               ".onnx or .tflite file.")],
     input_shape: ShapeOpt = None,
     trust_pickle: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show what was loaded: format, layers, parameters, MACs per inference, inputs and outputs."""
-    from edge_lstm.load import load
-    from edge_lstm.report import cost_summary
+    """Show what a model or artifact holds: format, layers or ops, parameters, MACs, sizes, inputs and outputs.
 
-    loaded = load(model, _shapes(input_shape) or None, trust_pickle)
-    summary = {**loaded.summary(), **cost_summary(loaded)}
+    The input shapes are checked against the model's layers as ``export`` checks them.
+    """
+    kind = _artifact_kind(model)
+    if kind == "tflite" or (kind == "onnx" and not input_shape):
+        from edge_lstm.inspect_artifact import describe, render
+
+        if input_shape:
+            raise UsageError("--input-shape does not apply to a .tflite file: it carries its own input shapes.",
+                             "Drop --input-shape.")
+        described = describe(model)
+        emit(described, as_json, render(described))
+        return
+    from edge_lstm.pipeline import prepare
+    from edge_lstm.report import cost_summary
+    from edge_lstm.sources import open_model
+
+    loaded = open_model(model, _shapes(input_shape) or None, trust_pickle)
+    proto, _step = prepare(loaded, streaming=False)
+    summary = {**loaded.summary(), **cost_summary(loaded, proto)}
     lines = [
         f"{loaded.name} ({summary['format']}{', ' + summary['arch'] if summary['arch'] else ''})",
         f"parameters: {summary['parameters']:,}",
@@ -89,6 +105,21 @@ def info(
         *[f"  {line}" for line in summary["layers"]],
     ]
     emit(summary, as_json, "\n".join(lines))
+
+
+def _artifact_kind(path: Path) -> str | None:
+    """"tflite" or "onnx" when ``path`` holds one (by content), else None (a PyTorch file, or load() says why).
+
+    Reads the header only, so ``info`` on an artifact imports neither torch nor onnx (device installs).
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    return "onnx" if head[:1] == b"\x08" and path.is_file() else None
 
 
 @app.command()
@@ -183,9 +214,10 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_device, cli_firmware, cli_profile, cli_train  # noqa: E402 - register on the app defined above
+from edge_lstm import cli_device, cli_firmware, cli_ops, cli_profile, cli_train  # noqa: E402 - register on the app
 
 cli_profile.register(app)
+cli_ops.register(app)
 cli_device.register(app)
 cli_train.register(app)
 cli_firmware.register(app)

@@ -62,21 +62,31 @@ def profile_command(
     trust_pickle: Annotated[bool, typer.Option(
         "--trust-pickle", help="PyTorch model files: allow loading a whole pickled nn.Module (runs code from "
                                "the file).")] = False,
+    reference: Annotated[Path | None, typer.Option(
+        help="A reference (model.pt, or the float .onnx/.tflite) run on the same inputs: each artifact's outputs "
+             "are compared with it (exit 3 when they differ).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
 ) -> None:
-    """Measure latency, memory, size and compute of each artifact, here or on a device."""
+    """Measure latency, memory, size and compute of each artifact, here or on a device.
+
+    Outputs are checked for NaN/Inf (and against --reference): a run with wrong outputs is exit 3, and on a
+    microcontroller target no budget reads "ok" unless the artifact ran correctly on TFLite Micro.
+    """
     from edge_lstm import profile as prof
     from edge_lstm.remote import RemoteConfig
     from edge_lstm.spec import parse_shape
-    from edge_lstm.targets import load_target
 
     options = prof.ProfileOptions(runtime=runtime, threads=threads, runs=runs, warmup=warmup,
                                   streaming=streaming, xnnpack=not no_xnnpack, timeout_s=timeout,
                                   input_shapes=tuple(parse_shape(s) for s in input_shape or ()),
-                                  trust_pickle=trust_pickle)
+                                  trust_pickle=trust_pickle, reference=str(reference) if reference else None)
     if output:
         _check_outputs(output, force)  # before the (possibly long) measurement
-    tgt = load_target(target) if target else None
+    tgt = None
+    if target:  # targets read TOML (tomllib, Python 3.11+): imported only when asked for
+        from edge_lstm.targets import load_target
+
+        tgt = load_target(target)
     previous = prof.load_report(compare) if compare else None
     rcfg = None
     if remote is not None:  # an empty --remote is refused by RemoteConfig, never taken as 'local'
@@ -91,6 +101,9 @@ def profile_command(
         jsonio.emit(report, indent=None)
     else:
         print_report(report)
+    from edge_lstm.tflm_check import enforce_outputs
+
+    enforce_outputs(report)
     prof.enforce_budgets(report)
 
 
@@ -190,6 +203,10 @@ def _print_target_checks(report: dict[str, Any]) -> None:
 def _budget_cell(c: dict[str, Any] | None) -> str:
     if c is None or c["status"] == "skipped":
         return "–"
+    if c["status"] == "not-measured":
+        return "not measured"
+    if c["status"] == "unverified":
+        return f"unverified ({c['used_bytes'] / c['budget_bytes']:.1%} of {_bytes(c['budget_bytes'])})"
     pct = c["used_bytes"] / c["budget_bytes"]
     if c["status"] == "over":
         return f"[red]OVER by {_bytes(c['over_bytes'])}[/red] ({pct:.0%})"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_lstm.errors import InputFileError
+from edge_lstm.projection import PROJECTION_TAG
 
 #: bytes per weight element for each precision (int8 kinds also store small scale tensors)
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "dynamic-int8": 1, "int8": 1}
@@ -79,6 +80,10 @@ def artifact_format(path: str | Path) -> str:
         return "torch"
     try:
         proto = _load_onnx(p)
+    except ImportError:  # a device with onnxruntime only: the protobuf's first field is the IR version
+        if head[:1] == b"\x08":
+            return "onnx"
+        raise _not_a_model(p) from None
     except Exception as e:  # protobuf's parse error is not readable to users
         raise _not_a_model(p) from e
     if not proto.graph.node or proto.ir_version <= 0:
@@ -167,6 +172,10 @@ def _onnx_shapes(proto: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]
 def _time_steps(proto: Any, shapes: dict[str, tuple[int, ...]]) -> int:
     """Time steps of the first recurrent node's input (ONNX LSTM/GRU take [T, B, I] unless layout=1)."""
     for n in proto.graph.node:
+        if n.op_type == "Scan" and n.doc_string.startswith(PROJECTION_TAG):
+            x = shapes.get(n.input[2], ())
+            if len(x) == 3:
+                return int(x[0])
         if n.op_type in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"):
             x = shapes.get(n.input[0], ())
             if len(x) == 3:
@@ -196,6 +205,8 @@ def _onnx_node_cost(node: Any, shapes: dict[str, tuple[int, ...]], inits: dict[s
     name = node.name or f"{op}:{node.output[0]}"
     if op in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"):
         return _recurrent_cost(node, name, params, shapes)
+    if op == "Scan" and node.doc_string.startswith(PROJECTION_TAG):
+        return _projected_cost(node, name, shapes, inits)
     if op == "Gemm":
         a = shapes.get(node.input[0], ())
         m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[-1]) if a else (1, 0)
@@ -224,6 +235,18 @@ def _recurrent_cost(node: Any, name: str, params: int, shapes: dict[str, tuple[i
     # gate nonlinearities plus the cell/hidden updates, per unit per step
     per_unit = {4: 4 + 5, 3: 3 + 6, 1: 2}[gates]
     return LayerCost(name, node.op_type, params, macs, t * b * dirs * h * per_unit, recurrent=True)
+
+
+def _projected_cost(node: Any, name: str, shapes: dict[str, tuple[int, ...]], inits: dict[str, Any]) -> LayerCost:
+    """A projected LSTM's Scan (:mod:`edge_lstm.projection`): X is [T, B, I], state (h [B, P], c [B, H])."""
+    import json
+
+    meta = json.loads(node.doc_string[len(PROJECTION_TAG):])
+    t, b, i = (shapes.get(node.input[2]) or (1, 1, 1))[:3]
+    h, p = int(meta["hidden"]), int(meta["proj"])
+    params = sum(int(inits[meta[k]].size) for k in ("w", "r", "b", "p") if meta[k] in inits)
+    macs = t * b * (4 * h * (i + p) + p * h)
+    return LayerCost(name, "Scan", params, macs, t * b * h * 9, recurrent=True)
 
 
 def _onnx_precision(proto: Any, inits: dict[str, Any]) -> str:

@@ -1,20 +1,25 @@
 """Static cost of a TFLite flatbuffer: parameters, MACs, weight bytes, file split.
 
-Read with the flatc-generated schema that ships in ``ai-edge-litert``
-(``ai_edge_litert.schema_py_generated``), so no TensorFlow is needed. Sequence
+Read with :mod:`edge_lstm.tflite_read` (numpy only), so it works on a device
+with nothing but ``tflite-runtime``. Sequence
 ops (``UNIDIRECTIONAL_SEQUENCE_LSTM``, ``BIDIRECTIONAL_SEQUENCE_LSTM``, RNN)
 spend ``T x batch x`` the size of their 2-D weight matrices in MACs; a graph
 with no sequence op (an unrolled lowering) gets ``macs_per_step = macs / T``.
+
+A ``WHILE`` loop's body counts once per iteration: edge-lstm's loop lowering
+passes the input projection of every step as the body's second input,
+``[iterations, ...]``, so the iteration count is read from its shape (a loop
+from elsewhere counts once, and the layer is labelled so). Parameters are the
+distinct constant weight buffers of every subgraph: a weight stored once counts
+once, however many ops read it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from edge_lstm.cost import Cost, LayerCost
-from edge_lstm.errors import InputFileError
+from edge_lstm.tflite_read import Model, Operator, Subgraph, Tensor, op_name, read
 
 _SEQUENCE_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
                  "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "RNN"}
@@ -23,81 +28,114 @@ _ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "TANH", "LOGISTIC", "RELU", "RELU6",
 _TYPE_BYTES = {0: 4, 1: 2, 9: 1, 3: 1}  # FLOAT32, FLOAT16, INT8, UINT8 (schema TensorType values)
 
 
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
-
-
-def parse(data: bytes) -> Any:
-    """The flatbuffer as a ``ModelT`` object tree; :class:`InputFileError` when it is not TFLite."""
-    if data[4:8] != b"TFL3":
-        raise InputFileError("Not a TFLite flatbuffer (no 'TFL3' identifier).")
-    s = _schema()
-    try:
-        return s.ModelT.InitFromObj(s.Model.GetRootAs(data, 0))
-    except Exception as e:  # a truncated buffer raises struct/index errors
-        raise InputFileError(f"The TFLite flatbuffer cannot be read: {e}.") from e
+def parse(data: bytes) -> Model:
+    """The flatbuffer's tables; :class:`InputFileError` when it is not TFLite."""
+    return read(data)
 
 
-def _op_names() -> dict[int, str]:
-    ops = _schema().BuiltinOperator
-    return {v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def _numel(shape: Any) -> int:
-    return int(np.prod(shape)) if shape is not None and len(shape) else 1
-
-
-def _buffer_bytes(buf: Any) -> int:
-    if buf is None:
-        return 0
-    if buf.data is not None:
-        return len(buf.data)
-    return int(getattr(buf, "size", 0) or 0)
+def _numel(shape: list[int]) -> int:
+    return int(np.prod(shape)) if len(shape) else 1
 
 
 def tflite_cost(data: bytes) -> Cost:
-    """Parameters and MACs of the main subgraph at the flatbuffer's stored (batch 1) shapes."""
+    """Parameters and MACs at the flatbuffer's stored (batch 1) shapes, loop bodies once per iteration."""
     model = parse(data)
-    g = model.subgraphs[0]
-    names = _op_names()
-    const = {i for i, t in enumerate(g.tensors) if _buffer_bytes(model.buffers[t.buffer]) > 0}
-    layers = []
-    steps = 0
-    for k, op in enumerate(g.operators or []):
-        code = model.operatorCodes[op.opcodeIndex]
-        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-        layer, t = _op_cost(k, name, op, g.tensors, const)
-        layers.append(layer)
-        steps = steps or t
-    weights = [g.tensors[i] for i in const if g.tensors[i].type in _TYPE_BYTES and _rank(g.tensors[i]) >= 1]
-    params = sum(_numel(t.shape) for t in weights)
-    stored = sum(_buffer_bytes(model.buffers[t.buffer]) for t in weights)
+    layers: list[LayerCost] = []
+    steps = _walk(model, 0, 1, layers, set())
+    weights: dict[int, Tensor] = {}
+    for g in model.subgraphs:
+        for t in g.tensors:
+            if model.buffer_sizes[t.buffer] > 0 and t.type in _TYPE_BYTES and _rank(t) >= 1:
+                weights.setdefault(t.buffer, t)
+    params = sum(_numel(t.shape) for t in weights.values())
+    stored = sum(model.buffer_sizes[b] for b in weights)
     macs = sum(layer.macs for layer in layers)
     recurrent = sum(layer.macs for layer in layers if layer.recurrent)
+    g = model.subgraphs[0]
     if not steps:
         steps = _input_steps(g)
         recurrent = macs
+    const = {i for i, t in enumerate(g.tensors) if model.buffer_sizes[t.buffer] > 0}
     return Cost(
-        format="tflite", precision=_precision(g, weights), params=params, weight_bytes=stored, macs=macs,
-        macs_per_step=recurrent // max(steps, 1), elementwise_ops=sum(layer.elementwise_ops for layer in layers),
-        time_steps=max(steps, 1), layers=tuple(layers),
+        format="tflite", precision=_precision(g, list(weights.values()), const), params=params, weight_bytes=stored,
+        macs=macs, macs_per_step=recurrent // max(steps, 1),
+        elementwise_ops=sum(layer.elementwise_ops for layer in layers), time_steps=max(steps, 1), layers=tuple(layers),
     )
 
 
-def _rank(t: Any) -> int:
-    return len(t.shape) if t.shape is not None else 0
+def _walk(model: Model, gi: int, times: int, layers: list[LayerCost], seen: set[int]) -> int:
+    """Append the cost of subgraph ``gi``'s ops, ``times`` over; returns the time steps of a sequence op, if any."""
+    g = model.subgraphs[gi]
+    const = {i for i, t in enumerate(g.tensors) if model.buffer_sizes[t.buffer] > 0}
+    feeds_loop = _loop_projections(model, g)
+    steps = 0
+    for k, op in enumerate(g.operators):
+        name = op_name(model, op)
+        if name == "WHILE" and len(op.subgraphs) == 2 and op.subgraphs[1] not in seen:
+            body = model.subgraphs[op.subgraphs[1]]
+            iters = _iterations(body)
+            loop_layers: list[LayerCost] = []
+            _walk(model, op.subgraphs[1], times * iters, loop_layers, seen | {op.subgraphs[1]})
+            layers += [LayerCost(f"{layer.name}@loop{k}", layer.op, layer.params, layer.macs, layer.elementwise_ops,
+                                 recurrent=True) for layer in loop_layers]
+            steps = steps or _loop_steps(model, g, op, iters)
+            continue
+        layer, t = _op_cost(k, name, op, g.tensors, const)
+        if k in feeds_loop:  # a loop's input projection of all steps: part of the recurrent layer
+            layer = LayerCost(layer.name, layer.op, layer.params, layer.macs, layer.elementwise_ops, recurrent=True)
+        if gi:
+            layer = LayerCost(f"{layer.name}/sub{gi}", layer.op, layer.params, layer.macs * times,
+                              layer.elementwise_ops * times, layer.recurrent)
+        layers.append(layer)
+        steps = steps or t
+    return steps
 
 
-def _op_cost(k: int, name: str, op: Any, tensors: list[Any], const: set[int]) -> tuple[LayerCost, int]:
-    ins = [i for i in (op.inputs if op.inputs is not None else [])]
+def _loop_projections(model: Model, g: Subgraph) -> set[int]:
+    """Indices of the FULLY_CONNECTED ops whose output (through RESHAPEs) is a WHILE loop's input."""
+    producer = {o: k for k, op in enumerate(g.operators) for o in op.outputs}
+    out: set[int] = set()
+    for op in g.operators:
+        if op_name(model, op) != "WHILE":
+            continue
+        for t in op.inputs:
+            k = producer.get(t)
+            while k is not None and op_name(model, g.operators[k]) == "RESHAPE":
+                k = producer.get(g.operators[k].inputs[0])
+            if k is not None and op_name(model, g.operators[k]) == "FULLY_CONNECTED":
+                out.add(k)
+    return out
+
+
+def _iterations(body: Subgraph) -> int:
+    """Iterations of an edge-lstm loop body: its second input is ``[iterations, ...]`` (else 1)."""
+    if len(body.inputs) > 1 and body.tensors[body.inputs[0]].type == 2:  # an int32 counter first
+        shape = body.tensors[body.inputs[1]].shape
+        return int(shape[0]) if shape else 1
+    return 1
+
+
+def _loop_steps(model: Model, g: Subgraph, op: Operator, iters: int) -> int:
+    """Time steps a loop covers: the rows of the all-steps projection before it (``[T, G]``), else its iterations."""
+    for producer in g.operators:
+        if op.inputs[1] in producer.outputs and op_name(model, producer) == "RESHAPE":
+            src = g.tensors[producer.inputs[0]].shape
+            return int(src[0]) if len(src) == 2 else iters
+    return iters
+
+
+def _rank(t: Tensor) -> int:
+    return len(t.shape)
+
+
+def _op_cost(k: int, name: str, op: Operator, tensors: list[Tensor], const: set[int]) -> tuple[LayerCost, int]:
+    ins = list(op.inputs)
     params = sum(_numel(tensors[i].shape) for i in ins if i >= 0 and i in const)
     label = f"{name}:{k}"
-    out_n = _numel(tensors[op.outputs[0]].shape) if op.outputs is not None and len(op.outputs) else 0
+    out_n = _numel(tensors[op.outputs[0]].shape) if op.outputs else 0
     if name in _SEQUENCE_OPS:
         x = tensors[ins[0]].shape
-        time_major = bool(getattr(op.builtinOptions, "timeMajor", False))
+        time_major = op.time_major
         t, b = (int(x[0]), int(x[1])) if time_major or len(x) < 3 else (int(x[1]), int(x[0]))
         mats = sum(_numel(tensors[i].shape) for i in ins[1:] if i >= 0 and i in const and _rank(tensors[i]) == 2)
         return LayerCost(label, name, params, t * b * mats, out_n * 9, recurrent=True), t
@@ -108,19 +146,26 @@ def _op_cost(k: int, name: str, op: Any, tensors: list[Any], const: set[int]) ->
     if name == "BATCH_MATMUL":
         k_dim = int(tensors[ins[0]].shape[-1])
         return LayerCost(label, name, params, out_n * k_dim), 0
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(ins) > 1:  # filter [O, H, W, I] / [1, H, W, O]
+        f = tensors[ins[1]].shape
+        per_out = int(f[1]) * int(f[2]) * (int(f[3]) if name == "CONV_2D" else 1)
+        return LayerCost(label, name, params, out_n * per_out), 0
+    if name == "TRANSPOSE_CONV" and len(ins) > 2:  # filter [O, H, W, I]: every input value meets O x H x W
+        f = tensors[ins[1]].shape
+        return LayerCost(label, name, params, _numel(tensors[ins[2]].shape) * int(f[0]) * int(f[1]) * int(f[2])), 0
     if name in _ELEMENTWISE:
         return LayerCost(label, name, params, 0, out_n), 0
     return LayerCost(label, name, params, 0), 0
 
 
-def _input_steps(g: Any) -> int:
-    shape = g.tensors[g.inputs[0]].shape if g.inputs is not None and len(g.inputs) else None
+def _input_steps(g: Subgraph) -> int:
+    shape = g.tensors[g.inputs[0]].shape if g.inputs else None
     return int(shape[1]) if shape is not None and len(shape) == 3 else 1
 
 
-def _precision(g: Any, weights: list[Any]) -> str:
-    x = g.tensors[g.inputs[0]] if g.inputs is not None and len(g.inputs) else None
-    if x is not None and x.type in (9, 3):
+def _precision(g: Subgraph, weights: list[Tensor], const: set[int]) -> str:
+    # full integer: activations (non-constant tensors) are quantized int8; hybrid keeps them float
+    if any(t.type in (9, 3) and t.scale for i, t in enumerate(g.tensors) if i not in const):
         return "int8"
     types = [t.type for t in weights]
     if 9 in types or 3 in types:
@@ -133,6 +178,6 @@ def _precision(g: Any, weights: list[Any]) -> str:
 def tflite_sizes(data: bytes) -> dict[str, int]:
     """File bytes split into weights (constant buffers) and graph (everything else)."""
     model = parse(data)
-    weights = sum(_buffer_bytes(b) for b in model.buffers or [])
+    weights = sum(model.buffer_sizes)
     return {"file_bytes": len(data), "weights_bytes": weights, "graph_bytes": max(len(data) - weights, 0),
             "external_data_bytes": 0}

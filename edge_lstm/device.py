@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_peak_bytes": peak_rss_bytes(),
         "memory_method": MEMORY_METHODS[mem_method],
         "arena_used_bytes": _arena_bytes(runner),
+        "non_finite_outputs": int(sum(int((~np.isfinite(v)).sum()) for v in outs.values() if v.dtype.kind == "f")),
         "samples": len(next(iter(feeds.values()))),
         "inputs": [t.to_dict() for t in runner.inputs],
         "outputs": [t.to_dict() for t in runner.outputs],

@@ -21,9 +21,10 @@ from edge_lstm.spec import Precision, TensorSpec
 from edge_lstm.validate import ArtifactValidation, TaskMetrics, classify_task, forecast_task, validate_outputs
 
 if TYPE_CHECKING:
-    from edge_lstm.pipeline import Artifact
+    from edge_lstm.artifact import Artifact
     from edge_lstm.quantize.calibration import CalibrationSet
     from edge_lstm.runners.base import Runner
+    from edge_lstm.streaming import StreamingModel
 
 Feed = dict[str, np.ndarray]
 
@@ -170,57 +171,39 @@ def judge(
 
 
 def validate_streaming(
-    art: Artifact, model: LoadedModel, step: LoadedModel, recipe: Recipe, vdata: ValidationData,
-    reference: dict[str, np.ndarray],
+    art: Artifact, model: LoadedModel, step: StreamingModel, recipe: Recipe, vdata: ValidationData,
+    reference: dict[str, np.ndarray], runners: list[Runner],
 ) -> list[ArtifactValidation]:
-    """Feed each window one step at a time and compare with the whole-window reference."""
-    runner = _step_runner(art)
-    outs: dict[str, list[np.ndarray]] = {}
-    with runner:
-        for feed in vdata.samples:
-            res = stream_window(runner, model, step, feed)
-            for k, v in res.items():
-                outs.setdefault(k, []).append(v)
-    stacked = {k: np.stack(v) for k, v in outs.items()}
-    return [judge(art.filename, runner.runtime, model, recipe, Precision.FP32, vdata, reference, stacked)]
+    """Feed each window one step at a time on every runner; compare with the whole-window reference."""
+    results = []
+    for runner in runners:
+        outs: dict[str, list[np.ndarray]] = {}
+        with runner:
+            for feed in vdata.samples:
+                for k, v in stream_window(runner, step, feed).items():
+                    outs.setdefault(k, []).append(v)
+        stacked = {k: np.stack(v) for k, v in outs.items()}
+        results.append(judge(art.filename, runner.runtime, model, recipe, art.precision, vdata, reference, stacked))
+    return results
 
 
-def _step_runner(art: Artifact) -> Runner:
-    if art.format == "onnx":
-        from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+def stream_window(runner: Runner, step: StreamingModel, feed: Feed) -> dict[str, np.ndarray]:
+    """Run one window through a one-step runner, carrying the state; return whole-window-shaped outputs.
 
-        return OnnxRuntimeRunner(art.data)
-    from edge_lstm.runners.litert import LiteRTRunner
-
-    return LiteRTRunner(art.data)
-
-
-def stream_window(runner: Runner, model: LoadedModel, step: LoadedModel, feed: Feed) -> dict[str, np.ndarray]:
-    """Run one window through a one-step runner, carrying the state; return whole-window-shaped outputs."""
-    x = model.inputs.inputs[0]
-    time_major = seq_first(x)
-    window = feed[x.name]
-    steps = window.shape[0] if time_major else window.shape[1]
-    state_in = [s.name for s in step.inputs.inputs[1:]]
-    state_out = [s.name for s in step.outputs[1:]]
-    state = {n: feed.get(n, np.zeros(s.concrete(1), np.float32)) for n, s in zip(
-        state_in, step.inputs.inputs[1:], strict=True)}
-    explicit = len(runner.input_names) > 1
+    The model's own state inputs start from the feed's values, the other states from
+    zeros (as the whole-window model starts them). A runner that keeps the state itself
+    (a fused TFLite model's variable tensors) takes only the step input.
+    """
+    window = feed[step.x]
+    takes = set(runner.input_names)
+    state = {s.input: np.asarray(feed[s.input], np.float32) if s.input in feed else s.zeros(1) for s in step.states}
     runner.reset_state()
-    ys = []
-    res: dict[str, np.ndarray] = {}
-    for t in range(steps):
-        xt = window[t : t + 1] if time_major else window[:, t : t + 1]
-        f = {runner.input_names[0]: xt, **(state if explicit else {})}
+    outs: dict[str, list[np.ndarray]] = {name: [] for name in step.output_axes}
+    for t in range(window.shape[step.time_axis]):
+        f = {step.x: np.take(window, [t], axis=step.time_axis), **{k: v for k, v in state.items() if k in takes}}
         res = runner.infer(f)
-        ys.append(np.asarray(res[step.output_names[0]], dtype=np.float32))
-        if explicit:
-            state = {i: np.asarray(res[o], dtype=np.float32) for i, o in zip(state_in, state_out, strict=True)}
-    y_name = model.output_names[0]
-    ref_shape = model.outputs[0].concrete(1)
-    y = ys[-1] if ys[-1].shape == ref_shape else np.concatenate(ys, axis=0 if time_major else 1)
-    out = {y_name: y}
-    if explicit:
-        for o_whole, o_step in zip(model.output_names[1:], state_out, strict=False):
-            out[o_whole] = np.asarray(res[o_step], dtype=np.float32)
-    return out
+        for name, got in outs.items():
+            got.append(np.asarray(res[name], dtype=np.float32))
+        state = {s.input: np.asarray(res[s.output], np.float32) for s in step.states if s.output in res}
+    return {name: (v[-1] if step.output_axes[name] is None else np.concatenate(v, axis=step.output_axes[name]))
+            for name, v in outs.items()}

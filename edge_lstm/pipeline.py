@@ -1,14 +1,28 @@
-"""The export pipeline: load, capture, lower, quantize, validate, report.
+"""The export pipeline: load, capture, lower, quantize, prove, report.
 
 This is the only layer that writes files. Everything is staged in a temporary
 directory and published atomically, so a failed run leaves no half-written
-artifact. A validation failure still publishes the artifacts and the report
-(marked failed) and then raises :class:`ValidationFailed` (exit code 3).
+artifact. The order of work:
+
+1. load the model (a PyTorch file, or an ONNX file made elsewhere: :mod:`edge_lstm.sources`)
+   and capture its whole-window ONNX graph;
+2. check the inputs against the graph (a shape or dtype the model does not take is
+   exit 2, saying what it expects), and with ``--streaming`` derive the one-step model
+   (a model whose output needs the whole window is refused here, exit 5);
+3. run the reference (PyTorch, or ONNX Runtime on the source ONNX file) on the feeds;
+4. build every artifact; one that a lowering or quantizer refuses does not stop the others;
+5. open and run each artifact once in a child process per runtime (:mod:`edge_lstm.preflight`),
+   then validate it here on the runtimes that ran it;
+6. write the artifacts that were built and the report, and profile them when asked.
+
+Then the failures are raised, most serious first: artifacts that could not be
+built or that a runtime could not run (exit 5, each named with its runtime,
+lowering and precision; the others are written), a failed tolerance (exit 3), a
+device budget (exit 4).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,19 +31,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
-from edge_lstm.errors import UsageError
-from edge_lstm.load import LoadedModel, load
+from edge_lstm.artifact import Artifact, Failure
+from edge_lstm.errors import EdgeLstmError, ShapeError, UnsupportedModel, UsageError
+from edge_lstm.load import LoadedModel
 from edge_lstm.outputs import staged_dir, write_into
 from edge_lstm.recipes import Recipe, load_recipe
 from edge_lstm.spec import Precision
-from edge_lstm.validate import ArtifactValidation, raise_on_failures
+from edge_lstm.validate import raise_on_failures
 
 if TYPE_CHECKING:
     import onnx
 
-    from edge_lstm.runners.base import Runner
+    from edge_lstm.streaming import StreamingModel
 
 Progress = Callable[[str], None]
+
+__all__ = ["Artifact", "ExportOptions", "ExportResult", "Failure", "export"]
 
 
 @dataclass(frozen=True)
@@ -54,47 +71,6 @@ class ExportOptions:
 
 
 @dataclass
-class Artifact:
-    """One exported file and its validation."""
-
-    filename: str
-    format: str
-    precision: Precision
-    lowering: str | None
-    streaming: bool
-    data: bytes
-    validations: list[ArtifactValidation] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    io_quant: dict[str, Any] = field(default_factory=dict)
-    float_layers: list[str] = field(default_factory=list)  # layers a quantized artifact keeps in float, and why
-    calibration: dict[str, Any] | None = None
-
-    @property
-    def passed(self) -> bool:
-        """True when every runtime's validation passed."""
-        return all(v.passed for v in self.validations)
-
-    def to_dict(self, out_dir: Path) -> dict[str, Any]:
-        """The artifact's entry in ``report.json``."""
-        return {
-            "path": str(out_dir / self.filename),
-            "file": self.filename,
-            "format": self.format,
-            "precision": self.precision.value,
-            "lowering": self.lowering,
-            "streaming": self.streaming,
-            "size_bytes": len(self.data),
-            "sha256": hashlib.sha256(self.data).hexdigest(),
-            "passed": self.passed,
-            "validation": [v.to_dict() for v in self.validations],
-            "notes": self.notes,
-            "io_quant": self.io_quant or None,
-            "float_layers": self.float_layers,
-            "calibration": self.calibration,
-        }
-
-
-@dataclass
 class ExportResult:
     """What :func:`export` wrote and how it validated."""
 
@@ -105,72 +81,171 @@ class ExportResult:
 
     @property
     def passed(self) -> bool:
-        """True when every artifact passed."""
+        """True when every artifact was built, ran, and passed."""
         return all(a.passed for a in self.artifacts)
 
 
 def export(model_path: str | Path, options: ExportOptions, progress: Progress | None = None) -> ExportResult:
     """Export ``model_path`` as the recipe and options ask; see the module docstring."""
     say = progress or (lambda _msg: None)
+    from edge_lstm import prove, sources
     from edge_lstm.outputs import check_destination
 
     check_destination(options.output_dir, options.force)
     say("loading model")
-    model = load(model_path, list(options.input_shapes) or None, options.trust_pickle)
+    model = sources.open_model(model_path, list(options.input_shapes) or None, options.trust_pickle)
     _check_request(options)
     if options.prove_on:
-        from edge_lstm import prove
+        from edge_lstm import prove_device
 
-        prove.check(options.prove_on, options.prove_python, options.ssh_config)
+        prove_device.check(options.prove_on, options.prove_python, options.ssh_config)
+    say("capturing ONNX")
+    proto, step = prepare(model, options.streaming)
     say("preparing validation data")
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
-    reference = feeds_mod.run_all(_torch_runner(model), vdata.samples)
-    say("capturing ONNX")
-    from edge_lstm import capture
-
-    proto = capture.to_onnx(model)
-    artifacts = _build_artifacts(model, proto, options, say)
+    reference = reference_outputs(model, vdata)
+    artifacts = _build(model, proto, step, options, say)
     for art in artifacts:
-        if not art.streaming:
-            say(f"validating {art.filename}")
-            art.validations = _validate(art, model, options, vdata, reference)
-    if options.streaming:
-        artifacts += _streaming_artifacts(model, options, vdata, reference, say)
+        prove.prove(art, model, options.recipe, vdata, reference, step, say)
     proof = None
     if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
-        proof = prove.prove(prove.device(options.prove_on, options.prove_python, options.ssh_config, say),
-                            artifacts, model, options.recipe, vdata, reference, say)
-    from edge_lstm.report import build_report, write_reports
+        from edge_lstm import prove_device
 
+        device = prove_device.device(options.prove_on, options.prove_python, options.ssh_config, say)
+        proof = prove_device.prove(device, [a for a in artifacts if a.built and not a.failures], model,
+                                   options.recipe, vdata, reference, say)
+    for art in artifacts:  # report.md shows notes: the failures go there too
+        art.notes += [f"FAILED: {line}" for line in art.describe_failure().splitlines()]
     target = _target(options)
-    with staged_dir(options.output_dir, options.force) as stage:
-        for art in artifacts:
-            write_into(stage, art.filename, art.data)
-        report = build_report(model, options, vdata, artifacts, proto)
-        report["proved_on"] = proof
-        if options.firmware:
-            from edge_lstm.firmware import export_firmware
-
-            fw = export_firmware(stage / "fw", model, proto, artifacts, target, (vdata, reference), say)
-            report["firmware"] = fw.report
-        if options.profile or target is not None:
-            report["profile"] = _profile(stage, options.output_dir, artifacts, target, say)
-        write_reports(report, stage)
-        if "profile" in report:
-            from edge_lstm.report_html import write_html
-
-            write_html(report["profile"], stage / "report.html", report)
+    report = _publish(model, proto, options, vdata, artifacts, target, say, proof, reference)
     result = ExportResult(options.output_dir, model, artifacts, report)
+    _raise_failures(artifacts, options.output_dir)
     raise_on_failures([v for a in artifacts for v in a.validations])
     if "profile" in report and target is not None:
         from edge_lstm.profile import enforce_budgets
 
         enforce_budgets(report["profile"])
     if options.firmware:
-        from edge_lstm.firmware import enforce
+        from edge_lstm.firmware import enforce_report
 
-        enforce(fw)
+        enforce_report(report["firmware"])
     return result
+
+
+def prepare(model: LoadedModel, streaming: bool) -> tuple[onnx.ModelProto, StreamingModel | None]:
+    """The whole-window graph, checked against the model's inputs, and the one-step model when asked for.
+
+    Shared with ``edge-lstm info``, so both refuse the same input shapes.
+    """
+    from edge_lstm import checks, sources
+
+    proto = sources.graph_of(model)
+    checks.check_inputs(proto, model.inputs.inputs)
+    step = streaming_model(model, proto) if streaming else None
+    return proto, step
+
+
+def streaming_model(model: LoadedModel, proto: onnx.ModelProto) -> StreamingModel:
+    """The one-step model of ``model``: from its PyTorch capture, or derived from its ONNX file."""
+    from edge_lstm import capture, sources, streaming
+
+    if isinstance(model, sources.OnnxModel):
+        x = model.inputs.inputs[0]
+        pairs = list(zip(model.inputs.names[1:], model.output_names[1:], strict=False)) if model.has_state_io else []
+        return streaming.derive(proto, x.name, 0 if feeds_mod.seq_first(x) else 1, pairs)
+    return capture.streaming_model(model, proto)
+
+
+def reference_outputs(model: LoadedModel, vdata: feeds_mod.ValidationData) -> dict[str, np.ndarray]:
+    """The reference's outputs on every validation sample; a model that rejects them is exit 2.
+
+    An ONNX source file is first run once in a child process, so a runtime that dies on it
+    cannot take the export with it.
+    """
+    from edge_lstm import preflight, sources
+
+    if isinstance(model, sources.OnnxModel):
+        assert model.source is not None
+        why = preflight.check(model.source.read_bytes(), ".onnx", vdata.samples[0], ["onnxruntime"])["onnxruntime"]
+        if why is not None:
+            _source_failed(model, why)
+    try:
+        reference = feeds_mod.run_all(sources.reference_runner(model), vdata.samples)
+    except EdgeLstmError:
+        raise
+    except Exception as e:  # the model's own error says what it wanted
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))} ({v.dtype})" for k, v in vdata.samples[0].items())
+        raise ShapeError(
+            f"The model rejects its inputs ({shapes}): {' '.join(str(e).split())[:300] or type(e).__name__}",
+            "Check --input-shape against what forward() expects (batch, time, features for batch_first).",
+        ) from e
+    if isinstance(model, sources.OnnxModel):
+        sources.settle_outputs(model, reference)
+    return reference
+
+
+def _source_failed(model: LoadedModel, why: str) -> None:
+    if "INVALID_ARGUMENT" in why or "shape" in why.lower() or "dimension" in why.lower():
+        raise ShapeError(f"ONNX Runtime rejects the inputs of '{model.source}': {why}",
+                         "Check --input-shape against the model's inputs (`edge-lstm info model.onnx`).")
+    raise UnsupportedModel(f"ONNX Runtime cannot run '{model.source}' (the reference): {why}",
+                           "Check the file with onnx.checker and ONNX Runtime; export it again if it is damaged.")
+
+
+def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | None, options: ExportOptions,
+           say: Progress) -> list[Artifact]:
+    from edge_lstm import produce
+
+    artifacts = produce.whole_window(model, proto, options, say)
+    if step is not None:
+        artifacts += produce.streaming(model, step, options, say)
+    if not any(a.built for a in artifacts):  # nothing to write: the refusal itself is the answer
+        first = artifacts[0].failures[0].reason if artifacts and artifacts[0].failures else "nothing was built"
+        message, _, hint = first.partition("\nHint: ")
+        raise UnsupportedModel(message, hint or None)
+    return artifacts
+
+
+def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, vdata: feeds_mod.ValidationData,
+             artifacts: list[Artifact], target: Any, say: Progress, proof: dict[str, Any] | None,
+             reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Write the built artifacts and the reports (and profile them) into the staged output."""
+    from edge_lstm.report import build_report, write_reports
+
+    with staged_dir(options.output_dir, options.force) as stage:
+        for art in artifacts:
+            if art.built:
+                write_into(stage, art.filename, art.data)
+        report = build_report(model, options, vdata, artifacts, proto)
+        report["proved_on"] = proof
+        if options.firmware:
+            from edge_lstm.firmware import export_firmware
+
+            fw = export_firmware(stage / "fw", model, proto, [a for a in artifacts if a.built], target,
+                                 (vdata, reference or {}), say)
+            report["firmware"] = fw.report
+        if options.profile or target is not None:
+            runnable = [a for a in artifacts if a.built and not a.failures]
+            report["profile"] = _profile(stage, options.output_dir, runnable, target, say)
+        write_reports(report, stage)
+        if "profile" in report:
+            from edge_lstm.report_html import write_html
+
+            write_html(report["profile"], stage / "report.html", report)
+    return report
+
+
+def _raise_failures(artifacts: list[Artifact], out_dir: Path) -> None:
+    failed = [a for a in artifacts if a.failures]
+    if not failed:
+        return
+    invalid = [a for a in artifacts if not a.failures and not a.passed]
+    lines = [a.describe_failure() for a in failed]
+    more = f"; {len(invalid)} other artifact(s) failed validation" if invalid else ""
+    raise UnsupportedModel(
+        f"{len(failed)} of {len(artifacts)} artifact(s) could not be built or run{more}:\n  " + "\n  ".join(lines),
+        f"The other artifacts were written and validated: see {out_dir / 'report.md'}.",
+    )
 
 
 def _target(options: ExportOptions) -> Any:
@@ -182,23 +257,41 @@ def _target(options: ExportOptions) -> Any:
 
 
 def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any, say: Progress) -> dict[str, Any]:
-    """Profile each staged artifact in a fresh process; paths in the result point at the published files."""
+    """Profile each staged artifact in a fresh process; paths in the result point at the published files.
+
+    For a microcontroller target, TFLite artifacts TFLite Micro can run are profiled on it (the arena is
+    measured there), and a budget counts only when the artifact also validated on TFLite Micro.
+    """
     from edge_lstm.profile import ProfileOptions, apply_target, profile
 
-    entries = []
+    mcu = target is not None and target.kind == "mcu"
+    entries: list[dict[str, Any]] = []
+    rep: dict[str, Any] = {}
     for art in artifacts:
-        say(f"profiling {art.filename}")
-        opts = ProfileOptions(streaming=art.streaming, runs=100, warmup=10)
+        tflm = mcu and "tflm" in [v.runtime for v in art.validations]
+        say(f"profiling {art.filename}" + (" on TFLite Micro" if tflm else ""))
+        opts = ProfileOptions(runtime="tflm" if tflm else "auto", streaming=art.streaming, runs=100, warmup=10)
         rep = profile([stage / art.filename], opts)
         for entry in rep["artifacts"]:
             entry["path"] = str(out_dir / art.filename)
             entry["precision"] = art.precision.value
+            _tflm_verdict(entry, art)
         entries += rep["artifacts"]
     rep["artifacts"] = entries
-    rep["options"]["streaming"] = None  # per artifact
+    rep.setdefault("options", {})["streaming"] = None  # per artifact
     if target is not None:
         apply_target(rep, target)
     return rep
+
+
+def _tflm_verdict(entry: dict[str, Any], art: Artifact) -> None:
+    """A TFLite Micro run is correct only if the artifact also passed its validation on TFLite Micro."""
+    check = entry.get("outputs_check")
+    if entry.get("runtime") != "tflm" or check is None:
+        return
+    tflm = [v for v in art.validations if v.runtime == "tflm"]
+    check["validated_on_tflm"] = bool(tflm) and all(v.passed for v in tflm)
+    check["correct"] = bool(check.get("correct")) and check["validated_on_tflm"]
 
 
 def _check_request(options: ExportOptions) -> None:
@@ -223,140 +316,3 @@ def _check_request(options: ExportOptions) -> None:
             "Pass --calib data.csv (the same kind of series the model was trained on), "
             "or --calib random to accept random calibration (flagged in the report).",
         )
-
-
-def _torch_runner(model: LoadedModel) -> Runner:
-    from edge_lstm.runners.torch import TorchRunner
-
-    return TorchRunner(model)
-
-
-def _build_artifacts(
-    model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, say: Progress
-) -> list[Artifact]:
-    r = options.recipe
-    out: list[Artifact] = []
-    float_tflite: bytes | None = None
-    lowering_used = r.lowering
-    lower_notes: list[str] = []
-    from edge_lstm.recipes import SUPPORTED
-
-    for fmt in r.formats:
-        for prec in r.precisions:
-            if prec not in SUPPORTED[fmt]:
-                continue  # another requested format holds this precision (checked up front)
-            name = f"{model.name}.{prec.value}.{fmt}"
-            say(f"building {name}")
-            if fmt == "onnx":
-                out.append(_onnx_artifact(name, proto, prec))
-                continue
-            if float_tflite is None:
-                from edge_lstm.lower.tflite import lower
-
-                lowered = lower(proto, r.lowering)
-                float_tflite, lowering_used, lower_notes = lowered.data, lowered.lowering, list(lowered.notes)
-            if prec is Precision.FP32:
-                out.append(Artifact(name, fmt, prec, lowering_used, False, float_tflite, notes=list(lower_notes)))
-            else:
-                out.append(_tflite_quantized(name, float_tflite, prec, lowering_used, model, options))
-    return out
-
-
-def _onnx_artifact(name: str, proto: onnx.ModelProto, prec: Precision) -> Artifact:
-    if prec is Precision.FP32:
-        return Artifact(name, "onnx", prec, None, False, proto.SerializeToString())
-    from edge_lstm.quantize import quantize_onnx
-
-    q = quantize_onnx(proto, prec)
-    art = Artifact(name, "onnx", prec, None, False, q.data, notes=list(q.notes))
-    art.float_layers = list(q.float_layers)
-    return art
-
-
-def _tflite_quantized(
-    name: str, float_tflite: bytes, prec: Precision, lowering: str, model: LoadedModel, options: ExportOptions
-) -> Artifact:
-    from edge_lstm.quantize import quantize_tflite
-
-    calib = feeds_mod.calibration_set(model, options.recipe, options.calib) if prec is Precision.INT8 else None
-    io = options.io if prec is Precision.INT8 else "float"
-    q = quantize_tflite(float_tflite, prec, calib, io, count=calib.count if calib is not None else 200)
-    notes = list(q.notes)
-    if calib is not None and calib.random:
-        notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges may not match real inputs")
-    art = Artifact(name, "tflite", prec, lowering, False, q.data, notes=notes, io_quant=dict(q.io_quant))
-    art.float_layers = list(q.float_layers)
-    art.calibration = calib.describe() if calib is not None else None
-    return art
-
-
-def _validate(
-    art: Artifact, model: LoadedModel, options: ExportOptions, vdata: feeds_mod.ValidationData,
-    reference: dict[str, np.ndarray],
-) -> list[ArtifactValidation]:
-    results = []
-    for runner in _runners_for(art):
-        outs = feeds_mod.run_all(runner, vdata.samples)
-        results.append(feeds_mod.judge(art.filename, runner.runtime, model, options.recipe, art.precision,
-                                       vdata, reference, outs))
-    return results
-
-
-def _runners_for(art: Artifact) -> list[Runner]:
-    if art.format == "onnx":
-        from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
-
-        return [OnnxRuntimeRunner(art.data)]
-    from edge_lstm.runners.litert import LiteRTRunner
-
-    runners: list[Runner] = [LiteRTRunner(art.data)]
-    if art.lowering == "fused" and art.precision in (Precision.FP32, Precision.INT8):
-        if _tflm_available():
-            from edge_lstm.runners.tflm import TFLMRunner
-
-            runners.append(TFLMRunner(art.data))
-        else:
-            art.notes.append("not validated on TFLite Micro: the tflite-micro package is not installed "
-                             "(pip install 'edge-lstm[micro]')")
-    return runners
-
-
-def _tflm_available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("tflite_micro") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _streaming_artifacts(
-    model: LoadedModel, options: ExportOptions, vdata: feeds_mod.ValidationData,
-    reference: dict[str, np.ndarray], say: Progress,
-) -> list[Artifact]:
-    from edge_lstm import capture
-
-    say("capturing the streaming (one-step) model")
-    step = capture.streaming_model(model)
-    proto = capture.to_onnx(step)
-    out = []
-    for fmt in options.recipe.formats:
-        name = f"{model.name}.stream.fp32.{fmt}"
-        if fmt == "onnx":
-            art = Artifact(name, fmt, Precision.FP32, None, True, proto.SerializeToString())
-        else:
-            from edge_lstm.lower.tflite import lower
-
-            lowering, notes = options.recipe.lowering, []
-            if model.has_state_io and lowering == "fused":
-                # the fused op keeps its state in variable tensors, which start at zero; the caller's state needs I/O
-                lowering = "unrolled"
-                notes.append("the model takes its state as input: streaming uses the unrolled lowering, state explicit")
-            lowered = lower(proto, lowering, streaming=True)
-            art = Artifact(name, fmt, Precision.FP32, lowered.lowering, True, lowered.data,
-                           notes=notes + list(lowered.notes))
-        say(f"validating {name} step by step")
-        art.validations = feeds_mod.validate_streaming(art, model, step, options.recipe, vdata, reference)
-        art.notes.append("one time step per call; validated by feeding each window step by step")
-        out.append(art)
-    return out

@@ -54,6 +54,8 @@ class ProfileOptions:
     #: for PyTorch model files (the torch reference runtime): input shapes, and loading whole pickled modules
     input_shapes: tuple[tuple[int, ...], ...] = ()
     trust_pickle: bool = False
+    #: a reference (model.pt, or a float .onnx/.tflite) run on the same feed: each artifact's outputs are checked
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("threads", "runs", "samples"):
@@ -96,8 +98,10 @@ def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] 
     ``input_shapes`` and ``trust_pickle`` apply to PyTorch model files only (see :func:`edge_lstm.load.load`).
     """
     if fmt == "onnx":
-        import onnx
-
+        try:
+            import onnx
+        except ImportError:  # a device with onnxruntime only
+            return _ort_input_specs(path)
         proto = onnx.load(str(path), load_external_data=False)
         inits = {i.name for i in proto.graph.initializer}
         out = []
@@ -123,6 +127,14 @@ def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] 
     return [(t.name, t.concrete(1), t.dtype) for t in model_pt.inputs.inputs]
 
 
+def _ort_input_specs(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """Input specs from ONNX Runtime itself, where the ``onnx`` package is not installed."""
+    from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(path) as r:
+        return [(t.name, t.concrete(1), t.dtype) for t in r.inputs]
+
+
 def make_feed(specs: list[tuple[str, tuple[int, ...], str]], samples: int, seed: int) -> dict[str, np.ndarray]:
     """Seeded random inputs with a leading sample axis, as ``edge_lstm.device`` reads them."""
     rng = np.random.default_rng(seed)
@@ -139,7 +151,8 @@ def make_feed(specs: list[tuple[str, tuple[int, ...], str]], samples: int, seed:
 
 
 #: runs ``edge_lstm.device`` with the torch reference's model loader given --input-shape / --trust-pickle
-def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str | None = None) -> dict[str, Any]:
+def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str | None = None,
+              outputs: Path | None = None) -> dict[str, Any]:
     """Run the device-side runner in a fresh local process; its JSON report.
 
     A PyTorch model file (``fmt == "torch"``) is loaded there with ``options.input_shapes`` and
@@ -150,6 +163,7 @@ def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str
     pkg_root = str(Path(edge_lstm.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     runner_args = [str(artifact), "--inputs", str(feed_path), *options.device_args()]
+    runner_args += ["--outputs", str(outputs)] if outputs is not None else []
     if fmt == "torch":
         runner_args += [a for s in options.input_shapes for a in ("--input-shape", "x".join(map(str, s)))]
         runner_args += ["--trust-pickle"] if options.trust_pickle else []
@@ -180,26 +194,53 @@ def parse_device_output(stdout: str, stderr: str, rc: int, artifact: str, where:
 
 
 def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteConfig | None = None) -> dict[str, Any]:
-    """Measure one artifact (here or on ``remote``) and add its static cost and sizes."""
+    """Measure one artifact (here or on ``remote``) and add its static cost and sizes.
+
+    On TFLite Micro the outputs are checked too (NaN/Inf, and against ``options.reference`` when given): a
+    microcontroller budget counts only for a run that computed the right thing.
+    """
+    from edge_lstm import tflm_check
+    from edge_lstm.device import resolve_runtime
+
     p = Path(path)
     fmt = cost_mod.artifact_format(p)
+    runtime = resolve_runtime(p, options.runtime)
+    if runtime == "tflm":
+        tflm_check.refuse_unrunnable(p, fmt)
     specs = input_specs(p, fmt, options.input_shapes, options.trust_pickle)
     with tempfile.TemporaryDirectory(prefix="edge-lstm-profile-") as tmp:
-        feed_path = Path(tmp) / "feed.npz"
+        feed_path, out_path = Path(tmp) / "feed.npz", Path(tmp) / "out.npz"
         np.savez(feed_path, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
         if remote is None:
-            raw = run_local(p, feed_path, options, fmt)
+            try:
+                raw = run_local(p, feed_path, options, fmt, out_path)
+            except InputFileError as e:
+                if runtime == "tflm":
+                    tflm_check.raise_if_unrunnable(p, e)
+                raise
+            check = tflm_check.outputs_check(raw, out_path, feed_path, options, p)
         else:
             from edge_lstm.remote import run_remote
 
             raw = run_remote(remote, p, feed_path, options.device_args(), options.timeout_s)
-    return summarize(raw, p, fmt, options, where=remote.host if remote else "host")
+            check = tflm_check.outputs_check(raw, None, feed_path, options, p)
+    entry = summarize(raw, p, fmt, options, where=remote.host if remote else "host")
+    entry["outputs_check"] = check
+    return entry
 
 
 def _static(path: Path, fmt: str) -> tuple[dict[str, Any] | None, dict[str, int]]:
     if fmt == "onnx":
-        c = cost_mod.cost_of(path)
-        return (c.to_dict() if c else None), cost_mod.onnx_sizes(path)
+        try:
+            c = cost_mod.cost_of(path)
+            return (c.to_dict() if c else None), cost_mod.onnx_sizes(path)
+        except ImportError:  # a device with onnxruntime only: no MACs, sizes from the wire format
+            from edge_lstm.onnx_read import initializer_bytes
+
+            data = path.read_bytes()
+            weights = initializer_bytes(data)
+            return None, {"file_bytes": len(data), "weights_bytes": weights, "graph_bytes": len(data) - weights,
+                          "external_data_bytes": 0}
     if fmt == "tflite":
         from edge_lstm.cost_tflite import tflite_cost, tflite_sizes
 
@@ -270,7 +311,7 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "kind": "profile",
         "tool": {"name": "edge-lstm", "version": __version__},
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 - 3.10
         "host": host_info(), "where": remote.host if remote else "host",
         "options": asdict(options), "artifacts": artifacts, "target": None, "compare": None,
         "device": artifacts[0]["device"] if remote else None,  # as the device reported itself
@@ -319,16 +360,18 @@ def latency_estimate(entry: dict[str, Any], target: Target) -> dict[str, Any] | 
 
 
 def budget_checks(entry: dict[str, Any], target: Target) -> list[dict[str, Any]]:
-    """Flash (file size) and RAM (arena on MCUs, peak RSS elsewhere) against the target's budgets."""
+    """Flash (file size) and RAM (arena on MCUs, peak RSS elsewhere) against the target's budgets.
+
+    On a microcontroller nothing reads "ok" unless the artifact ran correctly on TFLite Micro: an
+    unverified file that would fit the flash is "unverified", an arena that was not measured (or was
+    measured by a run with wrong outputs) is "not-measured".
+    """
     checks = [_check("flash", entry["size"]["file_bytes"], target.flash_budget_bytes, "file size")]
     if target.kind == "mcu":
-        if entry.get("arena_bytes") is not None:
-            checks.append(_check("ram", entry["arena_bytes"], target.ram_budget_bytes, "TFLite Micro arena"))
-        else:
-            checks.append({"budget": "ram", "status": "skipped", "measure": "TFLite Micro arena",
-                           "note": f"{entry['runtime']} does not run on {target.name}; profile the .tflite "
-                                   "artifact with --runtime tflm to measure its arena"})
-    elif entry.get("emulated"):
+        from edge_lstm.tflm_check import mcu_budgets
+
+        return mcu_budgets(entry, target, checks[0], _check)
+    if entry.get("emulated"):
         checks.append({"budget": "ram", "status": "skipped", "measure": "peak RSS",
                        "note": f"measured under emulation on {entry['where']} (it includes the emulator): not "
                                "used for budgets; profile on the real device"})

@@ -24,7 +24,10 @@ SUPPORTED: dict[str, tuple[Precision, ...]] = {
     "onnx": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8),
     "tflite": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8),
 }
-LOWERINGS = ("fused", "unrolled")
+#: TFLite lowerings, the one list every module reads (``edge_lstm.lower.tflite.LOWERINGS`` is this object):
+#: "auto" picks fused or loop (see ``edge_lstm.lower.tflite.auto``), "fused" is one TFLite LSTM op per layer,
+#: "loop" a WHILE loop over time steps, "unrolled" every time step written out (only when asked)
+LOWERINGS = ("auto", "fused", "loop", "unrolled")
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def _build(raw: dict[str, Any], where: str) -> Recipe:
         description=str(raw.get("description", "")),
         formats=check_formats(raw["formats"]),
         precisions=_unique(parse_precision(p) for p in raw["precisions"]),
-        lowering=check_lowering(raw.get("lowering", "fused")),
+        lowering=check_lowering(raw.get("lowering", "auto")),
         tolerances=tolerances,
         **val,
     )

@@ -80,7 +80,8 @@ def _errors(export_report: dict[str, Any] | None) -> dict[str, str]:
 def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
     lat, mem, size = a["latency_s"], a["memory"], a["size"]
     est = a.get("estimate")
-    over = any(c.get("status") == "over" for c in a.get("budget") or [])
+    statuses = {c.get("status") for c in a.get("budget") or []}
+    verdict = ("ok" if statuses <= {"ok", "warn"} else "not measured / unverified") if statuses else "–"
     cells = [
         _esc(a["artifact"]), _esc(a["runtime"]), _esc(a["where"] + (" (EMULATED)" if a.get("emulated") else "")),
         f"{size['file_bytes']:,}",
@@ -88,7 +89,7 @@ def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
         _us(lat.get("p50")), _us(lat.get("p99")), _us(a.get("per_sample_s")),
         _kb(mem.get("peak_rss_bytes")), _kb(a.get("arena_bytes")),
         f'<span class="est">{_us(est["latency_s"])}</span>' if est else "–",
-        '<span class="over">over</span>' if over else ("ok" if a.get("budget") else "–"),
+        '<span class="over">over</span>' if "over" in statuses else verdict,
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 

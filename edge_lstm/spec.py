@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 from edge_lstm.errors import ShapeError
@@ -97,6 +98,17 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+if sys.version_info >= (3, 11):  # noqa: UP036 - devices run 3.10 (see below)
+    from enum import StrEnum
+else:  # Python 3.10, which devices still run: the same str()/format() behaviour as 3.11's StrEnum
+
+    class StrEnum(str, Enum):  # noqa: UP042 - enum.StrEnum is 3.11+
+        """An Enum whose members are their string values."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+
 class Precision(StrEnum):
     """Numeric precision of an exported artifact."""
 
@@ -116,13 +128,19 @@ class Tolerance:
     """When an artifact's outputs count as equal to the reference.
 
     An element fails only when it exceeds both ``atol`` and ``rtol * |ref|``.
-    For quantized artifacts the element rule is off (``elementwise=False``) and the
-    aggregate gates decide: cosine similarity, relative L2 error, PSNR, and the drop
-    of the task metric when labelled data is given.
+    ``magnitude`` scales the absolute tolerance with the output: the effective
+    ``atol`` is ``max(atol, magnitude * max|ref|)`` per output, so an output in the
+    tens gets the absolute slack its precision can represent there (float16 keeps
+    11 significant bits: a value near 20 is stored to within about 0.005).
+    For int8 artifacts the element rule is off (``elementwise=False``) and the
+    aggregate gates decide: cosine similarity, relative L2 error, PSNR (relative
+    to the output's peak), and the drop of the task metric when labelled data is
+    given; all of them are independent of the output's scale.
     """
 
     atol: float = 1e-5
     rtol: float = 1e-5
+    magnitude: float | None = None  #: atol grows to this fraction of the output's peak absolute value
     elementwise: bool = True
     min_cosine: float | None = None
     max_rel_l2: float | None = None
@@ -137,11 +155,16 @@ class Tolerance:
             return self
         return replace(self, **{k: v for k, v in over.items() if k != "per_output"})  # type: ignore[arg-type]
 
+    def atol_for(self, peak: float) -> float:
+        """The absolute tolerance for an output whose largest absolute reference value is ``peak``."""
+        return self.atol if self.magnitude is None else max(self.atol, self.magnitude * peak)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d: dict[str, Any] = {
             "atol": self.atol,
             "rtol": self.rtol,
+            "magnitude": self.magnitude,
             "elementwise": self.elementwise,
             "min_cosine": self.min_cosine,
             "max_rel_l2": self.max_rel_l2,

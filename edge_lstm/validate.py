@@ -38,6 +38,7 @@ class OutputMetrics:
     elements: int
     failing_elements: int
     by_timestep: list[float] | None = None
+    atol: float | None = None  #: the absolute tolerance applied (scaled with the output's peak when asked)
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
 
@@ -64,7 +65,8 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, time_ax
     rmse = float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0
     denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
     cosine = float(np.sum(ref * got) / denom) if denom > 0 else (1.0 if not diff.any() else 0.0)
-    failing = int(np.sum(~(diff <= tol.atol) & ~(diff <= tol.rtol * np.abs(ref))))  # NaN fails both
+    atol = tol.atol_for(peak if np.isfinite(peak) else 0.0)  # a NaN reference is reported below
+    failing = int(np.sum(~(diff <= atol) & ~(diff <= tol.rtol * np.abs(ref))))  # NaN fails both
     m = OutputMetrics(
         name=name,
         max_abs=float(diff.max()) if diff.size else 0.0,
@@ -79,10 +81,11 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, time_ax
         elements=int(ref.size),
         failing_elements=failing,
         by_timestep=_by_timestep(diff, time_axis),
+        atol=atol if tol.elementwise else None,
     )
     if ref_non_finite:
         m.reasons.append(f"the PyTorch reference itself produced {ref_non_finite} NaN/Inf value(s)")
-    _judge(m, tol)
+    _judge(m, tol, atol)
     return m
 
 
@@ -99,14 +102,15 @@ def _by_timestep(diff: np.ndarray, time_axis: int | None) -> list[float] | None:
     return [float(v) for v in moved.max(axis=1)]
 
 
-def _judge(m: OutputMetrics, tol: Tolerance) -> None:
+def _judge(m: OutputMetrics, tol: Tolerance, atol: float) -> None:
     if not np.isfinite(m.max_abs) and not m.reasons:
         m.reasons.append("errors are not finite")
     if m.non_finite:
         m.reasons.append(f"{m.non_finite} NaN/Inf value(s)")
     if tol.elementwise and m.failing_elements:
         m.reasons.append(
-            f"{m.failing_elements}/{m.elements} elements exceed atol {tol.atol:g} and rtol {tol.rtol:g}"
+            f"{m.failing_elements}/{m.elements} elements exceed atol {atol:g}"
+            + (f" ({tol.magnitude:g} of the output's peak)" if atol != tol.atol else "") + f" and rtol {tol.rtol:g}"
         )
     if tol.min_cosine is not None and m.cosine < tol.min_cosine:
         m.reasons.append(f"cosine {m.cosine:.5f} < {tol.min_cosine}")

@@ -33,17 +33,12 @@ def _compare(model, proto: onnx.ModelProto, batch: int = 1) -> None:  # type: ig
 def test_every_kind_exports_equal(kind: str, form: str, tmp_path: Path) -> None:
     path, shapes = write(kind, form, tmp_path)
     model = load(path, shapes if form == "torchscript" else None)
-    if KINDS[kind].proj_size and form != "checkpoint":
-        # the projected LSTM is sealed inside the traced graph, where capture cannot swap in explicit cells
-        with pytest.raises(UnsupportedModel, match="projection"):
-            capture.to_onnx(model)
-        return
-    proto = capture.to_onnx(model)
+    proto = capture.to_onnx(model)  # a projected LSTM too, in every form: read from the graph
     onnx.checker.check_model(proto, full_check=True)
     ops = capture.op_types(proto)
     cfg = KINDS[kind]
-    if cfg.proj_size:
-        assert "LSTM" not in ops and "MatMul" in ops  # explicit cells: ONNX LSTM has no projection
+    if cfg.proj_size:  # ONNX's LSTM has no projection: one Scan per layer direction, weights once
+        assert "LSTM" not in ops and ops.count("Scan") == cfg.layers
     else:
         assert ("GRU" if cfg.cell == "gru" else "LSTM") in ops
     _compare(model, proto)
@@ -71,12 +66,12 @@ def test_streaming_step_by_step_equals_whole_window(kind: str, tmp_path: Path) -
         return
     step = capture.streaming_model(model)
     assert step.inputs.inputs[0].concrete(1)[1] == 1
-    runner = OnnxRuntimeRunner(capture.to_onnx(step).SerializeToString())
+    runner = OnnxRuntimeRunner(step.proto.SerializeToString())
     xs = example_inputs(model.inputs, seed=2)
     feed = {t.name: x.numpy() for t, x in zip(model.inputs.inputs, xs, strict=True)}
     ref = TorchRunner(model).infer(feed)
     with runner:
-        got = stream_window(runner, model, step, feed)
+        got = stream_window(runner, step, feed)
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], atol=1e-5, rtol=1e-5, err_msg=name)
 
@@ -94,3 +89,33 @@ def test_unexportable_model_is_exit_5(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModel) as e:
         capture.to_onnx(model)
     assert e.value.exit_code == 5
+
+
+def test_an_invalid_captured_graph_is_refused_naming_the_checker_error() -> None:
+    """A node with an empty required input (the error once seen on a residual head) is exit 5, not exit 1."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Add", ["", "x"], ["y"], name="skip_add")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    with pytest.raises(UnsupportedModel, match="invalid") as info:
+        capture.check(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert info.value.exit_code == 5 and "onnx.checker" in info.value.message
+
+
+@pytest.mark.parametrize("form", ["torchscript", "pt2", "pickle"])
+def test_residual_heads_capture_a_valid_graph(form: str, tmp_path: Path) -> None:
+    import torch
+    import zoo
+
+    path, shapes = zoo.save("residual", form, tmp_path)
+    model = load(path, shapes if form != "pt2" else None, trust_pickle=True)
+    proto = capture.to_onnx(model)
+    x = zoo.ZOO["residual"].example(4)[0]
+    with torch.no_grad():
+        ref = zoo.build("residual")(x).numpy()
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {model.inputs.names[0]: x.numpy()})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-5)

@@ -77,3 +77,22 @@ def test_not_a_model(tmp_path: Path) -> None:
     noise.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(InputFileError):
         artifact_format(noise)
+
+
+@pytest.mark.parametrize("cfg", [archs.ArchConfig(), archs.ArchConfig(cell="gru", hidden=32, layers=2),
+                                 archs.ArchConfig(hidden=16, layers=2, proj_size=6),
+                                 archs.ArchConfig(cell="rnn", hidden=16, layers=2)])
+def test_every_lowering_costs_what_the_onnx_graph_costs(cfg: archs.ArchConfig) -> None:
+    """A loop body counts once per iteration and its weights once; the fused ops count T steps."""
+    from edge_lstm.cost_tflite import tflite_cost
+    from edge_lstm.lower.tflite import lower
+
+    proto = capture.to_onnx(loaded(cfg))
+    ref = onnx_cost(proto)
+    for lowering in ("fused", "loop"):
+        cost = tflite_cost(lower(proto, lowering).data)
+        assert cost.macs == ref.macs and cost.time_steps == ref.time_steps, lowering
+        assert cost.macs_per_step == ref.macs_per_step, lowering
+        # the two biases of each gate are stored summed, and a loop keeps its zero initial states: within 5%,
+        # where a weight counted per step or per reader would double it
+        assert abs(cost.params - ref.params) <= 0.05 * ref.params, lowering

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_lstm.errors import ValidationFailed
-from edge_lstm.spec import Tolerance
+from edge_lstm.spec import Precision, Tolerance
 from edge_lstm.validate import ArtifactValidation, compare, forecast_task, raise_on_failures
 
 
@@ -81,3 +81,25 @@ def test_failure_count_is_per_artifact_not_per_runtime() -> None:
     ok = ArtifactValidation("b.onnx", "onnxruntime", tol, [compare("y", ref, ref, tol)], 1, "x")
     with pytest.raises(ValidationFailed, match="1 of 2 artifact"):
         raise_on_failures([*runs, ok])
+
+
+def test_fp16_tolerance_scales_with_the_output_magnitude() -> None:
+    """An output in the tens, stored through float16 (11 significant bits): its error near zero is ~1e-2."""
+    from edge_lstm.recipes import load_recipe
+
+    rng = np.random.default_rng(0)
+    ref = (rng.standard_normal((64, 256)) * 8.0).astype(np.float32)
+    got = ref + np.float32(20.0 * 2.0 ** -11) * rng.uniform(-1, 1, ref.shape).astype(np.float32)
+    plain = compare("y", ref, got, Tolerance(atol=1e-3, rtol=1e-3))
+    assert not plain.passed and "elements exceed atol 0.001" in plain.reasons[0]
+    tol = load_recipe().tolerances[Precision.FP16]
+    assert tol.magnitude is not None
+    scaled = compare("y", ref, got, tol)
+    assert scaled.passed and scaled.atol == pytest.approx(tol.magnitude * np.abs(ref).max())
+    # a real error still fails: a tenth of the peak off
+    bad = got.copy()
+    bad[0, 0] += 0.1 * np.abs(ref).max()
+    worse = compare("y", ref, bad, tol)
+    assert not worse.passed and "of the output's peak" in worse.reasons[0]
+    # small outputs keep the plain atol
+    assert Tolerance(atol=1e-3, magnitude=2e-3).atol_for(0.1) == 1e-3

@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_lstm.firmware.build import FirmwareOptions, FirmwareResult, Progress, enforce, write_firmware
+from edge_lstm.firmware.build import FirmwareOptions, FirmwareResult, Progress, enforce, enforce_report, write_firmware
 from edge_lstm.firmware.checks import Reference
 from edge_lstm.firmware.source import FirmwareSource, TfliteInput, from_path
 
 if TYPE_CHECKING:
     from edge_lstm.load import LoadedModel
 
-__all__ = ["FirmwareOptions", "FirmwareResult", "enforce", "export_firmware", "firmware", "write_firmware"]
+__all__ = ["FirmwareOptions", "FirmwareResult", "enforce", "enforce_report", "export_firmware", "firmware",
+           "write_firmware"]
 
 
 def firmware(source: str | Path, output_dir: str | Path, options: FirmwareOptions | None = None,
@@ -73,9 +74,10 @@ def export_firmware(out: Path, model: LoadedModel, proto: Any, artifacts: list[A
                          model.normalization)
     ref = None
     x = model.inputs.inputs[0].name
-    if len(model.inputs.inputs) == 1 and vdata.samples:
+    if len(model.inputs.inputs) == 1 and vdata.samples and reference:
         n = min(opts.windows, len(vdata.samples))
+        who = "ONNX Runtime on the source ONNX" if model.format == "onnx" else "PyTorch"
         ref = Reference(np.stack([s[x] for s in vdata.samples[:n]]).astype(np.float32),
                         {k: v[:n] for k, v in reference.items()},
-                        f"{n} validation windows ({vdata.source}), reference PyTorch")
+                        f"{n} validation windows ({vdata.source}), reference {who}")
     return write_firmware(src, out, opts, target, progress, ref)

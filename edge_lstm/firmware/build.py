@@ -84,6 +84,23 @@ def enforce(result: FirmwareResult) -> None:
     checks.enforce_budgets(result.report)
 
 
+def enforce_report(report: dict[str, Any]) -> None:
+    """:func:`enforce` from a written report (``firmware.json`` as a dict): exit 3, then exit 4."""
+    from edge_lstm.errors import ValidationFailed
+
+    rows = []
+    for e in report.get("c", []):
+        for where in ("host", "cortex_m"):
+            for v in (e.get(where) or {}).get("validation", []):
+                rows += [f"{v['artifact']} | {v['runtime']} | {o['name']} | {'; '.join(o['reasons'])}"
+                         for o in v["outputs"] if not o["passed"]]
+    if rows:
+        raise ValidationFailed("The generated C failed its check against the reference.",
+                               "\n".join(["file | where | output | why", "--- | --- | --- | ---", *rows]),
+                               "See firmware.md for every metric.")
+    checks.enforce_budgets(report)
+
+
 def core_for(target: Any, options: FirmwareOptions) -> tuple[cortexm.CortexM | None, str]:
     """The Cortex-M build configuration and why (or why none)."""
     if not options.cortex_m:

@@ -24,7 +24,6 @@ from edge_lstm.firmware.clit import cfloat, comment
 from edge_lstm.firmware.tflm_text import main_cc
 
 ARENA_MARGIN = 0.10  # added to the measured arena, then rounded up to 16 bytes
-_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 #: the op registration methods of tflite::MicroMutableOpResolver (tensorflow/lite/micro/micro_mutable_op_resolver.h)
 TFLM_RESOLVER = (
     "Abs", "Add", "AddN", "ArgMax", "ArgMin", "AssignVariable", "AveragePool2D", "BatchMatMul", "BatchToSpaceNd",
@@ -86,32 +85,19 @@ class TflmModel:
 
 def describe(artifact: str, data: bytes) -> TflmModel:
     """Read tensors, variable (state) tensors and ops from the flatbuffer's first subgraph."""
-    from edge_lstm.cost_tflite import parse
+    from edge_lstm.tflite_read import dtype_name, op_name, read
 
-    model = parse(data)
+    model = read(data)
     sub = model.subgraphs[0]
-    names = _op_names()
 
     def info(i: int) -> TensorInfo:
         t = sub.tensors[i]
-        q = t.quantization
-        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
-        zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        return TensorInfo(name, int(i), [int(d) for d in (t.shape if t.shape is not None else [])],
-                          _TYPES.get(int(t.type), str(t.type)), scale, zp)
+        return TensorInfo(t.name, int(i), [int(d) for d in t.shape], dtype_name(t.type),
+                          float(t.scale[0]) if t.scale else 0.0, int(t.zero_point[0]) if t.zero_point else 0)
 
-    codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in model.operatorCodes]
-    ops = sorted({names.get(codes[op.opcodeIndex], str(codes[op.opcodeIndex])) for op in sub.operators or []})
-    states = [i for i, t in enumerate(sub.tensors) if t.isVariable]
+    ops = sorted({op_name(model, op) for op in sub.operators})
+    states = [i for i, t in enumerate(sub.tensors) if t.is_variable]
     return TflmModel(artifact, data, [info(i) for i in sub.inputs], [info(i) for i in sub.outputs], states, ops)
-
-
-def _op_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    ops = schema.BuiltinOperator
-    return {v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)}
 
 
 _PROBE = """

@@ -1,7 +1,9 @@
 """Quantize exported artifacts: ONNX (fp16, dynamic int8) and TFLite (fp16, dynamic int8, int8).
 
-Each quantizer takes a float artifact and returns a :class:`QuantizedArtifact`;
-nothing here writes files (the pipeline does). Heavy dependencies (onnx,
+Each quantizer takes a float artifact and returns a :class:`QuantizedArtifact`
+whose weights were read back and found in the precision asked for
+(:mod:`edge_lstm.quantize.check`); nothing here writes files (the pipeline does).
+They work on whole-window and on streaming (one-step) graphs alike. Heavy dependencies (onnx,
 onnxruntime, ai-edge-litert) are imported when a quantizer is called, so
 ``edge_lstm.runners.quant_io`` (float <-> int8 at the edges) stays usable on a device with only numpy.
 """
@@ -25,8 +27,11 @@ __all__ = ["QuantizedArtifact", "quantize_onnx", "quantize_tflite"]
 def quantize_onnx(proto: onnx.ModelProto, precision: Precision) -> QuantizedArtifact:
     """Quantize an ONNX float model; see :func:`edge_lstm.quantize.onnx.quantize_onnx`."""
     import edge_lstm.quantize.onnx as _onnx
+    from edge_lstm.quantize.check import ensure_precision
 
-    return _onnx.quantize_onnx(proto, precision)
+    q = _onnx.quantize_onnx(proto, precision)
+    ensure_precision("onnx", q.data, q.precision, q.float_layers)
+    return q
 
 
 def quantize_tflite(
@@ -38,5 +43,8 @@ def quantize_tflite(
 ) -> QuantizedArtifact:
     """Quantize a float TFLite model; see :func:`edge_lstm.quantize.tflite.quantize_tflite`."""
     import edge_lstm.quantize.tflite as _tflite
+    from edge_lstm.quantize.check import ensure_precision
 
-    return _tflite.quantize_tflite(float_tflite, precision, calib=calib, io=io, **kwargs)
+    q = _tflite.quantize_tflite(float_tflite, precision, calib=calib, io=io, **kwargs)
+    ensure_precision("tflite", q.data, q.precision, q.float_layers)
+    return q

@@ -103,8 +103,19 @@ def random_calibration(
     """
     specs = list(inputs.inputs if isinstance(inputs, InputSpec) else inputs)
     rng = np.random.default_rng(seed)
-    samples = {s.name: rng.standard_normal((n, *s.concrete(1))).astype(np.float32) for s in specs}
+    samples = {s.name: _random(rng, s, n) for s in specs}
     return CalibrationSet(samples, random=True, source="random")
+
+
+#: random token ids are drawn below this (any embedding worth calibrating has at least this many rows)
+RANDOM_IDS = 10
+
+
+def _random(rng: np.random.Generator, spec: TensorSpec, n: int) -> np.ndarray:
+    shape = (n, *spec.concrete(1))
+    if np.dtype(spec.dtype).kind in "iu":  # token ids: small valid indices, not normal noise
+        return rng.integers(0, RANDOM_IDS, shape).astype(spec.dtype)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def _by_input(data: np.ndarray | Mapping[str, np.ndarray], specs: list[TensorSpec]) -> dict[str, np.ndarray]:
@@ -130,7 +141,11 @@ def _samples(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """``(N, *spec.concrete(1))`` float32 from ``(N, *window_shape)`` or ``(N, *input_shape)``."""
     if arr.dtype.kind not in "fiu":
         raise DataError(f"Calibration data for '{spec.name}' has dtype {arr.dtype}; numbers are needed.")
-    arr = arr.astype(np.float32, copy=False)
+    integer = np.dtype(spec.dtype).kind in "iu"  # token ids stay integers (an embedding's input)
+    if integer and arr.dtype.kind == "f" and np.any(np.isfinite(arr) & (arr != np.round(arr))):
+        raise DataError(f"Calibration data for '{spec.name}' has fractional values; the input takes {spec.dtype} "
+                        "ids.")
+    arr = arr.astype(np.dtype(spec.dtype) if integer else np.float32, copy=False)
     shape = spec.concrete(1)
     batch = _batch_axis(spec)
     if arr.ndim == len(shape) and batch >= 0:
@@ -141,7 +156,7 @@ def _samples(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
             f"{', '.join(map(str, _window_shape(spec)))}) for the model input {spec}.",
         )
     _check_features(arr, spec, shape)
-    bad = ~np.isfinite(arr)
+    bad = ~np.isfinite(arr) if arr.dtype.kind == "f" else np.zeros(arr.shape, bool)
     if bad.any():
         rows = np.unique(np.nonzero(bad.reshape(arr.shape[0], -1))[0])
         raise DataError(

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm.errors import UnsupportedModel, UsageError
+from edge_lstm.quantize import onnx_scan
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.spec import Precision
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 #: precisions this module produces for ONNX, in the order the CLI lists them
 SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8)
-_WEIGHT_OPS = ("LSTM", "GRU", "RNN", "Gemm", "MatMul", "Conv")
+_WEIGHT_OPS = ("LSTM", "GRU", "RNN", "Gemm", "MatMul", "Conv", "ConvTranspose", "Scan")
 _INSERTED_CAST_PREFIX = "InsertedPrecisionFreeCast"
 _FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -84,9 +85,11 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     _refuse_subgraphs(proto)
     model = onnx.ModelProto()
     model.CopyFrom(proto)
+    _constants_to_initializers(model)
     names = _name_nodes(model)
-    lstms = [n for op, n in names if op == "LSTM"]
-    floats = [f"{op} '{n}'" for op, n in names if op in _WEIGHT_OPS and op != "LSTM"]
+    scans = {n.name for n in onnx_scan.projected_scans(model)}
+    lstms = [n for op, n in names if op == "LSTM"] + onnx_scan.weight_products(model)
+    floats = [f"{op} '{n}'" for op, n in names if op in _WEIGHT_OPS and op != "LSTM" and n not in scans]
     if not lstms:
         raise UnsupportedModel(
             "dynamic-int8 for ONNX quantizes LSTM layers, and this model has none "
@@ -98,7 +101,8 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
         onnx.save(model, src)
         try:
             with _quiet_root_logger():  # it advises pre-processing on the root logger; the LSTM needs none
-                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_quantize=lstms)
+                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_quantize=lstms,
+                                 extra_options={"EnableSubgraph": bool(scans)})
         except Exception as e:  # the quantizer's message names the node it could not handle
             raise UnsupportedModel(
                 f"ONNX Runtime's dynamic quantizer failed on this model: {str(e).strip() or type(e).__name__}",
@@ -112,6 +116,26 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     return QuantizedArtifact(out.SerializeToString(), Precision.DYNAMIC_INT8, notes, floats)
 
 
+def _constants_to_initializers(model: onnx.ModelProto) -> None:
+    """``Constant`` nodes holding tensors become initializers.
+
+    ONNX Runtime's LSTM quantizer quantizes only weights that are initializers and
+    silently leaves an LSTM whose weights come from ``Constant`` nodes (as some
+    exporters write them) in float32.
+    """
+    keep = []
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is None or not value.dims:
+            keep.append(node)
+            continue
+        init = model.graph.initializer.add()
+        init.CopyFrom(value)
+        init.name = node.output[0]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
 def _name_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """Give unnamed nodes a name (the quantizer selects nodes by name); return (op, name) pairs."""
     for i, n in enumerate(model.graph.node):
@@ -122,7 +146,12 @@ def _name_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
 def _weight_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Number of initializer values each node reads."""
     sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
-    return {n.name: sum(sizes.get(i, 0) for i in n.input) for n in model.graph.node}
+
+    def reads(n: Any) -> set[str]:  # a Scan's body reads its weights from the outer scope
+        inner = {i for a in n.attribute if a.type == a.GRAPH for b in a.g.node for i in b.input}
+        return set(n.input) | inner
+
+    return {n.name: sum(sizes.get(i, 0) for i in reads(n)) for n in model.graph.node}
 
 
 def _float_reason(layer: str, count: int, total: int) -> str:
@@ -154,7 +183,13 @@ def to_fp16(proto: onnx.ModelProto) -> QuantizedArtifact:
     clipped = _convert_tensors(model)
     _keep_io_float32(model)
     del model.graph.value_info[:]
-    fallback = _ort_fp32_nodes(model)
+    scans = [n.name for n in onnx_scan.projected_scans(model)]
+    if scans:  # a projected LSTM's Scan computes in float32: its body reads float32 casts of its weights
+        onnx_scan.cast_outer_weights(model)
+        onnx_scan.outputs_to_fp16(model, set(scans))
+        _wrap_in_fp32(model, set(scans))
+    fallback = [*scans, *(n for n in _ort_fp32_nodes(model) if n not in scans)]
+    fallback += _movement_next_to(model, set(fallback))
     if fallback:
         _wrap_in_fp32(model, set(fallback))
         _drop_cast_round_trips(model)
@@ -178,6 +213,8 @@ def _refuse_subgraphs(proto: onnx.ModelProto) -> None:
     import onnx
 
     for node in proto.graph.node:
+        if onnx_scan.is_projected(node):
+            continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise UnsupportedModel(
                 f"Node '{node.name}' ({node.op_type}) has a subgraph; edge-lstm quantizes flat graphs only.",
@@ -282,6 +319,42 @@ def _ort_fp32_nodes(model: onnx.ModelProto) -> list[str]:
     return [n for n in dict.fromkeys(names) if n in known]
 
 
+#: ops that only move or select values: they run in whichever precision their neighbours compute in
+_MOVEMENT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Gather", "Concat",
+                 "Split", "Expand", "Tile")
+
+
+def _movement_next_to(model: onnx.ModelProto, fp32: set[str]) -> list[str]:
+    """Data-movement nodes that read from or feed the float32-computing ``fp32`` nodes: they join them.
+
+    A float16 ``Transpose`` whose output is cast to float32 for a ``MatMul`` crashes ONNX Runtime's session
+    optimizer (level "all", a segfault at load; seen with 1.2x on a bidirectional LSTM's head), and a cast each
+    side of a reshape is wasted work anyway. So a movement op next to a float32 node computes in float32 too,
+    and the Casts move to the edge of the float32 region.
+    """
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    joined: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n.op_type not in _MOVEMENT_OPS or n.name in fp32:
+                continue
+            feeds_fp32 = any(u.name in fp32 for o in n.output for u in consumers.get(o, []))
+            ins = [producer[i] for i in n.input[:1] if i in producer]
+            reads_fp32 = bool(ins) and all(p.name in fp32 for p in ins)
+            if feeds_fp32 or reads_fp32:
+                fp32.add(n.name)
+                joined.append(n.name)
+                changed = True
+    return joined
+
+
 def _wrap_in_fp32(model: onnx.ModelProto, names: set[str]) -> None:
     """Give each named node float32 inputs and outputs through explicit Casts."""
     import onnx
@@ -325,6 +398,7 @@ def _drop_cast_round_trips(model: onnx.ModelProto) -> None:
 
     graph = model.graph
     outputs = {o.name for o in graph.output}
+    outputs |= {i for s in onnx_scan.projected_scans(model) for n in onnx_scan.body(s).node for i in n.input}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
+from edge_lstm.quantize import loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.spec import Precision, TensorSpec
@@ -142,14 +143,16 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
     converted = 0
     for graph in model.subgraphs:
         used = {i for op in graph.operators for i in op.inputs if i >= 0}
+        weights = _weight_inputs(model, graph)
         first = []
         for index in sorted(used):
             tensor = graph.tensors[index]
             arr = _const(model, tensor)
-            if arr is None or arr.size < _MIN_FP16_ELEMENTS:
+            if arr is None or (arr.size < _MIN_FP16_ELEMENTS and index not in weights):
                 continue
             half = s.TensorT()
-            half.name, half.shape, half.type = tensor.name + b"_fp16", list(tensor.shape), s.TensorType.FLOAT16
+            half.name, half.shape = (tensor.name or b"w") + b"_fp16", list(tensor.shape)
+            half.type = s.TensorType.FLOAT16
             _set_data(model, half, arr.astype(np.float16))
             graph.tensors.append(half)
             tensor.buffer = 0  # now produced by the DEQUANTIZE op
@@ -164,6 +167,18 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
     return QuantizedArtifact(data, Precision.FP16, [
         f"{converted} weight tensors stored as float16 and expanded by DEQUANTIZE at load; compute is float32.",
     ])
+
+
+def _weight_inputs(model: Any, graph: Any) -> set[int]:
+    """Tensors read in a weight slot (a fully-connected op's matrix, an LSTM's gate weights, ...)."""
+    from edge_lstm.quantize.check import _TFLITE_WEIGHTS
+
+    out: set[int] = set()
+    for op in graph.operators:
+        for slot in _TFLITE_WEIGHTS.get(_op_name(model, op), ()):
+            if slot < len(op.inputs) and op.inputs[slot] >= 0:
+                out.add(int(op.inputs[slot]))
+    return out
 
 
 def _drop_unused_buffers(model: Any) -> Any:
@@ -185,32 +200,44 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
     ops = s.BuiltinOperator
     lstm_ops = (ops.UNIDIRECTIONAL_SEQUENCE_LSTM, ops.BIDIRECTIONAL_SEQUENCE_LSTM, ops.LSTM)
     quantized, floats = 0, []
-    for graph in model.subgraphs:
-        outputs = set(graph.outputs)
+    for gi, graph in enumerate(model.subgraphs):
+        # only the model's own outputs: a loop body's outputs are its state, computed like any other step
+        outputs = set(graph.outputs) if gi == 0 else set()
         for op in graph.operators:
             code = model.operatorCodes[op.opcodeIndex]
             builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
             if builtin in lstm_ops:
-                weights = [i for i in op.inputs[1:9] if i >= 0]
+                weights = [i for k, i in enumerate(op.inputs) if (1 <= k <= 8 or k == 16) and i >= 0]
                 op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
                 if hasattr(op.builtinOptions, "asymmetricQuantizeInputs"):
+                    op.builtinOptions.asymmetricQuantizeInputs = False
+            elif builtin == ops.UNIDIRECTIONAL_SEQUENCE_RNN:
+                weights = [i for i in op.inputs[1:3] if i >= 0]
+                op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
+                if op.builtinOptions is not None:
                     op.builtinOptions.asymmetricQuantizeInputs = False
             elif builtin == ops.FULLY_CONNECTED and not outputs.intersection(op.outputs):
                 weights = [op.inputs[1]]
                 op.opcodeIndex = _opcode(model, builtin, 3)  # version 3: hybrid
                 if op.builtinOptions is not None:
                     op.builtinOptions.asymmetricQuantizeInputs = False
+            elif builtin == ops.CONV_2D and not outputs.intersection(op.outputs):
+                weights = [op.inputs[1]]  # the hybrid convolution kernel: int8 filter, float input
             else:
-                if builtin == ops.FULLY_CONNECTED:
-                    floats.append(f"FULLY_CONNECTED '{_tensor_name(graph.tensors[op.outputs[0]])}'")
+                # (a depthwise convolution's hybrid kernel computed wrong values with a per-tensor filter scale)
+                if builtin in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.TRANSPOSE_CONV):
+                    floats.append(f"{_op_name(model, op)} '{_tensor_name(graph.tensors[op.outputs[0]])}'")
                 continue
             quantized += sum(_int8_weight(model, graph.tensors[i]) for i in weights)
     if not quantized:
         raise UnsupportedModel(
-            "dynamic-int8 found no LSTM or FULLY_CONNECTED weights to quantize in this TFLite model.",
+            "dynamic-int8 found no recurrent, fully-connected or convolution weights to quantize in this TFLite "
+            "model (a model's output layer stays float).",
             "Use --precision fp16, or int8 with --calib.",
         )
-    notes = [f"{f} stays float32: it produces a model output, where per-call input rounding lands directly."
+    notes = [f"{f} stays float32: " + ("it produces a model output, where per-call input rounding lands directly."
+                                       if f.startswith(("FULLY_CONNECTED", "CONV_2D"))
+                                       else "TFLite has no hybrid kernel edge-lstm trusts for it.")
              for f in floats]
     notes.append("hybrid kernels (int8 weights, float activations) run on LiteRT/tflite-runtime, not TFLite Micro.")
     data = _pack(_drop_unused_buffers(model))
@@ -261,21 +288,34 @@ def to_int8(
         cal = calibration_windows(calib, specs, count=count)
     i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
     io_type = i8 if io == "int8" else f32
+    prepared = _unpack(float_tflite)
+    looped = loops.has_loops(prepared)
+    # TFLite's calibrator crashes on pass-through loop variables and its quantizer wants constant biases
+    source = _pack(loops.calibration_ready(prepared))
     try:
         # the wrapper keeps a pointer into these bytes, not a reference: hold them (else a segfault)
-        with_intermediates = wrapper.AddIntermediateTensors(float_tflite)
+        with_intermediates = wrapper.AddIntermediateTensors(source)
         calibrator = wrapper.CalibrationWrapper(with_intermediates, [], [])
         calibrator.Prepare([list(s.concrete(1)) for s in specs])
         for feed in cal.feeds():
             calibrator.FeedTensor(feed)
-        data = bytes(calibrator.QuantizeModel(io_type, io_type, False, i8, i32, False, False))
+        # a WHILE op has no quantized form: allow_float keeps it (and only it, checked below) in float. A loop's
+        # weights get one scale a tensor: its per-channel scales cost ~20% of a small file, and on edge-lstm's
+        # test models (2 x LSTM(16..64), GRU, explicit state) per-tensor scored the same cosine and relative L2
+        data = bytes(calibrator.QuantizeModel(io_type, io_type, looped, i8, i32, looped, False))
     except Exception as e:  # the calibrator names the op it has no int8 kernel for
         raise UnsupportedModel(
             f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
             "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
         ) from e
+    model = _unpack(data)
+    if looped:
+        loops.int8_loop_state(model)
+    data = _pack(loops.dedupe_buffers(loops.drop_temp_names(model)))
     data = _strip_ranges(data)
-    notes = [f"int8 activations and per-channel int8 weights, int16 LSTM cell state, int32 bias; "
+    kind = ("per-tensor int8 weights, the loop's state int8 across iterations" if looped
+            else "per-channel int8 weights, int16 LSTM cell state")
+    notes = [f"int8 activations and {kind}, int32 bias; "
              f"calibrated by TFLite's quantizer on {cal.count} windows ({cal.source})."]
     if cal.random:
         notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges are guesses, "

@@ -23,7 +23,7 @@ from edge_lstm.spec import TensorSpec
 _MODULES = {"litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
 
 
-def _pick_runtime(prefer: str | None) -> str:
+def pick_runtime(prefer: str | None = None) -> str:
     """The runtime to use: ``prefer`` when given, else ai-edge-litert when installed, else tflite-runtime."""
     if prefer is not None:
         if prefer not in _MODULES:
@@ -52,7 +52,7 @@ class LiteRTRunner(Runner):
         self.model = model
         self.threads = threads
         self.xnnpack = xnnpack
-        self.runtime = _pick_runtime(prefer)
+        self.runtime = pick_runtime(prefer)
         self.interpreter: Any = None
         self._in_index: list[int] = []
         self._out_index: list[int] = []

@@ -38,7 +38,19 @@ class TFLMRunner(Runner):
         from tflite_micro.python.tflite_micro import runtime
 
         self._data = self.model if isinstance(self.model, bytes) else Path(self.model).read_bytes()
-        self.interpreter = runtime.Interpreter.from_bytes(self._data, arena_size=self.arena_size)
+        failed: list[BaseException] = []
+        made: list[Any] = []
+
+        def make() -> None:
+            try:
+                made.append(runtime.Interpreter.from_bytes(self._data, arena_size=self.arena_size))
+            except RuntimeError as e:
+                failed.append(e)
+
+        said = _capture_stderr(make)  # TFLite Micro logs why a kernel refuses a tensor (hybrid, float16)
+        if failed or not made:
+            raise RuntimeError(f"TFLite Micro cannot run this model: {_kernel_says(said)}")
+        self.interpreter = made[0]
         names_in, names_out = _io_names(self._data)
         self.inputs = [_spec(n, self.interpreter.get_input_details(i)) for i, n in enumerate(names_in)]
         self.outputs = [_spec(n, self.interpreter.get_output_details(i)) for i, n in enumerate(names_out)]
@@ -95,6 +107,12 @@ def _io_names(data: bytes) -> tuple[list[str], list[str]]:
 
 def _spec(name: str, detail: dict[str, Any]) -> TensorSpec:
     return TensorSpec(name, tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name)
+
+
+def _kernel_says(text: str) -> str:
+    """The kernel's own complaint from TFLite Micro's log, in one line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " / ".join(lines[-3:]) if lines else "no reason given"
 
 
 def _capture_stderr(fn: Any) -> str:

@@ -27,7 +27,7 @@ REFUSED = {
     "text": "is not float32",
     "speech_bilstm": "bidirectional",
     "speech_predictor": "is not float32",
-    "proj_size": "no LSTM, GRU or RNN layer",  # captured as explicit per-step cells, with no recurrent node
+    "proj_size": "'Scan'",  # a projected LSTM is captured as an ONNX Scan loop
     "explicit_state": "takes 3 inputs",
     "dilated": "'ReduceMean'",
 }

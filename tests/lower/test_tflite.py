@@ -7,7 +7,7 @@ import onnx
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from onnx import TensorProto, helper
-from tflite_models import KINDS, Case, assert_close, case, streaming_case
+from tflite_models import KINDS, StepCase, assert_close, case, streaming_case
 
 from edge_lstm.errors import ShapeError, UnsupportedOp, UsageError
 from edge_lstm.lower.tflite import LoweredTFLite, lower
@@ -37,7 +37,7 @@ def op_names(model: schema.ModelT) -> list[str]:
     return [names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators]
 
 
-@pytest.mark.parametrize("lowering", ["fused", "unrolled"])
+@pytest.mark.parametrize("lowering", ["fused", "loop", "unrolled"])
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_outputs_match_pytorch(name: str, lowering: str) -> None:
     c = case(name)
@@ -52,7 +52,7 @@ def test_outputs_match_pytorch(name: str, lowering: str) -> None:
 def test_builtin_kernels_without_xnnpack_match() -> None:
     c = case("stacked")
     feeds = c.feeds()
-    for lowering in ("fused", "unrolled"):
+    for lowering in ("fused", "loop", "unrolled"):
         assert_close(run(lower(c.proto, lowering), feeds, xnnpack=False), c.reference(feeds))
 
 
@@ -86,9 +86,9 @@ def subgraph_ops(model: schema.ModelT, index: int) -> list[str]:
 LSTM_STEP = ["FULLY_CONNECTED", "ADD", "LOGISTIC", "TANH", "SPLIT", "SPLIT", "MUL", "MUL", "ADD", "TANH", "MUL"]
 
 
-def test_reference_forecaster_unrolled_golden() -> None:
+def test_reference_forecaster_loop_golden() -> None:
     c = case("reference", window=96)
-    lowered = lower(c.proto, "unrolled")
+    lowered = lower(c.proto, "loop")
     model = unpack(lowered.data)
     # main: the first layer's input projection for all 96 steps (viewed as 24 rows of 4 steps), one WHILE over
     # time for both layers, the head
@@ -118,7 +118,7 @@ def test_reference_forecaster_unrolled_golden() -> None:
     xp2 = fcs[4]
     assert body.tensors[xp2.inputs[0]].shape.tolist() == [4, 64] and body.tensors[xp2.outputs[0]].shape.tolist() == [
         4, 256]
-    assert not lowered.variable_state and lowered.lowering == "unrolled"
+    assert not lowered.variable_state and lowered.lowering == "loop"
     # weights are written once: constant bytes are the parameters', the file within 10% of them
     const_bytes = sum(len(b.data) for b in model.buffers if b.data is not None)
     assert const_bytes <= 1.01 * c.param_bytes
@@ -128,8 +128,8 @@ def test_reference_forecaster_unrolled_golden() -> None:
         assert_close(run(lowered, feeds, xnnpack=xnnpack), c.reference(feeds), atol=1e-4, rtol=1e-4)
 
 
-def test_unrolled_sequence_outputs_are_written_a_step_at_a_time() -> None:
-    lowered = lower(case("all_steps").proto, "unrolled")
+def test_loop_sequence_outputs_are_written_a_step_at_a_time() -> None:
+    lowered = lower(case("all_steps_wide").proto, "loop")
     model = unpack(lowered.data)
     assert op_names(model).count("WHILE") == 1 and "FILL" in op_names(model)
     # 4 steps an iteration: the top layer's 4 outputs are one row of the [T/4, 4H] sequence
@@ -138,8 +138,8 @@ def test_unrolled_sequence_outputs_are_written_a_step_at_a_time() -> None:
                                       "DYNAMIC_UPDATE_SLICE"]
 
 
-def test_unrolled_bidirectional_loops_each_direction() -> None:
-    lowered = lower(case("bidirectional").proto, "unrolled")
+def test_loop_bidirectional_loops_each_direction() -> None:
+    lowered = lower(case("bidirectional").proto, "loop")
     model = unpack(lowered.data)
     ops = op_names(model)
     # two layers x two directions; the reverse direction reverses its input and its sequence
@@ -148,8 +148,8 @@ def test_unrolled_bidirectional_loops_each_direction() -> None:
         assert subgraph_ops(model, body) == ["ADD", "GATHER", *LSTM_STEP, "CONCATENATION", "DYNAMIC_UPDATE_SLICE"]
 
 
-def test_unrolled_gru_loop() -> None:
-    lowered = lower(case("gru").proto, "unrolled")
+def test_gru_loop() -> None:
+    lowered = lower(case("gru_wide").proto, "loop")
     model = unpack(lowered.data)
     assert op_names(model).count("WHILE") == 1 and len(model.subgraphs) == 3
     body = subgraph_ops(model, 2)
@@ -158,10 +158,12 @@ def test_unrolled_gru_loop() -> None:
     assert "DYNAMIC_UPDATE_SLICE" not in body
 
 
-def test_fused_gru_keeps_the_fully_unrolled_form() -> None:
-    # the fused lowering's structure stays loop-free (TFLite's calibrator quantizes the fused model)
-    lowered = lower(case("gru").proto, "fused")
+def test_unrolled_gru_writes_every_step_out() -> None:
+    # only asked-for: no loop, one recurrent product per step and gate group
+    lowered = lower(case("gru").proto, "unrolled")
     assert "WHILE" not in lowered.op_counts and len(unpack(lowered.data).subgraphs) == 1
+    # per layer: the all-steps input projection, then two recurrent products a step after the first
+    assert lowered.lowering == "unrolled" and lowered.op_counts["FULLY_CONNECTED"] == 2 * (1 + 2 * 11) + 1
 
 
 def test_bidirectional_fused_is_two_unidirectional_ops() -> None:
@@ -172,31 +174,24 @@ def test_bidirectional_fused_is_two_unidirectional_ops() -> None:
     assert ops.count("REVERSE_V2") == 4 and "CONCATENATION" in ops
 
 
-def test_gru_is_always_unrolled_with_a_note() -> None:
+def test_fused_gru_goes_to_the_loop_with_a_note() -> None:
     lowered = lower(case("gru").proto, "fused")
-    assert lowered.lowering == "unrolled"
-    assert any("GRU has no fused TFLite op" in n for n in lowered.notes)
-    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in lowered.op_counts
+    assert lowered.lowering == "loop" and lowered.requested == "fused"
+    assert any("TFLite has no fused GRU op" in n for n in lowered.notes)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in lowered.op_counts and lowered.op_counts["WHILE"] == 1
 
 
-def test_explicit_state_falls_back_to_unrolled_with_a_note() -> None:
+def test_explicit_state_under_fused_goes_to_the_loop_with_a_note() -> None:
     lowered = lower(case("state_io").proto, "fused")
-    assert lowered.lowering == "unrolled"
+    assert lowered.lowering == "loop" and lowered.op_counts["WHILE"] == 1
     assert any("cannot return" in n for n in lowered.notes)
     assert lowered.input_names == ["x", "h0", "c0"] and lowered.output_names == ["y", "h", "c"]
 
 
-def test_proj_size_is_lowered_op_by_op() -> None:
-    lowered = lower(case("proj_size").proto, "fused")
-    assert lowered.lowering == "unrolled" and lowered.notes
-
-
-def _step_through(lowered: LoweredTFLite, step: Case, x: np.ndarray, explicit_state: bool) -> np.ndarray:
+def _step_through(lowered: LoweredTFLite, step: StepCase, x: np.ndarray, explicit_state: bool) -> np.ndarray:
     """Feed a window one step at a time; return y per step stacked on the time axis."""
-    cfg = step.model.config
-    assert cfg is not None
-    t_axis = 1 if cfg.batch_first else 0
-    state = {t.name: np.zeros(t.concrete(1), np.float32) for t in step.model.inputs.inputs[1:]}
+    t_axis = step.step.time_axis
+    state = {s.input: s.zeros(1) for s in step.step.states}
     ys = []
     with LiteRTRunner(lowered.data) as r:
         r.reset_state()
@@ -205,12 +200,12 @@ def _step_through(lowered: LoweredTFLite, step: Case, x: np.ndarray, explicit_st
             feed = {"x": xt, **(state if explicit_state else {})}
             out = r.infer(feed)
             if explicit_state:
-                state = {"h0": out["h"], **({"c0": out["c"]} if "c" in out else {})}
+                state = {s.input: out[s.output] for s in step.step.states}
             ys.append(out["y"])
     return np.stack(ys, axis=1)
 
 
-@pytest.mark.parametrize("lowering", ["fused", "unrolled"])
+@pytest.mark.parametrize("lowering", ["fused", "loop", "unrolled"])
 @pytest.mark.parametrize("name", ["all_steps", "stacked", "gru"])
 def test_streaming_steps_equal_the_whole_window(name: str, lowering: str) -> None:
     whole, step = case(name), streaming_case(name)
@@ -231,7 +226,7 @@ def test_streaming_steps_equal_the_whole_window(name: str, lowering: str) -> Non
 
 
 def test_unknown_lowering_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="fused, unrolled"):
+    with pytest.raises(UsageError, match="auto, fused, loop, unrolled"):
         lower(case("stacked").proto, "magic")
 
 
@@ -273,19 +268,33 @@ def test_state_input_shape_that_disagrees_with_the_layer() -> None:
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ShapeError, match=r"h0|initial hidden|shapes"):
-        lower(proto, "unrolled")
+        lower(proto, "loop")
 
 
-@pytest.mark.parametrize("name", ["stacked", "all_steps", "gru"])
+@pytest.mark.parametrize("name", ["stacked_wide", "all_steps_wide", "gru_wide"])
 @pytest.mark.parametrize(("window", "per_iteration"), [(9, 3), (10, 2), (7, 1)])
 def test_stacked_loop_takes_the_steps_that_divide_the_window(name: str, window: int, per_iteration: int) -> None:
     c = case(name, window=window)
-    lowered = lower(c.proto, "unrolled")
+    lowered = lower(c.proto, "loop")
     model = unpack(lowered.data)
     body = subgraph_ops(model, 2)
-    recurrent = 2 if name == "gru" else 1  # recurrent products a step and layer
+    recurrent = 2 if name.startswith("gru") else 1  # recurrent products a step and layer
     assert body.count("FULLY_CONNECTED") == 2 * recurrent * per_iteration + 1
     assert body.count("LOGISTIC") == 2 * per_iteration  # one a step and layer
+    for seed in (0, 1):
+        feeds = c.feeds(seed)
+        assert_close(run(lowered, feeds), c.reference(feeds))
+
+
+@pytest.mark.parametrize("name", ["stacked", "all_steps", "gru"])
+def test_small_stacks_take_one_step_an_iteration(name: str) -> None:
+    """Where the extra steps' ops would cost more than 5% of the weights, the body is one step of each layer."""
+    c = case(name)
+    lowered = lower(c.proto, "loop")
+    body = subgraph_ops(unpack(lowered.data), 2)
+    assert body.count("LOGISTIC") == 2  # one a step and layer
+    const_bytes = sum(len(b.data) for b in unpack(lowered.data).buffers if b.data is not None)
+    assert const_bytes <= 1.02 * c.param_bytes
     for seed in (0, 1):
         feeds = c.feeds(seed)
         assert_close(run(lowered, feeds), c.reference(feeds))

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import torch
 
-from edge_lstm import archs, capture, load
+from edge_lstm import archs, capture, load, streaming
 from edge_lstm.load import LoadedModel
 
 WINDOW = 12
@@ -38,6 +38,14 @@ KINDS: dict[str, archs.ArchConfig] = {
     "state_io": archs.ArchConfig(hidden=16, layers=2, state_io=True),
     "gru_state_io_seq_first": archs.ArchConfig(cell="gru", hidden=8, layers=2, batch_first=False, state_io=True),
     "proj_size": archs.ArchConfig(hidden=16, layers=2, proj_size=6),
+    "rnn": archs.ArchConfig(cell="rnn", n_features=2, hidden=16, layers=2),
+    # stacks whose weights dwarf a loop body's ops: the loop takes several steps an iteration
+    "stacked_wide": archs.ArchConfig(n_features=3, hidden=64, layers=2),
+    "all_steps_wide": archs.ArchConfig(n_features=3, hidden=64, layers=2, n_outputs=2, all_steps=True),
+    "gru_wide": archs.ArchConfig(cell="gru", n_features=2, hidden=96, layers=2),
+    "rnn_bidirectional_all_steps": archs.ArchConfig(cell="rnn", hidden=8, layers=1, bidirectional=True,
+                                                    all_steps=True),
+    "rnn_state_io": archs.ArchConfig(cell="rnn", hidden=8, layers=2, state_io=True),
 }
 
 #: the reference forecaster of FACTS.md: 2 x LSTM(64), window 96, one feature
@@ -84,12 +92,22 @@ def case(name: str, window: int = WINDOW) -> Case:
     return Case(name, model, capture.to_onnx(model))
 
 
+@dataclass
+class StepCase:
+    """The one-timestep streaming variant of a case: its ONNX graph and how to drive it."""
+
+    name: str
+    model: load.LoadedModel  #: the whole-window model it was derived from
+    step: streaming.StreamingModel
+    proto: onnx.ModelProto
+
+
 @functools.cache
-def streaming_case(name: str) -> Case:
-    """The one-timestep streaming variant of ``name``."""
+def streaming_case(name: str) -> StepCase:
+    """The one-timestep streaming variant of ``name`` (derived from its captured graph)."""
     base = case(name)
-    step = capture.streaming_model(base.model)
-    return Case(name + "-step", step, capture.to_onnx(step))
+    step = capture.streaming_model(base.model, base.proto)
+    return StepCase(name + "-step", base.model, step, step.proto)
 
 
 def assert_close(

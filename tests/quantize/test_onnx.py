@@ -127,3 +127,42 @@ def test_model_with_nothing_quantizable_is_refused():
     with pytest.raises(UnsupportedModel, match="has none") as exc:
         quantize_onnx(proto, Precision.DYNAMIC_INT8)
     assert exc.value.exit_code == 5
+
+
+def _transpose_matmul_model() -> onnx.ModelProto:
+    """An all-steps head as a bidirectional speech model has it: Transpose then MatMul (then Add)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 10)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "b")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2], name="tr"),
+             helper.make_node("MatMul", ["t", "W"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "b"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [12, "batch", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 12, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fp16_moves_no_data_in_float16_next_to_float32_compute(tmp_path):
+    """ORT segfaulted at load (optimization level "all") on a float16 Transpose cast to float32 for a MatMul."""
+    import subprocess
+    import sys
+
+    art = quantize_onnx(_transpose_matmul_model(), Precision.FP16)
+    model = onnx.load_from_string(art.data)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    tr = next(n for n in model.graph.node if n.op_type == "Transpose")
+    if any(n.op_type == "MatMul" and any(i.startswith("cast") for i in n.input) for n in model.graph.node):
+        assert types[tr.output[0]] == onnx.TensorProto.FLOAT  # the transpose joined the float32 MatMul
+    path = tmp_path / "m.onnx"
+    path.write_bytes(art.data)
+    code = ("import onnxruntime as ort, numpy as np, sys\n"
+            "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+            "print(s.run(None, {'x': np.ones((12, 2, 16), np.float32)})[0].shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    x = np.random.default_rng(1).standard_normal((12, 2, 16)).astype(np.float32)
+    ref = run(_transpose_matmul_model().SerializeToString(), x)
+    np.testing.assert_allclose(run(art.data, x), ref, atol=2e-2, rtol=1e-2)

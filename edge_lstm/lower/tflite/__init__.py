@@ -3,6 +3,20 @@
 :func:`lower` prepares the ONNX graph (batch fixed to 1, shape subgraphs folded),
 lowers every node through the op table in :mod:`.ops` (recurrent layers through
 :mod:`.lstm`) and packs the result with :mod:`.writer`.
+
+Lowerings of the recurrent layers (:data:`LOWERINGS`, the list in
+:mod:`edge_lstm.recipes`):
+
+* ``fused``: one ``UNIDIRECTIONAL_SEQUENCE_LSTM`` (``..._RNN`` for ``nn.RNN``)
+  per layer and direction, state in variable tensors. Layers the fused op cannot
+  express (GRU, an initial state that is an input, a final cell state that is an
+  output) go to the loop, with a note.
+* ``loop``: a ``WHILE`` loop over the time steps whose body is the cell in plain
+  ops; each weight is stored once.
+* ``unrolled``: every time step written out (hundreds of ops); only when asked.
+* ``auto``: fused for TFLite Micro; otherwise the loop, unless the fused form can
+  express every layer too, in which case both are built and the faster on LiteRT
+  is kept (see :mod:`.auto`).
 """
 
 from __future__ import annotations
@@ -11,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edge_lstm.errors import UsageError
+from edge_lstm.recipes import LOWERINGS
 
 if TYPE_CHECKING:
     import onnx
 
-LOWERINGS = ("fused", "unrolled")
+    from edge_lstm.spec import Precision
 
 
 @dataclass(frozen=True)
@@ -23,13 +38,15 @@ class LoweredTFLite:
     """A TFLite model lowered from ONNX, with what was done to get it."""
 
     data: bytes  #: the .tflite flatbuffer
-    lowering: str  #: "fused", "unrolled", or "fused+unrolled" when layers differ
+    lowering: str  #: "fused", "loop", "unrolled", or e.g. "fused+loop" when layers differ
     notes: list[str] = field(default_factory=list)  #: human-readable remarks (fallbacks, state handling)
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
     op_counts: dict[str, int] = field(default_factory=dict)
     streaming: bool = False
     variable_state: bool = False  #: state persists across invoke() in variable tensors
+    requested: str = ""  #: the lowering asked for ("auto", "fused", ...)
+    reason: str = ""  #: why this lowering was used (for the report)
 
     @property
     def size(self) -> int:
@@ -37,21 +54,37 @@ class LoweredTFLite:
         return len(self.data)
 
 
-def lower(proto: onnx.ModelProto, lowering: str = "fused", streaming: bool = False) -> LoweredTFLite:
+def lower(
+    proto: onnx.ModelProto,
+    lowering: str = "auto",
+    streaming: bool = False,
+    *,
+    micro: bool = False,
+    precision: Precision | str | None = None,
+) -> LoweredTFLite:
     """Lower an ONNX model (from :func:`edge_lstm.capture.to_onnx`) to a TFLite flatbuffer.
 
-    ``lowering`` is "fused" (one ``UNIDIRECTIONAL_SEQUENCE_LSTM`` per layer and
-    direction; GRU and LSTMs whose state is explicit fall back to unrolled, with a
-    note) or "unrolled" (plain XNNPACK-friendly ops). ``streaming=True`` takes the
-    one-timestep model from :func:`edge_lstm.capture.streaming_model`; with
-    "fused" its state moves into variable tensors, so the TFLite model maps
-    ``x -> y`` and keeps state across ``invoke()`` until reset.
+    ``lowering`` is one of :data:`LOWERINGS` (see the module docstring).
+    ``streaming=True`` takes the one-timestep model from
+    :func:`edge_lstm.capture.streaming_model`; fused layers then keep their state
+    in variable tensors, so the TFLite model maps ``x -> y`` and keeps state
+    across ``invoke()`` until reset. ``micro`` says the artifact is for TFLite
+    Micro (``auto`` then takes the fused form). ``precision`` is what the float
+    model will be quantized to: for ``int8`` the layers TFLite's integer
+    quantizer has no fused kernel for (``nn.RNN``) go to the loop.
     """
-    from edge_lstm.lower.tflite.build import build
-
     if lowering not in LOWERINGS:
         raise UsageError(f"Unknown TFLite lowering '{lowering}'.", f"Use one of: {', '.join(LOWERINGS)}.")
-    return build(proto, lowering, streaming)
+    from edge_lstm.spec import Precision
+
+    int8 = precision is not None and Precision(precision) is Precision.INT8
+    if lowering == "auto":
+        from edge_lstm.lower.tflite.auto import choose
+
+        return choose(proto, streaming, micro, int8)
+    from edge_lstm.lower.tflite.build import build
+
+    return build(proto, lowering, streaming, int8=int8, micro=micro)
 
 
 __all__ = ["LOWERINGS", "LoweredTFLite", "lower"]

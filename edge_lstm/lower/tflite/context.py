@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,16 +17,24 @@ OP = schema.BuiltinOperator
 class Context:
     """Maps ONNX value names to TFLite tensors and emits operators through a :class:`ModelWriter`."""
 
-    def __init__(self, graph: Graph, lowering: str) -> None:
+    def __init__(self, graph: Graph, lowering: str, int8: bool = False, micro: bool = False) -> None:
         self.graph = graph
-        self.lowering = lowering
+        self.lowering = lowering  #: "fused", "loop" or "unrolled"
+        self.int8 = int8  #: the model will be quantized to full int8: only ops TFLite's quantizer takes
+        self.micro = micro  #: the artifact is for TFLite Micro: only ops it has kernels for
         self.writer = ModelWriter()
         self.values: dict[str, TensorRef] = {}
         self.notes: list[str] = []
         self.used_lowerings: set[str] = set()
+        self.variable_state = False  #: a fused op keeps its state in variable tensors
         self._const_cache: dict[tuple[int, str, bytes, tuple[int, ...]], TensorRef] = {}
         #: ids of ONNX nodes already lowered as part of another node's lowering (a WHILE loop over layers)
         self.done: set[int] = set()
+        #: ONNX values whose tensor is written only when something reads it (an NCHW view of a conv's output)
+        self.lazy: dict[str, Callable[[], TensorRef]] = {}
+        #: channels-last twins of NCHW/NCW values: ``[N, H, W, C]`` (``[N, 1, W, C]`` for 1-D), as TFLite's
+        #: convolutions and pools take them, so a chain of them transposes only at its ends
+        self.nhwc: dict[str, TensorRef] = {}
 
     # ---- values -------------------------------------------------------------------------
     def const(self, name: str) -> np.ndarray | None:
@@ -39,7 +48,9 @@ class Context:
         return self.graph.shapes[name]
 
     def tensor(self, name: str) -> TensorRef:
-        """The TFLite tensor holding an ONNX value; constants are written on first use."""
+        """The TFLite tensor holding an ONNX value; constants and lazy values are written on first use."""
+        if name not in self.values and name in self.lazy:
+            self.values[name] = self.lazy.pop(name)()
         if name not in self.values:
             arr = self.graph.consts[name]
             if arr.dtype == np.float64:
@@ -75,10 +86,16 @@ class Context:
         """Make the ONNX value ``name`` an alias of an existing tensor."""
         self.values[name] = ref
 
+    def known(self, name: str) -> bool:
+        """True when ``name`` has a tensor already (or will on first read)."""
+        return name in self.values or name in self.lazy
+
     # ---- emitting ------------------------------------------------------------------------
-    def op(self, code: int, inputs: list[TensorRef | None], outputs: list[TensorRef], options: Any = None) -> None:
+    def op(self, code: int, inputs: list[TensorRef | None], outputs: list[TensorRef], options: Any = None,
+           version: int = 1) -> None:
         """Emit one operator; ``None`` inputs are written as absent (-1)."""
-        self.writer.add_op(code, [-1 if t is None else t.index for t in inputs], [t.index for t in outputs], options)
+        self.writer.add_op(code, [-1 if t is None else t.index for t in inputs], [t.index for t in outputs], options,
+                           version)
 
     def unary(self, code: int, x: TensorRef, hint: str, options: Any = None) -> TensorRef:
         """Emit an elementwise op with one input; returns its output."""

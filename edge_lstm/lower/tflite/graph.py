@@ -162,7 +162,7 @@ def _infer_node(graph: Graph, node: onnx.NodeProto, model: onnx.ModelProto, opse
 def _try_eval(node: onnx.NodeProto, graph: Graph) -> list[np.ndarray] | None:
     if node.op_type == "Shape" and node.input[0] in graph.shapes and not node.attribute:
         return [np.array(graph.shapes[node.input[0]], dtype=np.int64)]
-    if node.op_type in ("LSTM", "GRU", "RNN"):
+    if node.op_type in ("LSTM", "GRU", "RNN", "Scan", "Loop"):
         return None
     if any(i and i not in graph.consts for i in node.input):
         return None
@@ -248,18 +248,35 @@ def state_to_variables(graph: Graph) -> list[str]:
     outputs computed only from final states are dropped. Returns the removed
     input names.
     """
-    rec = [n for n in graph.nodes if n.op_type == "LSTM"]
+    rec = [n for n in graph.nodes if n.op_type in _STATE_SLOTS or _projected(n)]
     state_inputs = [i for i in graph.inputs[1:] if _feeds_only_states(graph, i, rec)]
     if not state_inputs:
         return []
     for n in rec:
-        for slot in (5, 6):
-            if len(n.input) > slot:
+        slots, _ = _STATE_SLOTS.get(n.op_type, ((0, 1), (0, 1)))
+        for slot in slots:
+            if len(n.input) > slot and n.op_type == "Scan":  # a Scan's state inputs are required: zeros
+                zero = f"{n.input[slot]}__zero_state"
+                graph.consts[zero] = np.zeros(graph.shapes[n.input[slot]], np.float32)
+                graph.shapes[zero] = graph.shapes[n.input[slot]]
+                n.input[slot] = zero
+            elif len(n.input) > slot:
                 n.input[slot] = ""
-    final = {n.output[k] for n in rec for k in (1, 2) if len(n.output) > k and n.output[k]}
+    final = {n.output[k] for n in rec for k in _STATE_SLOTS.get(n.op_type, ((), (0, 1)))[1]
+             if len(n.output) > k and n.output[k]}
     graph.outputs = [o for o in graph.outputs if not _derived_only_from(graph, o, final)]
     eliminate_dead(graph)
     return state_inputs
+
+
+#: op -> (initial-state input slots, final-state output slots); a projected LSTM's Scan is (0, 1), (0, 1)
+_STATE_SLOTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {"LSTM": ((5, 6), (1, 2)), "RNN": ((5,), (1,))}
+
+
+def _projected(node: onnx.NodeProto) -> bool:
+    from edge_lstm.projection import PROJECTION_TAG
+
+    return node.op_type == "Scan" and node.doc_string.startswith(PROJECTION_TAG)
 
 
 def _feeds_only_states(graph: Graph, name: str, rec: list[onnx.NodeProto]) -> bool:
@@ -271,7 +288,8 @@ def _feeds_only_states(graph: Graph, name: str, rec: list[onnx.NodeProto]) -> bo
                 continue
             seen.add(n.name)
             if n in rec:
-                if any(n.input[k] == v for k in range(len(n.input)) if k not in (5, 6)):
+                slots = _STATE_SLOTS.get(n.op_type, ((0, 1), ()))[0]
+                if any(n.input[k] == v for k in range(len(n.input)) if k not in slots):
                     return False
             elif n.op_type in ("Slice", "Gather", "Squeeze", "Unsqueeze", "Reshape", "Split", "Identity"):
                 frontier.extend(o for o in n.output if o)
@@ -284,7 +302,7 @@ def _derived_only_from(graph: Graph, name: str, sources: set[str]) -> bool:
     if name in sources:
         return True
     producer = next((n for n in graph.nodes if name in n.output), None)
-    if producer is None or producer.op_type in ("LSTM", "GRU"):
+    if producer is None or producer.op_type in ("LSTM", "GRU", "RNN", "Scan"):
         return False
     ins = [i for i in producer.input if i and i not in graph.consts]
     return bool(ins) and all(_derived_only_from(graph, i, sources) for i in ins)

@@ -41,37 +41,46 @@ from edge_lstm.lower.tflite.writer import TensorRef
 class LoopLayer:
     """One layer (one direction) of a loop: its weights in the unrolled gate layout and initial state."""
 
-    kind: str  #: "lstm" or "gru"
+    kind: str  #: "lstm", "gru" or "rnn"
     hidden: int
     w: np.ndarray  #: [G*H, I] input weights (LSTM gates i, f, o, c; GRU z, r, n)
-    b: np.ndarray  #: [G*H] input-side bias (LSTM: both biases; GRU: z, r both, n input only)
-    r: np.ndarray  #: [G*H, H] recurrent weights
+    b: np.ndarray  #: [G*H] input-side bias (LSTM, RNN: both biases; GRU: z, r both, n input only)
+    r: np.ndarray  #: [G*H, O] recurrent weights
     rbn: np.ndarray | None  #: GRU: the recurrent bias of the n gate
     lbr: bool  #: GRU: linear_before_reset
-    h0: TensorRef | None  #: [1, H] in the main subgraph, None for zeros
-    c0: TensorRef | None
+    h0: TensorRef | None  #: [B, O] in the main subgraph, None for zeros
+    c0: TensorRef | None  #: [B, H]
+    proj: np.ndarray | None = None  #: LSTM: [P, H] projection of the hidden state
+    activation: str = "Tanh"  #: RNN: "Tanh" or "Relu"
+
+    @property
+    def out_size(self) -> int:
+        """Size of the state ``h`` (the projection's when projected)."""
+        return int(self.proj.shape[0]) if self.proj is not None else self.hidden
 
 
 def run_loop(
-    ctx: Context, x: TensorRef, layers: list[LoopLayer], steps: int, reverse: bool, need_seq: bool, tag: str
+    ctx: Context, x: TensorRef, layers: list[LoopLayer], steps: int, reverse: bool, need_seq: bool, tag: str,
+    batch: int = 1,
 ) -> tuple[TensorRef | None, list[tuple[TensorRef, TensorRef | None]]]:
-    """Emit the loop over ``x`` ([T, F]); returns the last layer's [T, H] sequence (if asked) and final states."""
+    """Emit the loop over ``x`` ([T*B, F], time-major rows); returns the last layer's [T*B, O] sequence (if asked)
+    and the final states ([B, O] and [B, H])."""
     first = layers[0]
     if reverse:
-        x = _reverse(ctx, x, tag + "_in_rev")
+        x = _reverse(ctx, ctx.reshape(x, (steps, batch * x.shape[-1]), tag + "_in_t"), tag + "_in_rev")
+        x = ctx.reshape(x, (steps * batch, x.shape[-1] // batch), tag + "_in_rows")
     xp = ctx.fully_connected(x, ctx.const_tensor(tag + "_w0", first.w), ctx.const_tensor(tag + "_b0", first.b),
                              tag + "_xproj")
-    u = next((u for u in _UNROLL if steps % u == 0), 1) if len(layers) > 1 else 1
-    iters, width = steps // u, xp.shape[1]
+    u = steps_per_iteration(layers, steps)
+    iters, width = steps // u, xp.shape[1] * batch
     xp = ctx.reshape(xp, (iters, u * width), tag + "_xproj_u")
     # the initial loop variables, in the main subgraph
     init: list[TensorRef] = [ctx.int32(tag + "_t0", [0]), xp]
     for layer in layers:
-        zeros = ctx.const_tensor(tag + "_zeros", np.zeros((1, layer.hidden), np.float32))
-        init.append(layer.h0 or zeros)
+        init.append(layer.h0 or ctx.const_tensor(tag + "_zeros", np.zeros((batch, layer.out_size), np.float32)))
         if layer.kind == "lstm":
-            init.append(layer.c0 or zeros)
-    last_h = layers[-1].hidden
+            init.append(layer.c0 or ctx.const_tensor(tag + "_zeros", np.zeros((batch, layer.hidden), np.float32)))
+    last_h = layers[-1].out_size * batch
     if need_seq:
         ys0 = ctx.temp(tag + "_ys0", (iters, u * last_h))
         ctx.op(OP.FILL, [ctx.int32(tag + "_ys_shape", [iters, u * last_h]),
@@ -96,7 +105,9 @@ def run_loop(
         gopts.axis = 0
         ctx.op(OP.GATHER, [xp_in, t], [row], gopts)
         projs = ctx.split(row, 1, [width] * u, "xt") if u > 1 else [row]
+        projs = [ctx.reshape(p, (batch, width // batch), "xt") for p in projs]
         state, tops = _steps(ctx, layers, projs, ins[2 : len(ins) - (1 if need_seq else 0)], tag)
+        tops = [ctx.reshape(h, (1, last_h), "top") for h in tops]
         outs: list[TensorRef] = [t_next, xp_in, *state]
         if need_seq:
             h_top = ctx.concat(tops, 1, "tops") if u > 1 else tops[0]
@@ -129,6 +140,25 @@ def run_loop(
 
 #: time steps per iteration of a stacked loop: the first of these that divides the sequence length
 _UNROLL = (4, 3, 2)
+#: bytes one layer's step adds to the body (about 11 ops and 15 tensors), and the share of the weight bytes the
+#: extra steps of a body may cost: small stacks keep one step an iteration, so their file stays near the weights
+_STEP_BYTES, _BODY_SHARE = 1500, 0.05
+
+
+def steps_per_iteration(layers: list[LoopLayer], steps: int) -> int:
+    """How many time steps one iteration takes: several for a stack whose weights dwarf the extra body ops.
+
+    At batch 1 a step's time is mostly its fully-connected ops streaming their weights from cache; taking ``u``
+    steps an iteration reads an upper layer's input weights once per ``u`` steps. Each extra step writes the
+    cell's ops again, which only pays where they are small against the weights.
+    """
+    if len(layers) < 2:
+        return 1
+    weight_bytes = 4 * sum(a.size for layer in layers for a in (layer.w, layer.r) if a is not None)
+    for u in _UNROLL:
+        if steps % u == 0 and (u - 1) * len(layers) * _STEP_BYTES <= _BODY_SHARE * weight_bytes:
+            return u
+    return 1
 
 
 def _steps(
@@ -136,26 +166,36 @@ def _steps(
 ) -> tuple[list[TensorRef], list[TensorRef]]:
     """Advance every layer ``len(projs)`` steps inside the body, layer by layer; returns the new state and the
     top layer's outputs. An upper layer's input projection of all those steps is one fully-connected op."""
-    from edge_lstm.lower.tflite.lstm import gru_step, lstm_step
+    from edge_lstm.lower.tflite.lstm import gru_step, lstm_step, rnn_step
 
     new: list[TensorRef] = []
     outs: list[TensorRef] = []
     k, u = 0, len(projs)
+    batch = projs[0].shape[0]
     for n, layer in enumerate(layers):
         if n > 0:
             below = ctx.concat(outs, 0, "hb") if u > 1 else outs[0]
             proj = ctx.fully_connected(below, ctx.const_tensor(f"{tag}_w{n}", layer.w),
                                        ctx.const_tensor(f"{tag}_b{n}", layer.b), "xp")
-            projs = ctx.split(proj, 0, [1] * u, "xp") if u > 1 else [proj]
+            projs = ctx.split(proj, 0, [batch] * u, "xp") if u > 1 else [proj]
         outs = []
         if layer.kind == "lstm":
             r = ctx.const_tensor(f"{tag}_r{n}", layer.r)
+            p = None if layer.proj is None else ctx.const_tensor(f"{tag}_p{n}", layer.proj)
             h, c = state[k], state[k + 1]
             for proj in projs:
-                h, c = lstm_step(ctx, proj, (h, c), r, "step", runtime_bias=False)
+                h, c = lstm_step(ctx, proj, (h, c), r, "step", runtime_bias=False, proj=p)
                 outs.append(h)
             new += [h, c]
             k += 2
+        elif layer.kind == "rnn":
+            r = ctx.const_tensor(f"{tag}_r{n}", layer.r)
+            h = state[k]
+            for proj in projs:
+                h = rnn_step(ctx, proj, h, r, layer.activation, "step", runtime_bias=False)
+                outs.append(h)
+            new.append(h)
+            k += 1
         else:
             hh = layer.hidden
             assert layer.rbn is not None
@@ -176,3 +216,9 @@ def _reverse(ctx: Context, x: TensorRef, hint: str) -> TensorRef:
     out = ctx.temp(hint, x.shape)
     ctx.op(OP.REVERSE_V2, [x, ctx.int32("axis0", [0])], [out], schema.ReverseV2OptionsT())
     return out
+
+
+def reverse_rows(ctx: Context, seq: TensorRef, steps: int, hint: str) -> TensorRef:
+    """A ``[T*B, O]`` time-major sequence with its time steps in reverse order."""
+    t = ctx.reshape(seq, (steps, seq.shape[0] * seq.shape[1] // steps), hint + "_t")
+    return ctx.reshape(_reverse(ctx, t, hint), seq.shape, hint + "_rows")

@@ -18,19 +18,15 @@ from edge_lstm.errors import UnsupportedOp
 from edge_lstm.lower.tflite import lstm
 from edge_lstm.lower.tflite.context import OP, Context
 from edge_lstm.lower.tflite.graph import FC_OP, attr, require
+from edge_lstm.lower.tflite.ops_math import MATH_OPS, eltwise, unary
+from edge_lstm.lower.tflite.ops_nn import NN_OPS, channels_last_view
+from edge_lstm.lower.tflite.recurrent import is_projected_scan
 
 Lowering = Callable[[Context, onnx.NodeProto], None]
 
 
 def _inp(ctx: Context, node: onnx.NodeProto, i: int = 0):  # type: ignore[no-untyped-def]
     return ctx.tensor(node.input[i])
-
-
-def _unary(code: int, options: Callable[[], object] | None = None) -> Lowering:
-    def lower(ctx: Context, node: onnx.NodeProto) -> None:
-        ctx.bind(node.output[0], ctx.unary(code, _inp(ctx, node), node.output[0], options() if options else None))
-
-    return lower
 
 
 def _binary(code: int) -> Lowering:
@@ -51,21 +47,13 @@ def _float_operand(ctx: Context, name: str):  # type: ignore[no-untyped-def]
 def _leaky_relu(ctx: Context, node: onnx.NodeProto) -> None:
     opts = schema.LeakyReluOptionsT()
     opts.alpha = float(attr(node, "alpha", 0.01))
-    ctx.bind(node.output[0], ctx.unary(OP.LEAKY_RELU, _inp(ctx, node), node.output[0], opts))
-
-
-def _softmax(ctx: Context, node: onnx.NodeProto) -> None:
-    x = _inp(ctx, node)
-    require(attr(node, "axis", -1) % len(x.shape) == len(x.shape) - 1, node, "a softmax over a non-last axis")
-    opts = schema.SoftmaxOptionsT()
-    opts.beta = 1.0
-    ctx.bind(node.output[0], ctx.unary(OP.SOFTMAX, x, node.output[0], opts))
+    eltwise(ctx, node, lambda c, x, h: c.unary(OP.LEAKY_RELU, x, h, opts))
 
 
 def _gelu(ctx: Context, node: onnx.NodeProto) -> None:
     opts = schema.GeluOptionsT()
     opts.approximate = attr(node, "approximate", b"none") in (b"tanh", "tanh")
-    ctx.bind(node.output[0], ctx.unary(OP.GELU, _inp(ctx, node), node.output[0], opts))
+    eltwise(ctx, node, lambda c, x, h: c.unary(OP.GELU, x, h, opts))
 
 
 def _reshape_like(ctx: Context, node: onnx.NodeProto) -> None:
@@ -75,6 +63,8 @@ def _reshape_like(ctx: Context, node: onnx.NodeProto) -> None:
 
 
 def _transpose(ctx: Context, node: onnx.NodeProto) -> None:
+    if channels_last_view(ctx, node):  # NCW -> NWC of a convolution's output: its channels-last twin
+        return
     x = _inp(ctx, node)
     perm = list(attr(node, "perm", list(reversed(range(len(x.shape))))))
     out = node.output[0]
@@ -205,19 +195,25 @@ def _split(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.bind(name, ref)
 
 
+def _scan(ctx: Context, node: onnx.NodeProto) -> None:
+    """The Scan a projected LSTM is captured as; any other Scan is outside the table."""
+    if not is_projected_scan(node):
+        raise UnsupportedOp(node.name or node.output[0], "Scan", SUPPORTED_OPS, target="TFLite")
+    lstm.lower_recurrent(ctx, node)
+
+
 OP_TABLE: dict[str, Lowering] = {
     "Add": _binary(OP.ADD),
     "Sub": _binary(OP.SUB),
     "Mul": _binary(OP.MUL),
     "Div": _binary(OP.DIV),
-    "Relu": _unary(OP.RELU),
-    "Tanh": _unary(OP.TANH),
-    "Sigmoid": _unary(OP.LOGISTIC),
-    "Exp": _unary(OP.EXP),
-    "Neg": _unary(OP.NEG),
-    "Sqrt": _unary(OP.SQRT),
+    "Relu": unary(OP.RELU),
+    "Tanh": unary(OP.TANH),
+    "Sigmoid": unary(OP.LOGISTIC),
+    "Exp": unary(OP.EXP),
+    "Neg": unary(OP.NEG),
+    "Sqrt": unary(OP.SQRT),
     "LeakyRelu": _leaky_relu,
-    "Softmax": _softmax,
     "Gelu": _gelu,
     "Identity": _reshape_like,
     "Reshape": _reshape_like,
@@ -233,12 +229,17 @@ OP_TABLE: dict[str, Lowering] = {
     "LayerNormalization": _layer_norm,
     "Concat": _concat,
     "Split": _split,
-    "LSTM": lstm.lower_lstm,
-    "GRU": lstm.lower_gru,
+    "LSTM": lstm.lower_recurrent,
+    "GRU": lstm.lower_recurrent,
+    "RNN": lstm.lower_recurrent,
+    "Scan": _scan,
+    **NN_OPS,
+    **MATH_OPS,
 }
 
 #: ONNX op types a user's graph may contain (internal fused ops excluded)
-SUPPORTED_OPS: tuple[str, ...] = tuple(sorted([*(k for k in OP_TABLE if k != FC_OP), "Erf (as part of GELU)"]))
+SUPPORTED_OPS: tuple[str, ...] = tuple(sorted([*(k for k in OP_TABLE if k not in (FC_OP, "Scan")),
+                                               "Erf (as part of GELU)", "Scan (a projected LSTM's)"]))
 
 
 def lower_node(ctx: Context, node: onnx.NodeProto) -> None:

@@ -1,0 +1,130 @@
+"""What is inside an ``.onnx`` or ``.tflite`` file: ops, parameters, sizes, inputs and outputs (``edge-lstm info``).
+
+ONNX files are read with ``onnx``; TFLite files with :mod:`edge_lstm.tflite_read`
+(numpy only). MACs come from :mod:`edge_lstm.cost` and :mod:`edge_lstm.cost_tflite`,
+so ``info`` on an artifact and ``profile`` on it count the same way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_lstm.errors import InputFileError
+
+if TYPE_CHECKING:
+    import onnx
+
+_FLOAT_TYPES = {1, 10, 11, 16}  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def op_counts(proto: onnx.ModelProto) -> dict[str, int]:
+    """Op type -> count over the main graph, most frequent first (Constant nodes left out)."""
+    counts = Counter(n.op_type if not n.domain or n.domain == "ai.onnx" else f"{n.domain}.{n.op_type}"
+                     for n in proto.graph.node if n.op_type != "Constant")
+    return dict(counts.most_common())
+
+
+def onnx_parameters(proto: onnx.ModelProto) -> int:
+    """Elements of every weight initializer (float or quantized integer tensors of rank >= 1)."""
+    total = 0
+    for t in proto.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        if len(t.dims) >= 1 and (t.data_type in _FLOAT_TYPES or t.data_type in (2, 3)):  # + UINT8, INT8
+            total += n
+    return total
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """A JSON-ready description of an ``.onnx`` or ``.tflite`` artifact."""
+    from edge_lstm.cost import artifact_format
+
+    p = Path(path)
+    fmt = artifact_format(p)
+    if fmt == "onnx":
+        return _describe_onnx(p)
+    if fmt == "tflite":
+        return _describe_tflite(p)
+    raise InputFileError(f"'{p}' is neither an ONNX nor a TFLite file.")
+
+
+def _describe_onnx(p: Path) -> dict[str, Any]:
+    import onnx
+    from onnx import helper
+
+    from edge_lstm import cost
+
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:
+        raise InputFileError(f"'{p}' cannot be read as ONNX: {e}.") from e
+    inits = {i.name for i in proto.graph.initializer}
+
+    def spec(vi: Any) -> dict[str, Any]:
+        tt = vi.type.tensor_type
+        return {"name": vi.name, "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                                           for d in tt.shape.dim],
+                "dtype": helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else "unknown"}
+
+    c = cost.cost_of(p)
+    from edge_lstm.streaming import plan_of
+
+    return {
+        "name": p.name, "format": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+        "ops": op_counts(proto), "parameters": onnx_parameters(proto), "size": cost.onnx_sizes(p),
+        "inputs": [spec(i) for i in proto.graph.input if i.name not in inits],
+        "outputs": [spec(o) for o in proto.graph.output],
+        "precision": c.precision if c else None,
+        "macs_per_inference": c.macs if c else None, "macs_per_step": c.macs_per_step if c else None,
+        "streaming": plan_of(proto),
+    }
+
+
+def _describe_tflite(p: Path) -> dict[str, Any]:
+    from edge_lstm import tflite_read
+    from edge_lstm.cost_tflite import tflite_cost, tflite_sizes
+
+    data = p.read_bytes()
+    model = tflite_read.read(data)
+    g = model.subgraphs[0]
+    counts = Counter(tflite_read.op_name(model, op) for sub in model.subgraphs for op in sub.operators)
+    c = tflite_cost(data)
+
+    def spec(i: int) -> dict[str, Any]:
+        t = g.tensors[i]
+        out: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "dtype": tflite_read.dtype_name(t.type)}
+        if t.scale:
+            out["quantization"] = {"scale": t.scale[0], "zero_point": t.zero_point[0] if t.zero_point else 0}
+        return out
+
+    return {
+        "name": p.name, "format": "tflite", "description": model.description,
+        "subgraphs": len(model.subgraphs), "ops": dict(counts.most_common()), "parameters": c.params,
+        "size": tflite_sizes(data), "inputs": [spec(i) for i in g.inputs], "outputs": [spec(i) for i in g.outputs],
+        "variable_tensors": sum(1 for t in g.tensors if t.is_variable), "precision": c.precision,
+        "macs_per_inference": c.macs, "macs_per_step": c.macs_per_step,
+    }
+
+
+def render(info: dict[str, Any]) -> str:
+    """Human-readable lines for ``edge-lstm info`` on an artifact."""
+    size = info["size"]
+    lines = [
+        f"{info['name']} ({info['format']}, {info.get('precision') or 'unknown'} precision)",
+        f"parameters: {info['parameters']:,}",
+        f"size: {size['file_bytes']:,} B ({size['weights_bytes']:,} B weights, {size['graph_bytes']:,} B graph)",
+    ]
+    if info.get("macs_per_inference") is not None:
+        lines.append(f"MACs per inference: {info['macs_per_inference']:,} ({info['macs_per_step']:,} per time step)")
+    for key in ("inputs", "outputs"):
+        lines.append(f"{key + ':':<8} " + ", ".join(
+            f"{t['name']}: {t['dtype']}[{'x'.join(str(d) for d in t['shape'])}]" for t in info[key]))
+    lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in info["ops"].items()))
+    if info.get("streaming"):
+        states = ", ".join(f"{s['input']} -> {s['output']}" for s in info["streaming"]["states"])
+        lines.append(f"streaming: one step per call, state {states}")
+    return "\n".join(lines)

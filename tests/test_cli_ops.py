@@ -1,0 +1,62 @@
+"""``edge-lstm ops``: the support matrix on the command line, filtered per format and precision; the README's
+table is the generated one."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from edge_lstm.cli import main
+from edge_lstm.lower.tflite.support import markdown, table
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_ops_json_lists_every_table_op(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["ops", "--json"], capsys)
+    ops = {e["op"]: e for e in json.loads(out)["ops"]}
+    assert code == 0 and set(ops) == set(table())
+    assert ops["ReduceMean"]["tflite"]["int8"] and ops["Conv"]["tflite_micro"]["int8"]
+    assert not ops["Pow"]["tflite"]["int8"] and ops["LSTM"]["onnx"]["dynamic-int8 weights"] == "int8"
+    assert ops["GRU"]["onnx"]["dynamic-int8 weights"] == "float"
+
+
+def test_ops_filters_per_format_precision_and_micro(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = _run(["ops", "--format", "tflite", "--precision", "int8", "--json"], capsys)
+    int8 = {e["op"] for e in json.loads(out)["ops"]}
+    _, out, _ = _run(["ops", "--format", "tflite", "--precision", "int8", "--micro", "--json"], capsys)
+    micro8 = {e["op"] for e in json.loads(out)["ops"]}
+    assert {"LSTM", "GRU", "Conv", "ReduceMean"} <= micro8 < int8 < set(table())
+    assert "Where" not in int8 and "Log" in int8 and "Log" not in micro8 and "Tile" not in micro8
+
+
+def test_ops_human_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["ops"], capsys)
+    assert code == 0 and f"{len(table())} ONNX ops" in out and "ReduceMean" in out
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["ops", "--format", "onnx", "--precision", "int8"], "Format onnx has no precision int8"),
+    (["ops", "--format", "coreml"], "Unknown format 'coreml'"),
+    (["ops", "--precision", "int4"], "Unknown precision 'int4'"),
+    (["ops", "--format", "onnx", "--micro"], "--micro applies to --format tflite"),
+])
+def test_ops_bad_filters_are_usage_errors(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(args, capsys)
+    assert code == 2 and needle in err
+
+
+def test_readme_support_matrix_is_the_generated_one() -> None:
+    text = README.read_text()
+    found = re.search(r"<!-- ops-table:begin -->\n(.*?)\n<!-- ops-table:end -->", text, re.S)
+    assert found, "README.md lacks the ops table markers"
+    assert found.group(1) == markdown(), "README's matrix is stale: paste edge_lstm.lower.tflite.support.markdown()"
