@@ -56,16 +56,16 @@ def firmware_command(
                                     prefix=prefix, c=not no_c, tflm=not no_tflm, cortex_m=not no_cortex_m,
                                     windows=windows, recipe=load_recipe(recipe))
     say = (lambda _m: None) if as_json else (lambda m: err.print(escape(f"· {m}"), soft_wrap=True))
-    try:
-        result = firmware.firmware(source, output, opts, target, force, say)
-    except EdgeLstmError as e:
-        if e.exit_code in (3, 4) and (output / "firmware.json").is_file():
-            e.hint = f"{e.hint or ''}\nReport: {output / 'firmware.md'} and {output / 'firmware.json'}".strip()
-        raise
+    result = firmware.firmware(source, output, opts, target, force, say, check=False)
     if as_json:
-        jsonio.emit(result.report, indent=None)
+        jsonio.emit(result.report, indent=None)  # a failed check below still carries it, as "result"
     else:
         print_summary(result.report, output)
+    try:
+        firmware.enforce(result)
+    except EdgeLstmError as e:
+        e.hint = f"{e.hint or ''}\nReport: {output / 'firmware.md'} and {output / 'firmware.json'}".strip()
+        raise
 
 
 def print_summary(report: dict[str, Any], output: Path) -> None:

@@ -35,12 +35,14 @@ __all__ = ["FirmwareOptions", "FirmwareResult", "enforce", "enforce_report", "ex
 
 
 def firmware(source: str | Path, output_dir: str | Path, options: FirmwareOptions | None = None,
-             target: str | None = None, force: bool = False, progress: Progress | None = None) -> FirmwareResult:
+             target: str | None = None, force: bool = False, progress: Progress | None = None,
+             check: bool = True) -> FirmwareResult:
     """Build the firmware files from ``source`` (an export directory, ``.onnx`` or ``.tflite``) into ``output_dir``.
 
-    The directory is staged and published atomically, then proofs and budgets are
+    The directory is staged and published atomically, then (with ``check``) proofs and budgets are
     enforced: :class:`~edge_lstm.errors.ValidationFailed` (exit 3) or
-    :class:`~edge_lstm.errors.BudgetExceeded` (exit 4) after the report is written.
+    :class:`~edge_lstm.errors.BudgetExceeded` (exit 4) after the report is written. Without ``check`` the
+    caller calls :func:`enforce` itself (the CLI prints the report first).
     """
     from edge_lstm.outputs import check_destination, staged_dir
     from edge_lstm.targets import load_target
@@ -52,7 +54,8 @@ def firmware(source: str | Path, output_dir: str | Path, options: FirmwareOption
     src = from_path(Path(source))
     with staged_dir(out, force) as stage:
         result = write_firmware(src, stage, opts, tgt, progress)
-    enforce(result)
+    if check:
+        enforce(result)
     return result
 
 

@@ -138,9 +138,11 @@ def test_ram_over_budget_is_exit_4_naming_ram(others, tmp_path: Path, capsys: py
     assert code == 2 and "is neither" in err  # a checkpoint is not a firmware source: export it first
     onnx_path = tmp_path / "gru.onnx"
     onnx_path.write_bytes(others["gru"].proto.SerializeToString())
-    code, _, err = run(["firmware", onnx_path, "--target", tmp_path / "tiny.toml", "-o", tmp_path / "fw",
-                        "--no-tflm", "--precision", "int8-weights"], capsys)
+    code, out, err = run(["firmware", onnx_path, "--target", tmp_path / "tiny.toml", "-o", tmp_path / "fw",
+                          "--no-tflm", "--precision", "int8-weights", "--json"], capsys)
     assert code == 4 and "C int8-weights: RAM" in err and "exceeds the budget of 1,024 B" in err
+    body = json.loads(out)  # one strict JSON object: the error, carrying the report it was judged on
+    assert body["error"]["code"] == 4 and body["result"]["c"][0]["budget"][1]["status"] == "over"
 
 
 def test_unsupported_op_is_exit_5_and_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
