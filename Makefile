@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/tflite.py
 	$(PY) benchmarks/profile_overhead.py
 	$(PY) benchmarks/quantize.py
+	$(PY) benchmarks/firmware.py
 
 clean:
 	rm -rf $(VENV) $(TFLRT_VENV) examples/out
