@@ -14,7 +14,6 @@ from edge_lstm.lower.tflite.ops import lower_node
 from edge_lstm.lower.tflite.ops_nn import fold_batchnorm
 
 
-
 def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False,
           micro: bool = False) -> LoweredTFLite:
     """Lower ``proto`` with ``lowering`` ("fused" | "loop" | "unrolled"); see :func:`edge_lstm.lower.tflite.lower`."""
