@@ -122,7 +122,11 @@ def mcu_budgets(entry: dict[str, Any], target: Target, flash: dict[str, Any],
     else:
         ram = {"budget": "ram", "status": "not-measured", "measure": "TFLite Micro arena",
                "note": f"RAM not measured: {why}"}
-    return [flash, ram]
+    checks = [flash, ram]
+    if entry["runtime"] not in target.runtimes:
+        checks.append({"budget": "runtime", "status": "warn", "measure": entry["runtime"],
+                       "note": f"{target.name} runs {', '.join(target.runtimes)}, not {entry['runtime']}"})
+    return checks
 
 
 def _unverified_reason(entry: dict[str, Any], target: Target) -> str:

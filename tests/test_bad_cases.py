@@ -67,8 +67,6 @@ def test_a_dilated_rnn_is_not_a_bad_input_shape(tmp_path: Path) -> None:
     assert proc.returncode == 5 and "cannot stream" in proc.stderr and "window length" in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue-9a's full-int8 GRU TFLite is refused by LiteRT when opened "
-                                       "('Tensor 9 is invalidly specified in schema'); exit 5 names it")
 def test_gru_at_dynamic_int8_and_full_int8_in_tflite(tmp_path: Path) -> None:
     arts = passed(*export("gru_layernorm", "pickle", tmp_path, "--format", "tflite", "--precision",
                           "dynamic-int8", "--precision", "int8", "--calib", "random"))

@@ -138,8 +138,8 @@ def test_tflm_against_a_reference_and_budgets_only_when_verified(
     assert {c["budget"]: c["status"] for c in a["budget"]} == {"flash": "ok", "ram": "ok"}
     code, rep = _profile_json([str(fp32), "--runtime", "litert", "--target", "nrf52840"], capsys)
     assert code == 0
-    assert {c["budget"]: c["status"] for c in rep["artifacts"][0]["budget"]} == {"flash": "unverified",
-                                                                                 "ram": "not-measured"}
+    assert {c["budget"]: c["status"] for c in rep["artifacts"][0]["budget"]} == {
+        "flash": "unverified", "ram": "not-measured", "runtime": "warn"}
     assert main(["profile", str(fp32), "--runtime", "litert", "--target", "nrf52840", "--runs", "2"]) == 0
     human = capsys.readouterr().out
     assert "not measured" in human and "unverified" in human
@@ -156,7 +156,8 @@ def test_export_for_a_microcontroller_measures_the_arena_on_tflm(
     assert {c["budget"]: c["status"] for c in tfl["budget"]} == {"flash": "ok", "ram": "ok"}
     hybrid = prof["multi_horizon.dynamic-int8.tflite"]
     assert hybrid["runtime"] == "litert"
-    assert {c["budget"]: c["status"] for c in hybrid["budget"]} == {"flash": "unverified", "ram": "not-measured"}
+    assert {c["budget"]: c["status"] for c in hybrid["budget"]} == {"flash": "unverified", "ram": "not-measured",
+                                                                    "runtime": "warn"}
     html = (tmp_path / "out" / "report.html").read_text()
     assert "not measured / unverified" in html
     _ = onnx
