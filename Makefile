@@ -14,7 +14,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[export,micro,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[export,micro,train,dev]'
 	touch $@
 
 tflrt: $(TFLRT_STAMP)
@@ -24,8 +24,9 @@ $(TFLRT_STAMP): pyproject.toml constraints.txt
 	$(TFLRT_VENV)/bin/python -m pip install $(PIP_FLAGS) 'numpy<2' 'tflite-runtime==2.14.0'
 	touch $@
 
+# edge-lstm train (a fixed number of epochs: the same figures on every run), then edge-lstm export.
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py --epochs 6
 
 test: $(STAMP) $(TFLRT_STAMP)
 	$(VENV)/bin/ruff check edge_lstm tests examples benchmarks

@@ -158,3 +158,23 @@ def output_names(config: ArchConfig) -> list[str]:
     if not config.state_io:
         return ["y"]
     return ["y", "h"] if config.cell != "lstm" else ["y", "h", "c"]
+
+
+def init_forget_bias(model: nn.Module, value: float = 1.0) -> None:
+    """Set every LSTM layer's forget-gate bias to ``value`` (``bias_ih`` holds it, ``bias_hh`` gets 0).
+
+    A forget gate that starts open (sigmoid(1) ~ 0.73 rather than 0.5) lets the
+    cell state and its gradient survive more steps early in training (Jozefowicz
+    et al., 2015). Only the values change: the checkpoint layout stays the same.
+    GRU and plain RNN layers have no forget gate and are left alone.
+    """
+    for module in model.modules():
+        if not isinstance(module, nn.LSTM):
+            continue
+        h = module.hidden_size
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                if name.startswith("bias_ih"):
+                    param[h : 2 * h] = value  # gate order i, f, g, o
+                elif name.startswith("bias_hh"):
+                    param[h : 2 * h] = 0.0

@@ -3,13 +3,15 @@
 Exit codes are set in one place (:func:`main`): 0 success; 2 bad invocation or
 unreadable input; 3 a validation tolerance failed; 4 over a device budget;
 5 the model uses something that cannot be exported; 6 a remote device run
-failed; 1 only for internal bugs. A user error prints one message, never a
+failed; 7 the emulated device could not be built, started or stopped; 1 only
+for internal bugs. A user error prints one message, never a
 traceback, unless ``--debug``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from edge_lstm import __version__
+from edge_lstm import __version__, jsonio
 from edge_lstm.errors import EdgeLstmError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,9 +30,9 @@ _state: dict[str, bool] = {"debug": False}
 
 
 def emit(payload: Any, as_json: bool, human: str | None = None) -> None:
-    """Print ``payload`` as JSON for machines, or ``human`` text for people."""
+    """Print ``payload`` as strict JSON for machines (:mod:`edge_lstm.jsonio`), or ``human`` text for people."""
     if as_json:
-        print(json.dumps(payload, indent=2, default=str))
+        jsonio.emit(payload)
     elif human is not None:
         out.print(human, highlight=False, markup=False, soft_wrap=True)
 
@@ -142,6 +144,12 @@ def export(
                                           "into the report (and report.html).")] = False,
     target: Annotated[str | None, typer.Option("--target", help="Device target name or TOML: latency estimate and "
                                                "flash/RAM budgets (exit 4 when over); implies --profile.")] = None,
+    prove_on: Annotated[str | None, typer.Option("--prove-on", help="Also validate every artifact on a device's "
+                                                 "runtimes: arm64 (the emulated device; needs root) or a --remote "
+                                                 "spec such as pi@raspberrypi.local.")] = None,
+    prove_python: Annotated[str, typer.Option(help="Python on the --prove-on device.")] = "python3",
+    ssh_config: Annotated[Path | None, typer.Option(help="ssh config file (-F) for --prove-on; default: "
+                                                    "your own.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -151,7 +159,7 @@ def export(
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target)
+                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -200,39 +208,95 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_ops, cli_profile  # noqa: E402 - registers on the app defined above
+from edge_lstm import cli_device, cli_ops, cli_profile, cli_train  # noqa: E402 - register on the app defined above
 
 cli_profile.register(app)
 cli_ops.register(app)
+cli_device.register(app)
+cli_train.register(app)
+
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+#: an OSError naming a path the user gave: unusable input, exit 2 (not a bug)
+_PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                errno.ENOENT)
+
+
+def _wants_json(args: list[str]) -> bool:
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; map every :class:`EdgeLstmError` to its exit code and one message."""
+    """Run the CLI; map every failure to its exit code and one message (and, with --json, one JSON object)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    as_json = _wants_json(args)
     try:
-        app(args=args, standalone_mode=False)
+        with jsonio.json_stdout() if as_json else _nothing():
+            app(args=args, standalone_mode=False)
     except EdgeLstmError as e:
         if debug:
             raise
-        from rich.text import Text
-
-        err.print(Text("error: ", style="red") + Text(e.render()), soft_wrap=True)
-        return e.exit_code
+        return _fail(e, as_json)
     except typer.Exit as e:
         return int(e.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
+        if as_json:
+            jsonio.emit_error(130, "aborted", "Interrupted.", None)
         return 130
+    except OSError as e:
+        if debug:
+            raise
+        if e.errno in _PATH_ERRORS and e.filename:
+            return _fail(UsageError(f"Cannot use '{e.filename}': {e.strerror}.", "Check the path."), as_json)
+        if e.errno not in _DISK_ERRORS:
+            return _internal(e, debug, as_json)
+        from edge_lstm.outputs import io_error
+
+        return _fail(io_error(e), as_json)
+    except MemoryError:
+        if debug:
+            raise
+        return _fail(UsageError("Ran out of memory: the input (or a size it declares) is too large for this "
+                                "machine.", "Check --input-shape and the sizes of the data and model files."), as_json)
     except Exception as e:
         if hasattr(e, "show") and hasattr(e, "exit_code"):  # typer's (vendored click) usage errors
             e.show()
+            if as_json:
+                fmt = getattr(e, "format_message", None)
+                jsonio.emit_error(2, "usage", str(fmt() if callable(fmt) else e),
+                                  "Run edge-lstm COMMAND --help for the accepted options.")
             return 2
-        if debug:
-            raise
-        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e}\nRun again with --debug and report this bug.")
-        return 1
+        return _internal(e, debug, as_json)
     return 0
+
+
+@contextlib.contextmanager
+def _nothing() -> Any:
+    yield
+
+
+def _fail(e: EdgeLstmError, as_json: bool) -> int:
+    from rich.text import Text
+
+    err.print(Text("error: ", style="red") + Text(e.render()), soft_wrap=True)
+    if as_json:
+        d = e.to_dict()["error"]
+        jsonio.emit_error(e.exit_code, e.kind, e.render().split("\nHint: ")[0], d["hint"])  # type: ignore[index]
+    return e.exit_code
+
+
+def _internal(e: BaseException, debug: bool, as_json: bool) -> int:
+    if debug:
+        raise e
+    from rich.text import Text
+
+    err.print(Text("internal error: ", style="red") + Text(f"{type(e).__name__}: {e}\nRun again with --debug and "
+                                                           "report this bug."), soft_wrap=True)
+    if as_json:
+        jsonio.emit_error(1, "internal", f"{type(e).__name__}: {e}", "Run again with --debug and report this bug.")
+    return 1
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ main CLI maps them to exit codes (2 usage, 4 over budget, 6 remote failure).
 
 from __future__ import annotations
 
-import json
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from edge_lstm import jsonio
+from edge_lstm.errors import EdgeLstmError
 
 out = Console(highlight=False)
 
@@ -86,7 +89,7 @@ def profile_command(
         tgt = load_target(target)
     previous = prof.load_report(compare) if compare else None
     rcfg = None
-    if remote:
+    if remote is not None:  # an empty --remote is refused by RemoteConfig, never taken as 'local'
         rcfg = RemoteConfig(remote, python=remote_python, remote_dir=remote_dir,
                             ssh_config=str(ssh_config) if ssh_config else None)
     report = prof.profile(list(artifacts), options, tgt, rcfg)
@@ -95,7 +98,7 @@ def profile_command(
     if output:
         _write_outputs(report, output, export_report, force)
     if as_json:
-        typer.echo(json.dumps(report, default=str))
+        jsonio.emit(report, indent=None)
     else:
         print_report(report)
     from edge_lstm.tflm_check import enforce_outputs
@@ -120,13 +123,24 @@ def _check_outputs(output: Path, force: bool) -> None:
 
 
 def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None, force: bool = False) -> None:
+    """The JSON report and the HTML beside it, all or nothing (a full disk leaves neither)."""
     from edge_lstm import profile as prof
-    from edge_lstm.report_html import write_html
+    from edge_lstm.outputs import add_to_marker, io_error, write_files_atomic
+    from edge_lstm.report_html import render
 
     _check_outputs(output, force)
     exp = prof.load_export_report(export_report) if export_report else None
-    prof.write_report(report, output)
-    write_html(report, _html_path(output), exp)
+    made = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_files_atomic({output: (jsonio.dumps(report, indent=2) + "\n").encode(),
+                            _html_path(output): render(report, exp).encode("utf-8")})
+        add_to_marker(output.parent, [output.name, _html_path(output).name])
+    except (OSError, EdgeLstmError) as e:
+        for d in made:  # directories made for this report: removed again, innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise e if isinstance(e, EdgeLstmError) else io_error(e, output) from e
 
 
 def _us(v: float | None) -> str:
@@ -139,9 +153,13 @@ def _kib(v: int | None) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     """Rich tables: latency, memory and size per artifact; estimates and budgets; comparisons."""
-    t = Table(title=f"Profile ({report['where']})", title_justify="left")
-    for col in ("artifact", "runtime", "load ms", "first µs", "p50 µs", "p99 µs", "per sample µs",
-                "peak RSS KiB", "arena KiB", "file KiB"):
+    dev, emulated = report.get("device"), report.get("emulated")
+    where = (f"{report['where']}: {dev.get('machine')}, {dev.get('os')}, Python {dev.get('python')}" if dev
+             else report["where"])
+    tag = " EMULATED" if emulated else ""  # emulated time and memory measure qemu-user, not the device
+    t = Table(title=f"Profile ({where}){' - EMULATED: not device latency' if emulated else ''}", title_justify="left")
+    for col in ("artifact", "runtime", "load ms", f"first µs{tag}", f"p50 µs{tag}", f"p99 µs{tag}",
+                f"per sample µs{tag}", f"peak RSS KiB{tag}", "arena KiB", "file KiB"):
         t.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
     for a in report["artifacts"]:
         lat = a["latency_s"]
@@ -166,7 +184,8 @@ def print_report(report: dict[str, Any]) -> None:
 def _print_target_checks(report: dict[str, Any]) -> None:
     tg = report["target"]
     t = Table(title=f"Target {tg['name']}: {tg['display_name']}", title_justify="left")
-    for col in ("artifact", "measured p50 µs (here)", "ESTIMATE µs on target", "flash", "RAM"):
+    measured = "EMULATED p50 µs" if report.get("emulated") else f"measured p50 µs ({report['where']})"
+    for col in ("artifact", measured, "ESTIMATE µs on target", "flash", "RAM"):
         t.add_column(col)
     notes = []
     for a in report["artifacts"]:
@@ -222,7 +241,7 @@ def targets_list(
 
     targets = list_targets()
     if as_json:
-        typer.echo(json.dumps([t.to_dict() for t in targets]))
+        jsonio.emit([t.to_dict() for t in targets], indent=None)
         return
     t = Table(title="Device targets (throughput figures are estimates)", title_justify="left")
     for col in ("name", "device", "cores × clock", "RAM", "flash", "runtimes", "lowering", "precision",
@@ -244,7 +263,7 @@ def targets_show(
 
     tg = load_target(name)
     if as_json:
-        typer.echo(json.dumps(tg.to_dict()))
+        jsonio.emit(tg.to_dict(), indent=None)
         return
     t = Table(title=f"{tg.name}: {tg.display_name}", show_header=False, title_justify="left")
     t.add_column("field")

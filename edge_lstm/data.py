@@ -41,26 +41,66 @@ def read_series(path: str | Path) -> np.ndarray:
         raise InputFileError(f"Data path '{path}' is a directory, not a file.", "Pass a CSV or NPY file.")
     if not path.is_file():
         raise InputFileError(f"Data file '{path}' does not exist.", "Pass a CSV or NPY file with --data.")
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise DataError(f"'{path}' is not a readable .npy array: {e}.") from e
-    else:
-        arr = _read_csv(path)
-    arr = np.asarray(arr, dtype=np.float32)
+    arr = read_npy(path) if path.suffix.lower() == ".npy" else _read_csv(path)
+    if arr.size == 0:
+        raise DataError(f"'{path}' holds no values.")
+    _check_finite(arr, path)
+    with np.errstate(over="ignore"):
+        arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[:, None]
-    _check_finite(arr, path)
+    _check_finite(arr, path, " (beyond the float32 range)")
     return arr
+
+
+MAX_VALUES = 1 << 28  # elements in one data file (1 GiB of float32)
+MAX_CSV_BYTES = 1 << 30
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array, checked before any allocation: no pickles, a plain numeric dtype, 1 to 3 dimensions,
+    a declared size that is sane and matches the file."""
+    try:
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read_header(f)  # the header only: nothing is allocated yet
+            offset = f.tell()
+        size = path.stat().st_size
+    except Exception as e:  # numpy parses the header text itself: ValueError, SyntaxError, TokenError, ...
+        raise DataError(f"'{path}' is not a readable .npy array: {type(e).__name__}: {e}.") from e
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
+        raise DataError(f"'{path}' holds {dtype} values; data must be plain numbers (float or integer).",
+                        "Save the array with a float32/float64 or integer dtype, e.g. arr.astype('float32').")
+    if not 1 <= len(shape) <= 3:
+        raise DataError(f"'{path}' has {len(shape)} dimension(s); expected a series (T,) or (T, F), "
+                        "or windows (N, T, F).")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_VALUES or count * dtype.itemsize != size - offset:
+        raise DataError(f"'{path}' declares shape {tuple(shape)} ({count:,} values of {dtype.itemsize} bytes), "
+                        f"but the file holds {size - offset:,} bytes of data"
+                        + (f" (at most {MAX_VALUES:,} values are accepted)" if count > MAX_VALUES else "") + ".",
+                        "The file is truncated or its header was altered; save it again.")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"'{path}' is not a readable .npy array: {e}.") from e
 
 
 def _read_csv(path: Path) -> np.ndarray:
     try:
-        with path.open(newline="") as f:
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise DataError(f"'{path}' is larger than {MAX_CSV_BYTES:,} bytes; pass a .npy file for data this big.")
+        with path.open(newline="", encoding="utf-8") as f:
             rows = [r for r in csv.reader(f) if r]
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"Cannot read '{path}' as CSV: {e}.") from e
+    except csv.Error as e:  # a field over the csv module's limit, a NUL byte, ...
+        raise DataError(f"'{path}' is not a readable CSV file: {e}.",
+                        "Each row holds numbers separated by commas; check the file is the series you meant.") from e
     if not rows:
         raise DataError(f"'{path}' is empty.")
     if len(rows) == 1 and not all(_is_number(c) for c in rows[0]):
@@ -103,12 +143,14 @@ def _column_numeric(rows: list[list[str]], j: int) -> bool:
     return bool(sample) and all(_is_number(c) or c.lower() in ("nan", "na", "null", "none", "") for c in sample)
 
 
-def _check_finite(arr: np.ndarray, path: Path) -> None:
+def _check_finite(arr: np.ndarray, path: Path, why: str = "") -> None:
+    if arr.dtype.kind not in "fc":
+        return
     bad = ~np.isfinite(arr)
     if bad.any():
         first = int(np.argwhere(bad)[0][0])
         raise DataError(
-            f"'{path}' has {int(bad.sum())} NaN/Inf value(s); the first is in row {first}.",
+            f"'{path}' has {int(bad.sum())} NaN/Inf value(s){why}; the first is in row {first}.",
             "Fill or drop missing values before validating or calibrating.",
         )
 

@@ -241,10 +241,37 @@ def main(argv: list[str] | None = None) -> int:
         "outputs": [t.to_dict() for t in runner.outputs],
         "python": sys.version.split()[0],
         "numpy": np.__version__,
+        "device": device_info(),
         "wall_s": time.perf_counter() - t_start,
     }
     print(json.dumps(report))
     return 0
+
+
+#: written into an emulated userland by ``edge-lstm device emulate``: the device says it is emulated
+EMULATED_MARKER = "/etc/edge-lstm-emulated"
+
+
+def device_info() -> dict[str, Any]:
+    """This device as it reports itself: architecture, OS, kernel, Python, numpy, and whether it is emulated."""
+    import platform
+
+    os_name = None
+    try:
+        with open("/etc/os-release") as f:
+            fields = dict(ln.rstrip("\n").split("=", 1) for ln in f if "=" in ln)
+        os_name = fields.get("PRETTY_NAME", "").strip('"') or None
+    except OSError:
+        pass
+    emulated = None
+    try:
+        with open(EMULATED_MARKER) as f:
+            emulated = json.load(f)
+    except (OSError, ValueError):
+        pass
+    return {"machine": platform.machine(), "system": platform.system(), "kernel": platform.release(),
+            "os": os_name or platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+            "emulated": emulated}
 
 
 def _arena_bytes(runner: Runner) -> int | None:

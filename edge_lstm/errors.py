@@ -12,6 +12,7 @@ class EdgeLstmError(Exception):
     """Base class: a user-facing failure with an exit code and a hint."""
 
     exit_code: int = 2
+    kind: str = "error"  # stable, machine-readable: the "kind" of the --json error object
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -25,9 +26,15 @@ class EdgeLstmError(Exception):
     def __str__(self) -> str:
         return self.render()
 
+    def to_dict(self) -> dict[str, object]:
+        """The ``{"error": {...}}`` object that ``--json`` prints on failure."""
+        return {"error": {"code": self.exit_code, "kind": self.kind, "message": self.message, "hint": self.hint}}
+
 
 class UsageError(EdgeLstmError):
     """Bad invocation or unreadable input (exit code 2)."""
+
+    kind = "usage"
 
     exit_code = 2
 
@@ -35,21 +42,37 @@ class UsageError(EdgeLstmError):
 class InputFileError(UsageError):
     """A file that is missing, unreadable, truncated or of the wrong kind."""
 
+    kind = "input-file"
+
 
 class ShapeError(UsageError):
     """An input shape that is malformed or that the model rejects."""
+
+    kind = "shape"
 
 
 class DataError(UsageError):
     """Data (``--data``, ``--calib``) that is malformed, has NaN, or does not fit the model."""
 
+    kind = "data"
+
 
 class OutputExistsError(UsageError):
     """An output that exists and would be overwritten without ``--force``."""
 
+    kind = "output-exists"
+
+
+class OutputError(UsageError):
+    """An output that cannot be written: full disk, read-only file system, I/O error, unwritable directory."""
+
+    kind = "output"
+
 
 class ValidationFailed(EdgeLstmError):
     """An artifact broke its numerical tolerance (exit code 3)."""
+
+    kind = "validation"
 
     exit_code = 3
 
@@ -66,17 +89,23 @@ class ValidationFailed(EdgeLstmError):
 class BudgetExceeded(EdgeLstmError):
     """An artifact does not fit the target device's flash or RAM budget (exit code 4)."""
 
+    kind = "budget"
+
     exit_code = 4
 
 
 class UnsupportedModel(EdgeLstmError):
     """The model uses a layer or op that cannot be exported (exit code 5)."""
 
+    kind = "unsupported-model"
+
     exit_code = 5
 
 
 class UnsupportedOp(UnsupportedModel):
     """An ONNX op with no lowering in the op table; names the node, the op and the supported set."""
+
+    kind = "unsupported-op"
 
     def __init__(self, node: str, op: str, supported: list[str] | tuple[str, ...], target: str) -> None:
         message = (
@@ -91,4 +120,21 @@ class UnsupportedOp(UnsupportedModel):
 class RemoteError(EdgeLstmError):
     """A device run over SSH failed: unreachable host, authentication, missing runtime, timeout."""
 
+    kind = "remote"
+
     exit_code = 6
+
+
+class MissingRuntimeError(RemoteError):
+    """The device lacks the runtime an artifact needs (exit code 6)."""
+
+
+class EmulationError(EdgeLstmError):
+    """The emulated device could not be built, started or stopped: not root, binfmt, a corrupt cache, sshd
+    (exit code 7)."""
+
+    exit_code = 7
+
+
+class TrainingDiverged(UsageError):
+    """The training loss became NaN or infinite (exit code 2): the learning rate or clipping needs changing."""

@@ -1,24 +1,31 @@
 """Load ``model.pt`` into a :class:`LoadedModel`, safe by default.
 
-The format is detected by content, never by file name:
+The format is detected by content, never by file name, and the file is opened
+and classified by edge-lstm itself before torch reads it (:func:`inspect`:
+:mod:`edge_lstm.archive` verifies the zip, :mod:`edge_lstm.containers` checks
+every member and pickle against an allow-list):
 
-1. edge-lstm's own checkpoint (a ``torch.save``d dict, loaded ``weights_only=True``);
-2. TorchScript (``torch.jit.save``);
+1. edge-lstm's own checkpoint (a ``torch.save``d dict, loaded ``weights_only=True``
+   and validated against :mod:`edge_lstm.checkpoint`'s schema);
+2. TorchScript (``torch.jit.save``), its code and graph limited to tensor operators;
 3. ``torch.export`` ExportedProgram (``.pt2``), which carries example input shapes;
 4. a whole pickled ``nn.Module``, only with ``trust_pickle=True``, since unpickling runs code.
+
+Anything only ``trust_pickle=True`` may load is named in the error. Names taken
+from the file pass through :func:`edge_lstm.outputs.safe_name`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_lstm import archs
+from edge_lstm import archs, checkpoint
+from edge_lstm.archive import open_zip
+from edge_lstm.containers import Inspection, audit_torchscript_graph, inspect_file
 from edge_lstm.errors import InputFileError, ShapeError, UnsupportedModel
+from edge_lstm.outputs import safe_name
 from edge_lstm.spec import InputSpec, TensorSpec
 
 if TYPE_CHECKING:
@@ -96,7 +103,7 @@ def save_checkpoint(
     task: str = "forecast",
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write an edge-lstm checkpoint atomically (temp file, then rename)."""
+    """Write an edge-lstm checkpoint atomically (temp file, then rename; a full disk is exit code 2)."""
     import torch
 
     spec = _arch_input_spec(config, window)
@@ -111,15 +118,14 @@ def save_checkpoint(
         "task": task,
         "metadata": metadata or {},
     }
+    import io
+
+    from edge_lstm.outputs import write_files_atomic
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_files_atomic({path: buf.getvalue()})  # a temporary name, then a rename; nothing left on failure
     return path
 
 
@@ -134,41 +140,32 @@ def _arch_input_spec(config: archs.ArchConfig, window: int) -> InputSpec:
 
 
 def sniff_format(path: Path) -> str:
-    """Tell the model format from the file's bytes."""
-    if not path.exists():
-        raise InputFileError(f"Model file '{path}' does not exist.", "Check the path.")
-    if path.is_dir():
-        raise InputFileError(f"'{path}' is a directory, not a model file.")
+    """Tell the model format from the file's bytes (see :func:`inspect`)."""
+    return inspect(path).format
+
+
+MAX_MODEL_BYTES = 4 << 30
+
+
+def inspect(path: Path) -> Inspection:
+    """Open and classify a model file ourselves (:mod:`edge_lstm.containers`), before torch reads it."""
     try:
+        if not path.exists() and not path.is_symlink():
+            raise InputFileError(f"Model file '{path}' does not exist.", "Check the path.")
+        if path.is_dir():
+            raise InputFileError(f"'{path}' is a directory, not a model file.")
+        size = path.stat().st_size
         with path.open("rb") as f:
             head = f.read(4)
     except OSError as e:
-        raise InputFileError(f"Cannot read '{path}': {e.strerror}.") from e
+        raise InputFileError(f"Cannot read '{path}': {e.strerror or e}.") from e
+    if size > MAX_MODEL_BYTES:
+        raise InputFileError(f"'{path}' is {size:,} bytes, larger than the {MAX_MODEL_BYTES:,} accepted.")
     if head[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-                bad = z.testzip()  # CRC of every member: PyTorch's own reader does not check them
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise InputFileError(
-                f"'{path}' looks like a PyTorch file but is truncated or corrupted ({e}).",
-                "Save the model again; check that the copy finished.",
-            ) from e
-        if bad is not None:
-            raise InputFileError(
-                f"'{path}' is corrupted: the checksum of its member '{bad}' does not match.",
-                "Save the model again; check that the copy finished.",
-            )
-        if any(n.endswith("serialized_exported_program.json") or ("/models/" in n and n.endswith(".json"))
-               for n in names):
-            return "exported-program"
-        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
-            return "torchscript"
-        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
-            return "torch-save"
-        raise InputFileError(f"'{path}' is a zip archive but not a PyTorch model.")
+        with open_zip(path, f"'{path}'") as z:
+            return inspect_file(None, z, f"'{path}'")
     if head[:1] == b"\x80":
-        return "torch-save"  # legacy (non-zip) torch.save pickle
+        return inspect_file(path.read_bytes(), None, f"'{path}'")  # legacy (non-zip) torch.save pickle
     if head[:1] == b"\x08":
         raise InputFileError(
             f"'{path}' looks like an ONNX model; edge-lstm exports from PyTorch models.",
@@ -181,6 +178,18 @@ def sniff_format(path: Path) -> str:
     )
 
 
+def _refuse_untrusted(path: Path, verdict: Inspection) -> None:
+    what = {"torch-save": "holds pickled Python objects (e.g. a whole nn.Module saved with torch.save(model))",
+            "torchscript": "is a TorchScript archive whose code reaches outside tensors",
+            "exported-program": "is a torch.export archive with pickled parts or code"}[verdict.format]
+    shown = "; ".join(verdict.needs_trust[:3]) + (" ..." if len(verdict.needs_trust) > 3 else "")
+    raise InputFileError(
+        f"'{path}' {what} ({shown}); loading it would run code from the file.",
+        "If you trust the file, pass --trust-pickle (trust_pickle=True), with the model's classes importable "
+        "(set PYTHONPATH). Safer: save a TorchScript, torch.export .pt2 or edge-lstm checkpoint.",
+    )
+
+
 def load(
     path: str | Path,
     input_shapes: list[tuple[int, ...]] | None = None,
@@ -188,13 +197,15 @@ def load(
 ) -> LoadedModel:
     """Load a model file; ``input_shapes`` overrides or supplies the input shapes."""
     path = Path(path)
-    fmt = sniff_format(path)
-    if fmt == "torchscript":
-        model = _load_torchscript(path)
-    elif fmt == "exported-program":
-        model = _load_exported(path, trust_pickle)
+    verdict = inspect(path)
+    if verdict.needs_trust and not trust_pickle:
+        _refuse_untrusted(path, verdict)
+    if verdict.format == "torchscript":
+        model = _load_torchscript(path, trust_pickle)
+    elif verdict.format == "exported-program":
+        model = _load_exported(path)
     else:
-        model = _load_torch_save(path, trust_pickle)
+        model = _load_torch_save(path, bool(verdict.needs_trust))
     if input_shapes:
         model.inputs = _override_shapes(model.inputs, input_shapes, path)
     if not model.inputs.inputs:
@@ -245,7 +256,7 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
     """Run the model once on zeros to learn its outputs; a rejected shape is a ShapeError."""
     import torch
 
-    xs = [torch.zeros(*t.concrete(1)) for t in model.inputs.inputs]
+    xs = [torch.zeros(*t.concrete(1), dtype=getattr(torch, t.dtype, torch.float32)) for t in model.inputs.inputs]
     try:
         with torch.no_grad():
             out = model.module(*xs)
@@ -278,32 +289,27 @@ def _out_batch_axis(model: LoadedModel, index: int) -> int:
     return 0
 
 
-def _load_torch_save(path: Path, trust_pickle: bool) -> LoadedModel:
-    import pickle
-
+def _load_torch_save(path: Path, pickled: bool) -> LoadedModel:
+    """A ``torch.save`` file: ``weights_only`` unless :func:`inspect` found objects only trust may load."""
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trust_pickle:
-            raise InputFileError(
-                f"'{path}' holds pickled Python objects (e.g. a whole nn.Module saved with torch.save(model)); "
-                "loading it would run code from the file.",
-                "If you trust the file, pass --trust-pickle (trust_pickle=True), with the model's classes "
-                "importable (set PYTHONPATH). Safer: save a TorchScript, torch.export .pt2 or edge-lstm checkpoint.",
-            ) from e
-        obj = _unpickle_trusted(path)
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        obj = torch.load(path, map_location="cpu", weights_only=not pickled)
+    except (AttributeError, ModuleNotFoundError, ImportError) as e:
         raise InputFileError(
-            f"'{path}' could not be read as a PyTorch file: {str(e).splitlines()[0]}",
+            f"'{path}' needs a class that is not importable: {e}.",
+            "Put the module that defines the model's classes on PYTHONPATH.",
+        ) from e
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... with long traces
+        raise InputFileError(
+            f"'{path}' could not be read as a PyTorch file: {_first_line(e)}",
             "The file may be truncated or corrupted; save the model again.",
         ) from e
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return _from_checkpoint(obj, path)
     if isinstance(obj, torch.nn.Module):
         obj.eval()
-        return LoadedModel(obj, "pickle", path.stem.split(".")[0], InputSpec(()), (), source=path)
+        return LoadedModel(obj, "pickle", safe_name(path.stem.split(".")[0]), InputSpec(()), (), source=path)
     if isinstance(obj, dict):
         raise InputFileError(
             f"'{path}' holds a dict that is not an edge-lstm checkpoint (a bare state_dict has no architecture).",
@@ -312,101 +318,84 @@ def _load_torch_save(path: Path, trust_pickle: bool) -> LoadedModel:
     raise InputFileError(f"'{path}' holds a {type(obj).__name__}, not a model.")
 
 
-def _unpickle_trusted(path: Path) -> Any:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (AttributeError, ModuleNotFoundError) as e:
-        raise InputFileError(
-            f"'{path}' needs a class that is not importable: {e}.",
-            "Put the module that defines the model's classes on PYTHONPATH.",
-        ) from e
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
 def _from_checkpoint(obj: dict[str, Any], path: Path) -> LoadedModel:
+    import torch
+
     if obj.get("version") != CHECKPOINT_VERSION:
         raise InputFileError(
-            f"Checkpoint version {obj.get('version')} is not supported (expected {CHECKPOINT_VERSION})."
+            f"Checkpoint version {obj.get('version')!r} is not supported (expected {CHECKPOINT_VERSION})."
         )
+    config = checkpoint.validate(obj, str(path))
+    state = obj["state_dict"]
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise InputFileError(f"Checkpoint '{path}': state_dict entry {key!r} is not a tensor.")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InputFileError(f"Checkpoint '{path}': state_dict.{key} holds NaN or infinite weights.",
+                                 "Retrain or fix the weights; a model with non-finite weights cannot be validated.")
     try:
-        config = archs.ArchConfig.from_dict(dict(obj["config"]))
         module = archs.build(str(obj["arch"]), config)
-        module.load_state_dict(obj["state_dict"])
-        spec = InputSpec.from_dict(list(obj["input_spec"]))
-    except (KeyError, RuntimeError, TypeError) as e:
-        raise InputFileError(f"Checkpoint '{path}' is incomplete or does not match its architecture: {e}.") from e
+        module.load_state_dict(state)
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise InputFileError(f"Checkpoint '{path}' does not match its architecture: {_first_line(e)}.") from e
+    spec = InputSpec.from_dict(list(obj["input_spec"]))
     module.eval()
     meta = dict(obj.get("metadata") or {})
     return LoadedModel(
-        module, "checkpoint", str(meta.get("name") or path.stem.split(".")[0]), spec, (),
+        module, "checkpoint", safe_name(meta.get("name") or path.stem.split(".")[0]), spec, (),
         arch=str(obj["arch"]), config=config, normalization=obj.get("normalization"),
         task=str(obj.get("task", "unknown")), metadata=meta, source=path,
     )
 
 
-def _load_torchscript(path: Path) -> LoadedModel:
+def _load_torchscript(path: Path, trusted: bool) -> LoadedModel:
     import torch
 
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError subclasses with long C++ traces
         raise InputFileError(
-            f"'{path}' is a TorchScript archive that could not be loaded: {str(e).splitlines()[0]}",
+            f"'{path}' is a TorchScript archive that could not be loaded: {_first_line(e)}",
             "The file may be truncated or corrupted; save it again with torch.jit.save.",
         ) from e
+    if not trusted:  # before forward() ever runs: the graph may reach only tensor operators
+        audit_torchscript_graph(module, f"'{path}'")
     module.eval()
-    return LoadedModel(module, "torchscript", path.stem.split(".")[0], InputSpec(()), (), source=path)
+    return LoadedModel(module, "torchscript", safe_name(path.stem.split(".")[0]), InputSpec(()), (), source=path)
 
 
-def _pt2_pickled_parts(path: Path) -> list[str]:
-    """Members of a ``.pt2`` that ``torch.export.load`` would unpickle (which can run code from the file)."""
-    import io
-    import json
-    import pickle
+def _load_exported(path: Path) -> LoadedModel:
+    import logging
 
     import torch
 
-    risky = []
-    with zipfile.ZipFile(path) as z:
-        for name in z.namelist():
-            if name.endswith("_config.json"):
-                config = json.loads(z.read(name) or b"{}").get("config", {})
-                risky += [f"{name}:{k}" for k, v in config.items()
-                          if isinstance(v, dict) and (v.get("use_pickle") or "custom_obj" in str(v.get("path_name")))]
-            elif "/sample_inputs/" in name and name.endswith(".pt"):
-                try:
-                    torch.load(io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
-                except (pickle.UnpicklingError, RuntimeError, EOFError):
-                    risky.append(name)
-    return risky
-
-
-def _load_exported(path: Path, trust_pickle: bool) -> LoadedModel:
-    import torch
-
-    risky = _pt2_pickled_parts(path)
-    if risky and not trust_pickle:
-        raise InputFileError(
-            f"'{path}' is a torch.export archive with pickled parts ({', '.join(risky[:3])}); "
-            "loading them would run code from the file.",
-            "If you trust the file, pass --trust-pickle; otherwise export it again with plain tensors.",
-        )
+    quiet = logging.getLogger("torch.export")  # it logs its own tracebacks before raising; ours is the message
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         ep = torch.export.load(str(path))
+        module = _EvalOnly(ep.module())
     except Exception as e:
         raise InputFileError(
-            f"'{path}' is a torch.export archive that could not be loaded: {str(e).splitlines()[0]}",
+            f"'{path}' is a torch.export archive that could not be loaded: {_first_line(e)}",
             "The file may be truncated or corrupted; save it again with torch.export.save.",
         ) from e
+    finally:
+        quiet.setLevel(level)
     args = ep.example_inputs[0] if ep.example_inputs else ()
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     specs = tuple(
-        TensorSpec(names[i] if i < len(names) else f"input_{i}", tuple(int(d) for d in a.shape))
-        for i, a in enumerate(args)
+        TensorSpec(safe_name(names[i], f"input_{i}") if i < len(names) else f"input_{i}",
+                   tuple(int(d) for d in a.shape), str(a.dtype).removeprefix("torch."))
+        for i, a in enumerate(args) if isinstance(a, torch.Tensor)
     )
-    module = _EvalOnly(ep.module())
-    return LoadedModel(module, "exported-program", path.stem.split(".")[0], InputSpec(specs), (), source=path)
+    return LoadedModel(module, "exported-program", safe_name(path.stem.split(".")[0]), InputSpec(specs), (),
+                       source=path)
 
 
 def _eval_only_cls() -> type:

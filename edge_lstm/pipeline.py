@@ -34,7 +34,7 @@ from edge_lstm import feeds as feeds_mod
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.errors import EdgeLstmError, ShapeError, UnsupportedModel, UsageError
 from edge_lstm.load import LoadedModel
-from edge_lstm.outputs import staged_dir
+from edge_lstm.outputs import staged_dir, write_into
 from edge_lstm.recipes import Recipe, load_recipe
 from edge_lstm.spec import Precision
 from edge_lstm.validate import raise_on_failures
@@ -64,6 +64,9 @@ class ExportOptions:
     force: bool = False
     profile: bool = False  # measure every artifact (fresh process each) into the report
     target: str | None = None  # device target name or TOML path: estimates and budgets (exit 4 when over)
+    prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
+    prove_python: str = "python3"  # the Python on a real --prove-on device
+    ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
 
 
 @dataclass
@@ -91,6 +94,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     say("loading model")
     model = sources.open_model(model_path, list(options.input_shapes) or None, options.trust_pickle)
     _check_request(options)
+    if options.prove_on:
+        from edge_lstm import prove_device
+
+        prove_device.check(options.prove_on, options.prove_python, options.ssh_config)
     say("capturing ONNX")
     proto, step = prepare(model, options.streaming)
     say("preparing validation data")
@@ -99,10 +106,17 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     artifacts = _build(model, proto, step, options, say)
     for art in artifacts:
         prove.prove(art, model, options.recipe, vdata, reference, step, say)
+    proof = None
+    if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
+        from edge_lstm import prove_device
+
+        device = prove_device.device(options.prove_on, options.prove_python, options.ssh_config, say)
+        proof = prove_device.prove(device, [a for a in artifacts if a.built and not a.failures], model,
+                                   options.recipe, vdata, reference, say)
     for art in artifacts:  # report.md shows notes: the failures go there too
         art.notes += [f"FAILED: {line}" for line in art.describe_failure().splitlines()]
     target = _target(options)
-    report = _publish(model, proto, options, vdata, artifacts, target, say)
+    report = _publish(model, proto, options, vdata, artifacts, target, say, proof)
     result = ExportResult(options.output_dir, model, artifacts, report)
     _raise_failures(artifacts, options.output_dir)
     raise_on_failures([v for a in artifacts for v in a.validations])
@@ -188,15 +202,16 @@ def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | No
 
 
 def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, vdata: feeds_mod.ValidationData,
-             artifacts: list[Artifact], target: Any, say: Progress) -> dict[str, Any]:
+             artifacts: list[Artifact], target: Any, say: Progress, proof: dict[str, Any] | None) -> dict[str, Any]:
     """Write the built artifacts and the reports (and profile them) into the staged output."""
     from edge_lstm.report import build_report, write_reports
 
     with staged_dir(options.output_dir, options.force) as stage:
         for art in artifacts:
             if art.built:
-                (stage / art.filename).write_bytes(art.data)
+                write_into(stage, art.filename, art.data)
         report = build_report(model, options, vdata, artifacts, proto)
+        report["proved_on"] = proof
         if options.profile or target is not None:
             runnable = [a for a in artifacts if a.built and not a.failures]
             report["profile"] = _profile(stage, options.output_dir, runnable, target, say)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 99)
+EMULATED_TIMING = "emulated (qemu-user): not device latency"
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,12 @@ def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str
 
 def parse_device_output(stdout: str, stderr: str, rc: int, artifact: str, where: str) -> dict[str, Any]:
     """The device runner's JSON line; its reported errors become :class:`EdgeLstmError`s."""
-    lines = [ln for ln in stdout.strip().splitlines() if ln.startswith("{")]
-    if not lines:
+    from edge_lstm.remote import read_device_reply
+
+    report = read_device_reply(stdout, InputFileError, where)
+    if report is None:
         tail = (stderr.strip().splitlines() or ["no output"])[-1]
         raise InputFileError(f"The device runner failed on '{artifact}' on {where} (exit {rc}): {tail}")
-    report: dict[str, Any] = json.loads(lines[-1])
     if report.get("error") == "missing-runtime":
         raise UsageError(f"The runtime for '{artifact}' is not installed on {where}: {report['message']}",
                          "Install it (pip install onnxruntime / ai-edge-litert / tflite-micro) or pick --runtime.")
@@ -275,7 +277,10 @@ def summarize(raw: dict[str, Any], path: Path, fmt: str, options: ProfileOptions
         "size": sizes,
         "cost": _cost_summary(cost),
         "inputs": raw.get("inputs", []),
-        "device": {"python": raw.get("python"), "numpy": raw.get("numpy")},
+        "device": {**(raw.get("device") or {}), "python": raw.get("python"), "numpy": raw.get("numpy")},
+        # under emulation (the device says so: edge-lstm device emulate) time and memory measure the emulator
+        "emulated": bool((raw.get("device") or {}).get("emulated")),
+        "timing": EMULATED_TIMING if (raw.get("device") or {}).get("emulated") else "measured",
     }
 
 
@@ -309,6 +314,8 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 - 3.10
         "host": host_info(), "where": remote.host if remote else "host",
         "options": asdict(options), "artifacts": artifacts, "target": None, "compare": None,
+        "device": artifacts[0]["device"] if remote else None,  # as the device reported itself
+        "emulated": any(a["emulated"] for a in artifacts),
     }
     if target is not None:
         apply_target(report, target)
@@ -364,7 +371,11 @@ def budget_checks(entry: dict[str, Any], target: Target) -> list[dict[str, Any]]
         from edge_lstm.tflm_check import mcu_budgets
 
         return mcu_budgets(entry, target, checks[0], _check)
-    if entry["memory"]["peak_rss_bytes"] is not None:
+    if entry.get("emulated"):
+        checks.append({"budget": "ram", "status": "skipped", "measure": "peak RSS",
+                       "note": f"measured under emulation on {entry['where']} (it includes the emulator): not "
+                               "used for budgets; profile on the real device"})
+    elif entry["memory"]["peak_rss_bytes"] is not None:
         checks.append(_check("ram", entry["memory"]["peak_rss_bytes"], target.ram_budget_bytes,
                              f"peak RSS over baseline, measured on {entry['where']}"))
     if entry["runtime"] not in target.runtimes:
@@ -399,29 +410,55 @@ def enforce_budgets(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- comparisons
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """A previous profile report (``--compare``); :class:`InputFileError` when unreadable."""
+_NUM = {"type": ["number", "null"]}
+_OBJ_OR_NULL = {"type": ["object", "null"]}
+#: the fields of a previous profile report that --compare reads
+PROFILE_REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["artifacts"],
+    "properties": {"artifacts": {"type": "array", "maxItems": 100_000, "items": {
+        "type": "object", "required": ["artifact"],
+        "properties": {"artifact": {"type": "string"}, "runtime": {"type": ["string", "null"]},
+                       "where": {"type": ["string", "null"]}, "arena_bytes": _NUM,
+                       "latency_s": {**_OBJ_OR_NULL, "properties": {"p50": _NUM}},
+                       "memory": {**_OBJ_OR_NULL, "properties": {"peak_rss_bytes": _NUM}},
+                       "size": {**_OBJ_OR_NULL, "properties": {"file_bytes": _NUM}}}}}},
+}
+#: the fields of an export report that --export-report reads (the worst error per artifact)
+EXPORT_REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["artifacts"],
+    "properties": {"artifacts": {"type": "array", "maxItems": 100_000, "items": {
+        "type": "object", "properties": {"file": {"type": "string"}, "validation": {
+            "type": ["array", "null"], "items": {"type": "object", "properties": {"outputs": {
+                "type": "array", "items": {"type": "object", "properties": {"max_abs": _NUM}}}}}}}}}},
+}
+_MAX_REPORT_BYTES = 256 << 20
+
+
+def _read_report(path: str | Path, kind: str, report_schema: dict[str, Any], written_by: str) -> dict[str, Any]:
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise InputFileError(f"Cannot read the profile report '{p}': {e}.",
-                             "Pass a report.json written by `edge-lstm profile --output`.") from e
-    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise InputFileError(f"'{p}' is not an edge-lstm profile report (no 'artifacts' list).")
-    return data
+        if p.stat().st_size > _MAX_REPORT_BYTES:
+            raise InputFileError(f"The {kind} report '{p}' is larger than {_MAX_REPORT_BYTES:,} bytes.")
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        raise InputFileError(f"Cannot read the {kind} report '{p}': {reason}.",
+                             f"Pass a report.json written by {written_by}.") from e
+    from edge_lstm import schema
+
+    schema.check(data, report_schema, schema.file_error(f"'{p}' is not an edge-lstm {kind} report",
+                                                        f"Pass a report.json written by {written_by}."), finite=False)
+    return data  # type: ignore[no-any-return]
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A previous profile report (``--compare``), validated; :class:`InputFileError` when unreadable."""
+    return _read_report(path, "profile", PROFILE_REPORT_SCHEMA, "`edge-lstm profile --output`")
 
 
 def load_export_report(path: str | Path) -> dict[str, Any]:
-    """An ``edge-lstm export`` report.json (its validation errors go into the HTML table)."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise InputFileError(f"Cannot read the export report '{p}': {e}.") from e
-    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise InputFileError(f"'{p}' is not an edge-lstm export report (no 'artifacts' list).")
-    return data
+    """An ``edge-lstm export`` report.json (its validation errors go into the HTML table), validated."""
+    return _read_report(path, "export", EXPORT_REPORT_SCHEMA, "`edge-lstm export`")
 
 
 def compare(report: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
@@ -454,7 +491,9 @@ def _delta(new: float | None, old: float | None) -> dict[str, float | None]:
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write the JSON report atomically (temp file, then rename); :class:`UsageError` when it cannot be written."""
     out = Path(path)
-    data = (json.dumps(report, indent=2, default=str) + "\n").encode()
+    from edge_lstm.jsonio import dumps
+
+    data = (dumps(report, indent=2) + "\n").encode()
     write_file(out, data)
     return out
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edge_lstm import schema
 from edge_lstm.errors import UsageError
 from edge_lstm.resources import data_dir
 from edge_lstm.spec import Precision, Tolerance
@@ -74,91 +75,148 @@ def list_recipes() -> list[str]:
 
 
 def load_recipe(name_or_path: str | Path = "default") -> Recipe:
-    """Load a bundled recipe by name, or a user's TOML file by path."""
-    raw = _read(name_or_path)
-    return _build(raw, str(name_or_path))
+    """Load a bundled recipe by name, or a user's TOML file by path (validated: see :data:`SCHEMA`)."""
+    raw, where = _read(name_or_path, ())
+    schema.check(raw, {**SCHEMA, "required": ["name", "formats", "precisions"]}, _fail(where), LABELS)
+    return _build(raw, where)
 
 
-def _read(name_or_path: str | Path, depth: int = 0) -> dict[str, Any]:
+MAX_INHERIT = 8
+#: numbers a recipe may set, from the fields of Recipe; a bound for each
+_VALIDATION_RANGES: dict[str, dict[str, Any]] = {
+    "random_samples": {"minimum": 1, "maximum": 100_000}, "max_samples": {"minimum": 1, "maximum": 100_000},
+    "seed": {"minimum": 0, "maximum": 2**32 - 1}, "calibration_samples": {"minimum": 1, "maximum": 100_000},
+    "min_calibration_samples": {"minimum": 1, "maximum": 100_000}, "calibration_margin": {"minimum": 0, "maximum": 10},
+    "long_sequence_steps": {"minimum": 1, "maximum": 10_000_000}, "long_sequence_factor": {"minimum": 1,
+                                                                                            "maximum": 1e6},
+}
+_TOLERANCE_RANGES: dict[str, dict[str, Any]] = {
+    "atol": {"minimum": 0}, "rtol": {"minimum": 0}, "min_cosine": {"minimum": -1, "maximum": 1},
+    "max_rel_l2": {"minimum": 0}, "min_psnr": {"minimum": -1000, "maximum": 1000}, "max_task_drop": {"minimum": 0},
+}
+_NAMED = ("name", "description", "formats", "precisions", "lowering", "tolerances")
+_VALIDATION_KEYS = {f.name: f.type for f in fields(Recipe) if f.name not in _NAMED}
+
+
+def _kind_schema(annotation: Any) -> dict[str, Any]:
+    text = str(annotation)
+    if "bool" in text:
+        return {"type": "boolean"}
+    if text in ("int", str(int)):
+        return {"type": "integer"}
+    if "float" in text or "int" in text:
+        return {"type": "number"}
+    return {}  # a field of another kind (added later): its own code checks it
+
+
+def _tolerance_schema() -> dict[str, Any]:
+    """Derived from the fields of :class:`Tolerance`, so a new field is accepted as soon as it exists."""
+    props = {f.name: {**_kind_schema(f.type), **_TOLERANCE_RANGES.get(f.name, {})}
+             for f in fields(Tolerance) if f.name != "per_output"}
+    table = {"type": "object", "additionalProperties": False, "properties": props}
+    if any(f.name == "per_output" for f in fields(Tolerance)):
+        return {**table, "properties": {**props, "per_output": {"type": "object", "additionalProperties": table}}}
+    return table
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "description": {"type": "string", "maxLength": 1000},
+        "inherit": {"type": "string", "minLength": 1},
+        "formats": {"type": "array", "minItems": 1, "items": {"enum": list(FORMATS)}},
+        "precisions": {"type": "array", "minItems": 1, "items": {"enum": [p.value for p in Precision]}},
+        "lowering": {"enum": list(LOWERINGS)},
+        "validation": {"type": "object", "additionalProperties": False, "properties": {
+            k: {**_kind_schema(t), **_VALIDATION_RANGES.get(k, {"minimum": 0})} for k, t in _VALIDATION_KEYS.items()}},
+        "tolerance": {"type": "object", "additionalProperties": False,
+                      "properties": {p.value: _tolerance_schema() for p in Precision}},
+    },
+}
+
+
+def _range_words(kind: dict[str, Any], bounds: dict[str, Any], signed: bool = False) -> str:
+    if kind.get("type") == "boolean":
+        return "true or false"
+    noun = ("an integer" if signed else "a non-negative integer") if kind.get("type") == "integer" else (
+        "a number" if signed else "a non-negative number")
+    lo, hi = bounds.get("minimum"), bounds.get("maximum")
+    return f"{noun} within [{lo}, {hi}]" if hi is not None else (f"{noun} >= {lo}" if lo is not None else noun)
+
+
+LABELS = {
+    **{k: _range_words(_kind_schema(t), _VALIDATION_RANGES.get(k, {"minimum": 0}))
+       for k, t in _VALIDATION_KEYS.items()},
+    **{f.name: _range_words(_kind_schema(f.type), _TOLERANCE_RANGES.get(f.name, {}), signed=True)
+       for f in fields(Tolerance) if f.name != "per_output"},
+}
+
+
+def _fail(where: str) -> schema.Fail:
+    def fail(sentence: str) -> UsageError:
+        sentence = sentence.replace("unknown key(s) in validation", "unknown [validation] key(s)")
+        if "unknown key(s) in tolerance." in sentence:
+            sentence = "unknown tolerance key(s) in " + sentence.split("unknown key(s) in ", 1)[1]
+        return UsageError(f"Recipe '{where}': {sentence}.", "See the bundled recipes under export/ for every field.")
+    return fail
+
+
+def _locate(name_or_path: str | Path, base: Path | None) -> Path:
     path = Path(name_or_path)
     if not path.suffix:
         path = data_dir("export") / f"{name_or_path}.toml"
         if not path.is_file():
             raise UsageError(f"Unknown recipe '{name_or_path}'.", f"Bundled recipes: {', '.join(list_recipes())}.")
+        return path
+    if base is not None and not path.is_absolute() and (base / path).is_file():
+        return base / path  # inherit = "base.toml" is found beside the recipe that names it
     if not path.is_file():
         raise UsageError(f"Recipe file '{path}' does not exist.")
+    return path
+
+
+def _read(name_or_path: str | Path, chain: tuple[Path, ...], base: Path | None = None) -> tuple[dict[str, Any], str]:
+    path = _locate(name_or_path, base)
+    where = str(name_or_path) if not chain else str(path)
+    resolved = path.resolve()
+    if resolved in chain:
+        names = " -> ".join(p.name for p in (*chain, resolved))
+        raise UsageError(f"Recipe '{where}' inherits from itself ({names}).", "Break the cycle of `inherit` keys.")
+    if len(chain) >= MAX_INHERIT:
+        raise UsageError(f"Recipe '{where}': `inherit` goes {len(chain) + 1} levels deep; at most {MAX_INHERIT} "
+                         "are accepted.", "Inherit from a recipe closer to the bundled ones.")
     try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError, RecursionError) as e:
         raise UsageError(f"Recipe '{path}' is not valid TOML: {e}.") from e
+    schema.check(raw, SCHEMA, _fail(str(path)), LABELS)
     parent = raw.pop("inherit", None)
-    if parent and depth < 4:
-        base = _read(str(parent), depth + 1)
-        tol = {**base.get("tolerance", {}), **raw.get("tolerance", {})}
-        val = {**base.get("validation", {}), **raw.get("validation", {})}
-        raw = {**base, **raw, "tolerance": tol, "validation": val}
-    return raw
+    if parent:
+        base_raw, _ = _read(str(parent), (*chain, resolved), path.parent)
+        tol = {**base_raw.get("tolerance", {}), **raw.get("tolerance", {})}
+        val = {**base_raw.get("validation", {}), **raw.get("validation", {})}
+        raw = {**base_raw, **raw, "tolerance": tol, "validation": val}
+    return raw, where
 
 
 def _build(raw: dict[str, Any], where: str) -> Recipe:
-    try:
-        tolerances = {parse_precision(k): _tolerance(v, where) for k, v in raw.get("tolerance", {}).items()}
-        missing = [p.value for p in Precision if p not in tolerances]
-        if missing:
-            raise UsageError(f"Recipe '{where}' has no tolerance for {', '.join(missing)}.")
-        val = _validation(raw.get("validation", {}), where)
-        return Recipe(
-            name=str(raw["name"]),
-            description=str(raw.get("description", "")),
-            formats=check_formats(raw["formats"]),
-            precisions=_unique(parse_precision(p) for p in raw["precisions"]),
-            lowering=check_lowering(raw.get("lowering", "auto")),
-            tolerances=tolerances,
-            **val,
-        )
-    except KeyError as e:
-        raise UsageError(f"Recipe '{where}' is missing the field {e}.") from e
-
-
-_VALIDATION_KEYS = {f.name: f.type for f in fields(Recipe)
-                    if f.name not in ("name", "description", "formats", "precisions", "lowering", "tolerances")}
-
-
-def _validation(d: dict[str, Any], where: str) -> dict[str, Any]:
-    unknown = set(d) - set(_VALIDATION_KEYS)
-    if unknown:
-        raise UsageError(f"Recipe '{where}': unknown [validation] key(s) {sorted(unknown)}; "
-                         f"known: {sorted(_VALIDATION_KEYS)}.")
-    for k, v in d.items():
-        want_int = _VALIDATION_KEYS[k] in ("int", int)
-        ok = isinstance(v, int) if want_int else isinstance(v, (int, float))
-        if not ok or isinstance(v, bool) or v < 0:
-            raise UsageError(f"Recipe '{where}': [validation] {k} = {v!r} must be a non-negative "
-                             f"{'integer' if want_int else 'number'}.")
-    return d
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _tolerance(d: dict[str, Any], where: str) -> Tolerance:
-    known = {f.name for f in fields(Tolerance)}
-    unknown = set(d) - known
-    if unknown:
-        raise UsageError(f"Recipe '{where}': unknown tolerance key(s) {sorted(unknown)}; known: {sorted(known)}.")
-    for k, v in d.items():
-        if k == "per_output":
-            if not isinstance(v, dict) or not all(isinstance(o, dict) for o in v.values()):
-                raise UsageError(f"Recipe '{where}': per_output must map output names to tables of tolerances.")
-            for over in v.values():
-                _tolerance(over, where)
-        elif k == "elementwise":
-            if not isinstance(v, bool):
-                raise UsageError(f"Recipe '{where}': elementwise = {v!r} must be true or false.")
-        elif v is not None and not _number(v):
-            raise UsageError(f"Recipe '{where}': tolerance {k} = {v!r} must be a number.")
-    return Tolerance(**d)
+    tolerances = {parse_precision(k): Tolerance(**v) for k, v in raw.get("tolerance", {}).items()}
+    missing = [p.value for p in Precision if p not in tolerances]
+    if missing:
+        raise UsageError(f"Recipe '{where}' has no tolerance for {', '.join(missing)}.")
+    val = dict(raw.get("validation", {}))
+    if val.get("min_calibration_samples", 1) > val.get("calibration_samples", 200):
+        raise UsageError(f"Recipe '{where}': [validation] min_calibration_samples is larger than calibration_samples.")
+    return Recipe(
+        name=str(raw["name"]),
+        description=str(raw.get("description", "")),
+        formats=check_formats(raw["formats"]),
+        precisions=_unique(parse_precision(p) for p in raw["precisions"]),
+        lowering=check_lowering(raw.get("lowering", "auto")),
+        tolerances=tolerances,
+        **val,
+    )
 
 
 def _unique(items: Iterable[Precision]) -> tuple[Precision, ...]:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_lstm.errors import RemoteError, UsageError
+from edge_lstm import schema
+from edge_lstm.errors import EdgeLstmError, MissingRuntimeError, RemoteError, UsageError
 
 #: modules the device-side runner needs, relative to the package directory
 ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "device.py")
@@ -141,6 +142,43 @@ def scp_command(cfg: RemoteConfig, files: list[Path], remote_dir: str) -> list[s
     return ["scp", "-q", *_common(cfg, "-P"), "--", *map(str, files), f"{cfg.destination[0]}:{remote_dir}/"]
 
 
+_SECONDS = {"type": "number", "minimum": 0, "maximum": 1e6}
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
+#: what the device runner (edge_lstm.device) prints: one JSON object, a report or an error
+DEVICE_REPLY_SCHEMA: dict[str, Any] = {"oneOf": [
+    {"type": "object", "required": ["error", "message"],
+     "properties": {"error": {"type": "string", "maxLength": 200}, "message": {"type": "string"}}},
+    {"type": "object", "required": ["runtime", "version", "threads", "load_s", "first_s", "latencies_s"],
+     "not": {"required": ["error"]},
+     "properties": {
+         "runtime": {"type": "string", "maxLength": 100}, "version": {"type": "string", "maxLength": 200},
+         "threads": {"type": "integer", "minimum": 1, "maximum": 4096}, "xnnpack": {"type": ["boolean", "null"]},
+         "load_s": _SECONDS, "first_s": _SECONDS,
+         "latencies_s": {"type": "array", "maxItems": 10_000_000, "items": _SECONDS},
+         "sample_latencies_s": {"type": "array", "maxItems": 10_000_000, "items": _SECONDS},
+         "rss_baseline_bytes": _COUNT, "rss_peak_bytes": _COUNT, "arena_used_bytes": _COUNT,
+         "memory_method": {"type": "string"}, "inputs": {"type": "array"}, "outputs": {"type": "array"},
+         "python": {"type": ["string", "null"]}, "numpy": {"type": ["string", "null"]}}},
+]}
+
+
+def read_device_reply(stdout: str, fail: type[EdgeLstmError], where: str) -> dict[str, Any] | None:
+    """The device runner's last JSON line, validated; None when it printed none; ``fail`` when malformed."""
+    lines = [ln for ln in stdout.strip().splitlines() if ln.lstrip().startswith("{")]
+    if not lines:
+        return None
+    try:
+        reply = json.loads(lines[-1])
+    except (ValueError, RecursionError) as e:
+        raise fail(f"The device runner on {where} replied with malformed JSON ({e}): {lines[-1][:120]!r}",
+                   "Check that the device runs the same edge-lstm version, and that nothing else prints to "
+                   "stdout there (a login script, a wrapper).") from e
+    schema.check(reply, DEVICE_REPLY_SCHEMA, lambda sentence: fail(
+        f"The device runner on {where} replied with an unexpected report: {sentence}.",
+        "Check that the device runs the same edge-lstm version."))
+    return reply  # type: ignore[no-any-return]
+
+
 def _run(cmd: list[str], cfg: RemoteConfig, timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -181,8 +219,11 @@ def connection_error(cfg: RemoteConfig, stderr: str, what: str) -> RemoteError:
 
 
 def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[str],
-               timeout_s: float = 600.0) -> dict[str, Any]:
-    """Copy the runner, artifact and feed to the device, run there, and return its JSON report."""
+               timeout_s: float = 600.0, outputs: Path | None = None) -> dict[str, Any]:
+    """Copy the runner, artifact and feed to the device, run there, and return its JSON report.
+
+    With ``outputs``, the device writes every sample's outputs (``--outputs``) and they are copied back there.
+    """
     with tempfile.TemporaryDirectory(prefix="edge-lstm-remote-") as tmp:
         pyz = build_zipapp(Path(tmp) / "runner.pyz")
         made = cfg.workdir is None
@@ -195,12 +236,23 @@ def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[
                 raise RemoteError(f"Copying to {cfg.host}:{rdir} failed: {_last(copy.stderr)}",
                                   "Check that the directory exists and is writable, and that there is space.")
             argv = [cfg.python, f"{rdir}/runner.pyz", f"{rdir}/{artifact.name}", "--inputs", f"{rdir}/{feed.name}",
-                    *device_args]
+                    *device_args, *(["--outputs", f"{rdir}/outputs.npz"] if outputs is not None else [])]
             proc = _run(ssh_command(cfg, argv), cfg, timeout_s, "running the device runner")
-            return parse_remote_output(cfg, proc, artifact.name)
+            report = parse_remote_output(cfg, proc, artifact.name)
+            if outputs is not None:
+                _fetch(cfg, f"{rdir}/outputs.npz", outputs, timeout_s)
+            return report
         finally:
             if reached:
-                _cleanup(cfg, rdir, made, [pyz.name, artifact.name, feed.name])
+                _cleanup(cfg, rdir, made, [pyz.name, artifact.name, feed.name, "outputs.npz"])
+
+
+def _fetch(cfg: RemoteConfig, remote_path: str, local: Path, timeout_s: float) -> None:
+    """Copy one file back from the device (``remote_path`` lies in a directory checked by check_remote_dir)."""
+    cmd = ["scp", "-q", *_common(cfg, "-P"), "--", f"{cfg.destination[0]}:{remote_path}", str(local)]
+    proc = _run(cmd, cfg, timeout_s, "copying the outputs back")
+    if proc.returncode != 0:
+        raise RemoteError(f"Copying the outputs back from {cfg.host} failed: {_last(proc.stderr)}")
 
 
 def _make_dir(cfg: RemoteConfig, timeout_s: float) -> str:
@@ -227,15 +279,14 @@ def _last(text: str) -> str:
 
 def parse_remote_output(cfg: RemoteConfig, proc: subprocess.CompletedProcess[str], artifact: str) -> dict[str, Any]:
     """The device runner's JSON, or a :class:`RemoteError` saying what is missing on the device."""
-    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
-    if not lines:
+    report = read_device_reply(proc.stdout, RemoteError, cfg.host)
+    if report is None:
         return _no_json(cfg, proc)
-    report: dict[str, Any] = json.loads(lines[-1])
     if report.get("error") == "missing-runtime":
-        raise RemoteError(f"The runtime for '{artifact}' is missing on {cfg.host} ({cfg.python}): "
-                          f"{report['message']}",
-                          "Install it on the device (pip install onnxruntime, ai-edge-litert or tflite-runtime), "
-                          "or point --remote-python at a Python that has it.")
+        raise MissingRuntimeError(f"The runtime for '{artifact}' is missing on {cfg.host} ({cfg.python}): "
+                                  f"{report['message']}",
+                                  "Install it on the device (pip install onnxruntime, ai-edge-litert or "
+                                  "tflite-runtime), or point --remote-python at a Python that has it.")
     if "error" in report:
         raise RemoteError(f"'{artifact}' failed on {cfg.host}: {report['error']}: {report['message']}")
     return report

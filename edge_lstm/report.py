@@ -8,7 +8,6 @@ sha256, validation metrics per runtime and pass/fail.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +52,9 @@ def cost_summary(model: LoadedModel, proto: onnx.ModelProto | None = None) -> di
 
 def write_reports(report: dict[str, Any], directory: Path) -> None:
     """Write ``report.json`` and ``report.md`` into ``directory``."""
-    (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    from edge_lstm.jsonio import dumps
+
+    (directory / "report.json").write_text(dumps(report, indent=2) + "\n")
     (directory / "report.md").write_text(render_markdown(report))
 
 
@@ -78,6 +79,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- inputs: {', '.join(_spec(t) for t in m['inputs'])}; outputs: {', '.join(_spec(t) for t in m['outputs'])}",
         f"- validation data: {vd['source']}, {vd['samples']} windows of {vd['steps']} steps",
         f"- verdict: **{'PASS' if report['passed'] else 'FAIL'}**",
+        *_proved_on(report.get("proved_on")),
         "",
         "## Artifacts",
         "",
@@ -106,6 +108,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     if notes:
         lines += ["", "## Notes", ""] + [f"- `{f}`: {n}" for f, n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _proved_on(proof: dict[str, Any] | None) -> list[str]:
+    """The device the artifacts were also validated on (``--prove-on``), as it reported itself."""
+    if not proof:
+        return []
+    d = proof.get("reported") or {}
+    emulated = "; EMULATED under qemu-user: outputs prove correctness, nothing is timed" if d.get("emulated") else ""
+    return [f"- also validated on {proof['device']} ({d.get('machine')}, {d.get('os')}, Python {d.get('python')}, "
+            f"numpy {d.get('numpy')}{emulated}): the rows whose runtime names {d.get('machine')}"]
 
 
 def _per_output(report: dict[str, Any]) -> list[str]:

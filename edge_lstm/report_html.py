@@ -83,7 +83,8 @@ def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
     statuses = {c.get("status") for c in a.get("budget") or []}
     verdict = ("ok" if statuses <= {"ok", "warn"} else "not measured / unverified") if statuses else "–"
     cells = [
-        _esc(a["artifact"]), _esc(a["runtime"]), _esc(a["where"]), f"{size['file_bytes']:,}",
+        _esc(a["artifact"]), _esc(a["runtime"]), _esc(a["where"] + (" (EMULATED)" if a.get("emulated") else "")),
+        f"{size['file_bytes']:,}",
         f"{size['weights_bytes']:,}", f"{size['graph_bytes']:,}", _esc(errors.get(a["artifact"], "–")),
         _us(lat.get("p50")), _us(lat.get("p99")), _us(a.get("per_sample_s")),
         _kb(mem.get("peak_rss_bytes")), _kb(a.get("arena_bytes")),
@@ -108,6 +109,9 @@ def render(report: dict[str, Any], export_report: dict[str, Any] | None = None) 
     )
     method = report["artifacts"][0]["memory"]["method"] if report["artifacts"] else ""
     notes = [f"Latencies measured on {_esc(report['where'])}; memory: {_esc(method)}."]
+    if report.get("emulated"):
+        notes.append("<strong>EMULATED</strong>: timings and memory come from qemu-user on this host, not from a "
+                     "device; they are no device latency and are not used for budgets.")
     if target:
         notes.append(f'<span class="est">Estimates</span> are MACs divided by the estimated throughput of '
                      f"{_esc(target['display_name'])}, not measurements ({_esc(target['throughput_method'])}).")

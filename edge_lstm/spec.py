@@ -67,20 +67,34 @@ class InputSpec:
         return cls(tuple(TensorSpec.from_dict(d) for d in items))
 
 
-_SHAPE_RE = re.compile(r"^\d+(x\d+)*$")
+_SHAPE_RE = re.compile(r"^[0-9]{1,12}(x[0-9]{1,12}){0,7}$", re.ASCII)
+#: bounds on --input-shape: one axis, and the elements of one input (256 MiB of float32)
+MAX_DIM = 1 << 24
+MAX_ELEMENTS = 1 << 26
+MAX_RANK = 8
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse ``"1x96x1"`` into ``(1, 96, 1)``; raise :class:`ShapeError` on anything else."""
+    """Parse ``"1x96x1"`` into ``(1, 96, 1)``; raise :class:`ShapeError` on anything else.
+
+    Sizes are bounded (each axis at most :data:`MAX_DIM`, an input at most :data:`MAX_ELEMENTS` elements,
+    at most :data:`MAX_RANK` axes): a runtime handed a huge shape can crash rather than fail.
+    """
     cleaned = text.strip().lower().replace(",", "x").replace(" ", "")
     if not _SHAPE_RE.match(cleaned):
         raise ShapeError(
             f"Cannot read input shape '{text}'.",
-            "Write shapes as positive integers joined by 'x', e.g. --input-shape 1x96x1.",
+            f"Write shapes as positive integers joined by 'x', e.g. --input-shape 1x96x1 (at most {MAX_RANK} axes).",
         )
     dims = tuple(int(p) for p in cleaned.split("x"))
     if any(d <= 0 for d in dims):
         raise ShapeError(f"Input shape '{text}' has a zero dimension.", "Every dimension must be >= 1.")
+    total = 1
+    for d in dims:
+        total *= d
+    if max(dims) > MAX_DIM or total > MAX_ELEMENTS:
+        raise ShapeError(f"Input shape '{text}' is too large ({total:,} elements).",
+                         f"Each axis may be at most {MAX_DIM:,} and an input at most {MAX_ELEMENTS:,} elements.")
     return dims
 
 

@@ -15,10 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edge_lstm import schema
 from edge_lstm.errors import InputFileError, UsageError
+from edge_lstm.recipes import LOWERINGS
 
 KINDS = ("linux", "android", "mcu")
-LOWERINGS = ("fused", "unrolled")
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 RUNTIMES = ("onnxruntime", "litert", "tflite-runtime", "tflm", "torch")
 
@@ -52,6 +53,7 @@ class Target:
     throughput_method: str
     sources: tuple[tuple[str, str], ...]
     path: str = ""
+    firmware: dict[str, Any] | None = None  # [firmware]: cpu, fpu, float_abi, qemu_machine, flash/ram origins
 
     def macs_per_s(self, precision: str) -> float:
         """Estimated throughput for an artifact of ``precision`` (int8 kinds use the int8 figure)."""
@@ -102,79 +104,65 @@ def load_target(name_or_path: str | Path) -> Target:
         raise InputFileError(f"Target file '{path}' does not exist.", "Pass a built-in name or an existing .toml file.")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError, RecursionError) as e:
         raise InputFileError(f"Target file '{path}' is not valid TOML: {e}.") from e
     return _build(data, path)
 
 
-class _Reader:
-    """Reads dotted fields from parsed TOML, naming the field and file in every error."""
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 1000}
+_BYTES = {"type": "integer", "minimum": 1, "maximum": 1 << 50}
+_RATE = {"type": "number", "exclusiveMinimum": 0, "maximum": 1e16}
+_ADDRESS = {"type": "integer", "minimum": 0, "maximum": (1 << 64) - 1}
 
-    def __init__(self, data: dict[str, Any], path: Path) -> None:
-        self.data = data
-        self.path = path
 
-    def get(self, dotted: str, kind: type | tuple[type, ...], default: Any = None, required: bool = True) -> Any:
-        node: Any = self.data
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                if required:
-                    raise InputFileError(
-                        f"Target file '{self.path}' is missing the field '{dotted}'.",
-                        "See the built-in files under targets/ for every required field.",
-                    )
-                return default
-            node = node[part]
-        if isinstance(node, bool) or not isinstance(node, kind):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise InputFileError(f"Target file '{self.path}': field '{dotted}' must be {names}, got {node!r}.")
-        return node
+def _table(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": props, "required": required or []}
 
-    def positive(self, dotted: str, default: Any = None, required: bool = True) -> Any:
-        value = self.get(dotted, (int, float), default, required)
-        if value is not None and value <= 0:
-            raise InputFileError(f"Target file '{self.path}': field '{dotted}' must be > 0, got {value}.")
-        return value
 
-    def choice(self, dotted: str, allowed: tuple[str, ...]) -> str:
-        value = str(self.get(dotted, str))
-        if value not in allowed:
-            raise InputFileError(
-                f"Target file '{self.path}': field '{dotted}' is '{value}'.", f"Accepted: {', '.join(allowed)}."
-            )
-        return value
+#: the schema of a target file; ``[firmware]`` (optional) says how to build and emulate firmware for it
+SCHEMA: dict[str, Any] = _table({
+    "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+    "display_name": _TEXT,
+    "kind": {"enum": list(KINDS)},
+    "cpu": _table({"name": _TEXT, "arch": _TEXT, "cores": {"type": "integer", "minimum": 1, "maximum": 4096},
+                   "clock_hz": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e12}},
+                  ["name", "arch", "cores", "clock_hz"]),
+    "memory": _table({"ram_bytes": _BYTES, "flash_bytes": _BYTES, "ram_budget_bytes": _BYTES,
+                      "flash_budget_bytes": _BYTES}, ["ram_bytes", "flash_bytes"]),
+    "software": _table({"runtimes": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                     "items": {"enum": list(RUNTIMES)}},
+                        "preferred_lowering": {"enum": list(LOWERINGS)},
+                        "preferred_precision": {"enum": list(PRECISIONS)}},
+                       ["runtimes", "preferred_lowering", "preferred_precision"]),
+    "throughput": _table({"fp32_macs_per_s": _RATE, "int8_macs_per_s": _RATE, "method": _TEXT},
+                         ["fp32_macs_per_s", "int8_macs_per_s", "method"]),
+    "sources": {"type": "object", "additionalProperties": _TEXT},
+    "firmware": _table({"cpu": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$"},
+                        "fpu": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$"},
+                        "float_abi": {"enum": ["hard", "softfp", "soft"]},
+                        "qemu_machine": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                        "flash_origin": _ADDRESS, "ram_origin": _ADDRESS}, ["cpu", "fpu", "float_abi"]),
+}, ["name", "display_name", "kind", "cpu", "memory", "software", "throughput", "sources"])
 
 
 def _build(data: dict[str, Any], path: Path) -> Target:
-    r = _Reader(data, path)
-    runtimes = r.get("software.runtimes", list)
-    bad = [x for x in runtimes if x not in RUNTIMES]
-    if bad or not runtimes:
-        raise InputFileError(
-            f"Target file '{path}': field 'software.runtimes' has {bad or 'no entries'}.",
-            f"Accepted runtimes: {', '.join(RUNTIMES)}.",
-        )
-    sources = r.get("sources", dict)
-    ram = int(r.positive("memory.ram_bytes"))
-    flash = int(r.positive("memory.flash_bytes"))
+    schema.check(data, SCHEMA, schema.file_error(f"Target file '{path}'", "See the built-in files under targets/ "
+                                                                          "for every field."))
+    mem = data["memory"]
+    for kind in ("ram", "flash"):
+        if mem.get(f"{kind}_budget_bytes", 0) > mem[f"{kind}_bytes"]:
+            raise InputFileError(f"Target file '{path}': field 'memory.{kind}_budget_bytes' is larger than "
+                                 f"'memory.{kind}_bytes'.")
+    cpu, sw, tp = data["cpu"], data["software"], data["throughput"]
     return Target(
-        name=str(r.get("name", str)),
-        display_name=str(r.get("display_name", str)),
-        kind=r.choice("kind", KINDS),
-        cpu=str(r.get("cpu.name", str)),
-        arch=str(r.get("cpu.arch", str)),
-        cores=int(r.positive("cpu.cores")),
-        clock_hz=int(r.positive("cpu.clock_hz")),
-        ram_bytes=ram,
-        flash_bytes=flash,
-        ram_budget_bytes=int(r.positive("memory.ram_budget_bytes", ram, required=False)),
-        flash_budget_bytes=int(r.positive("memory.flash_budget_bytes", flash, required=False)),
-        runtimes=tuple(str(x) for x in runtimes),
-        preferred_lowering=r.choice("software.preferred_lowering", LOWERINGS),
-        preferred_precision=r.choice("software.preferred_precision", PRECISIONS),
-        fp32_macs_per_s=float(r.positive("throughput.fp32_macs_per_s")),
-        int8_macs_per_s=float(r.positive("throughput.int8_macs_per_s")),
-        throughput_method=str(r.get("throughput.method", str)),
-        sources=tuple((str(k), str(v)) for k, v in sources.items()),
-        path=str(path),
+        name=data["name"], display_name=data["display_name"], kind=data["kind"],
+        cpu=cpu["name"], arch=cpu["arch"], cores=int(cpu["cores"]), clock_hz=int(cpu["clock_hz"]),
+        ram_bytes=int(mem["ram_bytes"]), flash_bytes=int(mem["flash_bytes"]),
+        ram_budget_bytes=int(mem.get("ram_budget_bytes", mem["ram_bytes"])),
+        flash_budget_bytes=int(mem.get("flash_budget_bytes", mem["flash_bytes"])),
+        runtimes=tuple(sw["runtimes"]), preferred_lowering=sw["preferred_lowering"],
+        preferred_precision=sw["preferred_precision"],
+        fp32_macs_per_s=float(tp["fp32_macs_per_s"]), int8_macs_per_s=float(tp["int8_macs_per_s"]),
+        throughput_method=tp["method"], sources=tuple((str(k), str(v)) for k, v in data["sources"].items()),
+        path=str(path), firmware=dict(data["firmware"]) if "firmware" in data else None,
     )

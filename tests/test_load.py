@@ -153,3 +153,69 @@ def test_onnx_file_is_explained(tmp_path: Path, forecaster_ckpt: Path) -> None:
     p.write_bytes(capture.to_onnx(load(forecaster_ckpt)).SerializeToString())
     with pytest.raises(InputFileError, match="looks like an ONNX model"):
         load(p)
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("dropout", 5.0, "config.dropout"), ("hidden", "64", "config.hidden"), ("layers", -1, "config.layers"),
+])
+def test_checkpoint_fields_are_validated_by_name(field: str, value: object, needle: str, forecaster_ckpt: Path,
+                                                 tmp_path: Path) -> None:
+    obj = torch.load(forecaster_ckpt, weights_only=True)
+    obj["config"][field] = value
+    p = tmp_path / "bad.pt"
+    torch.save(obj, p)
+    with pytest.raises(InputFileError, match=needle):
+        load(p)
+
+
+def test_checkpoint_normalisation_is_checked_against_the_model(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    obj = torch.load(forecaster_ckpt, weights_only=True)
+    p = tmp_path / "bad.pt"
+    for norm, needle in (({"mean": [0.0, 1.0], "std": [1.0, 1.0]}, "normalization.mean has 2"),
+                         ({"mean": [0.0], "std": [0.0]}, "normalization.std")):
+        obj["normalization"] = norm
+        torch.save(obj, p)
+        with pytest.raises(InputFileError, match=needle):
+            load(p)
+
+
+def test_names_from_files_are_sanitised(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    obj = torch.load(forecaster_ckpt, weights_only=True)
+    obj["metadata"] = {"name": "../../etc/passwd"}
+    p = tmp_path / "named.pt"
+    torch.save(obj, p)
+    assert load(p).name == "passwd"
+
+
+def test_duplicated_zero_filled_storage_is_refused(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    import warnings
+
+    p = tmp_path / "dup.pt"
+    with zipfile.ZipFile(forecaster_ckpt) as src, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(p, "w") as dst:
+            for info in src.infolist():
+                dst.writestr(info, src.read(info.filename))
+            storage = next(i for i in src.infolist() if i.filename.endswith("/data/0"))
+            dst.writestr(storage.filename, b"\0" * storage.file_size)
+    with pytest.raises(InputFileError, match="twice"):
+        load(p)
+
+
+def test_pt2_guard_code_is_not_run(tmp_path: Path) -> None:
+    import json
+
+    path, _ = write("stacked", "pt2", tmp_path)
+    marker = tmp_path / "ran"
+    evil = tmp_path / "guard.pt2"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(evil, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("models/model.json"):
+                doc = json.loads(data)
+                doc["guards_code"] = [f"__import__('builtins').open({str(marker)!r}, 'w')"]
+                data = json.dumps(doc).encode()
+            dst.writestr(info, data)
+    with pytest.raises(InputFileError, match="guard code"):
+        load(evil)
+    assert not marker.exists()

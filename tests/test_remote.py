@@ -149,3 +149,19 @@ def test_run_timeout(sshd: Sshd, onnx_model: Path, tmp_path: Path) -> None:  # n
     opts = ProfileOptions(runs=5, warmup=0, samples=1, timeout_s=3)
     with pytest.raises(RemoteError, match="Timed out after 3 s while running"):
         profile([onnx_model], opts, remote=sshd.config(python=str(slow)))
+
+
+@pytest.mark.parametrize(("reply", "needle"), [
+    ('{"runtime": "onnxruntime", "latencies_s": [1, ', "malformed JSON"),
+    ('{"runtime": 3, "version": "x"}', "unexpected report"),
+    ('{"runtime": "onnxruntime", "version": "1", "threads": 1, "load_s": -1, "first_s": 0, "latencies_s": []}',
+     "unexpected report"),
+])
+def test_malformed_device_reply_is_a_remote_error(reply: str, needle: str, sshd: Sshd, onnx_model: Path,  # noqa: F811
+                                                  tmp_path: Path) -> None:
+    liar = tmp_path / "liar-python"
+    liar.write_text(f"#!/bin/sh\necho '{reply}'\n")
+    liar.chmod(0o755)
+    with pytest.raises(RemoteError, match=needle) as e:
+        profile([onnx_model], OPTS, remote=sshd.config(python=str(liar)))
+    assert e.value.exit_code == 6

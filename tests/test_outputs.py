@@ -1,0 +1,145 @@
+"""Where edge-lstm writes: safe names, the marker, --force rules, links, stale staging, full disks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_lstm import outputs
+from edge_lstm.errors import OutputError, OutputExistsError, UsageError
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("../../etc/passwd", "passwd"), ("/abs/model", "model"), ("..", "model"), ("a b;c", "a_b_c"),
+    (".hidden", "hidden"), ("x" * 300, "x" * 64), ("nul\x00x", "nul_x"), ("", "model"),
+])
+def test_safe_name(text: str, expected: str) -> None:
+    assert outputs.safe_name(text) == expected
+
+
+def _publish(out: Path, files: dict[str, bytes], force: bool = False) -> None:
+    with outputs.staged_dir(out, force) as stage:
+        for name, data in files.items():
+            outputs.write_into(stage, name, data)
+
+
+def test_marker_lists_what_was_written_and_force_replaces_only_that(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _publish(out, {"a.onnx": b"1", "report.json": b"{}"})
+    assert json.loads((out / outputs.MARKER).read_text())["files"] == ["a.onnx", "report.json"]
+    with pytest.raises(OutputExistsError):
+        _publish(out, {"b.onnx": b"2"})
+    _publish(out, {"b.onnx": b"2"}, force=True)
+    assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "b.onnx"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"notes\.txt"):
+        _publish(out, {"c.onnx": b"3"}, force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_report_json_alone_does_not_make_a_directory_ours(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match="not an edge-lstm export"):
+        _publish(out, {"a": b"1"}, force=True)
+
+
+def test_links_are_never_written_through(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for target in (elsewhere, tmp_path / "missing"):
+        link = tmp_path / "out"
+        link.symlink_to(target)
+        with pytest.raises(UsageError, match="symbolic link"):
+            _publish(link, {"a": b"1"}, force=True)
+        link.unlink()
+    assert not list(elsewhere.iterdir()) and not (tmp_path / "missing").exists()
+    with pytest.raises(UsageError, match="plain file name"):
+        _publish(tmp_path / "out", {"../x": b"1"})
+    assert not (tmp_path / "x").exists() and not (tmp_path / "out").exists()
+
+
+def test_planted_link_inside_our_output_blocks_force(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _publish(out, {"a.onnx": b"1"})
+    (out / "a.onnx").unlink()
+    (out / "a.onnx").symlink_to(tmp_path / "precious")
+    (tmp_path / "precious").write_text("keep")
+    with pytest.raises(OutputExistsError):
+        _publish(out, {"b": b"2"}, force=True)
+    assert (tmp_path / "precious").read_text() == "keep"
+
+
+def test_stale_staging_of_a_dead_process_is_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    out = tmp_path / "out"
+    stale = tmp_path / f".out.{outputs._host_tag()}-{pid}.abcd1234.partial"
+    stale.mkdir()
+    (stale / "half.onnx").write_bytes(b"x")
+    alive = tmp_path / f".out.{outputs._host_tag()}-{os.getpid()}.efgh5678.partial"  # a run still going
+    alive.mkdir()
+    _publish(out, {"a": b"1"})
+    assert not stale.exists() and alive.exists()
+
+
+def test_an_output_renamed_aside_by_a_killed_publish_is_restored(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _publish(out, {"a": b"1"})
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    aside = tmp_path / f".out.{outputs._host_tag()}-{dead}.old"
+    out.rename(aside)
+    with pytest.raises(OutputExistsError):  # restored, so it exists again, and needs --force
+        outputs.check_destination(out, force=False)
+    assert (out / "a").read_bytes() == b"1" and not aside.exists()
+
+
+def test_io_errors_name_the_path_and_reason(tmp_path: Path) -> None:
+    import errno
+
+    e = outputs.io_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x")))
+    assert isinstance(e, OutputError) and e.exit_code == 2
+    assert str(tmp_path / "x") in e.message and "No space left" in e.message and "full" in (e.hint or "")
+
+
+def test_files_added_later_by_edge_lstm_join_the_marker(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _publish(out, {"a.onnx": b"1"})
+    outputs.write_files_atomic({out / "profile.json": b"{}"})
+    outputs.add_to_marker(out, ["profile.json"])
+    _publish(out, {"b.onnx": b"2"}, force=True)  # still ours as a whole
+    assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "b.onnx"]
+
+
+def test_subdirectories_are_ours_only_as_listed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with outputs.staged_dir(out, force=False) as stage:
+        outputs.write_into(stage, "report.json", b"{}")
+        outputs.write_into(stage, "fw/model.c", b"int x;")
+        outputs.write_into(stage, "fw/arm/model.elf", b"\x7fELF")
+    marker = json.loads((out / outputs.MARKER).read_text())
+    assert marker["files"] == ["fw/arm/model.elf", "fw/model.c", "report.json"]
+    assert marker["dirs"] == ["fw", "fw/arm"]
+    with outputs.staged_dir(out, force=True) as stage:  # our own nested output: replaced
+        outputs.write_into(stage, "report.json", b"{}")
+    assert not (out / "fw").exists()
+    (out / "notes").mkdir()
+    (out / "notes" / "mine.txt").write_text("a user's file")
+    with pytest.raises(OutputExistsError, match="notes"), outputs.staged_dir(out, force=True):
+        pass
+    assert (out / "notes" / "mine.txt").read_text() == "a user's file"
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/../b", "a//b", ".hidden/x", "a/b/c/d/e/f"])
+def test_relative_names_stay_inside(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UsageError), outputs.staged_dir(tmp_path / "out", force=False) as stage:
+        outputs.write_into(stage, name, b"x")
+    assert not any(p.name == "x" for p in tmp_path.rglob("*"))
