@@ -26,7 +26,7 @@ $(TFLRT_STAMP): pyproject.toml constraints.txt
 
 # edge-lstm train (a fixed number of epochs: the same figures on every run), then edge-lstm export.
 demo: $(STAMP)
-	$(PY) examples/demo.py --epochs 6
+	$(PY) examples/demo.py
 
 test: $(STAMP) $(TFLRT_STAMP)
 	$(VENV)/bin/ruff check edge_lstm tests examples benchmarks
@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/tflite.py
 	$(PY) benchmarks/profile_overhead.py
 	$(PY) benchmarks/quantize.py
+	$(PY) benchmarks/firmware.py
 	$(PY) benchmarks/predict.py
 
 clean:

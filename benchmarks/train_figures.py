@@ -39,14 +39,12 @@ def train(args: list[str], out: Path) -> dict:
 def demo_figures(tmp: Path, epochs: int) -> None:
     series = tmp / "seattle.csv"
     demo.write_series(series)
-    args = [str(series), "--target-column", "temp", "--features", "change", "--target-transform", "delta",
-            "--window", "96", "--hidden", "64", "--layers", "2", "--lr", "4e-3", "--epochs", str(epochs),
-            "--patience", "3", "--seed", "0"]
+    args = [str(series), *demo.TRAIN_ARGS, "--epochs", str(epochs)]
     a, b = train(args, tmp / "run1" / "f.pt"), train(args, tmp / "run2" / "f.pt")
     t = a["test"]
     print("| demo forecaster (test rows, °F) | MAE | RMSE | model's MAE lower by |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| 2 x LSTM(64), 96 h window, best epoch {a['best_epoch']} of {len(a['epochs'])} | "
+    print(f"| 2 x LSTM(64), {demo.WINDOW} h window, best epoch {a['best_epoch']} of {len(a['epochs'])} | "
           f"{t['model']['mae']:.4f} | {t['model']['rmse']:.4f} | |")
     for key in ("persistence", "seasonal_naive"):
         print(f"| {key.replace('_', ' ')} | {t[key]['mae']:.4f} | {t[key]['rmse']:.4f} | "
@@ -96,7 +94,7 @@ def long_window(tmp: Path, epochs: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=demo.EPOCHS)
     ap.add_argument("--long-epochs", type=int, default=6)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:

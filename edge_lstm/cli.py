@@ -144,6 +144,9 @@ def export(
                                           "into the report (and report.html).")] = False,
     target: Annotated[str | None, typer.Option("--target", help="Device target name or TOML: latency estimate and "
                                                "flash/RAM budgets (exit 4 when over); implies --profile.")] = None,
+    firmware: Annotated[bool, typer.Option("--firmware", help="Also write fw/: TFLite Micro C arrays and "
+                                           "dependency-free C, proven on this host and an emulated Cortex-M "
+                                           "(fw/firmware.md).")] = False,
     prove_on: Annotated[str | None, typer.Option("--prove-on", help="Also validate every artifact on a device's "
                                                  "runtimes: arm64 (the emulated device; needs root) or a --remote "
                                                  "spec such as pi@raspberrypi.local.")] = None,
@@ -161,7 +164,8 @@ def export(
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None, bundle)
+                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None,
+                         firmware=firmware, bundle=bundle)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -187,6 +191,8 @@ def _export_summary(report: dict[str, Any], output: Path) -> str:
         peak = (a.get("memory") or {}).get("peak_rss_bytes")
         mem = f", peak memory {peak / 2**20:.1f} MiB over baseline" if peak is not None else ""
         rows.append(f"  profiled {a['artifact']:<27} {a['runtime']:<12} p50 {a['latency_s']['p50'] * 1e6:,.1f} µs{mem}")
+    if report.get("firmware"):
+        rows.append(f"Firmware: {output / 'fw'} (report: {output / 'fw' / 'firmware.md'})")
     rows.append(f"Report: {output / 'report.md'} and {output / 'report.json'}")
     return "\n".join(rows)
 
@@ -210,12 +216,20 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             self.status.__exit__(*exc)
 
 
-from edge_lstm import cli_bundle, cli_device, cli_ops, cli_profile, cli_train  # noqa: E402 - register on the app above
+from edge_lstm import (  # noqa: E402 - register on the app defined above
+    cli_bundle,
+    cli_device,
+    cli_firmware,
+    cli_ops,
+    cli_profile,
+    cli_train,
+)
 
 cli_profile.register(app)
 cli_ops.register(app)
 cli_device.register(app)
 cli_train.register(app)
+cli_firmware.register(app)
 cli_bundle.register(app)
 
 

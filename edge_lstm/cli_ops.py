@@ -8,13 +8,13 @@ the ops a model may contain for that artifact.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from edge_lstm import jsonio
 from edge_lstm.errors import UsageError
 
 out = Console(highlight=False)
@@ -49,7 +49,7 @@ def ops_command(
         entries = [e for e in entries if _keeps(e, fmt or "tflite", prec, micro)]
     payload = {"ops": entries, "filter": {"format": fmt, "precision": prec.value if prec else None, "micro": micro}}
     if as_json:
-        print(json.dumps(payload, indent=2))
+        jsonio.emit(payload)
         return
     _print(entries)
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-_state: dict[str, Any] = {"capturing": False, "pending": None}
+_state: dict[str, Any] = {"capturing": False, "pending": None, "result": None}
 
 
 def clean(value: Any) -> Any:
@@ -85,7 +85,8 @@ def emit(payload: Any, indent: int | None = 2) -> None:
 def json_stdout() -> Iterator[None]:
     """Route stdout to stderr while the command runs; then print the one pending payload on the real stdout.
 
-    On an exception nothing pending is printed: the caller prints the error object (:func:`emit_error`).
+    On an exception the pending payload is not printed on its own: the caller prints the error object
+    (:func:`emit_error`), which carries it as ``"result"`` (a profile report whose budget check then failed).
     """
     real = sys.stdout
     saved_fd = None
@@ -95,7 +96,7 @@ def json_stdout() -> Iterator[None]:
             saved_fd = os.dup(1)
             os.dup2(2, 1)
     sys.stdout = sys.stderr
-    _state.update(capturing=True, pending=None)
+    _state.update(capturing=True, pending=None, result=None)
     ok = False
     try:
         yield
@@ -111,8 +112,14 @@ def json_stdout() -> Iterator[None]:
             os.close(saved_fd)
         if ok and pending is not None:
             print(dumps(pending[0], pending[1]), file=real, flush=True)
+        elif pending is not None:
+            _state["result"] = pending[0]
 
 
 def emit_error(code: int, kind: str, message: str, hint: str | None) -> None:
     """Print the ``{"error": {"code", "kind", "message", "hint"}}`` object on stdout."""
-    print(dumps({"error": {"code": code, "kind": kind, "message": message, "hint": hint}}), flush=True)
+    body: dict[str, Any] = {"error": {"code": code, "kind": kind, "message": message, "hint": hint}}
+    result, _state["result"] = _state.get("result"), None
+    if result is not None:
+        body["result"] = result
+    print(dumps(body), flush=True)

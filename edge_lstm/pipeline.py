@@ -68,6 +68,7 @@ class ExportOptions:
     prove_python: str = "python3"  # the Python on a real --prove-on device
     ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
     bundle: bool = False  # also write <name>.bundle.zip of the artifacts that passed (edge_lstm.bundle)
+    firmware: bool = False  # also write fw/ (edge_lstm.firmware): TFLite Micro C arrays, dependency-free C
 
 
 @dataclass
@@ -117,7 +118,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     for art in artifacts:  # report.md shows notes: the failures go there too
         art.notes += [f"FAILED: {line}" for line in art.describe_failure().splitlines()]
     target = _target(options)
-    report = _publish(model, proto, options, vdata, artifacts, target, say, proof)
+    report = _publish(model, proto, options, vdata, artifacts, target, say, proof, reference)
     result = ExportResult(options.output_dir, model, artifacts, report)
     _raise_failures(artifacts, options.output_dir)
     raise_on_failures([v for a in artifacts for v in a.validations])
@@ -125,6 +126,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         from edge_lstm.profile import enforce_budgets
 
         enforce_budgets(report["profile"])
+    if options.firmware:
+        from edge_lstm.firmware import enforce_report
+
+        enforce_report(report["firmware"])
     return result
 
 
@@ -203,7 +208,8 @@ def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | No
 
 
 def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, vdata: feeds_mod.ValidationData,
-             artifacts: list[Artifact], target: Any, say: Progress, proof: dict[str, Any] | None) -> dict[str, Any]:
+             artifacts: list[Artifact], target: Any, say: Progress, proof: dict[str, Any] | None,
+             reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Write the built artifacts and the reports (and profile them) into the staged output."""
     from edge_lstm.report import build_report, write_reports
 
@@ -213,6 +219,12 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
                 write_into(stage, art.filename, art.data)
         report = build_report(model, options, vdata, artifacts, proto)
         report["proved_on"] = proof
+        if options.firmware:
+            from edge_lstm.firmware import export_firmware
+
+            fw = export_firmware(stage / "fw", model, proto, [a for a in artifacts if a.built], target,
+                                 (vdata, reference or {}), say)
+            report["firmware"] = fw.report
         if options.profile or target is not None:
             runnable = [a for a in artifacts if a.built and not a.failures]
             report["profile"] = _profile(stage, options.output_dir, runnable, target, say)
