@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -173,7 +174,14 @@ def export(
             if e.exit_code == 3 and (output / "report.json").exists():
                 e.hint = f"Report with every metric: {output / 'report.md'}"
             raise
-    emit(result.report, as_json, _export_summary(result.report, output))
+    summary = _export_summary(result.report, output)
+    if bundle and not as_json:
+        from edge_lstm.bundle import default_name
+
+        made = output / default_name(output)
+        if made.is_file():  # written when at least one artifact passed
+            summary += f"\nBundle: {made} (for `edge-lstm predict` on a device; `edge-lstm bundle verify` checks it)"
+    emit(result.report, as_json, summary)
 
 
 def _export_summary(report: dict[str, Any], output: Path) -> str:
@@ -262,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         if as_json:
             jsonio.emit_error(130, "aborted", "Interrupted.", None)
         return 130
+    except BrokenPipeError:  # `edge-lstm ... --json | head`: the reader has gone; stop quietly, as Unix tools do
+        _quiet_stdout()
+        return 0
     except OSError as e:
         if debug:
             raise
@@ -292,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
 @contextlib.contextmanager
 def _nothing() -> Any:
     yield
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _fail(e: EdgeLstmError, as_json: bool) -> int:

@@ -62,6 +62,11 @@ def device_main(args: list[str]) -> int:
         return int(e.exit_code or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `predict ... --json | head`: the reader has gone; stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # a full disk or an unreadable path: the user's to fix, exit 2 as in the full CLI
         if debug:
             raise

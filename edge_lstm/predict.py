@@ -93,6 +93,8 @@ class Predictor:
         """
         bundle = open_bundle(path)
         art, rt = choose(bundle.artifacts, streaming, runtime, artifact, precision)
+        if threads < 1:
+            raise UsageError(f"Cannot run on {threads} thread(s).", "Pass --threads 1 or more (threads=1 or more).")
         return cls(bundle, art, open_engine(bundle.data(art["file"]), art, rt, threads), on_nan, warmup)
 
     @property

@@ -161,7 +161,7 @@ class GapCheck:
 
     def __init__(self, policy: str, where: str) -> None:
         if policy not in ON_GAP:
-            raise UsageError(f"Unknown gap policy '{policy}'.", f"Accepted: {', '.join(ON_GAP)}.")
+            raise UsageError(f"Unknown gap policy '{policy}' (--on-gap).", f"Accepted: {', '.join(ON_GAP)}.")
         self.policy, self.where = policy, where
         self.enabled = policy != "ignore"
         self._prev: float | None = None

@@ -72,12 +72,29 @@ def run(req: PredictRequest) -> dict[str, Any]:
         with output(None if collect else req.output, req.force) as out:
             count = _loop(predictor, feed, gaps, out, header, rows if collect else None, req.readings == "-")
         info = predictor.describe()
+    device = device_facts()
     summary: dict[str, Any] = {**info, "forecasts": count, "columns": header,
                                "output": None if req.output in (None, "-") else str(req.output),
-                               "notes": [gaps.note] if gaps.note else [], "message": describe_counts(info, count)}
+                               "notes": [gaps.note] if gaps.note else [], "device": device,
+                               "message": f"{describe_counts(info, count)} {describe_device(device)}"}
     if collect:
         summary["rows"] = rows
     return summary
+
+
+def device_facts() -> dict[str, Any]:
+    """Where the forecasts were computed, as this machine reports itself (the device runner's own
+    :func:`~edge_lstm.device.device_info`: architecture, OS, kernel, Python, numpy, and the emulated device's marker
+    when it runs on one)."""
+    from edge_lstm.device import device_info
+
+    return device_info()
+
+
+def describe_device(device: dict[str, Any]) -> str:
+    """``(aarch64, Debian GNU/Linux 12 (bookworm), Python 3.11.2, EMULATED)`` for the summary line."""
+    tag = ", EMULATED (qemu-user)" if device.get("emulated") else ""
+    return f"({device['machine']}, {device['os']}, Python {device['python']}, numpy {device['numpy']}{tag})"
 
 
 class _input:  # noqa: N801 - used as a context manager like a function

@@ -66,11 +66,13 @@ def test_export_bundle_manifest(demo_bundle: DemoBundle) -> None:
     assert m["checked_against"]["validation_data"]["samples"] == 32
 
 
-def test_io_quantization_is_in_the_manifest(demo_bundle: DemoBundle, tmp_path: Path) -> None:
+def test_io_quantization_is_in_the_manifest(demo_bundle: DemoBundle, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "int8io"
     assert cli.main(["export", str(demo_bundle.model), "-o", str(out), "--format", "tflite", "--precision", "int8",
                      "--io", "int8", "--calib", str(demo_bundle.train), "--data", str(demo_bundle.heldout),
-                     "--bundle", "--json"]) == 0
+                     "--bundle"]) == 0
+    assert f"Bundle: {out / 'demo.bundle.zip'}" in capsys.readouterr().out  # export says where the bundle is
     art = manifest_of(out / "demo.bundle.zip")["artifacts"][0]
     x, y = art["inputs"][0], art["outputs"][0]
     assert x["dtype"] == y["dtype"] == "int8" and x["quantization"]["scale"] > 0 and y["quantization"]["scale"] > 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import select
 import subprocess
 import sys
@@ -119,6 +120,27 @@ def test_cli_window_json(demo_bundle: DemoBundle) -> None:
     res = json.loads(p.stdout)
     assert res["artifact"] == "demo.fp32.onnx" and not res["streaming"] and res["forecasts"] == len(res["rows"])
     assert_matches(demo_bundle, "demo.fp32.onnx", np.array([r["forecast"][0] for r in res["rows"]]))
+    dev = res["device"]  # where it ran, as this machine reports itself
+    assert dev["machine"] == platform.machine() and dev["python"] == platform.python_version()
+    assert dev["numpy"] == np.__version__ and dev["emulated"] is None
+    assert f"({platform.machine()}, {dev['os']}, Python {platform.python_version()}" in res["message"]
+
+
+def test_json_into_a_closed_pipe_is_quiet(demo_bundle: DemoBundle, tmp_path: Path) -> None:
+    """`predict --json | head -c 100`: the reader goes away mid-document; no internal error, exit 0."""
+    lines = demo_bundle.heldout.read_text().splitlines()
+    many = tmp_path / "many.csv"
+    many.write_text("\n".join([lines[0], *(lines[1:] * 6)]) + "\n")  # > 64 KiB of JSON: more than a pipe holds
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for command in (["predict", str(demo_bundle.bundle), str(many), "--streaming", "--on-gap", "ignore", "--json"],
+                    ["predict", str(demo_bundle.bundle), str(many), "--streaming", "--on-gap", "ignore"]):
+        proc = subprocess.Popen([sys.executable, "-m", "edge_lstm.entry", *command], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(100)
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == 0 and "error" not in err and "Traceback" not in err, err
 
 
 def test_stdin_pipe_flushes_each_forecast(demo_bundle: DemoBundle) -> None:
@@ -213,7 +235,8 @@ def test_nan_and_gap_policies_on_the_cli(demo_bundle: DemoBundle, tmp_path: Path
     for args, message in ((["--on-nan", "zero"], "Unknown --on-nan 'zero'"),
                           (["--on-gap", "x"], "Unknown gap policy 'x'"),
                           (["--warmup", "soon"], "--warmup 'soon' is neither 'window' nor a positive number"),
-                          (["--timestamp-column", "when"], "no timestamp column 'when'")):
+                          (["--timestamp-column", "when"], "no timestamp column 'when'"),
+                          (["--threads", "0"], "Cannot run on 0 thread(s)")):
         p = run_cli("predict", str(b.bundle), str(b.heldout), *args)
         assert p.returncode == 2 and message in p.stderr, p.stderr
 

@@ -12,6 +12,7 @@ CI runs it.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -103,5 +104,18 @@ def test_predict_on_the_emulated_arm64_device(device: emulate.EmulatedDevice, de
         assert_matches(demo_bundle, "demo.stream.fp32.tflite", np.array([float(r[2]) for r in rows]))
         arch = on_device(device, "tflite-runtime", ["uname", "-m"])
         assert arch.stdout.strip() == "aarch64"
+        # the summary records the device as it reported itself: architecture, OS, Python, runtime; emulated
+        python = device.remote_config("tflite-runtime").python
+        summary = on_device(device, "tflite-runtime", ["env", f"PYTHONPATH={REMOTE}/site", python, "-m",
+                                                       "edge_lstm.entry", "predict", bundle, readings, "--streaming",
+                                                       "--artifact", "demo.stream.int8.tflite", "--json"])
+        assert summary.returncode == 0, summary.stderr[-2000:]
+        res = json.loads(summary.stdout)
+        dev = res["device"]
+        assert dev["machine"] == device.machine == "aarch64" and dev["os"] == device.os and "bookworm" in dev["os"]
+        assert dev["python"].startswith("3.11.") and dev["numpy"].startswith("1.")
+        assert dev["emulated"] and "qemu" in dev["emulated"]["emulator"]
+        assert res["runtime_version"] == "tflite-runtime 2.14.0"
+        assert_matches(demo_bundle, "demo.stream.int8.tflite", np.array([r["forecast"][0] for r in res["rows"]]))
     finally:
         on_device(device, "tflite-runtime", ["rm", "-rf", REMOTE])
