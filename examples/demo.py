@@ -11,7 +11,7 @@
    clipping, early stopping; a fixed number of epochs, so the figures are the same
    on every run and every machine speed.
 3. ``edge-lstm export``: ONNX and TFLite at every precision, each validated on the
-   test rows (never seen in training) and profiled.
+   test rows (never seen in training) and profiled; ``--bundle`` packs them for ``edge-lstm predict``.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def main() -> int:
     write_part(series, args.out / "train.csv", feats, tuple(split["train"]))  # type: ignore[arg-type]
     write_part(series, args.out / "heldout.csv", feats, tuple(split["test"]))  # type: ignore[arg-type]
     return cli("export", str(ckpt), "-o", str(args.out / "export"), "--data", str(args.out / "heldout.csv"),
-               "--recipe", "demo", "--calib", str(args.out / "train.csv"), "--streaming", "--profile", "--force")
+               "--recipe", "demo", "--calib", str(args.out / "train.csv"), "--streaming", "--profile", "--bundle",
+               "--force")
 
 
 if __name__ == "__main__":
