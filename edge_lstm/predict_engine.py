@@ -106,6 +106,13 @@ class Engine:
         -> the forecast output's values."""
         raise NotImplementedError
 
+    def _plain(self) -> bool:
+        """True when a step needs no conversion: float readings and forecast, state carried as it comes out."""
+        same = all(i["quantization"] == o["quantization"] and i["dtype"] == o["dtype"] for i, o in self.links)
+        return (self.x["dtype"] == "float32" and self.y["dtype"] == "float32" and self.x["quantization"] is None
+                and self.y["quantization"] is None and self.art["forecast_output"]["time_axis"] is None
+                and same and self.art["streaming"])
+
     def reset(self) -> None:
         """Every state back to its initial value."""
         raise NotImplementedError
@@ -141,13 +148,6 @@ class TFLiteEngine(Engine):
         self.reset()
         if self._plain():
             self.step = self._fast_step()  # type: ignore[method-assign]
-
-    def _plain(self) -> bool:
-        """True when a step needs no conversion: float readings and forecast, state carried as it comes out."""
-        same = all(i["quantization"] == o["quantization"] and i["dtype"] == o["dtype"] for i, o in self.links)
-        return (self.x["dtype"] == "float32" and self.y["dtype"] == "float32" and self.x["quantization"] is None
-                and self.y["quantization"] is None and self.art["forecast_output"]["time_axis"] is None
-                and same and self.art["streaming"])
 
     def _fast_step(self) -> Any:
         """The step of a plain streaming model (see :meth:`_plain`) with nothing but the runtime's own calls:
@@ -227,11 +227,33 @@ class OrtEngine(Engine):
         self._feed: dict[str, np.ndarray] = {}
         self.version = runtime_version("onnxruntime")
         self.reset()
+        if self._plain():
+            self.step = self._fast_step()  # type: ignore[method-assign]
 
     def reset(self) -> None:
-        self._feed = {t["name"]: _zeros(t) for t in self.others}
+        """Other inputs and the state back to zeros (in place: the fast step holds the feed)."""
+        self._feed.clear()
+        self._feed.update({t["name"]: _zeros(t) for t in self.others})
         for i, _ in self.links:
             self._feed[i["name"]] = _zeros(i)
+
+    def _fast_step(self) -> Any:
+        """The step of a plain streaming model (see :meth:`_plain`): the readings copied into a preallocated
+        input array, the state outputs fed back as they come, no conversions."""
+        run, fetch, feed, xname = self.session.run, self._fetch, self._feed, self.x["name"]
+        xbuf = np.zeros(self.x_shape, np.float32)
+        xflat = xbuf.reshape(-1)
+        names = list(enumerate((i["name"] for i, _ in self.links), 1))
+
+        def step(values: Any) -> list[float]:
+            xflat[:] = values
+            feed[xname] = xbuf
+            outs = run(fetch, feed)
+            for k, name in names:
+                feed[name] = outs[k]
+            return outs[0].ravel().tolist()  # type: ignore[no-any-return]
+
+        return step
 
     def step(self, values: Any) -> list[float]:
         feed = self._feed

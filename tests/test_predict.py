@@ -38,6 +38,8 @@ def test_api_equals_pytorch_windows(demo_bundle: DemoBundle, artifact: str, runt
     with Predictor.from_bundle(demo_bundle.bundle, artifact=artifact, runtime=runtime) as p:
         assert p.runtime == runtime and p.streaming == (".stream." in artifact)
         out = p.predict_series(demo_bundle.series)
+        again = p.predict_series(demo_bundle.series)  # predict_series starts from a reset state every time
+    np.testing.assert_array_equal(out, again)
     assert out.shape == (len(demo_bundle.series), 1)
     assert np.isnan(out[: WINDOW - 1]).all()  # warm-up: nothing before a full window
     assert_matches(demo_bundle, artifact, out[WINDOW - 1 :, 0])
