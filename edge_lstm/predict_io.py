@@ -225,7 +225,9 @@ def format_row(line: int, ts: str | None, forecast: list[float]) -> str:
 
 def _quote(text: str) -> str:
     """A CSV field: quoted (quotes doubled) when it holds a comma, a quote or a line break."""
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+    if "," in text or '"' in text or "\n" in text or "\r" in text:  # four C-level scans: cheaper than any()
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 @contextlib.contextmanager

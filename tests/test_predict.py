@@ -308,3 +308,12 @@ def test_timestamps() -> None:
 
     assert parse_time("2010/03/14 04:00") == parse_time("2010-03-14T04:00:00Z") == 1268539200.0
     assert parse_time("1268539200") == 1268539200.0 and parse_time("yesterday") is None
+
+
+def test_forecast_rows_quote_what_csv_must() -> None:
+    from edge_lstm.predict_io import format_row
+
+    assert format_row(5, "Sun, 14 Mar 2010", [1.0]) == '5,"Sun, 14 Mar 2010",1\n'
+    assert format_row(6, 'a "b"', [0.5]) == '6,"a ""b""",0.5\n'
+    assert format_row(7, "2010-03-14 04:00", [1.5, 2.25]) == "7,2010-03-14 04:00,1.5,2.25\n"
+    assert format_row(8, None, [0.1]) == "8,0.1\n"
