@@ -15,6 +15,7 @@ environments takes a minute or two): CI runs it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,12 +30,17 @@ FORBIDDEN = ("torch", "onnx", "ai_edge_litert", "tflite_micro", "onnxscript")
 
 
 def pyenv_python(minor: str) -> str:
-    """pyenv's Python 3.``minor`` (the project's machines have 3.9 to 3.13)."""
-    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False).stdout.strip()
-    found = sorted(Path(root).glob(f"versions/3.{minor}.*/bin/python3.{minor}")) if root else []
-    if not found:
-        pytest.skip(f"no Python 3.{minor} from pyenv on this machine")
-    return str(found[-1])
+    """pyenv's Python 3.``minor`` (the project's machines have 3.9 to 3.13), else a ``python3.minor`` on PATH."""
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:  # no pyenv here
+        root = ""
+    pyenv = sorted(Path(root).glob(f"versions/3.{minor}.*/bin/python3.{minor}"), reverse=True) if root else []
+    found = [str(p) for p in pyenv] + [c for c in [shutil.which(f"python3.{minor}")] if c]  # pyenv's newest first
+    for c in found:
+        if subprocess.run([c, "-c", "import venv"], capture_output=True, check=False).returncode == 0:
+            return c
+    pytest.skip(f"no Python 3.{minor} on this machine (pyenv provides one on the project's machines)")
 
 
 def make_env(base: str, where: Path, packages: list[str]) -> Path:
