@@ -119,6 +119,15 @@ def test_trained_checkpoint_exports_and_validates(temps_1200: Path, tmp_path: Pa
     assert code == 0, err
     task = json.loads(out)["artifacts"][0]["validation"][0]["task"]
     assert task["metric"] == "mae" and task["drop"] < 1e-4
+    # the training CSV itself (date, temp, change): the checkpoint's feature columns are taken by name
+    code, out, err = run(["export", str(ckpt), "-o", str(tmp_path / "e2"), "--format", "onnx", "--data",
+                          str(temps_1200), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["artifacts"][0]["validation"][0]["task"]["metric"] == "mae"
+    wrong = _write(tmp_path / "wrong.csv", ["date", "tmp", "change"], list(csv.reader(temps_1200.open()))[1:200])
+    code, out, _ = run(["export", str(ckpt), "-o", str(tmp_path / "e3"), "--data", str(wrong), "--json"], capsys)
+    err_obj = json.loads(out)["error"]
+    assert code == 2 and "no column 'temp'" in err_obj["message"] and "date, tmp, change" in err_obj["hint"]
 
 
 def test_early_stopping_restores_the_best_weights(temps_1200: Path) -> None:
