@@ -132,7 +132,9 @@ def human_summary(s: dict[str, Any]) -> str:
         for key, label in (("persistence", "persistence"), ("seasonal_naive", "seasonal naive")):
             if key in t:
                 b = t[key]
-                lines.append(f"  {label:<15} MAE {b['mae']:.4g}  (model lower by {b['model_improvement']:.1%})")
+                gain = (f"model lower by {b['model_improvement']:.1%}" if "model_improvement" in b
+                        else "exact on the test rows: nothing to improve on")
+                lines.append(f"  {label:<15} MAE {b['mae']:.4g}  ({gain})")
     else:
         m = t["model"]
         lines.append(f"Test ({t['windows']} windows): accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")

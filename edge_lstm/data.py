@@ -30,10 +30,13 @@ class Windows:
         return int(self.x.shape[0])
 
 
-def read_series(path: str | Path) -> np.ndarray:
+def read_series(path: str | Path, columns: list[str] | None = None) -> np.ndarray:
     """Read a CSV (numeric columns, optional header) or NPY into a float32 array.
 
-    Non-numeric columns such as timestamps are dropped. NaN or Inf is a
+    With ``columns`` (the feature names a trained checkpoint records) and a CSV
+    header that names them, those columns are taken by name, in that order, so
+    the training CSV itself can be passed; otherwise non-numeric columns such
+    as timestamps are dropped and the rest taken in file order. NaN or Inf is a
     :class:`DataError` that names the first bad row.
     """
     path = Path(path)
@@ -41,7 +44,7 @@ def read_series(path: str | Path) -> np.ndarray:
         raise InputFileError(f"Data path '{path}' is a directory, not a file.", "Pass a CSV or NPY file.")
     if not path.is_file():
         raise InputFileError(f"Data file '{path}' does not exist.", "Pass a CSV or NPY file with --data.")
-    arr = read_npy(path) if path.suffix.lower() == ".npy" else _read_csv(path)
+    arr = read_npy(path) if path.suffix.lower() == ".npy" else _read_csv(path, columns)
     if arr.size == 0:
         raise DataError(f"'{path}' holds no values.")
     _check_finite(arr, path)
@@ -90,7 +93,7 @@ def read_npy(path: Path) -> np.ndarray:
         raise DataError(f"'{path}' is not a readable .npy array: {e}.") from e
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def _read_csv(path: Path, columns: list[str] | None = None) -> np.ndarray:
     try:
         if path.stat().st_size > MAX_CSV_BYTES:
             raise DataError(f"'{path}' is larger than {MAX_CSV_BYTES:,} bytes; pass a .npy file for data this big.")
@@ -111,6 +114,13 @@ def _read_csv(path: Path) -> np.ndarray:
     if not body:
         raise DataError(f"'{path}' has a header but no rows.")
     numeric = [j for j in candidates if _column_numeric(body, j)]
+    names = [c.strip() for c in rows[0]] if header else []
+    if columns and header and len(numeric) != len(columns):  # more (or fewer) columns: pick the model's by name
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise DataError(f"'{path}' has no column {', '.join(repr(c) for c in missing)} of the model's features "
+                            f"({', '.join(columns)}).", f"Columns in the file: {', '.join(names)}.")
+        numeric = [names.index(c) for c in columns]
     if not numeric:
         raise DataError(f"'{path}' has no numeric column.", "Each feature must be a column of numbers.")
     out = np.empty((len(body), len(numeric)), dtype=np.float32)
@@ -164,7 +174,7 @@ def windows_from(
     limit: int | None = None,
 ) -> Windows:
     """Cut a series file into normalised windows of ``window`` steps (evenly spread if ``limit``)."""
-    arr = read_series(path)
+    arr = read_series(path, (normalization or {}).get("columns"))
     if arr.ndim == 3:
         if arr.shape[1:] != (window, n_features):
             raise DataError(

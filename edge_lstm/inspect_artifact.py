@@ -61,6 +61,9 @@ def _describe_onnx(p: Path) -> dict[str, Any]:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as e:
         raise InputFileError(f"'{p}' cannot be read as ONNX: {e}.") from e
+    from edge_lstm.sources import load_external
+
+    load_external(proto, p)  # an external-data location outside the model's directory is refused here
     inits = {i.name for i in proto.graph.initializer}
 
     def spec(vi: Any) -> dict[str, Any]:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import onnx
 
     from edge_lstm.streaming import StreamingModel
+    from edge_lstm.targets import Target
 
 Progress = Callable[[str], None]
 
@@ -63,7 +64,7 @@ class ExportOptions:
     trust_pickle: bool = False
     force: bool = False
     profile: bool = False  # measure every artifact (fresh process each) into the report
-    target: str | None = None  # device target name or TOML path: estimates and budgets (exit 4 when over)
+    target: str | Target | None = None  # device target (name, TOML path or loaded): estimates, budgets (exit 4)
     prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
     prove_python: str = "python3"  # the Python on a real --prove-on device
     ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
@@ -254,10 +255,10 @@ def _raise_failures(artifacts: list[Artifact], out_dir: Path) -> None:
 
 
 def _target(options: ExportOptions) -> Any:
-    if options.target is None:
-        return None
-    from edge_lstm.targets import load_target
+    from edge_lstm.targets import Target, load_target
 
+    if options.target is None or isinstance(options.target, Target):
+        return options.target
     return load_target(options.target)
 
 

@@ -99,11 +99,12 @@ def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel
 
 def _micro(options: ExportOptions) -> bool:
     """True when the export is for a microcontroller target (the auto lowering then takes the fused form)."""
+    from edge_lstm.targets import Target, load_target
+
     if options.target is None:
         return False
-    from edge_lstm.targets import load_target
-
-    return load_target(options.target).kind == "mcu"
+    target = options.target if isinstance(options.target, Target) else load_target(options.target)
+    return target.kind == "mcu"
 
 
 def _refused(name: str, fmt: str, prec: Precision, lowering: str | None, stream: bool, why: str) -> Artifact:

@@ -107,7 +107,7 @@ def load_onnx(path: str | Path, input_shapes: list[tuple[int, ...]] | None = Non
     except Exception as e:  # protobuf's DecodeError and friends
         raise InputFileError(f"'{p}' looks like an ONNX model but cannot be read: {e}.",
                              "The file may be truncated or corrupted; export it again.") from e
-    _load_external(proto, p)
+    load_external(proto, p)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)  # as written
     notes = _normalise(proto, p)
     inputs = _inputs(proto, input_shapes, p)
@@ -120,7 +120,7 @@ def load_onnx(path: str | Path, input_shapes: list[tuple[int, ...]] | None = Non
     return model
 
 
-def _load_external(proto: onnx.ModelProto, path: Path) -> None:
+def load_external(proto: onnx.ModelProto, path: Path) -> None:
     """Inline external weights, refusing locations outside the model's directory."""
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 

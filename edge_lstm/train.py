@@ -79,8 +79,12 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}.")
-        if self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 or self.patience < 1:
-            raise UsageError("--lr must be > 0, --weight-decay and --clip >= 0, --patience >= 1.")
+        rates = (self.lr, self.weight_decay, self.clip)
+        if not all(math.isfinite(v) for v in rates) or self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 \
+                or self.patience < 1:
+            raise UsageError(f"--lr {self.lr}, --weight-decay {self.weight_decay}, --clip {self.clip}, --patience "
+                             f"{self.patience}: --lr must be > 0, --weight-decay and --clip >= 0 (finite numbers; "
+                             "--clip 0 turns clipping off), --patience >= 1.")
         if self.season is not None and self.season < 2:
             raise UsageError(f"--season must be at least 2 steps, got {self.season}.")
 

@@ -143,7 +143,7 @@ def _metrics_section(test: dict[str, Any]) -> str:
                 b = test[key]
                 extra = f" (season {b['season']})" if "season" in b else ""
                 rows.append([label + extra, f"{b['mae']:.4g}", f"{b['rmse']:.4g}",
-                             f"{b.get('model_improvement', 0.0):.1%}"])
+                             f"{b['model_improvement']:.1%}" if "model_improvement" in b else "– (baseline exact)"])
         return ("<h2>Test metrics (data units)</h2>"
                 + table(["forecaster", "MAE", "RMSE", "model's MAE lower by"], rows)
                 + f"<p>{test['windows']} test windows, horizon {test['horizon']}.</p>")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -85,6 +87,15 @@ class Budget:
     max_flash_kb: float | None = None
     max_ram_kb: float | None = None
 
+    def check(self) -> None:
+        """Refuse a budget that is not a positive finite number (a negative one would flip every constraint)."""
+        for name in ("max_latency_ms", "max_flash_kb", "max_ram_kb"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise UsageError(f"--{name.replace('_', '-')} is {v}: a budget must be a positive finite number.",
+                                 "Give it in the option's unit (ms or KiB), or leave it out to keep the "
+                                 "target's own budget.")
+
 
 @dataclass(frozen=True)
 class TuneConfig:
@@ -108,6 +119,7 @@ class TuneConfig:
         """Refuse impossible settings before any work."""
         self.base.check()
         self.space.check()
+        self.budget.check()
         if self.trials < 1 or self.workers < 0:
             raise UsageError("--trials must be at least 1 and --workers at least 0.")
         if self.pick not in PICKS and not self.pick.isdigit():
@@ -136,9 +148,16 @@ def resolve_target(name: str) -> Target:
 
 
 def export_choice(cfg: TuneConfig, target: Target) -> tuple[str, str]:
-    """The format and precision trials are exported at."""
+    """The format and precision trials are exported at (checked: a bad one stops before any trial)."""
+    from edge_lstm.recipes import SUPPORTED, check_formats, parse_precision
+
     fmt = cfg.fmt or ("tflite" if {"litert", "tflite-runtime", "tflm"} & set(target.runtimes) else "onnx")
-    return fmt, cfg.precision or target.preferred_precision
+    check_formats([fmt])
+    precision = parse_precision(cfg.precision or target.preferred_precision)
+    if precision not in SUPPORTED[fmt]:
+        raise UsageError(f"--precision {precision.value} is not available for --format {fmt}.",
+                         f"{fmt} holds {', '.join(p.value for p in SUPPORTED[fmt])}.")
+    return fmt, precision.value
 
 
 def budgeted_target(target: Target, budget: Budget) -> Target:
@@ -255,7 +274,7 @@ def _test_brief(test: dict[str, Any]) -> dict[str, Any]:
 
 def measure(tdir: Path, ctx: Context) -> dict[str, Any]:
     """Export the trial's checkpoint at the requested precision, validate, profile, check the budgets."""
-    from edge_lstm.errors import ValidationFailed
+    from edge_lstm.errors import BudgetExceeded, ValidationFailed
     from edge_lstm.pipeline import ExportOptions, export
     from edge_lstm.profile import apply_target
     from edge_lstm.recipes import load_recipe
@@ -264,18 +283,24 @@ def measure(tdir: Path, ctx: Context) -> dict[str, Any]:
     recipe = load_recipe("default").with_overrides(formats=[fmt], precisions=[precision],
                                                    lowering=ctx.target.preferred_lowering)
     val, calib = ctx.data_files
+    target = budgeted_target(ctx.target, ctx.cfg.budget)
+    # the target goes into the export, so a microcontroller's trial is profiled on TFLite Micro (its arena is
+    # the RAM figure) and its budgets are checked as `export --target` checks them
     opts = ExportOptions(tdir / "export", recipe, data=val, calib=str(calib) if precision == "int8" else None,
-                         profile=True, force=True)
+                         profile=True, force=True, target=target)
     try:
         report = export(tdir / "model.pt", opts).report
         passed, why = True, ""
     except ValidationFailed as e:
-        report = __import__("json").loads((tdir / "export" / "report.json").read_text())
+        report = json.loads((tdir / "export" / "report.json").read_text())
         passed, why = False, f"validation failed: {e.message}"
+    except BudgetExceeded:  # recorded as infeasible below, from the budget checks
+        report = json.loads((tdir / "export" / "report.json").read_text())
+        passed, why = True, ""
     except EdgeLstmError as e:
         raise TrialFailed(f"export at {precision} {fmt} failed: {e.message}") from e
     prof = report["profile"]
-    apply_target(prof, budgeted_target(ctx.target, ctx.cfg.budget))
+    apply_target(prof, target)
     return measurement(prof["artifacts"][0], report["artifacts"][0], ctx, passed, why)
 
 
@@ -289,6 +314,11 @@ def measurement(entry: dict[str, Any], artifact: dict[str, Any], ctx: Context, p
                for c in entry.get("budget") or [] if c["status"] == "over"]
     constraints = {c["budget"]: (c["used_bytes"] - c["budget_bytes"]) / c["budget_bytes"]
                    for c in entry.get("budget") or [] if c["status"] in ("ok", "over")}
+    if ctx.target.kind == "mcu":  # a microcontroller budget counts only when TFLite Micro measured it
+        for c in entry.get("budget") or []:
+            if c["budget"] in ("flash", "ram") and c["status"] not in ("ok", "over"):
+                constraints[c["budget"]] = 1.0
+                reasons.append(f"{c['budget']} {c['status']} on {ctx.target.name}: {c.get('note') or c['measure']}")
     limit = ctx.cfg.budget.max_latency_ms
     if limit is not None:
         constraints["latency"] = (latency_ms - limit) / limit

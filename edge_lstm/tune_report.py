@@ -37,6 +37,7 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "size_kb": t.values[2] if t.values else None,
         "feasible": bool(m.get("feasible")) and t.state.name == "COMPLETE", "reason": why, "test": tr.get("test"),
         "host_p50_ms": m.get("host_p50_ms"), "peak_ram_kb": m.get("peak_ram_kb"),
+        "arena_kb": m.get("arena_kb"),
         "macs": m.get("macs"), "latency_source": m.get("latency_source"), "artifact_task": m.get("artifact_task"),
         "checkpoint_sha256": tr.get("checkpoint_sha256"), "worker": t.user_attrs.get("worker"),
         "epochs_run": tr.get("epochs_run"),

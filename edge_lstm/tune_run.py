@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_lstm import dataset, tune_report, tune_workers
 from edge_lstm.errors import BudgetExceeded, UsageError
-from edge_lstm.tune import TuneConfig, export_choice, resolve_target, trial_config
+from edge_lstm.tune import TuneConfig, budgeted_target, export_choice, resolve_target, trial_config
 
 if TYPE_CHECKING:
     import optuna
@@ -40,7 +40,7 @@ def run(cfg: TuneConfig, output: Path, force: bool = False, quiet: bool = False)
     from edge_lstm.outputs import staged_dir
 
     cfg.check()
-    resolve_target(cfg.target)  # an unknown target stops here
+    export_choice(cfg, resolve_target(cfg.target))  # an unknown target, format or precision stops here
     table = dataset.read_table(cfg.data)
     for w in sorted({min(cfg.space.windows), max(cfg.space.windows)}):  # bad data stops here, before any trial
         dataset.prepare(table, dataclasses.replace(cfg.base.data, window=w))
@@ -126,6 +126,7 @@ def reproduce(cfg: TuneConfig, table: dataset.Table, row: dict[str, Any], stage:
                                                    lowering=target.preferred_lowering)
     val, calib = stage / "data" / "val.csv", stage / "data" / "train.csv"
     export(paths["checkpoint"], ExportOptions(stage / "export", recipe, data=val if val.exists() else None,
-                                              calib=str(calib) if precision == "int8" else None, profile=True))
+                                              calib=str(calib) if precision == "int8" else None, profile=True,
+                                              target=budgeted_target(target, cfg.budget)))
     return {**row, "checkpoint": "model.pt", "checkpoint_sha256_now": sha,
             "reproduced_bit_exact": sha == row["checkpoint_sha256"]}

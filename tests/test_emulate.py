@@ -110,6 +110,15 @@ def test_status_cli_on_an_empty_cache(tmp_path: Path) -> None:
     assert st["image"]["status"] == "absent" and st["running"] is False
 
 
+def test_bad_port_and_a_file_as_image_dir_are_usage_errors(tmp_path: Path) -> None:
+    p = run_cli("device", "emulate", "--image-dir", str(tmp_path / "img"), "--port", "99999", "--json")
+    assert p.returncode == 2 and "not a TCP port" in json.loads(p.stdout)["error"]["message"]
+    (tmp_path / "file").write_text("x")
+    for command in ("emulate", "status", "stop"):
+        p = run_cli("device", command, "--image-dir", str(tmp_path / "file"))
+        assert p.returncode == 2 and "is a file, not a directory" in p.stderr, (command, p.stderr)
+
+
 def test_binfmt_that_cannot_be_registered(tmp_path: Path) -> None:
     """An empty binfmt_misc (not mounted) and an update-binfmts that fails, as in an unprivileged container."""
     fake = tmp_path / "update-binfmts"

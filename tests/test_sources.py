@@ -91,6 +91,8 @@ def test_external_data_outside_the_model_directory_is_refused(onnx_files: dict[s
     (tmp_path / "bad.onnx").write_bytes(bad.SerializeToString())
     with pytest.raises(InputFileError, match="outside the model's directory"):
         load_onnx(tmp_path / "bad.onnx")
+    for command in ("info", "profile"):  # every command that opens the file refuses it the same way
+        assert main([command, str(tmp_path / "bad.onnx"), "--json"]) == 2
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,15 @@ def test_trained_checkpoint_exports_and_validates(temps_1200: Path, tmp_path: Pa
     assert code == 0, err
     task = json.loads(out)["artifacts"][0]["validation"][0]["task"]
     assert task["metric"] == "mae" and task["drop"] < 1e-4
+    # the training CSV itself (date, temp, change): the checkpoint's feature columns are taken by name
+    code, out, err = run(["export", str(ckpt), "-o", str(tmp_path / "e2"), "--format", "onnx", "--data",
+                          str(temps_1200), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["artifacts"][0]["validation"][0]["task"]["metric"] == "mae"
+    wrong = _write(tmp_path / "wrong.csv", ["date", "tmp", "change"], list(csv.reader(temps_1200.open()))[1:200])
+    code, out, _ = run(["export", str(ckpt), "-o", str(tmp_path / "e3"), "--data", str(wrong), "--json"], capsys)
+    err_obj = json.loads(out)["error"]
+    assert code == 2 and "no column 'temp'" in err_obj["message"] and "date, tmp, change" in err_obj["hint"]
 
 
 def test_early_stopping_restores_the_best_weights(temps_1200: Path) -> None:
@@ -174,6 +183,8 @@ def test_classifier_with_class_weights_macro_f1_and_confusion(tmp_path: Path,
                                                                "--window", "12"], "only one class"),
     ("temp\n" + "1\n" * 50, ["--target-column", "temp", "--cell", "transformer"], "Unknown --cell"),
     ("1\n2\n3\n", ["--target-column", "temp"], "no header row"),
+    *[("temp\n" + "".join(f"{i % 7}\n" for i in range(300)), ["--target-column", "temp", "--window", "12", flag, "nan"],
+       "finite numbers") for flag in ("--lr", "--weight-decay", "--clip")],
 ])
 def test_bad_input_exit_2_and_nothing_written(rows: str, args: list[str], needle: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,6 +193,18 @@ def test_bad_input_exit_2_and_nothing_written(rows: str, args: list[str], needle
     code, _, err = run(["train", str(data), *args, "-o", str(tmp_path / "m.pt")], capsys)
     assert code == 2 and needle in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_a_baseline_exact_on_the_test_rows_is_said_so_not_a_crash(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "periodic.csv"  # a period of 24 steps: the seasonal-naive forecast is exact
+    data.write_text("temp\n" + "".join(f"{(i % 24) * 0.5 + (i % 3)}\n" for i in range(1200)))
+    code, out, err = run(["train", str(data), "--target-column", "temp", "--window", "24", "--epochs", "1",
+                          "--hidden", "4", "--layers", "1", "-o", str(tmp_path / "p.pt")], capsys)
+    assert code == 0, err
+    log = json.loads((tmp_path / "p.train.json").read_text())
+    assert log["test"]["seasonal_naive"]["mae"] == 0 and "model_improvement" not in log["test"]["seasonal_naive"]
+    assert "exact on the test rows" in out and "baseline exact" in (tmp_path / "p.train.html").read_text()
 
 
 def test_existing_output_needs_force(temps_1200: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

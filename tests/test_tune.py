@@ -83,6 +83,32 @@ def test_bad_tune_input_exit_2(hours: Path, tmp_path: Path, capsys: pytest.Captu
     assert code == 2 and "no column 'nope'" in err and not (tmp_path / "t").exists()
 
 
+@pytest.mark.parametrize("flag", [["--max-flash-kb", "-5"], ["--max-ram-kb", "0"], ["--max-latency-ms", "nan"],
+                                  ["--precision", "int9"], ["--format", "onnx", "--precision", "int8"]])
+def test_bad_budget_or_precision_is_exit_2_before_any_trial(hours: Path, tmp_path: Path, flag: list[str],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["tune", str(hours), *SMALL, *flag, "-o", str(tmp_path / "t"), "--json"], capsys)
+    err = json.loads(out)["error"]
+    assert code == 2 and err["kind"] == "usage", err
+    assert ("budget" in err["message"]) or ("precision" in err["message"].lower()), err
+    assert not (tmp_path / "t").exists() and "Traceback" not in out
+
+
+def test_microcontroller_ram_is_the_tflm_arena_and_a_trial_over_it_is_infeasible(
+        hours: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = ["--target-column", "temp", "--target", "nrf52840", "--epochs", "1", "--max-steps", "5", "--hidden", "4",
+             "--layers", "1", "--windows", "12", "--batch-sizes", "64", "--cells", "lstm", "--trials", "1",
+             "--workers", "1"]
+    code, out, _ = run(["tune", str(hours), *small, "--max-ram-kb", "2", "-o", str(tmp_path / "t"), "--json"], capsys)
+    assert code == 4 and "No trial meets the budget" in json.loads(out)["error"]["message"]
+    code, out, err = run(["tune", str(hours), *small, "-o", str(tmp_path / "ok"), "--json"], capsys)
+    assert code == 0, err
+    trial = json.loads(out)["trials"][0]
+    assert trial["feasible"] and trial["arena_kb"] > 2, trial  # measured on TFLite Micro
+    report = json.loads((tmp_path / "ok" / "export" / "report.json").read_text())
+    assert [a["runtime"] for a in report["profile"]["artifacts"]] == ["tflm"]
+
+
 def test_pruning_rules(hours: Path) -> None:
     from edge_lstm import dataset
     from edge_lstm.train import TrainConfig

@@ -64,7 +64,12 @@ def status(arch: str = "arm64", image_dir: Path | None = None) -> dict[str, Any]
 
 @contextlib.contextmanager
 def _readable(path: Path) -> Iterator[None]:
-    """A root-owned image seen by another user: one clear error instead of a traceback."""
+    """A root-owned image seen by another user (or a file given as the directory): one clear error, no traceback."""
+    if path.exists() and not path.is_dir():
+        from edge_lstm.errors import UsageError
+
+        raise UsageError(f"--image-dir '{path}' is a file, not a directory.",
+                         "Pass a directory for the cached userland (it is created if missing).")
     try:
         yield
     except PermissionError as e:

@@ -99,11 +99,17 @@ def start(arch: str, image_dir: Path, port: int | None = None, timeout_s: float 
     """
     host.check_arch(arch)
     _check_path(image_dir)
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port.", "Give a port from 1 to 65535, or leave it out for a "
+                                                             "free one.")
     mirror, rebuild = build
     image.refuse_foreign(image_dir)  # before the lock file is made in it
     with image.locked(image_dir):
         dev = running(image_dir)
         if dev is not None and not rebuild:
+            if port is not None and port != dev.port:
+                raise UsageError(f"The emulated {arch} device already runs, on port {dev.port}, not --port {port}.",
+                                 "Use the running one (leave out --port), or `edge-lstm device stop` it first.")
             install_device_side(image_dir / "rootfs")
             return dev, False
         if dev is not None:

@@ -297,7 +297,9 @@ def _c_budgets(cm: dict[str, Any], target: Any) -> list[dict[str, Any]]:
 def _tflm_path(src: FirmwareSource, out: Path, target: Any, report: dict[str, Any], say: Progress) -> None:
     from edge_lstm.firmware import tflm
 
-    inputs = list(src.tflites) or _lowered(src, report)
+    inputs = list(src.tflites)
+    if not any(not t.streaming for t in inputs):  # no fused window model: lower one from the float32 ONNX
+        inputs += _lowered(src, report)
     can_measure = _have_tflm()
     if not can_measure:
         report["notes"].append("TFLite Micro arena not measured: the tflite-micro package is not installed "
@@ -328,7 +330,7 @@ def _tflm_path(src: FirmwareSource, out: Path, target: Any, report: dict[str, An
 
 
 def _lowered(src: FirmwareSource, report: dict[str, Any]) -> list[TfliteInput]:
-    """No TFLite in the source: lower the float32 ONNX (fused) for TFLite Micro."""
+    """No fused window TFLite in the source: lower the float32 ONNX (fused) for TFLite Micro."""
     if src.onnx is None:
         return []
     import onnx
@@ -340,9 +342,12 @@ def _lowered(src: FirmwareSource, report: dict[str, Any]) -> list[TfliteInput]:
     except UnsupportedModel as e:
         report["notes"].append(f"no TFLite Micro files: the graph cannot be lowered to TFLite ({e.message})")
         return []
-    report["notes"].append("the source has no fused TFLite artifact: the float32 ONNX was lowered (fused) here, as "
-                           f"{src.name}.fp32.tflm.tflite")
-    return [TfliteInput(f"{src.name}.fp32.tflite", lowered.data, "fp32", False, lowered_here=True)]
+    name = f"{src.name}.fp32.tflite"
+    if name in src.skipped:  # the export's own file of that name is another lowering: do not claim its name
+        name = f"{src.name}.fp32.fused.tflite"
+    report["notes"].append("the source has no fused float32 window TFLite artifact: the float32 ONNX was lowered "
+                           f"(fused) here, as {name}")
+    return [TfliteInput(name, lowered.data, "fp32", False, lowered_here=True)]
 
 
 def _safe_stem(filename: str) -> str:

@@ -40,6 +40,7 @@ class FirmwareSource:
     tflites: list[TfliteInput] = field(default_factory=list)
     normalization: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # TFLite files of the source that TFLite Micro does not take
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
@@ -115,6 +116,11 @@ def _from_export(directory: Path) -> FirmwareSource:
             src.onnx, src.onnx_name = _artifact(directory, entry), str(entry["file"])
         elif kind[0] == "tflite" and kind[1] in ("fp32", "int8") and kind[2] == "fused":
             src.tflites.append(TfliteInput(str(entry["file"]), _artifact(directory, entry), str(kind[1]), kind[3]))
+        elif kind[0] == "tflite":
+            src.skipped.append(str(entry.get("file")))
+            src.notes.append(f"{entry.get('file')} is not used for TFLite Micro: it is a {kind[1]} "
+                             f"{kind[2] or 'unknown'}-lowered artifact, and TFLite Micro takes the fused float32 "
+                             "and int8 forms (export with --lowering fused, or a microcontroller --target, for them)")
     if src.onnx is None:
         src.notes.append("the export holds no float32 window ONNX, so no dependency-free C: export with "
                          "--format onnx as well")

@@ -203,6 +203,22 @@ def test_tflite_artifact_gives_the_tflm_files_only(export_dir: Path, tmp_path: P
     assert rep["c"] == [] and rep["tflm"][0]["streaming"] and "generated from the ONNX" in rep["notes"][0]
 
 
+def test_a_loop_lowered_window_is_named_and_a_fused_one_lowered_here(demo, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"  # the default lowering: the window model as a loop, the streaming one fused
+    assert main(["export", str(demo.path), "-o", str(out), "--format", "onnx", "--format", "tflite", "--precision",
+                 "fp32", "--streaming", "--json"]) == 0
+    lowerings = {a["file"]: a["lowering"] for a in json.loads((out / "report.json").read_text())["artifacts"]}
+    assert lowerings["forecaster.fp32.tflite"] == "loop"
+    code, _, err = run(["firmware", out, "-o", tmp_path / "fw", "--no-c", "--target", "stm32h7"], capsys)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "fw" / "firmware.json").read_text())
+    assert {t["artifact"] for t in rep["tflm"]} == {"forecaster.fp32.fused.tflite", "forecaster.stream.fp32.tflite"}
+    notes = " ".join(rep["notes"])
+    assert "forecaster.fp32.tflite is not used for TFLite Micro" in notes and "lowered (fused) here" in notes
+    assert (tmp_path / "fw" / "forecaster.fp32.fused.model_data.c").is_file()
+
+
 def test_changed_artifact_is_refused(export_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
