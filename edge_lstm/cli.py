@@ -195,23 +195,11 @@ def _export_summary(report: dict[str, Any], output: Path) -> str:
     return "\n".join(rows)
 
 
-class _progress:  # noqa: N801 - used as a context manager like a function
-    """A rich status line on stderr for long work (silent with --json)."""
+def _progress(quiet: bool) -> Any:
+    """Progress on stderr for long work: bars with counts, one line per step off a terminal, silent with --json."""
+    from edge_lstm.cli_progress import progress_for
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.status: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet or not err.is_terminal:
-            return lambda msg: None if self.quiet else err.print(f"· {msg}", highlight=False)
-        self.status = err.status("starting")
-        self.status.__enter__()
-        return lambda msg: self.status.update(msg)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
+    return progress_for(quiet, err)
 
 
 from edge_lstm import cli_device, cli_firmware, cli_ops, cli_profile, cli_train  # noqa: E402 - register on the app

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
+from edge_lstm import progress as progress_mod
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.errors import EdgeLstmError, ShapeError, UnsupportedModel, UsageError
 from edge_lstm.load import LoadedModel
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     from edge_lstm.streaming import StreamingModel
 
+#: ``say(message)``; a :class:`edge_lstm.progress.Progress` also draws counts (artifact k of n, window k of N)
 Progress = Callable[[str], None]
 
 __all__ = ["Artifact", "ExportOptions", "ExportResult", "Failure", "export"]
@@ -105,8 +107,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = reference_outputs(model, vdata)
     artifacts = _build(model, proto, step, options, say)
-    for art in artifacts:
-        prove.prove(art, model, options.recipe, vdata, reference, step, say)
+    with progress_mod.task(say, "validating", len(artifacts), "artifact") as count:
+        for art in artifacts:
+            count.item(f"validating {art.filename}")
+            prove.prove(art, model, options.recipe, vdata, reference, step, say)
     proof = None
     if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
         from edge_lstm import prove_device
@@ -196,9 +200,11 @@ def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | No
            say: Progress) -> list[Artifact]:
     from edge_lstm import produce
 
-    artifacts = produce.whole_window(model, proto, options, say)
-    if step is not None:
-        artifacts += produce.streaming(model, step, options, say)
+    expected = sum(len(produce.precisions_for(f, options)) for f in options.recipe.formats) * (1 + (step is not None))
+    with progress_mod.task(say, "building", expected, "artifact"):
+        artifacts = produce.whole_window(model, proto, options, say)
+        if step is not None:
+            artifacts += produce.streaming(model, step, options, say)
     if not any(a.built for a in artifacts):  # nothing to write: the refusal itself is the answer
         first = artifacts[0].failures[0].reason if artifacts and artifacts[0].failures else "nothing was built"
         message, _, hint = first.partition("\nHint: ")
@@ -267,16 +273,17 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
     mcu = target is not None and target.kind == "mcu"
     entries: list[dict[str, Any]] = []
     rep: dict[str, Any] = {}
-    for art in artifacts:
-        tflm = mcu and "tflm" in [v.runtime for v in art.validations]
-        say(f"profiling {art.filename}" + (" on TFLite Micro" if tflm else ""))
-        opts = ProfileOptions(runtime="tflm" if tflm else "auto", streaming=art.streaming, runs=100, warmup=10)
-        rep = profile([stage / art.filename], opts)
-        for entry in rep["artifacts"]:
-            entry["path"] = str(out_dir / art.filename)
-            entry["precision"] = art.precision.value
-            _tflm_verdict(entry, art)
-        entries += rep["artifacts"]
+    with progress_mod.task(say, "profiling", len(artifacts), "artifact") as count:
+        for art in artifacts:
+            tflm = mcu and "tflm" in [v.runtime for v in art.validations]
+            count.item(f"profiling {art.filename}" + (" on TFLite Micro" if tflm else ""))
+            opts = ProfileOptions(runtime="tflm" if tflm else "auto", streaming=art.streaming, runs=100, warmup=10)
+            rep = profile([stage / art.filename], opts, say=say)
+            for entry in rep["artifacts"]:
+                entry["path"] = str(out_dir / art.filename)
+                entry["precision"] = art.precision.value
+                _tflm_verdict(entry, art)
+            entries += rep["artifacts"]
     rep["artifacts"] = entries
     rep.setdefault("options", {})["streaming"] = None  # per artifact
     if target is not None:

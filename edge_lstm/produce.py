@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
+from edge_lstm import progress
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.errors import ShapeError, UnsupportedModel
 from edge_lstm.spec import Precision
@@ -126,7 +127,7 @@ def _lower(proto: onnx.ModelProto, lowering: str, stream: bool, name: str, say: 
 
 
 def _onnx(name: str, proto: onnx.ModelProto, prec: Precision, stream: bool, say: Progress) -> Artifact:
-    say(f"building {name}")
+    progress.item(say, f"building {name}")
     if prec is Precision.FP32:
         return Artifact(name, "onnx", prec, None, stream, proto.SerializeToString())
     from edge_lstm.quantize import quantize_onnx
@@ -140,7 +141,7 @@ def _onnx(name: str, proto: onnx.ModelProto, prec: Precision, stream: bool, say:
 
 def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, options: ExportOptions,
             calib: CalibrationSet | None, say: Progress) -> Artifact:
-    say(f"building {name}")
+    progress.item(say, f"building {name}")
     if prec is Precision.FP32:
         return Artifact(name, "tflite", prec, lowered.lowering, stream, lowered.data, notes=list(lowered.notes))
     from edge_lstm.quantize import quantize_tflite
