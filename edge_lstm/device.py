@@ -305,6 +305,9 @@ def _arena_bytes(runner: Runner) -> int | None:
 def _save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent or ".", suffix=".npz")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes it private; the outputs asked for are an ordinary file
     os.close(fd)
     try:
         np.savez(tmp, **arrays)  # type: ignore[arg-type]
