@@ -52,7 +52,8 @@ def write_artifacts(d: Path) -> dict[str, Path]:
     proto = capture.to_onnx(model)
     out = {"onnx window": d / "ref.onnx", "onnx step": d / "ref_step.onnx"}
     out["onnx window"].write_bytes(proto.SerializeToString())
-    out["onnx step"].write_bytes(capture.to_onnx(capture.streaming_model(model)).SerializeToString())
+    step_proto = capture.streaming_model(model, proto).proto  # the one-step graph derived from the capture
+    out["onnx step"].write_bytes(step_proto.SerializeToString())
     try:
         from edge_lstm.lower.tflite import lower
     except ImportError:
@@ -60,7 +61,6 @@ def write_artifacts(d: Path) -> dict[str, Path]:
     out["tflite window"] = d / "ref.tflite"
     out["tflite window"].write_bytes(lower(proto, lowering="fused").data)
     out["tflite step"] = d / "ref_step.tflite"
-    step_proto = capture.to_onnx(capture.streaming_model(model))
     out["tflite step"].write_bytes(lower(step_proto, lowering="fused", streaming=True).data)
     return out
 

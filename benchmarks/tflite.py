@@ -109,9 +109,9 @@ def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) 
         rows.append((label, f"TFLite {lowering}", f"{export_s * 1000:.0f} ms", size, _us(t[lowering]),
                      _ratio(t, lowering)))
     fused_t = t["fused"]
-    step_model = capture.streaming_model(model)
+    step_model = capture.streaming_model(model, proto)
     t0 = time.perf_counter()
-    lowered = lower(capture.to_onnx(step_model), "fused", streaming=True)
+    lowered = lower(step_model.proto, "fused", streaming=True)
     export_s = time.perf_counter() - t0
     xs = np.ascontiguousarray(x[:, :1])
     with LiteRTRunner(lowered.data, threads=1) as r:

@@ -264,7 +264,8 @@ def test_prove_on_arm64(device: emulate.EmulatedDevice, demo_like: tuple[Path, P
     from edge_lstm.recipes import LOWERINGS
 
     model, data, calib, recipe = demo_like
-    loop = next(name for name in LOWERINGS if name != "fused")  # "unrolled", being renamed "loop"
+    loop = "loop"
+    assert loop in LOWERINGS
     runs = [("fused", ["--format", "onnx", "--format", "tflite"]), (loop, ["--format", "tflite", "--precision",
                                                                            "fp32"])]
     for lowering, extra in runs:

@@ -421,6 +421,36 @@ def _drop_copies(body: _Sub) -> None:
     body.graph.outputs = outputs
 
 
+def int8_io(model: Any) -> Any:
+    """The main graph takes and returns int8: its input QUANTIZE and output DEQUANTIZE ops are dropped, and the
+    int8 tensors next to them become the model's inputs and outputs (under the same names)."""
+    s = _schema()
+    main = _Sub(model, model.subgraphs[0])
+    main.refresh()
+    inputs, outputs = list(main.graph.inputs), list(main.graph.outputs)
+    gone: set[int] = set()  # the edge QUANTIZE/DEQUANTIZE ops
+    for k, t in enumerate(inputs):
+        users = main.consumers.get(int(t), [])
+        if not users or any(main.code(u) != s.BuiltinOperator.QUANTIZE for u in users):
+            raise ValueError(f"input {main.tensor(int(t)).name!r} is read by float ops; it cannot be int8")
+        first = int(main.graph.operators[users[0]].outputs[0])
+        for u in users[1:]:  # every reader uses the first QUANTIZE's int8 tensor
+            _replace_uses(main, int(main.graph.operators[u].outputs[0]), first)
+        main.tensor(first).name, inputs[k] = main.tensor(int(t)).name, first
+        gone.update(id(main.graph.operators[u]) for u in users)
+    for k, t in enumerate(outputs):
+        at = main.producer.get(int(t))
+        if at is None or main.code(at) != s.BuiltinOperator.DEQUANTIZE:
+            raise ValueError(f"output {main.tensor(int(t)).name!r} is not dequantized from int8")
+        q = int(main.graph.operators[at].inputs[0])
+        main.tensor(q).name, outputs[k] = main.tensor(int(t)).name, q
+        gone.add(id(main.graph.operators[at]))
+    main.graph.operators = [op for op in main.graph.operators if id(op) not in gone]
+    main.graph.inputs, main.graph.outputs = inputs, outputs
+    _drop_dead(main)
+    return model
+
+
 def _drop_dead(sub: _Sub) -> None:
     """Remove ops none of whose outputs is read (by an op or as a subgraph output)."""
     while True:

@@ -27,7 +27,7 @@ def export_dir(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo exported as ONNX and fused TFLite, window and streaming."""
     out = tmp_path_factory.mktemp("fw-export") / "out"
     assert main(["export", str(demo.path), "-o", str(out), "--format", "onnx", "--format", "tflite", "--streaming",
-                 "--json"]) == 0
+                 "--lowering", "fused", "--json"]) == 0
     return out
 
 

@@ -298,3 +298,22 @@ def test_small_stacks_take_one_step_an_iteration(name: str) -> None:
     for seed in (0, 1):
         feeds = c.feeds(seed)
         assert_close(run(lowered, feeds), c.reference(feeds))
+
+
+def test_one_list_of_lowering_names() -> None:
+    import edge_lstm.lower.tflite as tflite
+    from edge_lstm import recipes
+
+    assert tflite.LOWERINGS is recipes.LOWERINGS and recipes.LOWERINGS == ("auto", "fused", "loop", "unrolled")
+
+
+def test_auto_picks_fused_for_micro_and_int8_and_the_loop_for_a_gru() -> None:
+    stacked, gru = case("stacked").proto, case("gru").proto
+    micro = lower(stacked, "auto", micro=True)
+    assert micro.lowering == "fused" and micro.requested == "auto" and "TFLite Micro" in micro.reason
+    assert lower(stacked, "auto", precision="int8").lowering == "fused"
+    loop = lower(gru, "auto")
+    assert loop.lowering == "loop" and loop.notes[0].startswith("lowering: auto: loop")
+    plain = lower(stacked, "auto")  # a rule, not a timing: the same artifact on every machine
+    assert plain.lowering == "loop" and "faster than the fused op" in plain.reason
+    assert lower(stacked, "auto").data == plain.data

@@ -127,3 +127,32 @@ def test_loop_fp16_and_dynamic_int8(name: str, prec: Precision) -> None:
     q = quantize_tflite(fp32.data, prec)
     assert len(q.data) < len(fp32.data)
     assert min(_cosines(c, q.data).values()) >= 0.999
+
+
+@pytest.mark.parametrize("name", ["gru", "state_io"])
+def test_loop_int8_with_int8_io(name: str) -> None:
+    """TFLite's quantizer would make every subgraph's inputs int8; the loop's main graph edges are made int8."""
+    from edge_lstm.runners.quant_io import from_model, to_model
+
+    c = case(name)
+    q = quantize_tflite(lower(c.proto, "loop").data, Precision.INT8, _calib(c), io="int8")
+    assert q.io_quant and all(p["dtype"] == "int8" for p in q.io_quant.values())
+    model = _unpack(q.data)
+    main = model.subgraphs[0]
+    assert all(main.tensors[i].type == INT8 for i in [*main.inputs, *main.outputs])
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=q.data)
+    interp.allocate_tensors()
+    refs, gots = [], []
+    for seed in range(4):
+        feeds = c.feeds(seed)
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], to_model(feeds[d["name"]], "int8", d["quantization"]))
+        interp.invoke()
+        ref = c.reference(feeds)
+        for d in interp.get_output_details():
+            refs.append(ref[d["name"]].ravel())
+            gots.append(from_model(interp.get_tensor(d["index"]), d["quantization"]).ravel())
+    a, b = np.concatenate(refs), np.concatenate(gots)
+    assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= 0.98

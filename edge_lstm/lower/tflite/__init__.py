@@ -14,9 +14,9 @@ Lowerings of the recurrent layers (:data:`LOWERINGS`, the list in
 * ``loop``: a ``WHILE`` loop over the time steps whose body is the cell in plain
   ops; each weight is stored once.
 * ``unrolled``: every time step written out (hundreds of ops); only when asked.
-* ``auto``: fused for TFLite Micro; otherwise the loop, unless the fused form can
-  express every layer too, in which case both are built and the faster on LiteRT
-  is kept (see :mod:`.auto`).
+* ``auto``: fused for TFLite Micro, streaming and full int8; otherwise the loop
+  (a fixed rule, not a timing, so artifacts do not depend on the machine; see
+  :mod:`.auto`).
 """
 
 from __future__ import annotations

@@ -13,12 +13,6 @@ from edge_lstm.lower.tflite.graph import prepare, state_to_variables
 from edge_lstm.lower.tflite.ops import lower_node
 from edge_lstm.lower.tflite.ops_nn import fold_batchnorm
 
-_REASONS = {
-    "fused": "asked for (--lowering fused)",
-    "loop": "asked for (--lowering loop)",
-    "unrolled": "asked for (--lowering unrolled): every time step written out",
-}
-
 
 def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False,
           micro: bool = False) -> LoweredTFLite:
@@ -50,11 +44,12 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
         )
     data = ctx.writer.finish([t.index for t in inputs], [t.index for t in outputs])
     name = "+".join(sorted(used)) if len(used) > 1 else next(iter(used))
-    reason = _REASONS[lowering] if name == lowering else f"asked for {lowering}; {'; '.join(ctx.notes)}"
+    reason = (f"{name}, as asked (--lowering {lowering})" if name == lowering
+              else f"{name}: {lowering} was asked for; the notes below say which layers and why")
     return LoweredTFLite(
         data=data,
         lowering=name,
-        notes=notes,
+        notes=[f"lowering: {reason}", *notes],
         input_names=list(graph.inputs),
         output_names=list(graph.outputs),
         op_counts=ctx.writer.op_counts(),
@@ -67,7 +62,8 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
 
 def with_reason(lowered: LoweredTFLite, requested: str, reason: str) -> LoweredTFLite:
     """``lowered`` with the lowering that was asked for and why this one was used (first in the notes)."""
-    return replace(lowered, requested=requested, reason=reason, notes=[f"lowering: {reason}", *lowered.notes])
+    rest = [n for n in lowered.notes if not n.startswith("lowering: ")]
+    return replace(lowered, requested=requested, reason=reason, notes=[f"lowering: {reason}", *rest])
 
 
 def _named_output(ctx: Context, name: str, input_indices: set[int]):  # type: ignore[no-untyped-def]
