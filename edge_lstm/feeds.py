@@ -144,6 +144,15 @@ def _time_axes(model: LoadedModel, steps: int) -> dict[str, int]:
     return axes
 
 
+def next_step(model: LoadedModel, pred: np.ndarray) -> np.ndarray:
+    """A forecaster's prediction for the step after each window (its first output there), in the data's units.
+
+    ``pred`` is the first output stacked over windows; for an all-steps output that is the last step's.
+    """
+    width = pred.shape[-1]
+    return data_mod.denormalize_target(pred.reshape(len(pred), -1)[:, -width], model.normalization)
+
+
 def _task(model: LoadedModel, vdata: ValidationData, ref: dict[str, np.ndarray],
           got: dict[str, np.ndarray]) -> TaskMetrics | None:
     """Forecast MAE in the data's units (labelled series) or classifier agreement."""
@@ -151,13 +160,8 @@ def _task(model: LoadedModel, vdata: ValidationData, ref: dict[str, np.ndarray],
     if y not in got or ref[y].shape != got[y].shape:
         return None
     if model.task == "forecast" and vdata.targets is not None:
-        width = ref[y].shape[-1]
-
-        def next_step(a: np.ndarray) -> np.ndarray:  # the first output of the step after the window
-            return data_mod.denormalize_target(a.reshape(len(a), -1)[:, -width], model.normalization)
-
         target = data_mod.denormalize_target(vdata.targets, model.normalization)
-        return forecast_task(next_step(ref[y]), next_step(got[y]), target)
+        return forecast_task(next_step(model, ref[y]), next_step(model, got[y]), target)
     if model.task == "classify":
         return classify_task(ref[y], got[y], None)
     return None

@@ -70,6 +70,8 @@ class ExportOptions:
     prove_python: str = "python3"  # the Python on a real --prove-on device
     ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
     firmware: bool = False  # also write fw/ (edge_lstm.firmware): TFLite Micro C arrays, dependency-free C
+    units: str | None = None  # the forecast target's units, for the report (default: the checkpoint's metadata)
+    html: bool = True  # write report.html (tuning trials exported to a temporary directory skip it)
 
 
 @dataclass
@@ -222,7 +224,7 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
         for art in artifacts:
             if art.built:
                 write_into(stage, art.filename, art.data)
-        report = build_report(model, options, vdata, artifacts, proto)
+        report = build_report(model, options, vdata, artifacts, proto, reference)
         report["proved_on"] = proof
         if options.firmware:
             from edge_lstm.firmware import export_firmware
@@ -233,11 +235,8 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
         if options.profile or target is not None:
             runnable = [a for a in artifacts if a.built and not a.failures]
             report["profile"] = _profile(stage, options.output_dir, runnable, target, say)
-        write_reports(report, stage)
-        if "profile" in report:
-            from edge_lstm.report_html import write_html
-
-            write_html(report["profile"], stage / "report.html", report)
+        say("writing report.html" if options.html else "writing reports")
+        write_reports(report, stage, options.html)
     return report
 
 

@@ -265,7 +265,7 @@ def measure(tdir: Path, ctx: Context) -> dict[str, Any]:
                                                    lowering=ctx.target.preferred_lowering)
     val, calib = ctx.data_files
     opts = ExportOptions(tdir / "export", recipe, data=val, calib=str(calib) if precision == "int8" else None,
-                         profile=True, force=True)
+                         profile=True, force=True, html=False)
     try:
         report = export(tdir / "model.pt", opts).report
         passed, why = True, ""
