@@ -59,7 +59,7 @@ def table_text(report: dict[str, Any]) -> str:
                      f"{task['artifact']:.4g}" if task else "–",
                      "–" if r["task_drop"] is None else f"{r['task_drop']:+.1%}", _us(r["p50_s"]) + step, result])
     legend = ("KiB: file size; max err: largest |artifact − float| over the outputs; Δ task: the task metric's change "
-              "against the float model; p50: measured on this host (– not measured)"
+              "against the float model; p50: measured on this host (tflm: its host interpreter; – not measured)"
               + (", † per streaming step" if any(a["streaming"] for a in report["artifacts"]) else "") + ".")
     return "\n".join(_grid(head, rows, {2, 3, 4, 5, 6}) + _wrap(legend, ""))
 

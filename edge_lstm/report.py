@@ -183,7 +183,9 @@ def _accuracy(acc: dict[str, Any] | None) -> list[str]:
              f"{acc['persistence']['rmse']:.4g} |"]
     lines += [f"| {s['file']} | {s['runtime']} | {s['mae']:.4g} | {s['rmse']:.4g} |" for s in acc["artifacts"]]
     if gain is not None:
-        lines += ["", f"The float model's MAE is {gain:.1%} lower than persistence's."]
+        from edge_lstm.report_facts import versus
+
+        lines += ["", versus(gain).strip()]
     return lines
 
 

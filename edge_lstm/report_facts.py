@@ -109,8 +109,10 @@ def recommend(report: dict[str, Any]) -> dict[str, Any]:
         over = {a["file"] for a in report["artifacts"] if verdict(a, prof)["status"] == "over budget"}
         rows = [r for r in rows if r["file"] not in over and (not ok or r["runtime"] in ok or
                                                                  (r["runtime"] == "litert" and "tflite-runtime" in ok))]
-        if target.get("kind") == "mcu":
-            rows = [r for r in rows if r["runtime"] == "tflm"]
+    if target and target.get("kind") == "mcu":
+        rows = [r for r in rows if r["runtime"] == "tflm"]
+    else:  # TFLite Micro's host interpreter times reference kernels on this CPU: no basis for a CPU choice
+        rows = [r for r in rows if r["runtime"] != "tflm"]
     if not rows:
         return {"file": None, "runtime": None, "target": where,
                 "rule": "no whole-window artifact passed validation" + (" and the target's budgets on a runtime it "
@@ -154,3 +156,12 @@ def budget_rows(profile: dict[str, Any] | None) -> list[dict[str, str]]:
                         "figure": figure, "basis": basis, "status": c["status"],
                         "note": c.get("note") or c.get("measure", "")})
     return out
+
+
+def versus(gain: float | None) -> str:
+    """The float model against persistence, in words (a model can do worse than repeating the last value)."""
+    if gain is None:
+        return ""
+    if gain >= 0:
+        return f" The float model's MAE is {gain:.1%} lower than persistence's."
+    return f" The float model's MAE is {-gain:.1%} HIGHER than persistence's: it does worse than the baseline."

@@ -131,7 +131,7 @@ def _accuracy(report: dict[str, Any]) -> str:
         gain = 1 - acc["float"]["mae"] / acc["persistence"]["mae"] if acc["persistence"]["mae"] > 0 else None
         parts.append(f"<p>Forecast of {esc(acc['quantity'])} on {acc['windows']} held-out windows of "
                      f"<code>{esc(acc['data'])}</code>; MAE and RMSE in {u}."
-                     + (f" The float model's MAE is {gain:.1%} lower than persistence." if gain is not None else "")
+                     + facts.versus(gain)
                      + "</p>")
         parts.append(_table(["forecaster", "runtime", f"MAE ({acc['units']})", f"RMSE ({acc['units']})"], rows,
                             {2, 3}))
@@ -168,7 +168,9 @@ def _latency(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
     runs = next((p["latency_s"].get("runs") for p in prof["artifacts"]), "?")
     return (f"<figure>{plots.latency_plot(rows)}<figcaption>Every timed call ({runs} per artifact after warm-up, one "
             f"process each, on {esc(prof.get('where', 'host'))}); box p25-p75, whiskers p1-p99, red line p50."
-            "</figcaption></figure>")
+            + (" TFLite Micro rows time its host interpreter (reference kernels on this CPU), not a microcontroller."
+               if any(r["runtime"] == "tflm" and r["latencies_s"] for r in rows) else "")
+            + "</figcaption></figure>")
 
 
 def _budgets(report: dict[str, Any]) -> str:

@@ -32,14 +32,15 @@ def _plain_ticks(ax: Any, which: str) -> None:
     ax.autoscale_view()
     axis = ax.xaxis if which == "x" else ax.yaxis
     lo, hi = sorted(axis.get_view_interval())
-    plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
     axis.set_major_formatter(plain)
     axis.set_minor_formatter(plain if lo > 0 and hi / lo < 10 else NullFormatter())
     axis.set_tick_params(which="minor", labelsize=7)
 
 
 def _label(row: dict[str, Any]) -> str:
-    return f"{row['file']} · {row['runtime']}"
+    host = " (host interpreter)" if row["runtime"] == "tflm" else ""  # no microcontroller latency
+    return f"{row['file']} · {row['runtime']}{host}"
 
 
 def forecast_plot(acc: dict[str, Any]) -> str:
@@ -94,9 +95,14 @@ def tradeoff_plot(rows: list[dict[str, Any]], recommended: dict[str, Any]) -> st
     latencies, size against the drop. The recommended artifact is ringed and named."""
     import matplotlib as mpl
 
+    rows = [r for r in rows if r["size_bytes"] > 0]  # an artifact that was not built has no file to place
     timed = [r for r in rows if r["p50_s"] is not None]
     fig, ax = figure(10.5, 4.8)
     pts = timed or rows
+    if not pts:
+        ax.text(0.5, 0.5, "no artifact was built", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _tag(svg(fig), "tradeoff")
     drops = [r["task_drop"] for r in pts if r["task_drop"] is not None]
     span = max([abs(d) for d in drops] + [1e-4]) * 100
     norm = mpl.colors.Normalize(vmin=-span, vmax=span)
