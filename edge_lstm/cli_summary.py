@@ -49,8 +49,12 @@ def table_text(report: dict[str, Any]) -> str:
                                                                           else ""), "Δ task", "p50 µs", "result"]
     errs = {(a["file"], v["runtime"]): max((o["max_abs"] for o in v["outputs"]), default=None)
             for a in report["artifacts"] for v in a["validation"]}
+    runtime_rows = facts.runtime_rows(report)
+    estimates = any(r["estimate_s"] for r in runtime_rows)
+    if estimates:
+        head.insert(7, "est. µs")
     rows = []
-    for r in facts.runtime_rows(report):
+    for r in runtime_rows:
         err = errs.get((r["file"], r["runtime"]))
         task = r["task"]
         result = ("pass" if r["passed"] else "FAIL") if r["validated"] else "–"
@@ -58,10 +62,13 @@ def table_text(report: dict[str, Any]) -> str:
         rows.append([r["file"], r["runtime"], f"{r['size_bytes'] / 1024:,.0f}", "–" if err is None else f"{err:.1e}",
                      f"{task['artifact']:.4g}" if task else "–",
                      "–" if r["task_drop"] is None else f"{r['task_drop']:+.1%}", _us(r["p50_s"]) + step, result])
+        if estimates:
+            rows[-1].insert(7, _us(r["estimate_s"]))
     legend = ("KiB: file size; max err: largest |artifact − float| over the outputs; Δ task: the task metric's change "
               "against the float model; p50: measured on this host (tflm: its host interpreter; – not measured)"
-              + (", † per streaming step" if any(a["streaming"] for a in report["artifacts"]) else "") + ".")
-    return "\n".join(_grid(head, rows, {2, 3, 4, 5, 6}) + _wrap(legend, ""))
+              + (", † per streaming step" if any(a["streaming"] for a in report["artifacts"]) else "")
+              + ("; est.: the target's latency ESTIMATED from MACs, not measured" if estimates else "") + ".")
+    return "\n".join(_grid(head, rows, {2, 3, 4, 5, 6, 7} if estimates else {2, 3, 4, 5, 6}) + _wrap(legend, ""))
 
 
 def _wrap(text: str, indent: str = "  ") -> list[str]:

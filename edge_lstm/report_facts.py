@@ -148,7 +148,7 @@ def budget_rows(profile: dict[str, Any] | None) -> list[dict[str, str]]:
         for c in entry.get("budget") or []:
             used = c.get("used_bytes")
             measured = c["status"] not in ("not-measured", "skipped") and used is not None
-            basis = ("computed from the file" if c["budget"] == "flash" else
+            basis = ("computed from the file" if c["budget"] == "flash" else "–" if c["budget"] == "runtime" else
                      "measured" if measured else "not measured")
             figure = (f"{used:,} B of {c['budget_bytes']:,} B" if used is not None and "budget_bytes" in c
                       else str(c.get("measure", "–")))

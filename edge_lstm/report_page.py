@@ -20,7 +20,8 @@ from edge_lstm.train_report import esc
 CSS = """*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:0 auto;padding:1.2em 1.6em;color:#222;
 max-width:1240px;line-height:1.4}h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin-top:1.6em;
 border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0;width:100%;font-size:13px}
-td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+td code{overflow-wrap:anywhere}
 td.n,th.n{text-align:right;white-space:nowrap}th{background:#f3f3f3}.passed{color:#06702a;font-weight:bold}
 .failed{color:#b00;font-weight:bold}.over{color:#b35c00;font-weight:bold}.est{color:#8a5a00;font-style:italic}
 .box{border:1px solid #ccc;border-left:5px solid #06702a;padding:.6em 1em;margin:.8em 0;background:#f7fbf8}
@@ -57,7 +58,8 @@ def _verdicts(report: dict[str, Any]) -> str:
         v = facts.verdict(a, prof)
         why = "".join(f"<li>{esc(w)}</li>" for w in v["why"] + v["unverified"])
         runtimes = ", ".join(f"{esc(x['runtime'])} {'✓' if x['passed'] else '✗'}" for x in a["validation"]) or "–"
-        notes = "".join(f"<li>{esc(n)}</li>" for n in a["notes"] if not n.startswith("FAILED: "))
+        notes = "".join(f"<li>{esc(n)}</li>" for n in a["notes"]  # failures and the lowering have their columns
+                        if not n.startswith(("FAILED: ", "lowering: ")))
         lowering = esc(a["lowering"] or "–") + (f"<br><small>{esc(a['lowering_reason'])}</small>"
                                                  if a.get("lowering_reason") else "")
         rows.append([f"<code>{esc(a['file'])}</code>", _status(v["status"]) + (f"<ul>{why}</ul>" if why else ""),
@@ -106,7 +108,7 @@ def _model(report: dict[str, Any]) -> str:
                   ["inputs", esc(", ".join(f"{t['name']} [{'x'.join(map(str, t['shape']))}]" for t in m["inputs"]))],
                   ["outputs", esc(", ".join(f"{t['name']} [{'x'.join(map(str, t['shape']))}]" for t in m["outputs"]))],
                   ["layers (PyTorch)", "<br>".join(esc(line) for line in m["layers"]) or "–"]]
-    body = _table(["", ""], facts_rows)
+    body = _table(["model", "value"], facts_rows)
     layers = m.get("layer_costs") or []
     if layers:
         body += "<h3>Per layer (from the captured ONNX graph)</h3>" + _table(
