@@ -10,6 +10,7 @@ axis labels say which is which.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from edge_lstm.train_report import figure, svg
@@ -20,7 +21,13 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 
 def _tag(svg_text: str, name: str) -> str:
-    """Mark the plot for tests and let it shrink to the page's width (the viewBox keeps its proportions)."""
+    """Mark the plot for tests and let it shrink to the page's width (the viewBox keeps its proportions).
+
+    matplotlib's RDF metadata block and the xlink namespace declaration go: inline in HTML the parser maps
+    ``xlink:href`` itself, and the page then names no URL but the SVG namespace (nothing that looks fetched).
+    """
+    svg_text = re.sub(r"\s*<metadata>.*?</metadata>", "", svg_text, count=1, flags=re.S)
+    svg_text = svg_text.replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "", 1)
     return svg_text.replace("<svg ", f'<svg class="plot" data-plot="{name}" ', 1)
 
 
@@ -113,7 +120,10 @@ def tradeoff_plot(rows: list[dict[str, Any]], recommended: dict[str, Any]) -> st
         color = "#bbbbbb" if r["task_drop"] is None else cmap(norm(r["task_drop"] * 100))
         ax.scatter([x], [y], s=70, color=color, edgecolors="black", linewidths=0.6,
                    marker="^" if r["streaming"] else ("x" if not r["passed"] else "o"), zorder=3)
-        ax.annotate(f"{r['precision']} {r['format']}{' stream' if r['streaming'] else ''} · {r['runtime']}",
+        host = " (host interp.)" if r["runtime"] == "tflm" else ""
+        failed = " FAILED" if not r["passed"] else ""
+        kind = f"{r['precision']} {r['format']}{' stream' if r['streaming'] else ''}"
+        ax.annotate(f"{kind} · {r['runtime']}{host}{failed}",
                     (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
         if r["file"] == recommended.get("file") and r["runtime"] == recommended.get("runtime"):
             ax.scatter([x], [y], s=340, facecolors="none", edgecolors="#0a0", linewidths=2.2, zorder=4)
