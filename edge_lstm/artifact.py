@@ -41,6 +41,7 @@ class Artifact:
     float_layers: list[str] = field(default_factory=list)  # layers a quantized artifact keeps in float, and why
     calibration: dict[str, Any] | None = None
     failures: list[Failure] = field(default_factory=list)
+    lowering_reason: str | None = None  #: why this TFLite lowering was used (asked for, or what auto measured)
 
     @property
     def built(self) -> bool:
@@ -70,6 +71,7 @@ class Artifact:
             "format": self.format,
             "precision": self.precision.value,
             "lowering": self.lowering,
+            "lowering_reason": self.lowering_reason,
             "streaming": self.streaming,
             "size_bytes": len(self.data),
             "sha256": hashlib.sha256(self.data).hexdigest() if self.built else None,

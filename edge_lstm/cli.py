@@ -156,6 +156,8 @@ def export(
                                                     "your own.")] = None,
     bundle: Annotated[bool, typer.Option("--bundle", help="Also write OUT/<name>.bundle.zip: the artifacts that "
                                          "passed, with their manifest, for `edge-lstm predict` on a device.")] = False,
+    units: Annotated[str | None, typer.Option("--units", help="Units of the forecast target (e.g. °F), shown beside "
+                                              "every forecast error; default: the checkpoint's metadata.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
@@ -166,13 +168,17 @@ def export(
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
                          profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None,
-                         firmware=firmware, bundle=bundle)
+                         firmware=firmware, bundle=bundle, units=units)
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
         except EdgeLstmError as e:
-            if e.exit_code == 3 and (output / "report.json").exists():
-                e.hint = f"Report with every metric: {output / 'report.md'}"
+            if e.exit_code in (3, 4) and (output / "report.json").exists():
+                e.hint = f"Report with every metric: {output / 'report.md'}" + (
+                    f" and {output / 'report.html'}" if (output / "report.html").exists() else "")
+                if not as_json:  # the table shows what failed beside what passed
+                    written = jsonio.loads_strict((output / "report.json").read_text())
+                    emit(None, False, _export_summary(written, output))
             raise
     summary = _export_summary(result.report, output)
     if bundle and not as_json:
@@ -185,43 +191,16 @@ def export(
 
 
 def _export_summary(report: dict[str, Any], output: Path) -> str:
-    vd = report["validation_data"]
-    rows = [f"All {len(report['artifacts'])} artifact(s) passed validation ({vd['source']}, {vd['samples']} windows)."]
-    for a in report["artifacts"]:
-        for v in a["validation"]:
-            worst = max((o["max_abs"] for o in v["outputs"]), default=0.0)
-            task = v.get("task")
-            metric = f"  {task['metric']} {task['artifact']:.4g} (float {task['reference']:.4g})" if task else ""
-            rows.append(f"  {a['file']:<36} {a['size_bytes']:>10,} B  {v['runtime']:<14} "
-                        f"max abs err {worst:.2e}{metric}")
-        rows += [f"      note: {n}" for n in a["notes"]]
-    for a in (report.get("profile") or {}).get("artifacts", []):
-        peak = (a.get("memory") or {}).get("peak_rss_bytes")
-        mem = f", peak memory {peak / 2**20:.1f} MiB over baseline" if peak is not None else ""
-        rows.append(f"  profiled {a['artifact']:<27} {a['runtime']:<12} p50 {a['latency_s']['p50'] * 1e6:,.1f} µs{mem}")
-    if report.get("firmware"):
-        rows.append(f"Firmware: {output / 'fw'} (report: {output / 'fw' / 'firmware.md'})")
-    rows.append(f"Report: {output / 'report.md'} and {output / 'report.json'}")
-    return "\n".join(rows)
+    from edge_lstm.cli_summary import export_summary
+
+    return export_summary(report, output)
 
 
-class _progress:  # noqa: N801 - used as a context manager like a function
-    """A rich status line on stderr for long work (silent with --json)."""
+def _progress(quiet: bool) -> Any:
+    """Progress on stderr for long work: bars with counts, one line per step off a terminal, silent with --json."""
+    from edge_lstm.cli_progress import progress_for
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.status: Any = None
-
-    def __enter__(self) -> Any:
-        if self.quiet or not err.is_terminal:
-            return lambda msg: None if self.quiet else err.print(f"· {msg}", highlight=False)
-        self.status = err.status("starting")
-        self.status.__enter__()
-        return lambda msg: self.status.update(msg)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
+    return progress_for(quiet, err)
 
 
 from edge_lstm import (  # noqa: E402 - register on the app defined above

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from edge_lstm import jsonio
+from edge_lstm.cli_progress import columns, count_text
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -155,13 +156,13 @@ class EpochBars:
         self.quiet = quiet
         self.progress: Any = None
         self.task: Any = None
+        self.steps = self.done = 0
 
     def __enter__(self) -> EpochBars:
         if not self.quiet and err.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err)
+            self.progress = Progress(*columns(), console=err)  # the same bars as export and profile
             self.progress.__enter__()
         return self
 
@@ -172,12 +173,16 @@ class EpochBars:
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         """A new bar for the epoch."""
         if self.progress is not None:
-            self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, info="")
+            self.task = self.progress.add_task(f"epoch {epoch} of {epochs}", total=steps, info="",
+                                               count=count_text(0, steps, "step"))
+            self.steps, self.done = steps, 0
 
     def step(self, loss: float) -> None:
         """Advance the bar; show the running loss."""
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, info=f"loss {loss:.4g}")
+            self.done += 1
+            self.progress.update(self.task, advance=1, info=f"loss {loss:.4g}",
+                                 count=count_text(self.done, self.steps, "step"))
 
     def epoch_end(self, r: dict[str, Any]) -> None:
         """The epoch's losses on its bar (or on its own line)."""
@@ -186,9 +191,9 @@ class EpochBars:
         if self.progress is not None:
             self.progress.update(self.task, info=text)
         elif not self.quiet:
-            err.print(f"epoch {r['epoch']}: {r['steps']} steps, {text}")
+            err.print(f"epoch {r['epoch']}: {r['steps']} steps, {text}", highlight=False, soft_wrap=True)
 
     def message(self, text: str) -> None:
         """A status line."""
         if not self.quiet:
-            err.print(f"· {text}")
+            err.print(f"· {text}", highlight=False, soft_wrap=True)

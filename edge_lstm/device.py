@@ -9,12 +9,14 @@ Usage::
 
     python -m edge_lstm.device MODEL --inputs feed.npz [--outputs out.npz]
         [--runtime auto|litert|tflite-runtime|onnxruntime|tflm] [--threads N]
-        [--no-xnnpack] [--sequence] [--warmup N] [--runs N]
+        [--no-xnnpack] [--sequence] [--warmup N] [--runs N] [--progress]
 
 ``feed.npz`` holds one array per model input, named like the input, with a
 leading sample axis: ``x`` of shape ``(N, 1, 96, 1)`` is N windows. Each sample
 is run after ``reset_state()`` unless ``--sequence`` says the samples are
-consecutive streaming steps. ``--runs`` then times sample 0 repeatedly.
+consecutive streaming steps. ``--runs`` then times sample 0 repeatedly;
+``--progress`` reports the runs done on stderr between chunks (never inside a
+timed call), so the host can draw a bar.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +159,14 @@ def run_samples(runner: Runner, feeds: dict[str, np.ndarray], sequence: bool) ->
     return {k: np.stack(v) for k, v in outs.items()}
 
 
-def time_runs(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int, reset: bool) -> list[float]:
+def time_runs(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int, reset: bool,
+              progress: Callable[[int, int], None] | None = None) -> list[float]:
     """Seconds per call over ``runs`` calls after ``warmup`` untimed ones.
 
     The feed is checked once (it does not change between runs), so each measured run
     costs only two ``perf_counter`` calls and a list append beyond the runtime itself.
+    ``progress(done, runs)`` is called between chunks of about a twentieth of the runs,
+    never inside a timed call.
     """
     runner.activate()
     runner.check_feed(feed)
@@ -171,13 +177,27 @@ def time_runs(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: in
         infer(feed)
     lat = runner.latencies_s
     lat.clear()
-    for _ in range(runs):
-        if reset:
-            runner.reset_state()
-        t0 = clock()
-        infer(feed)
-        lat.append(clock() - t0)
+    chunk = max(1, runs // PROGRESS_CHUNKS) if progress is not None else max(runs, 1)
+    for start in range(0, runs, chunk):
+        for _ in range(min(chunk, runs - start)):
+            if reset:
+                runner.reset_state()
+            t0 = clock()
+            infer(feed)
+            lat.append(clock() - t0)
+        if progress is not None:
+            progress(len(lat), runs)
     return list(lat)
+
+
+#: how many progress lines a timed loop writes at most (``--progress``), between chunks of runs
+PROGRESS_CHUNKS = 20
+#: the start of a progress line on stderr: ``edge-lstm:progress runs DONE TOTAL``
+PROGRESS_PREFIX = "edge-lstm:progress runs "
+
+
+def _print_progress(done: int, total: int) -> None:
+    print(f"{PROGRESS_PREFIX}{done} {total}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequence", action="store_true", help="samples are consecutive streaming steps")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--runs", type=int, default=0)
+    ap.add_argument("--progress", action="store_true", help=f"write '{PROGRESS_PREFIX}DONE TOTAL' lines on stderr")
     ap.add_argument("--input-shape", action="append", default=[], help="PyTorch files only: e.g. 1x96x1, per input")
     ap.add_argument("--trust-pickle", action="store_true", help="PyTorch files only: allow a pickled nn.Module")
     args = ap.parse_args(argv)
@@ -212,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         del first
         outs = run_samples(runner, feeds, args.sequence)
         sample_lat = list(runner.latencies_s[1:])
-        lat = time_runs(runner, {k: v[0] for k, v in feeds.items()}, args.warmup, args.runs, not args.sequence)
+        lat = time_runs(runner, {k: v[0] for k, v in feeds.items()}, args.warmup, args.runs, not args.sequence,
+                        _print_progress if args.progress else None)
     except ImportError as e:
         print(json.dumps({"error": "missing-runtime", "message": str(e)}))
         return 3
@@ -283,6 +305,9 @@ def _arena_bytes(runner: Runner) -> int | None:
 def _save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent or ".", suffix=".npz")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes it private; the outputs asked for are an ordinary file
     os.close(fd)
     try:
         np.savez(tmp, **arrays)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ seeded random values so the state path is exercised too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from edge_lstm.validate import ArtifactValidation, TaskMetrics, classify_task, f
 
 if TYPE_CHECKING:
     from edge_lstm.artifact import Artifact
+    from edge_lstm.progress import Say
     from edge_lstm.quantize.calibration import CalibrationSet
     from edge_lstm.runners.base import Runner
     from edge_lstm.streaming import StreamingModel
@@ -115,8 +117,8 @@ def calibration_set(model: LoadedModel, recipe: Recipe, calib: str | None) -> Ca
                                min_windows=recipe.min_calibration_samples, source=source)
 
 
-def run_all(runner: Runner, samples: list[Feed]) -> dict[str, np.ndarray]:
-    """Run every sample (state reset before each) and stack each output over samples."""
+def run_all(runner: Runner, samples: list[Feed], tick: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Run every sample (state reset before each) and stack each output over samples; ``tick(1)`` after each."""
     outs: dict[str, list[np.ndarray]] = {}
     with runner:
         names = runner.input_names
@@ -125,6 +127,8 @@ def run_all(runner: Runner, samples: list[Feed]) -> dict[str, np.ndarray]:
             res = runner.infer({k: v for k, v in feed.items() if k in names})
             for k, v in res.items():
                 outs.setdefault(k, []).append(np.asarray(v, dtype=np.float32))
+            if tick is not None:
+                tick(1)
     return {k: np.stack(v) for k, v in outs.items()}
 
 
@@ -140,6 +144,15 @@ def _time_axes(model: LoadedModel, steps: int) -> dict[str, int]:
     return axes
 
 
+def next_step(model: LoadedModel, pred: np.ndarray) -> np.ndarray:
+    """A forecaster's prediction for the step after each window (its first output there), in the data's units.
+
+    ``pred`` is the first output stacked over windows; for an all-steps output that is the last step's.
+    """
+    width = pred.shape[-1]
+    return data_mod.denormalize_target(pred.reshape(len(pred), -1)[:, -width], model.normalization)
+
+
 def _task(model: LoadedModel, vdata: ValidationData, ref: dict[str, np.ndarray],
           got: dict[str, np.ndarray]) -> TaskMetrics | None:
     """Forecast MAE in the data's units (labelled series) or classifier agreement."""
@@ -147,13 +160,8 @@ def _task(model: LoadedModel, vdata: ValidationData, ref: dict[str, np.ndarray],
     if y not in got or ref[y].shape != got[y].shape:
         return None
     if model.task == "forecast" and vdata.targets is not None:
-        width = ref[y].shape[-1]
-
-        def next_step(a: np.ndarray) -> np.ndarray:  # the first output of the step after the window
-            return data_mod.denormalize_target(a.reshape(len(a), -1)[:, -width], model.normalization)
-
         target = data_mod.denormalize_target(vdata.targets, model.normalization)
-        return forecast_task(next_step(ref[y]), next_step(got[y]), target)
+        return forecast_task(next_step(model, ref[y]), next_step(model, got[y]), target)
     if model.task == "classify":
         return classify_task(ref[y], got[y], None)
     return None
@@ -172,16 +180,23 @@ def judge(
 
 def validate_streaming(
     art: Artifact, model: LoadedModel, step: StreamingModel, recipe: Recipe, vdata: ValidationData,
-    reference: dict[str, np.ndarray], runners: list[Runner],
+    reference: dict[str, np.ndarray], runners: list[Runner], say: Say | None = None,
 ) -> list[ArtifactValidation]:
-    """Feed each window one step at a time on every runner; compare with the whole-window reference."""
+    """Feed each window one step at a time on every runner; compare with the whole-window reference.
+
+    ``say`` (a :class:`~edge_lstm.progress.Progress`) counts the windows of each runner.
+    """
+    from edge_lstm import progress
+
     results = []
     for runner in runners:
         outs: dict[str, list[np.ndarray]] = {}
-        with runner:
+        with runner, progress.task(say, f"{art.filename} on {runner.runtime}", len(vdata.samples),
+                                   "window") as count:
             for feed in vdata.samples:
                 for k, v in stream_window(runner, step, feed).items():
                     outs.setdefault(k, []).append(v)
+                count.tick()
         stacked = {k: np.stack(v) for k, v in outs.items()}
         results.append(judge(art.filename, runner.runtime, model, recipe, art.precision, vdata, reference, stacked))
     return results

@@ -18,6 +18,9 @@
   reason, and the partial output is removed.
 - Names that come from files (a model's name, a tensor's) pass through
   :func:`safe_name` before they become part of a file name.
+- Files and directories get the user's normal permissions: ``0666`` and ``0777``
+  less the process's umask (``0644`` and ``0755`` with the usual ``022``), as a
+  shell's ``>`` and ``mkdir`` would give them, although staging makes them private first.
 """
 
 from __future__ import annotations
@@ -40,6 +43,31 @@ from edge_lstm.errors import OutputError, OutputExistsError, UsageError
 MARKER = ".edge-lstm-output.json"
 MAX_NAME = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def umask() -> int:
+    """The process's umask: from ``/proc/self/status`` on Linux, else by setting it and putting it back
+    (POSIX has no other way, and that briefly changes it for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of a new file edge-lstm writes: ``0666`` less the umask."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """The mode of a new directory edge-lstm writes: ``0777`` less the umask."""
+    return 0o777 & ~umask()
 
 
 def safe_name(text: object, default: str = "model", max_len: int = MAX_NAME) -> str:
@@ -260,7 +288,7 @@ def subdir(stage: Path, name: str) -> Path:
     for part in check_relpath(name):
         path = path / part
         try:
-            os.mkdir(path, 0o755)
+            os.mkdir(path, 0o777)  # less the umask
         except FileExistsError:
             if path.is_symlink() or not path.is_dir():
                 raise UsageError(f"Refusing to write into '{path}': it is not a plain directory.") from None
@@ -280,7 +308,7 @@ def write_into(stage: Path, name: str, data: bytes) -> Path:
     path = parent / leaf
     if Path(os.path.realpath(path.parent)) != Path(os.path.realpath(parent)) or not _inside(parent, stage):
         raise UsageError(f"Refusing to write '{path}': it is not inside the output directory.")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)  # less the umask
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return path
@@ -298,12 +326,13 @@ def finish(stage: Path) -> None:
     directory stops the run.
     """
     files, dirs = [], []
+    mode = dir_mode()
     for name, entry in _walk(stage):
         if entry.is_symlink():
             raise UsageError(f"Refusing to publish '{stage}': '{name}' is a symbolic link.")
         if entry.is_dir(follow_symlinks=False):
             dirs.append(name)
-            os.chmod(entry.path, 0o755)
+            os.chmod(entry.path, mode)
         elif entry.is_file(follow_symlinks=False):
             files.append(name)
         else:
@@ -313,7 +342,7 @@ def finish(stage: Path) -> None:
     body = json.dumps({"tool": "edge-lstm", "version": __version__, "files": sorted(files), "dirs": sorted(dirs)},
                       indent=2) + "\n"
     write_into(stage, MARKER, body.encode())
-    os.chmod(stage, 0o755)  # mkdtemp makes it private; the output is an ordinary directory
+    os.chmod(stage, mode)  # mkdtemp makes it private; the output is an ordinary directory
 
 
 def add_to_marker(directory: Path, names: list[str]) -> None:
@@ -357,11 +386,13 @@ def write_files_atomic(files: dict[Path, bytes]) -> None:
     """Write several files all or nothing: each to a temporary name, then every rename; temporaries removed on
     failure. A full disk or an I/O error is an :class:`OutputError` naming the path."""
     temps: dict[Path, str] = {}
+    mode = file_mode()
     try:
         for path, data in files.items():
             remove_stale(path)
             fd, tmp = tempfile.mkstemp(prefix=_stage_prefix(path), suffix=".partial", dir=path.parent)
             temps[path] = tmp
+            os.fchmod(fd, mode)  # mkstemp makes it private; the published file is an ordinary one
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
         for path, tmp in temps.items():

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
+from edge_lstm import progress as progress_mod
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.errors import EdgeLstmError, ShapeError, UnsupportedModel, UsageError
 from edge_lstm.load import LoadedModel
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from edge_lstm.streaming import StreamingModel
     from edge_lstm.targets import Target
 
+#: ``say(message)``; a :class:`edge_lstm.progress.Progress` also draws counts (artifact k of n, window k of N)
 Progress = Callable[[str], None]
 
 __all__ = ["Artifact", "ExportOptions", "ExportResult", "Failure", "export"]
@@ -70,6 +72,8 @@ class ExportOptions:
     ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
     bundle: bool = False  # also write <name>.bundle.zip of the artifacts that passed (edge_lstm.bundle)
     firmware: bool = False  # also write fw/ (edge_lstm.firmware): TFLite Micro C arrays, dependency-free C
+    units: str | None = None  # the forecast target's units, for the report (default: the checkpoint's metadata)
+    html: bool = True  # write report.html (tuning trials exported to a temporary directory skip it)
 
 
 @dataclass
@@ -107,8 +111,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = reference_outputs(model, vdata)
     artifacts = _build(model, proto, step, options, say)
-    for art in artifacts:
-        prove.prove(art, model, options.recipe, vdata, reference, step, say)
+    with progress_mod.task(say, "validating", len(artifacts), "artifact") as count:
+        for art in artifacts:
+            count.item(f"validating {art.filename}")
+            prove.prove(art, model, options.recipe, vdata, reference, step, say)
     proof = None
     if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
         from edge_lstm import prove_device
@@ -198,9 +204,11 @@ def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | No
            say: Progress) -> list[Artifact]:
     from edge_lstm import produce
 
-    artifacts = produce.whole_window(model, proto, options, say)
-    if step is not None:
-        artifacts += produce.streaming(model, step, options, say)
+    expected = sum(len(produce.precisions_for(f, options)) for f in options.recipe.formats) * (1 + (step is not None))
+    with progress_mod.task(say, "building", expected, "artifact"):
+        artifacts = produce.whole_window(model, proto, options, say)
+        if step is not None:
+            artifacts += produce.streaming(model, step, options, say)
     if not any(a.built for a in artifacts):  # nothing to write: the refusal itself is the answer
         first = artifacts[0].failures[0].reason if artifacts and artifacts[0].failures else "nothing was built"
         message, _, hint = first.partition("\nHint: ")
@@ -218,7 +226,7 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
         for art in artifacts:
             if art.built:
                 write_into(stage, art.filename, art.data)
-        report = build_report(model, options, vdata, artifacts, proto)
+        report = build_report(model, options, vdata, artifacts, proto, reference)
         report["proved_on"] = proof
         if options.firmware:
             from edge_lstm.firmware import export_firmware
@@ -229,15 +237,12 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
         if options.profile or target is not None:
             runnable = [a for a in artifacts if a.built and not a.failures]
             report["profile"] = _profile(stage, options.output_dir, runnable, target, say)
-        write_reports(report, stage)
+        say("writing report.html" if options.html else "writing reports")
+        write_reports(report, stage, options.html)
         if options.bundle and any(a.passed for a in artifacts):
             from edge_lstm import bundle
 
             write_into(stage, bundle.default_name(stage), bundle.build(stage))
-        if "profile" in report:
-            from edge_lstm.report_html import write_html
-
-            write_html(report["profile"], stage / "report.html", report)
     return report
 
 
@@ -273,16 +278,21 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
     mcu = target is not None and target.kind == "mcu"
     entries: list[dict[str, Any]] = []
     rep: dict[str, Any] = {}
-    for art in artifacts:
-        tflm = mcu and "tflm" in [v.runtime for v in art.validations]
-        say(f"profiling {art.filename}" + (" on TFLite Micro" if tflm else ""))
-        opts = ProfileOptions(runtime="tflm" if tflm else "auto", streaming=art.streaming, runs=100, warmup=10)
-        rep = profile([stage / art.filename], opts)
-        for entry in rep["artifacts"]:
-            entry["path"] = str(out_dir / art.filename)
-            entry["precision"] = art.precision.value
-            _tflm_verdict(entry, art)
-        entries += rep["artifacts"]
+    with progress_mod.task(say, "profiling", len(artifacts), "artifact") as count:
+        for art in artifacts:
+            on_tflm = any(v.runtime == "tflm" and v.passed for v in art.validations)
+            tflm = mcu and "tflm" in [v.runtime for v in art.validations]
+            count.item(f"profiling {art.filename}" + (" on TFLite Micro" if tflm else ""))
+            # off a microcontroller target, an artifact that also passed on TFLite Micro gets a TFLite Micro row
+            # too: its arena measured, its latency that of the host interpreter (the report says so)
+            for runtime in ["tflm"] if tflm else ["auto", "tflm"] if on_tflm else ["auto"]:
+                opts = ProfileOptions(runtime=runtime, streaming=art.streaming, runs=100, warmup=10)
+                rep = profile([stage / art.filename], opts, say=say)
+                for entry in rep["artifacts"]:
+                    entry["path"] = str(out_dir / art.filename)
+                    entry["precision"] = art.precision.value
+                    _tflm_verdict(entry, art)
+                entries += rep["artifacts"]
     rep["artifacts"] = entries
     rep.setdefault("options", {})["streaming"] = None  # per artifact
     if target is not None:

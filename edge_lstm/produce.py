@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
+from edge_lstm import progress
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.errors import ShapeError, UnsupportedModel
 from edge_lstm.spec import Precision
@@ -127,7 +128,7 @@ def _lower(proto: onnx.ModelProto, lowering: str, stream: bool, name: str, say: 
 
 
 def _onnx(name: str, proto: onnx.ModelProto, prec: Precision, stream: bool, say: Progress) -> Artifact:
-    say(f"building {name}")
+    progress.item(say, f"building {name}")
     if prec is Precision.FP32:
         return Artifact(name, "onnx", prec, None, stream, proto.SerializeToString())
     from edge_lstm.quantize import quantize_onnx
@@ -141,9 +142,10 @@ def _onnx(name: str, proto: onnx.ModelProto, prec: Precision, stream: bool, say:
 
 def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, options: ExportOptions,
             calib: CalibrationSet | None, say: Progress) -> Artifact:
-    say(f"building {name}")
+    progress.item(say, f"building {name}")
     if prec is Precision.FP32:
-        return Artifact(name, "tflite", prec, lowered.lowering, stream, lowered.data, notes=list(lowered.notes))
+        return Artifact(name, "tflite", prec, lowered.lowering, stream, lowered.data, notes=list(lowered.notes),
+                        lowering_reason=lowered.reason or None)
     from edge_lstm.quantize import quantize_tflite
 
     io = options.io if prec is Precision.INT8 else "float"
@@ -152,9 +154,10 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
         q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200)
     except UnsupportedModel as e:
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
-    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=list(q.notes),
-                    io_quant=dict(q.io_quant),
-                    float_layers=list(q.float_layers), calibration=use.describe() if use is not None else None)
+    notes = list(q.notes) + [n for n in lowered.notes if n not in q.notes]  # the lowering's notes hold here too
+    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=notes,
+                    io_quant=dict(q.io_quant), float_layers=list(q.float_layers),
+                    calibration=use.describe() if use is not None else None, lowering_reason=lowered.reason or None)
 
 
 def _calibration(model: LoadedModel, options: ExportOptions) -> CalibrationSet:

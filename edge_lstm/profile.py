@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm import cost as cost_mod
+from edge_lstm import progress
 from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
 
 if TYPE_CHECKING:
+    from edge_lstm.progress import Say
     from edge_lstm.remote import RemoteConfig
     from edge_lstm.targets import Target
 
@@ -152,24 +155,26 @@ def make_feed(specs: list[tuple[str, tuple[int, ...], str]], samples: int, seed:
 
 #: runs ``edge_lstm.device`` with the torch reference's model loader given --input-shape / --trust-pickle
 def run_local(artifact: Path, feed_path: Path, options: ProfileOptions, fmt: str | None = None,
-              outputs: Path | None = None) -> dict[str, Any]:
+              outputs: Path | None = None, on_runs: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the device-side runner in a fresh local process; its JSON report.
 
     A PyTorch model file (``fmt == "torch"``) is loaded there with ``options.input_shapes`` and
-    ``options.trust_pickle``.
+    ``options.trust_pickle``. ``on_runs(n)`` hears the timed runs as they finish.
     """
     import edge_lstm
+    from edge_lstm import childproc
 
     pkg_root = str(Path(edge_lstm.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     runner_args = [str(artifact), "--inputs", str(feed_path), *options.device_args()]
     runner_args += ["--outputs", str(outputs)] if outputs is not None else []
+    runner_args += ["--progress"] if on_runs is not None else []
     if fmt == "torch":
         runner_args += [a for s in options.input_shapes for a in ("--input-shape", "x".join(map(str, s)))]
         runner_args += ["--trust-pickle"] if options.trust_pickle else []
     cmd = [sys.executable, "-m", "edge_lstm.device", *runner_args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=options.timeout_s, env=env, check=False)
+        proc = childproc.run(cmd, options.timeout_s, env, on_runs)
     except subprocess.TimeoutExpired as e:
         raise UsageError(f"Profiling '{artifact.name}' took longer than {options.timeout_s:.0f} s.",
                          "Lower --runs, or profile a smaller artifact.") from e
@@ -193,16 +198,24 @@ def parse_device_output(stdout: str, stderr: str, rc: int, artifact: str, where:
     return report
 
 
-def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteConfig | None = None) -> dict[str, Any]:
+def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteConfig | None = None,
+                     say: Say | None = None) -> dict[str, Any]:
     """Measure one artifact (here or on ``remote``) and add its static cost and sizes.
 
     On TFLite Micro the outputs are checked too (NaN/Inf, and against ``options.reference`` when given): a
-    microcontroller budget counts only for a run that computed the right thing.
+    microcontroller budget counts only for a run that computed the right thing. ``say`` (a
+    :class:`~edge_lstm.progress.Progress`) counts the timed runs.
     """
+    with progress.task(say, f"{Path(path).name}: timed runs", options.runs, "run") as count:
+        return _profile_artifact(Path(path), options, remote, count.tick if isinstance(say, progress.Progress)
+                                 else None)
+
+
+def _profile_artifact(p: Path, options: ProfileOptions, remote: RemoteConfig | None,
+                      on_runs: Callable[[int], None] | None) -> dict[str, Any]:
     from edge_lstm import tflm_check
     from edge_lstm.device import resolve_runtime
 
-    p = Path(path)
     fmt = cost_mod.artifact_format(p)
     runtime = resolve_runtime(p, options.runtime)
     if runtime == "tflm":
@@ -213,7 +226,7 @@ def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteCo
         np.savez(feed_path, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
         if remote is None:
             try:
-                raw = run_local(p, feed_path, options, fmt, out_path)
+                raw = run_local(p, feed_path, options, fmt, out_path, on_runs)
             except InputFileError as e:
                 if runtime == "tflm":
                     tflm_check.raise_if_unrunnable(p, e)
@@ -222,7 +235,7 @@ def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteCo
         else:
             from edge_lstm.remote import run_remote
 
-            raw = run_remote(remote, p, feed_path, options.device_args(), options.timeout_s)
+            raw = run_remote(remote, p, feed_path, options.device_args(), options.timeout_s, on_runs=on_runs)
             check = tflm_check.outputs_check(raw, None, feed_path, options, p)
     entry = summarize(raw, p, fmt, options, where=remote.host if remote else "host")
     entry["outputs_check"] = check
@@ -299,15 +312,26 @@ def host_info() -> dict[str, Any]:
 
 
 def profile(paths: list[str | Path], options: ProfileOptions, target: Target | None = None,
-            remote: RemoteConfig | None = None) -> dict[str, Any]:
-    """Profile every artifact; with ``target``, add estimates and budget checks (not enforced here)."""
+            remote: RemoteConfig | None = None, say: Say | None = None) -> dict[str, Any]:
+    """Profile every artifact; with ``target``, add estimates and budget checks (not enforced here).
+
+    ``say`` (a :class:`~edge_lstm.progress.Progress`) counts the artifacts (when there are several) and
+    each one's timed runs.
+    """
     if not paths:
         raise UsageError("No artifact given.", "Pass one or more .onnx/.tflite files (or a model.pt).")
     from edge_lstm import __version__
 
     if options.input_shapes or options.trust_pickle:
         _check_torch_options(paths, remote)
-    artifacts = [profile_artifact(p, options, remote) for p in paths]
+    if len(paths) == 1:
+        artifacts = [profile_artifact(paths[0], options, remote, say)]
+    else:
+        artifacts = []
+        with progress.task(say, "profiling", len(paths), "artifact") as count:
+            for p in paths:
+                count.item(f"profiling {Path(p).name}" + (f" on {remote.host}" if remote else ""))
+                artifacts.append(profile_artifact(p, options, remote, say))
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "kind": "profile",
         "tool": {"name": "edge-lstm", "version": __version__},

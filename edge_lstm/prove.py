@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
-from edge_lstm import preflight
+from edge_lstm import preflight, progress
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.spec import Precision
 
@@ -114,9 +114,10 @@ def prove(art: Artifact, model: LoadedModel, recipe: Recipe, vdata: feeds_mod.Va
     runners = [runner(art, rt) for rt in ok]
     if art.streaming:
         assert step is not None
-        art.validations = feeds_mod.validate_streaming(art, model, step, recipe, vdata, reference, runners)
+        art.validations = feeds_mod.validate_streaming(art, model, step, recipe, vdata, reference, runners, say)
         return
     for r in runners:
-        outs = feeds_mod.run_all(r, vdata.samples)
+        with progress.task(say, f"{art.filename} on {r.runtime}", len(vdata.samples), "window") as count:
+            outs = feeds_mod.run_all(r, vdata.samples, count.tick)
         art.validations.append(feeds_mod.judge(art.filename, r.runtime, model, recipe, art.precision, vdata,
                                                reference, outs))

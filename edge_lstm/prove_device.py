@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
+from edge_lstm import progress
 from edge_lstm.errors import MissingRuntimeError, RemoteError
 from edge_lstm.remote import RemoteConfig
 from edge_lstm.validate import ArtifactValidation, compare
@@ -78,15 +79,24 @@ def prove(on: contextlib.AbstractContextManager[tuple[str, Callable[[str], Remot
     ``report.json``."""
     with on as (spec, config_for), tempfile.TemporaryDirectory(prefix="edge-lstm-prove-") as tmp:
         summary: dict[str, Any] = {"device": spec, "reported": None, "runs": [], "not_proven": []}
-        for art in artifacts:
-            if art.streaming:
-                note = (f"not proven on {spec}: a streaming artifact is validated step by step with its state "
-                        "carried, which the device runner does not do")
-                art.notes.append(note)
-                summary["not_proven"].append({"file": art.filename, "why": note})
-                continue
-            _prove_one(art, config_for, Path(tmp), model, recipe, vdata, reference, summary, say)
+        with progress.task(say, f"proving on {spec}", len(artifacts), "artifact") as count:
+            for art in artifacts:
+                count.item(f"proving {art.filename} on {spec}")
+                _prove_or_skip(art, spec, config_for, Path(tmp), (model, recipe, vdata, reference), summary, say)
     return summary
+
+
+def _prove_or_skip(art: Artifact, spec: str, config_for: Callable[[str], RemoteConfig], tmp: Path,
+                   job: tuple[LoadedModel, Recipe, feeds_mod.ValidationData, dict[str, np.ndarray]],
+                   summary: dict[str, Any], say: Progress) -> None:
+    """Prove one artifact, or say why a streaming one is not proven on the device."""
+    if art.streaming:
+        note = (f"not proven on {spec}: a streaming artifact is validated step by step with its state "
+                "carried, which the device runner does not do")
+        art.notes.append(note)
+        summary["not_proven"].append({"file": art.filename, "why": note})
+        return
+    _prove_one(art, config_for, tmp, *job, summary, say)
 
 
 def _prove_one(art: Artifact, config_for: Callable[[str], RemoteConfig], tmp: Path, model: LoadedModel,

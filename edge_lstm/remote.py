@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,9 +180,12 @@ def read_device_reply(stdout: str, fail: type[EdgeLstmError], where: str) -> dic
     return reply  # type: ignore[no-any-return]
 
 
-def _run(cmd: list[str], cfg: RemoteConfig, timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], cfg: RemoteConfig, timeout_s: float, what: str,
+         on_runs: Callable[[int], None] | None = None) -> subprocess.CompletedProcess[str]:
+    from edge_lstm import childproc
+
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        proc = childproc.run(cmd, timeout_s, on_runs=on_runs)
     except FileNotFoundError as e:
         raise RemoteError(f"'{cmd[0]}' is not installed on this host.",
                           "Install the OpenSSH client (e.g. apt-get install openssh-client).") from e
@@ -219,10 +223,12 @@ def connection_error(cfg: RemoteConfig, stderr: str, what: str) -> RemoteError:
 
 
 def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[str],
-               timeout_s: float = 600.0, outputs: Path | None = None) -> dict[str, Any]:
+               timeout_s: float = 600.0, outputs: Path | None = None,
+               on_runs: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Copy the runner, artifact and feed to the device, run there, and return its JSON report.
 
-    With ``outputs``, the device writes every sample's outputs (``--outputs``) and they are copied back there.
+    With ``outputs``, the device writes every sample's outputs (``--outputs``) and they are copied back there;
+    ``on_runs(n)`` hears the device's timed runs as they finish (``--progress``).
     """
     with tempfile.TemporaryDirectory(prefix="edge-lstm-remote-") as tmp:
         pyz = build_zipapp(Path(tmp) / "runner.pyz")
@@ -236,8 +242,9 @@ def run_remote(cfg: RemoteConfig, artifact: Path, feed: Path, device_args: list[
                 raise RemoteError(f"Copying to {cfg.host}:{rdir} failed: {_last(copy.stderr)}",
                                   "Check that the directory exists and is writable, and that there is space.")
             argv = [cfg.python, f"{rdir}/runner.pyz", f"{rdir}/{artifact.name}", "--inputs", f"{rdir}/{feed.name}",
-                    *device_args, *(["--outputs", f"{rdir}/outputs.npz"] if outputs is not None else [])]
-            proc = _run(ssh_command(cfg, argv), cfg, timeout_s, "running the device runner")
+                    *device_args, *(["--outputs", f"{rdir}/outputs.npz"] if outputs is not None else []),
+                    *(["--progress"] if on_runs is not None else [])]
+            proc = _run(ssh_command(cfg, argv), cfg, timeout_s, "running the device runner", on_runs)
             report = parse_remote_output(cfg, proc, artifact.name)
             if outputs is not None:
                 _fetch(cfg, f"{rdir}/outputs.npz", outputs, timeout_s)

@@ -16,7 +16,7 @@ import numpy as np
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3}.est{color:#8a5a00}.over{color:#b00;font-weight:bold}figure{display:inline-block;margin:1em}
-figcaption{font-size:90%}svg text{font-size:10px;fill:#333}"""
+figcaption{font-size:90%}svg text{font-size:10px;fill:#333}svg.plot{max-width:100%;height:auto}"""
 
 
 def _esc(v: Any) -> str:
@@ -94,6 +94,25 @@ def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
+def _log_latencies(report: dict[str, Any]) -> str | None:
+    """Every artifact's timed runs on one log axis (matplotlib, where it is installed: the host install has it; a
+    device with only numpy and a runtime gets the plain histograms above)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    from edge_lstm.report_plots import latency_plot
+
+    rows = [{"file": a["artifact"], "runtime": a["runtime"], "latencies_s": a["latencies_s"],
+             "p50_s": a["latency_s"].get("p50"), "p99_s": a["latency_s"].get("p99"),
+             "streaming": a.get("per_sample_s") is not None} for a in report["artifacts"] if a.get("latencies_s")]
+    if not rows:
+        return None
+    return (f"<figure>{latency_plot(rows)}<figcaption>Every timed call per artifact "
+            f"({', '.join(sorted({str(a['threads']) for a in report['artifacts']}))} thread(s)); box p25-p75, "
+            "whiskers p1-p99, red line p50.</figcaption></figure>")
+
+
 def render(report: dict[str, Any], export_report: dict[str, Any] | None = None) -> str:
     """The HTML document for a profile report (and, optionally, the export report's errors)."""
     errors = _errors(export_report)
@@ -102,7 +121,7 @@ def render(report: dict[str, Any], export_report: dict[str, Any] | None = None) 
             "per sample µs", "peak RSS KiB", "arena KiB", "estimate µs" + (f" ({target['name']})" if target else ""),
             "budget"]
     rows = "".join(_row(a, errors) for a in report["artifacts"])
-    figures = "".join(
+    figures = _log_latencies(report) or "".join(
         f"<figure>{latency_svg(a['latencies_s'])}<figcaption>{_esc(a['artifact'])} · {_esc(a['runtime'])} · "
         f"{a['latency_s'].get('runs', 0)} runs, {a['threads']} thread(s)</figcaption></figure>"
         for a in report["artifacts"]

@@ -129,6 +129,9 @@ class TaskMetrics:
     reference: float
     artifact: float
     extra: dict[str, float] = field(default_factory=dict)
+    #: the artifact's next-step forecasts in the data's units, one per window (for the report's plots; not in
+    #: to_dict: the report keeps them once, under "accuracy")
+    forecasts: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def drop(self) -> float:
@@ -150,6 +153,7 @@ def forecast_task(ref_pred: np.ndarray, art_pred: np.ndarray, target: np.ndarray
     return TaskMetrics(
         "mae", float(np.mean(np.abs(ref_err))), float(np.mean(np.abs(art_err))),
         {"rmse_reference": float(np.sqrt(np.mean(ref_err**2))), "rmse_artifact": float(np.sqrt(np.mean(art_err**2)))},
+        forecasts=art_err + target,
     )
 
 

@@ -11,7 +11,8 @@
    clipping, early stopping; a fixed number of epochs, so the figures are the same
    on every run and every machine speed.
 3. ``edge-lstm export``: ONNX and TFLite at every precision, each validated on the
-   test rows (never seen in training) and profiled; ``--bundle`` packs them for ``edge-lstm predict``.
+   test rows (never seen in training) and profiled; ``--bundle`` packs them for ``edge-lstm predict``;
+   the last line printed is the path of ``report.html``.
 """
 
 from __future__ import annotations
@@ -94,9 +95,13 @@ def main() -> int:
     split, feats = log["data"]["split_rows"], log["data"]["features"]
     write_part(series, args.out / "train.csv", feats, tuple(split["train"]))  # type: ignore[arg-type]
     write_part(series, args.out / "heldout.csv", feats, tuple(split["test"]))  # type: ignore[arg-type]
-    return cli("export", str(ckpt), "-o", str(args.out / "export"), "--data", str(args.out / "heldout.csv"),
-               "--recipe", "demo", "--calib", str(args.out / "train.csv"), "--streaming", "--profile", "--bundle",
-               "--force")
+    export = args.out / "export"
+    rc = cli("export", str(ckpt), "-o", str(export), "--data", str(args.out / "heldout.csv"), "--recipe", "demo",
+             "--calib", str(args.out / "train.csv"), "--streaming", "--profile", "--bundle", "--force", "--units",
+             "°F")
+    if (export / "report.html").exists():  # written whether or not every artifact passed
+        print(f"Open the report: {(export / 'report.html').resolve()}")
+    return rc
 
 
 if __name__ == "__main__":

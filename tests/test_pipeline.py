@@ -18,7 +18,7 @@ def test_export_onnx_with_real_data(forecaster_ckpt: Path, temps_csv: Path, tmp_
     res = export(forecaster_ckpt, ExportOptions(out, data=temps_csv, streaming=True))
     assert res.passed
     names = sorted(p.name for p in out.iterdir() if p.name != ".edge-lstm-output.json")
-    assert names == ["report.json", "report.md", "stacked.fp32.onnx", "stacked.stream.fp32.onnx"]
+    assert names == ["report.html", "report.json", "report.md", "stacked.fp32.onnx", "stacked.stream.fp32.onnx"]
     marker = json.loads((out / ".edge-lstm-output.json").read_text())  # what --force may replace later
     assert marker["tool"] == "edge-lstm" and marker["files"] == names
     rep = json.loads((out / "report.json").read_text())

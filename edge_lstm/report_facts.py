@@ -1,0 +1,167 @@
+"""What the reports say about each artifact, computed once from ``report.json`` for Markdown, HTML and the terminal.
+
+A verdict per artifact (passed, failed and why, over budget), the gate each
+validation applied in words, the rows of artifact × runtime with the measured
+latency beside size and task-metric drop, and the recommended artifact with the
+rule that picked it. Plain dicts in, plain dicts out: no numpy, no plotting, so
+the device-side ``profile`` page can use it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: a latency within this share of the fastest counts as a tie (broken by the smaller file)
+LATENCY_TIE = 0.05
+
+
+def gate_text(tol: dict[str, Any]) -> str:
+    """The pass rule a validation applied, in words (``elementwise`` tolerances, or the aggregate gates)."""
+    parts = []
+    if tol.get("elementwise"):
+        atol = f"atol {tol['atol']:g}" + (f" (or {tol['magnitude']:g} of the output's peak)" if tol.get("magnitude")
+                                          else "")
+        parts.append(f"every element within {atol} or rtol {tol['rtol']:g}")
+    if tol.get("min_cosine") is not None:
+        parts.append(f"cosine ≥ {tol['min_cosine']:g}")
+    if tol.get("max_rel_l2") is not None:
+        parts.append(f"relative L2 ≤ {tol['max_rel_l2']:g}")
+    if tol.get("min_psnr") is not None:
+        parts.append(f"PSNR ≥ {tol['min_psnr']:g} dB")
+    if tol.get("max_task_drop") is not None:
+        parts.append(f"task-metric drop ≤ {tol['max_task_drop']:.0%}")
+    return ", ".join(parts) or "no NaN/Inf"
+
+
+def elements_text(o: dict[str, Any], tol: dict[str, Any]) -> str:
+    """Elements outside atol/rtol: the gate itself for elementwise tolerances, only information otherwise."""
+    text = f"{o['failing_elements']}/{o['elements']}"
+    return text if tol.get("elementwise") else f"{text} (informative: the gate is aggregate)"
+
+
+def _budget_problems(profile: dict[str, Any] | None, file: str) -> tuple[list[str], list[str]]:
+    """(over, unverified) budget lines of one artifact from the profile's budget checks."""
+    over, unsure = [], []
+    for entry in (profile or {}).get("artifacts", []):
+        if entry.get("artifact") != file:
+            continue
+        for c in entry.get("budget") or []:
+            if c["status"] == "over":
+                over.append(f"{c['budget']} {c['used_bytes']:,} B > {c['budget_bytes']:,} B ({c['measure']})")
+            elif c["status"] in ("not-measured", "unverified", "skipped"):
+                unsure.append(f"{c['budget']} {c['status']} on {entry['runtime']}")
+    if unsure:
+        unsure = [f"budgets not measured / unverified: {', '.join(unsure)}"]
+    return over, unsure
+
+
+def verdict(a: dict[str, Any], profile: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"status": passed | failed | over budget, "why": [...]}`` for one artifact entry of ``report.json``."""
+    why: list[str] = [f"{f['stage']} failed" + (f" on {f['runtime']}" if f.get("runtime") else "") + f": "
+                      f"{' '.join(f['reason'].split())[:300]}" for f in a.get("failures") or []]
+    for v in a.get("validation") or []:
+        if v["passed"]:
+            continue
+        reasons = [f"{o['name']}: {'; '.join(o['reasons'])}" for o in v["outputs"] if o.get("reasons")]
+        t, gate = v.get("task"), v["tolerance"].get("max_task_drop")
+        if t and gate is not None and t["drop"] > gate:
+            reasons.append(f"task {t['metric']} dropped {t['drop']:.2%} > {gate:.0%}")
+        why.append(f"{v['runtime']}: " + ("; ".join(reasons) or "failed"))
+    over, unsure = _budget_problems(profile, a["file"])
+    status = "failed" if why else ("over budget" if over else "passed")
+    return {"status": status, "why": why + over, "unverified": unsure}
+
+
+def runtime_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per artifact × runtime: validation, task metric drop, size, and the measured latency if any."""
+    prof = {(p["artifact"], p["runtime"]): p for p in (report.get("profile") or {}).get("artifacts", [])}
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for key, p in prof.items():
+        by_file.setdefault(key[0], []).append(p)
+    rows = []
+    for a in report["artifacts"]:
+        runtimes = {v["runtime"]: v for v in a.get("validation") or []}
+        names = list(runtimes) + [p["runtime"] for p in by_file.get(a["file"], []) if p["runtime"] not in runtimes]
+        for rt in names or ["–"]:
+            v, p = runtimes.get(rt), prof.get((a["file"], rt))
+            task = (v or {}).get("task")
+            rows.append({
+                "file": a["file"], "format": a["format"], "precision": a["precision"], "lowering": a["lowering"],
+                "streaming": a["streaming"], "runtime": rt, "size_bytes": a["size_bytes"],
+                "validated": v is not None, "passed": bool(a["passed"]) and (v is None or v["passed"]),
+                "task_drop": task["drop"] if task else None, "task": task,
+                "p50_s": (p or {}).get("latency_s", {}).get("p50"), "p99_s": (p or {}).get("latency_s", {}).get("p99"),
+                "per_sample_s": (p or {}).get("per_sample_s"),
+                "estimate_s": ((p or {}).get("estimate") or {}).get("latency_s"),
+                "latencies_s": (p or {}).get("latencies_s") or [], "emulated": bool((p or {}).get("emulated")),
+            })
+    return rows
+
+
+def recommend(report: dict[str, Any]) -> dict[str, Any]:
+    """The artifact to ship for the target (or this host), the rule that picked it, and the candidates it saw."""
+    prof = report.get("profile") or {}
+    target = prof.get("target")
+    where = f"{target['display_name']} ({target['name']})" if target else "this host (no --target given)"
+    rows = [r for r in runtime_rows(report) if r["passed"] and not r["streaming"]]
+    if target:
+        ok = set(target.get("runtimes") or [])
+        over = {a["file"] for a in report["artifacts"] if verdict(a, prof)["status"] == "over budget"}
+        rows = [r for r in rows if r["file"] not in over and (not ok or r["runtime"] in ok or
+                                                                 (r["runtime"] == "litert" and "tflite-runtime" in ok))]
+    if target and target.get("kind") == "mcu":
+        rows = [r for r in rows if r["runtime"] == "tflm"]
+    else:  # TFLite Micro's host interpreter times reference kernels on this CPU: no basis for a CPU choice
+        rows = [r for r in rows if r["runtime"] != "tflm"]
+    if not rows:
+        return {"file": None, "runtime": None, "target": where,
+                "rule": "no whole-window artifact passed validation" + (" and the target's budgets on a runtime it "
+                                                                         "runs" if target else "")}
+    timed = [r for r in rows if r["p50_s"] is not None and not r["emulated"]]
+    scope = "passed validation" + (", within every budget, on a runtime the target runs" if target else "")
+    if target and target.get("kind") == "mcu":
+        best = min(rows, key=lambda r: (r["size_bytes"], r["p50_s"] or 0.0))
+        rule = (f"smallest file (flash) among whole-window artifacts that {scope} and ran correctly on TFLite Micro; "
+                "MCU latency is not measured on this host")
+    elif timed:
+        fastest = min(r["p50_s"] for r in timed)
+        close = [r for r in timed if r["p50_s"] <= fastest * (1 + LATENCY_TIE)]
+        best = min(close, key=lambda r: (r["size_bytes"], r["p50_s"]))
+        rule = (f"lowest measured p50 latency on this host among whole-window artifacts that {scope}; within "
+                f"{LATENCY_TIE:.0%} of the fastest, the smaller file")
+    else:
+        best = min(rows, key=lambda r: r["size_bytes"])
+        rule = f"smallest file among whole-window artifacts that {scope} (latency not measured: pass --profile)"
+    return {"file": best["file"], "runtime": best["runtime"], "target": where, "rule": rule,
+            "candidates": len(rows)}
+
+
+def budget_rows(profile: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Each budget check of each profiled artifact with how its figure was obtained, spelled out."""
+    out = []
+    for entry in (profile or {}).get("artifacts", []):
+        est = entry.get("estimate")
+        if est:
+            out.append({"artifact": entry["artifact"], "runtime": entry["runtime"], "budget": "latency",
+                        "figure": f"{est['latency_s'] * 1e6:,.1f} µs", "basis": "estimated", "status": "–",
+                        "note": est["basis"]})
+        for c in entry.get("budget") or []:
+            used = c.get("used_bytes")
+            measured = c["status"] not in ("not-measured", "skipped") and used is not None
+            basis = ("computed from the file" if c["budget"] == "flash" else "–" if c["budget"] == "runtime" else
+                     "measured" if measured else "not measured")
+            figure = (f"{used:,} B of {c['budget_bytes']:,} B" if used is not None and "budget_bytes" in c
+                      else str(c.get("measure", "–")))
+            out.append({"artifact": entry["artifact"], "runtime": entry["runtime"], "budget": c["budget"],
+                        "figure": figure, "basis": basis, "status": c["status"],
+                        "note": c.get("note") or c.get("measure", "")})
+    return out
+
+
+def versus(gain: float | None) -> str:
+    """The float model against persistence, in words (a model can do worse than repeating the last value)."""
+    if gain is None:
+        return ""
+    if gain >= 0:
+        return f" The float model's MAE is {gain:.1%} lower than persistence's."
+    return f" The float model's MAE is {-gain:.1%} HIGHER than persistence's: it does worse than the baseline."

@@ -1,0 +1,108 @@
+"""Verdicts, gates, the recommendation rule and the 100-column summary, on report dicts shaped like report.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edge_lstm import report_facts as facts
+from edge_lstm.cli_summary import WIDTH, export_summary
+from edge_lstm.report_page import expected_plots, render_export
+from edge_lstm.spec import Tolerance
+
+FLOAT_TOL = Tolerance().to_dict()
+INT8_TOL = Tolerance(elementwise=False, min_cosine=0.99, max_rel_l2=0.15, min_psnr=25, max_task_drop=0.03).to_dict()
+
+
+def _output(failing: int = 0, reasons: list[str] | None = None) -> dict[str, Any]:
+    return {"name": "y", "max_abs": 1e-3, "mean_abs": 1e-4, "p99_abs": 1e-3, "max_rel": 0.1, "rmse": 1e-4,
+            "rel_l2": 1e-3, "cosine": 0.9999, "psnr": 50.0, "non_finite": 0, "elements": 256,
+            "failing_elements": failing, "by_timestep": None, "passed": not reasons, "reasons": reasons or []}
+
+
+def _artifact(file: str, size: int, runtime: str, tol: dict[str, Any], drop: float, passed: bool = True,
+              streaming: bool = False) -> dict[str, Any]:
+    task = {"metric": "mae", "reference": 1.0, "artifact": 1.0 + drop, "drop": drop}
+    reasons = None if passed else ["cosine 0.9 < 0.99"]
+    return {"file": file, "format": file.rsplit(".", 1)[1], "precision": file.split(".")[-2], "lowering": None,
+            "lowering_reason": None, "streaming": streaming, "size_bytes": size, "passed": passed, "notes": [],
+            "failures": [], "validation": [{"runtime": runtime, "passed": passed, "samples": 256, "data": "d.csv",
+                                            "tolerance": tol, "outputs": [_output(200, reasons)], "task": task,
+                                            "notes": []}]}
+
+
+def _profile(entries: list[tuple[str, str, float]], target: dict[str, Any] | None = None) -> dict[str, Any]:
+    prof: dict[str, Any] = {"where": "host", "artifacts": [
+        {"artifact": f, "runtime": rt, "latency_s": {"p50": p50, "p99": p50 * 2, "runs": 3},
+         "latencies_s": [p50, p50, p50 * 2], "per_sample_s": None, "budget": [], "estimate": None}
+        for f, rt, p50 in entries]}
+    if target:
+        prof["target"] = target
+    return prof
+
+
+def _report(artifacts: list[dict[str, Any]], profile: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"schema": 1, "tool": {"name": "edge-lstm", "version": "0"}, "created": "now", "recipe": "default",
+            "model": {"name": "m", "format": "checkpoint", "arch": "forecaster", "parameters": 10,
+                      "layers": ["rnn: LSTM(1, 4)"], "inputs": [{"name": "x", "shape": [1, 12, 1]}],
+                      "outputs": [{"name": "y", "shape": [1, 1]}], "macs_per_inference": 100, "macs_per_step": 8,
+                      "weight_bytes_fp32": 40, "layer_costs": []},
+            "validation_data": {"source": "d.csv", "samples": 256, "steps": 12, "labelled": True},
+            "artifacts": artifacts, "passed": all(a["passed"] for a in artifacts), "accuracy": None,
+            **({"profile": profile} if profile else {})}
+
+
+def test_gate_in_words_and_failing_elements_only_informative_for_aggregate_gates() -> None:
+    assert facts.gate_text(FLOAT_TOL) == "every element within atol 1e-05 or rtol 1e-05"
+    assert facts.gate_text(INT8_TOL) == "cosine ≥ 0.99, relative L2 ≤ 0.15, PSNR ≥ 25 dB, task-metric drop ≤ 3%"
+    assert facts.elements_text(_output(251), INT8_TOL) == "251/256 (informative: the gate is aggregate)"
+    assert facts.elements_text(_output(3), FLOAT_TOL) == "3/256"
+
+
+def test_recommendation_fastest_passing_ties_to_the_smaller_file() -> None:
+    arts = [_artifact("m.fp32.onnx", 200_000, "onnxruntime", FLOAT_TOL, 0.0),
+            _artifact("m.dynamic-int8.onnx", 60_000, "onnxruntime", INT8_TOL, 0.002),
+            _artifact("m.int8.tflite", 58_000, "litert", INT8_TOL, 0.2, passed=False),
+            _artifact("m.stream.fp32.onnx", 200_000, "onnxruntime", FLOAT_TOL, 0.0, streaming=True)]
+    prof = _profile([("m.fp32.onnx", "onnxruntime", 100e-6), ("m.dynamic-int8.onnx", "onnxruntime", 103e-6),
+                     ("m.int8.tflite", "litert", 10e-6), ("m.stream.fp32.onnx", "onnxruntime", 1e-6)])
+    rec = facts.recommend(_report(arts, prof))
+    assert (rec["file"], rec["runtime"]) == ("m.dynamic-int8.onnx", "onnxruntime")  # 3% slower, 3x smaller
+    assert "lowest measured p50" in rec["rule"] and rec["candidates"] == 2  # failed and streaming excluded
+    assert facts.verdict(arts[2])["status"] == "failed" and "cosine 0.9 < 0.99" in facts.verdict(arts[2])["why"][0]
+    assert facts.recommend(_report(arts))["file"] == "m.dynamic-int8.onnx"  # no profile: the smallest passing file
+
+
+def test_recommendation_for_a_microcontroller_needs_tflm_and_the_budgets() -> None:
+    target = {"name": "mcu", "display_name": "An MCU", "kind": "mcu", "runtimes": ["tflm"],
+              "flash_budget_bytes": 100_000, "ram_budget_bytes": 50_000}
+    arts = [_artifact("m.fp32.tflite", 200_000, "tflm", FLOAT_TOL, 0.0),
+            _artifact("m.int8.tflite", 58_000, "tflm", INT8_TOL, 0.01),
+            _artifact("m.dynamic-int8.tflite", 50_000, "litert", INT8_TOL, 0.0)]
+    prof = _profile([("m.fp32.tflite", "tflm", 1e-3), ("m.int8.tflite", "tflm", 2e-3),
+                     ("m.dynamic-int8.tflite", "litert", 1e-4)], target)
+    prof["artifacts"][0]["budget"] = [{"budget": "flash", "status": "over", "used_bytes": 200_000,
+                                       "budget_bytes": 100_000, "measure": "file size"}]
+    report = _report(arts, prof)
+    assert facts.verdict(arts[0], prof)["status"] == "over budget"
+    rec = facts.recommend(report)
+    assert (rec["file"], rec["runtime"]) == ("m.int8.tflite", "tflm") and "TFLite Micro" in rec["rule"]
+    budgets = facts.budget_rows(prof)
+    assert budgets[0]["basis"] == "computed from the file" and budgets[0]["status"] == "over"
+
+
+def test_summary_fits_100_columns_even_with_long_names() -> None:
+    long = "a_model_with_a_rather_long_descriptive_name_for_its_users.stream.dynamic-int8.tflite"
+    arts = [_artifact(long, 60_000, "tflite-runtime", INT8_TOL, 0.001, streaming=True),
+            _artifact("m.fp32.onnx", 200_000, "onnxruntime", FLOAT_TOL, 0.0)]
+    text = export_summary(_report(arts, _profile([(long, "tflite-runtime", 9e-6)])), Path("out"))
+    assert max(len(line) for line in text.splitlines()) <= WIDTH, text
+    assert "p50 µs" in text and "KiB" in text and "9†" in text
+
+
+def test_page_without_profile_or_labels_says_what_is_not_measured() -> None:
+    report = _report([_artifact("m.fp32.onnx", 200_000, "onnxruntime", FLOAT_TOL, 0.0)])
+    html = render_export(report)
+    assert expected_plots(report) == ["tradeoff"] and 'data-plot="tradeoff"' in html
+    assert "Latency not measured" in html and "No forecast against actual values" in html
+    assert "No <code>--target</code> given" in html and "<script" not in html
