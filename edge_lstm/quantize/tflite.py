@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from edge_lstm.errors import DataError, UnsupportedModel, UsageError
 from edge_lstm.quantize import loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
+from edge_lstm.quantize.ranges import set_output_ranges
 from edge_lstm.spec import Precision, TensorSpec
 
 SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8)
@@ -283,7 +285,7 @@ def to_int8(
     specs = input_specs(float_tflite)
     if isinstance(calib, CalibrationSet):  # re-checked against the TFLite inputs, the random flag kept
         checked = calibration_windows(dict(calib.samples), specs, count=count, source=calib.source)
-        cal = CalibrationSet(checked.samples, calib.random, calib.source)
+        cal = replace(calib, samples=checked.samples)
     else:
         cal = calibration_windows(calib, specs, count=count)
     i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
@@ -309,14 +311,30 @@ def to_int8(
         data, scales = _pick_scales(float_tflite, built, cal)
         if io == "int8":
             data = _pack(loops.int8_io(_unpack(data)))
-    kind = (f"{scales} int8 weights, the loop's state int8 across iterations" if looped
-            else "per-channel int8 weights, int16 LSTM cell state")
+    kind = f"{scales} int8 weights, {_state_kind(_unpack(data), looped)}"
     notes = [f"int8 activations and {kind}, int32 bias; "
-             f"calibrated by TFLite's quantizer on {cal.count} windows ({cal.source})."]
+             f"calibrated by TFLite's quantizer on {cal.count} {cal.unit} ({cal.source})."]
+    if cal.output_ranges:
+        data, changed = set_output_ranges(data, cal.output_ranges)
+        notes += [f"output {n} quantized over [{cal.output_ranges[n][0]:.4g}, {cal.output_ranges[n][1]:.4g}], its "
+                  "range at the last step of each calibration window (outputs of the first steps after a reset, "
+                  "before the state has seen a window, may clip)." for n in changed]
     if cal.random:
         notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges are guesses, "
                      "expect a larger error than with real windows.")
     return QuantizedArtifact(data, Precision.INT8, notes, [], _io_quant(data) if io == "int8" else {})
+
+
+def _state_kind(model: Any, looped: bool) -> str:
+    """How the quantized model holds its recurrent state, read from the model (the report says what is there)."""
+    fused = [_op_name(model, op) for g in model.subgraphs for op in g.operators
+             if _op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
+    parts = ["int16 LSTM cell state"] if fused else []
+    if looped:
+        parts.append("the loop's state int8 across iterations")
+    elif not fused and any(_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs for op in g.operators):
+        parts.append("any recurrent state (hidden and cell) int8 where it is an input or output")
+    return ", ".join(parts) or "no recurrent state"
 
 
 def _calibrated(wrapper: Any, source: bytes, specs: list[TensorSpec], cal: CalibrationSet,
