@@ -61,7 +61,7 @@ class CalibrationSet:
 
     def describe(self) -> dict[str, object]:
         """JSON-ready summary for the report."""
-        return {"windows": self.count, "random": self.random, "source": self.source, "unit": self.unit}
+        return {"windows": self.count, "random": self.random, "source": self.source}
 
 
 def calibration_windows(
