@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
-from edge_lstm.quantize import loops
+from edge_lstm.quantize import cell16, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.quantize.ranges import set_output_ranges
@@ -331,7 +331,9 @@ def _state_kind(model: Any, looped: bool) -> str:
              if _op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
     parts = ["int16 LSTM cell state"] if fused else []
     if looped:
-        parts.append("the loop's state int8 across iterations")
+        cells = sum(1 for g in model.subgraphs for t in g.tensors if t.type == _schema().TensorType.INT16)
+        parts.append("the loop's LSTM cell state and gate arithmetic int16, its hidden state int8 across iterations"
+                     if cells else "the loop's state int8 across iterations")
     elif not fused and any(_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs for op in g.operators):
         parts.append("any recurrent state (hidden and cell) int8 where it is an input or output")
     return ", ".join(parts) or "no recurrent state"
@@ -356,6 +358,7 @@ def _finish(data: bytes, looped: bool) -> bytes:
     model = _unpack(data)
     if looped:
         loops.int8_loop_state(model)
+        cell16.int16_cells(model)
     return _strip_ranges(_pack(loops.dedupe_buffers(loops.drop_temp_names(model))))
 
 

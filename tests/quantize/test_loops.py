@@ -77,14 +77,16 @@ def test_loop_int8_runs_close_to_pytorch(int8_loops, name: str) -> None:
         assert cos >= 0.98, (output, cos)
 
 
-@pytest.mark.parametrize("name", ["stacked", "gru", "state_io"])
-def test_loop_state_is_int8_across_iterations(int8_loops, name: str) -> None:
+@pytest.mark.parametrize(("name", "cells"), [("stacked", 2), ("gru", 0), ("state_io", 2)])
+def test_loop_state_is_int8_across_iterations(int8_loops, name: str, cells: int) -> None:
+    # integer across iterations: int8, except each LSTM layer's cell state, int16 (edge_lstm.quantize.cell16)
     _, _, q = int8_loops[name]
     model = _unpack(q.data)
     loop = _while(model)
     main, body = model.subgraphs[0], model.subgraphs[loop.builtinOptions.bodySubgraphIndex]
     kinds = [main.tensors[i].type for i in loop.inputs]
-    assert kinds[0] == schema.TensorType.INT32 and all(k == INT8 for k in kinds[1:]), kinds
+    assert kinds[0] == schema.TensorType.INT32 and all(k in (INT8, schema.TensorType.INT16) for k in kinds[1:]), kinds
+    assert kinds.count(schema.TensorType.INT16) == cells, kinds
     assert [body.tensors[i].type for i in body.inputs] == [body.tensors[i].type for i in body.outputs] == kinds
     # the input projection passes through the body unchanged (no copy per iteration)
     assert body.inputs[1] == body.outputs[1]
