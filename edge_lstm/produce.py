@@ -82,7 +82,8 @@ def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel
     for prec, name in names.items():
         int8 = prec is Precision.INT8
         if int8 not in lowered:
-            lowered[int8] = _lower(proto, lowering, step is not None, name, say, _micro(options), int8)
+            lowered[int8] = _lower(proto, lowering, step is not None, name, say, _micro(options), int8,
+                                   _litert(options))
         got = lowered[int8]
         if isinstance(got, list):
             out.append(_refused(name, "tflite", prec, lowering, step is not None, got[0]))
@@ -107,19 +108,30 @@ def _micro(options: ExportOptions) -> bool:
     return load_target(options.target).kind == "mcu"
 
 
+def _litert(options: ExportOptions) -> bool:
+    """True when the export's target runs LiteRT or tflite-runtime and not TFLite Micro (full int8 under the auto
+    lowering then takes the loop, which XNNPACK runs fast)."""
+    if options.target is None:
+        return False
+    from edge_lstm.targets import load_target
+
+    target = load_target(options.target)
+    return target.kind != "mcu" and bool({"litert", "tflite-runtime"} & set(target.runtimes))
+
+
 def _refused(name: str, fmt: str, prec: Precision, lowering: str | None, stream: bool, why: str) -> Artifact:
     return Artifact(name, fmt, prec, lowering, stream, b"", failures=[Failure("build", why)])
 
 
 def _lower(proto: onnx.ModelProto, lowering: str, stream: bool, name: str, say: Progress, micro: bool,
-           int8: bool) -> LoweredTFLite | list[str]:
+           int8: bool, litert: bool = False) -> LoweredTFLite | list[str]:
     """The float TFLite lowering, or ``[reason]`` when the lowering refuses the graph."""
     from edge_lstm.lower.tflite import lower
 
     say(f"lowering to TFLite ({lowering}) for {name}")
     try:
         return lower(proto, lowering, streaming=stream, micro=micro,
-                     precision=Precision.INT8 if int8 else Precision.FP32)
+                     precision=Precision.INT8 if int8 else Precision.FP32, litert=litert)
     except UnsupportedModel as e:
         return [e.render()]
     except ShapeError as e:  # the inputs passed every check and the reference ran: the lowering is what failed
@@ -152,7 +164,8 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
         q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200)
     except UnsupportedModel as e:
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
-    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=list(q.notes),
+    why = [n for n in lowered.notes[:1] if n.startswith("lowering: ")]  # which lowering, and for which runtime
+    return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=[*q.notes, *why],
                     io_quant=dict(q.io_quant),
                     float_layers=list(q.float_layers), calibration=use.describe() if use is not None else None)
 

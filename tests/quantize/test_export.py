@@ -119,3 +119,23 @@ def test_streaming_int8_passes_the_task_gate(forecaster: Any, series_files: tupl
     for v in stream["validation"]:
         assert v["task"]["metric"] == "mae" and v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
     assert "int16 LSTM cell state" in " ".join(stream["notes"])
+
+
+def test_full_int8_for_a_litert_target_is_the_loop_with_an_int16_cell(forecaster: Any, series_files: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    """auto on a Raspberry Pi target: the loop (int8 fully-connected ops XNNPACK runs, int16 cell state), within
+    the task gate; without a target, full int8 stays fused (what TFLite Micro runs too)."""
+    from edge_lstm.tflite_read import read
+
+    calib, held = series_files
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering="auto")
+    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
+                                                target="rpi4b"))
+    art = res.report["artifacts"][0]
+    notes = " ".join(art["notes"])
+    assert art["lowering"] == "loop" and "auto: loop for full int8 on LiteRT" in notes, notes
+    assert "cell state and gate arithmetic int16" in notes
+    model = read(Path(art["path"]).read_bytes())
+    assert any(t.type == 7 for g in model.subgraphs[1:] for t in g.tensors)  # INT16 inside the loop body
+    for v in art["validation"]:
+        assert v["task"]["metric"] == "mae" and v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
