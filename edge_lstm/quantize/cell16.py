@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm.quantize.loops import _copy_quant, _set_const, _Sub, _whiles
+from edge_lstm.quantize.loops import _copy_quant, _drop_dead, _is_const, _set_const, _Sub, _whiles
 
 #: int16 values of the gate activations: LOGISTIC and TANH outputs in TFLite's int16 kernels
 _ACT_SCALE = 1.0 / 32768.0
@@ -122,8 +122,92 @@ def int16_cells(model: Any) -> int:
         _rewrite_cells(body, cells, scales)
         body.refresh()
         _loop_edges(main, body, cond, op, scales)
+        _drop_dead(body)
         done += len(cells)
+    if not _whiles(model):  # a one-step (streaming) or fully unrolled graph: the cells are in the main graph
+        done += _graph_cells(_Sub(model, model.subgraphs[0]))
     return done
+
+
+def _graph_cells(graph: _Sub) -> int:
+    """The cells of a graph without loops; their first states come from QUANTIZE ops or constants (through
+    RESHAPEs), and their states leave through RESHAPEs and DEQUANTIZE ops or int8 requantizations."""
+    graph.refresh()
+    cells = _find_cells(graph)
+    if not cells or not _rewritable(graph, cells):
+        return 0
+    outs = {int(_ops(graph, c.add).outputs[0]) for c in cells}
+    heads = [c.c_prev for c in cells if c.c_prev not in outs]
+    if any(_state_source(graph, t) is None for t in heads):
+        return 0
+    scales = _cell_scales(graph, cells)
+    old = {t: _copy_quant(graph.tensor(t).quantization) for t in scales}
+    _rewrite_gates(graph, cells)
+    graph.refresh()
+    _rewrite_cells(graph, cells, scales)
+    graph.refresh()
+    for t in heads:
+        _widen_source(graph, t, scales[t], old[t])
+    _widen_readers(graph, cells, scales, old)
+    _drop_dead(graph)
+    return len(cells)
+
+
+def _state_source(graph: _Sub, t: int) -> list[int] | None:
+    """The tensors from a float QUANTIZE's output or an int8 constant to ``t`` through RESHAPEs, else None."""
+    ops = _schema().BuiltinOperator
+    path = [t]
+    while True:
+        k = graph.producer.get(t)
+        if k is None:
+            return path if _is_const(graph.model, graph.tensor(t)) else None
+        code = graph.code(k)
+        src = int(graph.graph.operators[k].inputs[0])
+        if code == ops.QUANTIZE and graph.tensor(src).type == _schema().TensorType.FLOAT32:
+            return path
+        if code != ops.RESHAPE or len(graph.consumers.get(src, [])) != 1:
+            return None
+        path.append(src)
+        t = src
+
+
+def _widen_source(graph: _Sub, head: int, scale: float, q8: Any) -> None:
+    """The initial cell state ``head`` and the RESHAPEs leading to it in int16 (an int8 constant, quantized as
+    ``q8``, converted)."""
+    s = _schema()
+    graph.refresh()
+    path = _state_source(graph, head) or []
+    for t in path:
+        tensor = graph.tensor(t)
+        if _is_const(graph.model, tensor):
+            raw = np.frombuffer(np.asarray(graph.model.buffers[tensor.buffer].data, np.uint8).tobytes(), np.int8)
+            real = (raw.astype(np.float64) - int(q8.zeroPoint[0])) * float(q8.scale[0])
+            _set_const(graph.model, tensor, np.clip(np.round(real / scale), -32768, 32767).astype(np.int16))
+        tensor.type, tensor.quantization = s.TensorType.INT16, _quant(scale)
+
+
+def _widen_readers(graph: _Sub, cells: list[_Cell], scales: dict[int, float], old: dict[int, Any]) -> None:
+    """Readers of a cell state outside the cells: RESHAPEs carry int16 on, DEQUANTIZE ops read it as it is, any
+    other reader gets the int8 value back through a QUANTIZE."""
+    s = _schema()
+    inside = {id(k) for c in cells for k in (c.mul_f, c.add, c.tanh)}
+    todo = [(t, scales[t], old[t]) for t in scales]
+    while todo:
+        t, scale, q8 = todo.pop()
+        graph.refresh()
+        for k in list(graph.consumers.get(t, [])):
+            op = graph.graph.operators[k]
+            code = graph.code(k)
+            if id(op) in inside or code == s.BuiltinOperator.DEQUANTIZE:
+                continue
+            if code == s.BuiltinOperator.RESHAPE and graph.tensor(int(op.outputs[0])).type == s.TensorType.INT8:
+                out = int(op.outputs[0])
+                graph.tensor(out).type, graph.tensor(out).quantization = s.TensorType.INT16, _quant(scale)
+                todo.append((out, scale, q8))
+                continue
+            back = graph.add_tensor(graph.tensor(t), s.TensorType.INT8, _copy_quant(q8), "_i8")
+            op.inputs = [back if int(i) == t else int(i) for i in op.inputs]
+            graph.add_op(k, s.BuiltinOperator.QUANTIZE, [t], [back])
 
 
 def _rewritable(body: _Sub, cells: list[_Cell]) -> bool:

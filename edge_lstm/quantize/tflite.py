@@ -329,12 +329,16 @@ def _state_kind(model: Any, looped: bool) -> str:
     """How the quantized model holds its recurrent state, read from the model (the report says what is there)."""
     fused = [_op_name(model, op) for g in model.subgraphs for op in g.operators
              if _op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
+    cells = any(t.type == _schema().TensorType.INT16 for g in model.subgraphs for t in g.tensors)
+    recurrent = looped or any(_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs
+                              for op in g.operators)
     parts = ["int16 LSTM cell state"] if fused else []
-    if looped:
-        cells = sum(1 for g in model.subgraphs for t in g.tensors if t.type == _schema().TensorType.INT16)
-        parts.append("the loop's LSTM cell state and gate arithmetic int16, its hidden state int8 across iterations"
-                     if cells else "the loop's state int8 across iterations")
-    elif not fused and any(_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs for op in g.operators):
+    if cells:
+        parts.append("the LSTM cell state and gate arithmetic int16 (edge-lstm's cell rewrite), the hidden state "
+                     "int8" + (" across iterations" if looped else ""))
+    elif looped:
+        parts.append("the loop's state int8 across iterations")
+    elif not fused and recurrent:
         parts.append("any recurrent state (hidden and cell) int8 where it is an input or output")
     return ", ".join(parts) or "no recurrent state"
 
@@ -358,7 +362,7 @@ def _finish(data: bytes, looped: bool) -> bytes:
     model = _unpack(data)
     if looped:
         loops.int8_loop_state(model)
-        cell16.int16_cells(model)
+    cell16.int16_cells(model)
     return _strip_ranges(_pack(loops.dedupe_buffers(loops.drop_temp_names(model))))
 
 
