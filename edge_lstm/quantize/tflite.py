@@ -15,7 +15,11 @@
   activations and weights (per channel), int16 LSTM cell state and int32 bias.
   We use it rather than re-deriving the integer LSTM's many scales: it is the
   reference those kernels were written against. ``io="int8"`` makes inputs and
-  outputs int8 too; their scale and zero point go into ``io_quant``.
+  outputs int8 too; their scale and zero point go into ``io_quant``. An LSTM cell
+  written in plain ops (the loop lowering, one-step explicit-state graphs) then
+  gets an int16 cell state and int16 gate arithmetic (:mod:`.cell16`); known
+  output ranges (a one-step model's latest-step outputs) are applied last
+  (:mod:`.ranges`).
 """
 
 from __future__ import annotations

@@ -119,6 +119,7 @@ def test_streaming_int8_passes_the_task_gate(forecaster: Any, series_files: tupl
     for v in stream["validation"]:
         assert v["task"]["metric"] == "mae" and v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
     assert "int16 LSTM cell state" in " ".join(stream["notes"])
+    assert "output y quantized over" in " ".join(stream["notes"])  # its range at each window's last step
 
 
 def test_full_int8_for_a_litert_target_is_the_loop_with_an_int16_cell(forecaster: Any, series_files: tuple[Path, Path],
