@@ -52,7 +52,8 @@ def artifacts(f: object, calib: np.ndarray) -> dict[str, tuple[str, bytes]]:
         out[f"TFLite {lowering} fp32"] = ("tflite", fp32.data)
         out[f"TFLite {lowering} dynamic int8"] = ("tflite", quantize_tflite(fp32.data, Precision.DYNAMIC_INT8).data)
         int8 = lower(proto, lowering, precision=Precision.INT8)
-        out[f"TFLite {lowering} full int8"] = ("tflite", quantize_tflite(int8.data, Precision.INT8, calib).data)
+        out[f"TFLite {lowering} full int8"] = ("tflite", quantize_tflite(int8.data, Precision.INT8, calib,
+                                                                          int16_cell=True).data)
     return out
 
 

@@ -8,7 +8,7 @@ the forecast at chosen steps and the task-MAE change over float:
 
 * explicit state, all int8: the state as int8 inputs and outputs, the cell in
   plain int8 ops (what ``--lowering fused --streaming`` silently built before);
-* explicit state, int16 cell: the same graph after ``edge_lstm.quantize.cell16``;
+* explicit state, int16 cell: the same graph with ``int16_cell=True`` (``edge_lstm.quantize.cell16``);
 * fused, first steps only: the state in the fused op's variable tensors, calibrated
   on the first 800 steps (the first 32 windows), as before;
 * fused, every window: calibrated on every window's steps, the forecast over its
@@ -27,7 +27,7 @@ import numpy as np
 
 from edge_lstm import feeds, pipeline, produce, sources
 from edge_lstm.lower.tflite import lower
-from edge_lstm.quantize import cell16, quantize_tflite
+from edge_lstm.quantize import quantize_tflite
 from edge_lstm.recipes import load_recipe
 from edge_lstm.runners.litert import LiteRTRunner
 from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
@@ -40,19 +40,15 @@ def variants(step: object, cal: object, count: int) -> dict[str, bytes]:
     """The four one-step int8 models."""
     explicit = lower(step.proto, "loop", streaming=True, precision=Precision.INT8)  # type: ignore[attr-defined]
     ecal = produce.step_calibration(step, cal, explicit, count)  # type: ignore[arg-type]
-    real = cell16.int16_cells
-    cell16.int16_cells = lambda _m: 0  # type: ignore[assignment]
-    try:
-        before = replace(ecal, output_ranges={})  # as it was built before: no output range either
-        all_int8 = quantize_tflite(explicit.data, Precision.INT8, before, count=before.count).data
-    finally:
-        cell16.int16_cells = real  # type: ignore[assignment]
+    before = replace(ecal, output_ranges={})  # as it was built before: no output range either
+    all_int8 = quantize_tflite(explicit.data, Precision.INT8, before, count=before.count).data
     fused = lower(step.proto, "fused", streaming=True, precision=Precision.INT8)  # type: ignore[attr-defined]
     fcal = produce.step_calibration(step, cal, fused, count)  # type: ignore[arg-type]
     first = replace(fcal, samples={k: v[:4 * count] for k, v in fcal.samples.items()}, output_ranges={})
     return {
         "explicit state, all int8": all_int8,
-        "explicit state, int16 cell": quantize_tflite(explicit.data, Precision.INT8, ecal, count=ecal.count).data,
+        "explicit state, int16 cell": quantize_tflite(explicit.data, Precision.INT8, ecal, count=ecal.count,
+                                                      int16_cell=True).data,
         "fused, first 800 steps": quantize_tflite(fused.data, Precision.INT8, first, count=first.count).data,
         "fused, every window": quantize_tflite(fused.data, Precision.INT8, fcal, count=fcal.count).data,
     }

@@ -161,7 +161,8 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
     io = options.io if prec is Precision.INT8 else "float"
     use = calib if prec is Precision.INT8 else None
     try:
-        q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200)
+        q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200,
+                            **({"int16_cell": True} if prec is Precision.INT8 else {}))
     except UnsupportedModel as e:
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
     why = [n for n in lowered.notes[:1] if n.startswith("lowering: ")]  # which lowering, and for which runtime
