@@ -18,7 +18,7 @@ over the data are used, so calibration sees its whole range rather than its star
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,11 +37,17 @@ class CalibrationSet:
 
     ``samples`` maps input name to an array ``(N, *input_shape_with_batch_1)``.
     ``random`` is True only for :func:`random_calibration`; reports must flag it.
+    ``output_ranges`` (output name -> (min, max)) are ranges known better than the
+    calibrator can record them (a one-step model's latest-step outputs, see
+    :mod:`edge_lstm.quantize.ranges`); the quantizer gives those outputs these ranges.
+    ``unit`` names one sample in reports: a window, or a time step of a one-step model.
     """
 
     samples: dict[str, np.ndarray]
     random: bool = False
     source: str = "data"
+    output_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    unit: str = "windows"
 
     @property
     def count(self) -> int:

@@ -15,20 +15,26 @@
   activations and weights (per channel), int16 LSTM cell state and int32 bias.
   We use it rather than re-deriving the integer LSTM's many scales: it is the
   reference those kernels were written against. ``io="int8"`` makes inputs and
-  outputs int8 too; their scale and zero point go into ``io_quant``.
+  outputs int8 too; their scale and zero point go into ``io_quant``. An LSTM cell
+  written in plain ops (the loop lowering, one-step explicit-state graphs) then
+  gets an int16 cell state and int16 gate arithmetic (:mod:`.cell16`); known
+  output ranges (a one-step model's latest-step outputs) are applied last
+  (:mod:`.ranges`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
-from edge_lstm.quantize import loops
+from edge_lstm.quantize import cell16, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
+from edge_lstm.quantize.ranges import set_output_ranges
 from edge_lstm.spec import Precision, TensorSpec
 
 SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8)
@@ -42,6 +48,7 @@ def quantize_tflite(
     calib: np.ndarray | Mapping[str, np.ndarray] | CalibrationSet | None = None,
     io: str = "float",
     count: int = DEFAULT_COUNT,
+    int16_cell: bool = False,
 ) -> QuantizedArtifact:
     """Return ``float_tflite`` at ``precision``.
 
@@ -49,7 +56,9 @@ def quantize_tflite(
     for a single-input model, a dict input name -> array for several inputs (see
     :mod:`edge_lstm.quantize.calibration`), or a ready :class:`CalibrationSet`
     (e.g. from :func:`~edge_lstm.quantize.calibration.random_calibration`).
-    ``io`` is "float" or "int8" (int8 only).
+    ``io`` is "float" or "int8" (int8 only). ``int16_cell`` (int8 only) gives an LSTM cell written in plain ops
+    an int16 cell state and gate arithmetic where that is measurably more accurate (:mod:`.cell16`; the export
+    pipeline asks for it); without it the cell is TFLite's quantizer's, all int8.
     """
     precision = Precision(precision)
     if io not in IO_TYPES:
@@ -69,7 +78,7 @@ def quantize_tflite(
             "precision int8 needs calibration data: windows like the model's input, to measure activation ranges.",
             "Pass --calib data.csv (or .npy), normalised like training; or --calib random, which the report flags.",
         )
-    return to_int8(float_tflite, calib, io, count)
+    return to_int8(float_tflite, calib, io, count, int16_cell)
 
 
 # ---------------------------------------------------------------- flatbuffer editing
@@ -276,6 +285,7 @@ def to_int8(
     calib: np.ndarray | Mapping[str, np.ndarray] | CalibrationSet,
     io: str = "float",
     count: int = DEFAULT_COUNT,
+    int16_cell: bool = False,
 ) -> QuantizedArtifact:
     """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell, int32 bias."""
     from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as wrapper
@@ -283,7 +293,7 @@ def to_int8(
     specs = input_specs(float_tflite)
     if isinstance(calib, CalibrationSet):  # re-checked against the TFLite inputs, the random flag kept
         checked = calibration_windows(dict(calib.samples), specs, count=count, source=calib.source)
-        cal = CalibrationSet(checked.samples, calib.random, calib.source)
+        cal = replace(calib, samples=checked.samples)
     else:
         cal = calibration_windows(calib, specs, count=count)
     i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
@@ -297,26 +307,50 @@ def to_int8(
     try:
         # a loop's weights: one scale a tensor, or one a channel (each needs its own calibrator: the
         # quantizer changes the calibrator's model)
-        built = {pt: _finish(_calibrated(wrapper, source, specs, cal, (io_type, i8, i32), looped, pt), looped)
-                 for pt in ([True, False] if looped else [False])}
+        raw = {pt: _calibrated(wrapper, source, specs, cal, (io_type, i8, i32), looped, pt)
+               for pt in ([True, False] if looped else [False])}
     except Exception as e:  # the calibrator names the op it has no int8 kernel for
         raise UnsupportedModel(
             f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
             "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
         ) from e
+    built, cells = _pick_cells(float_tflite, raw, looped, cal) if int16_cell else \
+        ({pt: _finish(data, looped, cells=False) for pt, data in raw.items()}, [])
     data, scales = built[False], "per-channel"
     if looped:
         data, scales = _pick_scales(float_tflite, built, cal)
         if io == "int8":
             data = _pack(loops.int8_io(_unpack(data)))
-    kind = (f"{scales} int8 weights, the loop's state int8 across iterations" if looped
-            else "per-channel int8 weights, int16 LSTM cell state")
+    kind = f"{scales} int8 weights, {_state_kind(_unpack(data), looped)}"
     notes = [f"int8 activations and {kind}, int32 bias; "
-             f"calibrated by TFLite's quantizer on {cal.count} windows ({cal.source})."]
+             f"calibrated by TFLite's quantizer on {cal.count} {cal.unit} ({cal.source}).", *cells]
+    if cal.output_ranges:
+        data, changed = set_output_ranges(data, cal.output_ranges)
+        notes += [f"output {n} quantized over [{cal.output_ranges[n][0]:.4g}, {cal.output_ranges[n][1]:.4g}], its "
+                  "range at the last step of each calibration window (outputs of the first steps after a reset, "
+                  "before the state has seen a window, may clip)." for n in changed]
     if cal.random:
         notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges are guesses, "
                      "expect a larger error than with real windows.")
     return QuantizedArtifact(data, Precision.INT8, notes, [], _io_quant(data) if io == "int8" else {})
+
+
+def _state_kind(model: Any, looped: bool) -> str:
+    """How the quantized model holds its recurrent state, read from the model (the report says what is there)."""
+    fused = [_op_name(model, op) for g in model.subgraphs for op in g.operators
+             if _op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
+    cells = any(t.type == _schema().TensorType.INT16 for g in model.subgraphs for t in g.tensors)
+    recurrent = looped or any(_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs
+                              for op in g.operators)
+    parts = ["int16 LSTM cell state"] if fused else []
+    if cells:
+        parts.append("the LSTM cell state and gate arithmetic int16 (edge-lstm's cell rewrite), the hidden state "
+                     "int8" + (" across iterations" if looped else ""))
+    elif looped:
+        parts.append("the loop's state int8 across iterations")
+    elif not fused and recurrent:
+        parts.append("any recurrent state (hidden and cell) int8 where it is an input or output")
+    return ", ".join(parts) or "no recurrent state"
 
 
 def _calibrated(wrapper: Any, source: bytes, specs: list[TensorSpec], cal: CalibrationSet,
@@ -333,11 +367,41 @@ def _calibrated(wrapper: Any, source: bytes, specs: list[TensorSpec], cal: Calib
     return bytes(calibrator.QuantizeModel(io_type, io_type, looped, i8, i32, per_tensor, False))
 
 
-def _finish(data: bytes, looped: bool) -> bytes:
-    """The quantizer's output with int8 loop state, constants shared again and the recorded ranges dropped."""
+#: the int16 cell (off XNNPACK: several times slower) is kept when its error on the calibration windows is at
+#: most this fraction of the all-int8 cell's
+_CELL_GAIN = 0.95
+
+
+def _pick_cells(float_tflite: bytes, raw: dict[bool, bytes], looped: bool,
+                cal: CalibrationSet) -> tuple[dict[bool, bytes], list[str]]:
+    """Each quantized candidate with the int16 cell of :mod:`.cell16` where it is measurably more accurate on the
+    calibration windows than the quantizer's all-int8 cell (deterministic: measured error, no timing), else
+    without; and a note saying which and why."""
+    feeds = cal.feeds()[:: max(1, cal.count // 16)][:16]
+    ref: list[np.ndarray] | None = None
+    out, notes = {}, []
+    for pt, data in raw.items():
+        plain, wide = _finish(data, looped, cells=False), _finish(data, looped, cells=True)
+        if plain == wide:
+            out[pt] = plain
+            continue
+        ref = ref if ref is not None else _run_all(float_tflite, feeds)
+        e8, e16 = _rel_l2(ref, _run_all(plain, feeds)), _rel_l2(ref, _run_all(wide, feeds))
+        out[pt] = wide if e16 <= _CELL_GAIN * e8 else plain
+        notes = [f"LSTM cell {'int16' if out[pt] is wide else 'all int8'}: relative L2 on the calibration windows "
+                 f"{e16:.3g} with the int16 cell, {e8:.3g} all int8 (the int16 cell is kept when it is at least "
+                 f"{1 - _CELL_GAIN:.0%} better: its ops run off XNNPACK)."]
+    return out, notes
+
+
+def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
+    """The quantizer's output with int8 loop state (and int16 LSTM cells when ``cells``), constants shared again
+    and the recorded ranges dropped."""
     model = _unpack(data)
     if looped:
         loops.int8_loop_state(model)
+    if cells:
+        cell16.int16_cells(model)
     return _strip_ranges(_pack(loops.dedupe_buffers(loops.drop_temp_names(model))))
 
 

@@ -156,3 +156,19 @@ def test_loop_int8_with_int8_io(name: str) -> None:
             gots.append(from_model(interp.get_tensor(d["index"]), d["quantization"]).ravel())
     a, b = np.concatenate(refs), np.concatenate(gots)
     assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= 0.98
+
+
+@pytest.mark.parametrize(("name", "cells"), [("stacked", 2), ("gru", 0)])
+def test_int16_cell_is_an_integer_loop_variable(int8_loops, name: str, cells: int) -> None:
+    # with int16_cell (what the export pipeline asks for): each LSTM layer's cell state is an int16 loop variable,
+    # the rest int8, and the loop's output is at least as close to float as the all-int8 cell's
+    c, fp32, plain = int8_loops[name]
+    q = quantize_tflite(fp32.data, Precision.INT8, _calib(c), int16_cell=True)
+    model = _unpack(q.data)
+    loop = _while(model)
+    kinds = [model.subgraphs[0].tensors[i].type for i in loop.inputs]
+    assert kinds[0] == schema.TensorType.INT32 and set(kinds[1:]) <= {INT8, schema.TensorType.INT16}, kinds
+    assert kinds.count(schema.TensorType.INT16) == cells, (kinds, q.notes)
+    if cells:
+        assert "LSTM cell int16" in " ".join(q.notes)
+        assert min(_cosines(c, q.data).values()) >= min(_cosines(c, plain.data).values()) - 1e-3

@@ -14,7 +14,7 @@ Lowerings of the recurrent layers (:data:`LOWERINGS`, the list in
 * ``loop``: a ``WHILE`` loop over the time steps whose body is the cell in plain
   ops; each weight is stored once.
 * ``unrolled``: every time step written out (hundreds of ops); only when asked.
-* ``auto``: fused for TFLite Micro, streaming and full int8; otherwise the loop
+* ``auto``: fused for TFLite Micro, streaming and full int8 (on a LiteRT target the loop); otherwise the loop
   (a fixed rule, not a timing, so artifacts do not depend on the machine; see
   :mod:`.auto`).
 """
@@ -61,6 +61,7 @@ def lower(
     *,
     micro: bool = False,
     precision: Precision | str | None = None,
+    litert: bool = False,
 ) -> LoweredTFLite:
     """Lower an ONNX model (from :func:`edge_lstm.capture.to_onnx`) to a TFLite flatbuffer.
 
@@ -71,7 +72,9 @@ def lower(
     across ``invoke()`` until reset. ``micro`` says the artifact is for TFLite
     Micro (``auto`` then takes the fused form). ``precision`` is what the float
     model will be quantized to: for ``int8`` the layers TFLite's integer
-    quantizer has no fused kernel for (``nn.RNN``) go to the loop.
+    quantizer has no fused kernel for (``nn.RNN``) go to the loop. ``litert`` says
+    the artifact is for LiteRT / tflite-runtime (``auto`` then takes the loop for
+    full int8, see :mod:`.auto`).
     """
     if lowering not in LOWERINGS:
         raise UsageError(f"Unknown TFLite lowering '{lowering}'.", f"Use one of: {', '.join(LOWERINGS)}.")
@@ -81,7 +84,7 @@ def lower(
     if lowering == "auto":
         from edge_lstm.lower.tflite.auto import choose
 
-        return choose(proto, streaming, micro, int8)
+        return choose(proto, streaming, micro, int8, litert and not micro)
     from edge_lstm.lower.tflite.build import build
 
     return build(proto, lowering, streaming, int8=int8, micro=micro)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -9,7 +10,8 @@ import onnx
 
 from edge_lstm.lower.tflite import LoweredTFLite
 from edge_lstm.lower.tflite.context import Context
-from edge_lstm.lower.tflite.graph import prepare, state_to_variables
+from edge_lstm.lower.tflite.graph import prepare, projected_scan, state_to_variables
+from edge_lstm.lower.tflite.lstm import kernel_blocker
 from edge_lstm.lower.tflite.ops import lower_node
 from edge_lstm.lower.tflite.ops_nn import fold_batchnorm
 
@@ -20,7 +22,8 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
     graph = prepare(proto)
     fold_batchnorm(graph)
     notes: list[str] = []
-    removed = state_to_variables(graph) if streaming and lowering == "fused" and not int8 else []
+    # full int8 too: the fused op's integer kernel keeps the cell state in int16; as I/O the state would be int8
+    removed = state_to_variables(graph, _fusable(int8, micro)) if streaming and lowering == "fused" else []
     if removed:
         notes.append(
             f"Streaming: state inputs {', '.join(removed)} became variable tensors; the state persists across "
@@ -58,6 +61,15 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
         requested=lowering,
         reason=reason,
     )
+
+
+def _fusable(int8: bool, micro: bool) -> Callable[[onnx.NodeProto], bool]:
+    """Whether the fused op will hold a recurrent node (an ``LSTM``/``RNN`` node or a projected LSTM's Scan)."""
+    def fusable(node: onnx.NodeProto) -> bool:
+        kind = "lstm" if projected_scan(node) else node.op_type.lower()
+        return kernel_blocker(kind, projected_scan(node), int8, micro) is None
+
+    return fusable
 
 
 def with_reason(lowered: LoweredTFLite, requested: str, reason: str) -> LoweredTFLite:

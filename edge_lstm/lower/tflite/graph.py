@@ -10,6 +10,7 @@ the erf form of GELU into ``Gelu``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,14 +242,15 @@ def eliminate_dead(graph: Graph) -> None:
     graph.inputs = [i for i in graph.inputs if graph.used(i)]
 
 
-def state_to_variables(graph: Graph) -> list[str]:
+def state_to_variables(graph: Graph, fusable: Callable[[onnx.NodeProto], bool] = lambda _n: True) -> list[str]:
     """Streaming, fused: drop explicit state I/O; LSTMs then keep their state in variable tensors.
 
-    Graph inputs that feed only recurrent initial states are removed, and graph
-    outputs computed only from final states are dropped. Returns the removed
-    input names.
+    Graph inputs that feed only the initial states of recurrent layers ``fusable``
+    accepts (those the fused op will hold) are removed, and graph outputs computed
+    only from their final states are dropped; the others keep their state as I/O.
+    Returns the removed input names.
     """
-    rec = [n for n in graph.nodes if n.op_type in _STATE_SLOTS or _projected(n)]
+    rec = [n for n in graph.nodes if (n.op_type in _STATE_SLOTS or projected_scan(n)) and fusable(n)]
     state_inputs = [i for i in graph.inputs[1:] if _feeds_only_states(graph, i, rec)]
     if not state_inputs:
         return []
@@ -273,7 +275,8 @@ def state_to_variables(graph: Graph) -> list[str]:
 _STATE_SLOTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {"LSTM": ((5, 6), (1, 2)), "RNN": ((5,), (1,))}
 
 
-def _projected(node: onnx.NodeProto) -> bool:
+def projected_scan(node: onnx.NodeProto) -> bool:
+    """True for the Scan a projected LSTM (proj_size) is captured as."""
     from edge_lstm.projection import PROJECTION_TAG
 
     return node.op_type == "Scan" and node.doc_string.startswith(PROJECTION_TAG)

@@ -66,15 +66,24 @@ def lower_recurrent(ctx: Context, node: onnx.NodeProto) -> None:
         _unrolled(ctx, rec, h0, c0)
 
 
-def _fused_blocker(ctx: Context, rec: Recurrent, h0: object, c0: object) -> str | None:
-    if rec.kind == "gru":
+def kernel_blocker(kind: str, projected: bool, int8: bool, micro: bool) -> str | None:
+    """Why no fused TFLite kernel serves a layer of this ``kind`` ("lstm", "gru", "rnn"), whatever its state;
+    None when one does. (The streaming lowering asks it before it moves a layer's state into variables.)"""
+    if kind == "gru":
         return "TFLite has no fused GRU op"
-    if rec.kind == "rnn" and ctx.int8:
+    if kind == "rnn" and int8:
         return "TFLite's integer quantizer has no sequence-RNN kernel (full int8)"
-    if rec.kind == "rnn" and ctx.micro:
+    if kind == "rnn" and micro:
         return "TFLite Micro has no sequence-RNN kernel"
-    if rec.proj is not None and ctx.micro:
+    if projected and micro:
         return "TFLite Micro's LSTM kernel has no projection"
+    return None
+
+
+def _fused_blocker(ctx: Context, rec: Recurrent, h0: object, c0: object) -> str | None:
+    why = kernel_blocker(rec.kind, rec.proj is not None, ctx.int8, ctx.micro)
+    if why is not None:
+        return why
     if rec.y_c and ctx.graph.used(rec.y_c):
         return "the final cell state is a model output, which the fused TFLite LSTM op cannot return"
     if h0 is not None or c0 is not None:
