@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edge_lstm.pipeline import ExportOptions
     from edge_lstm.quantize.calibration import CalibrationSet
     from edge_lstm.streaming import StreamingModel
+    from edge_lstm.targets import Target
 
 Progress = Callable[[str], None]
 
@@ -100,25 +101,25 @@ def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel
     return out
 
 
-def _micro(options: ExportOptions) -> bool:
-    """True when the export is for a microcontroller target (the auto lowering then takes the fused form)."""
+def _target_of(options: ExportOptions) -> Target | None:
     from edge_lstm.targets import Target, load_target
 
-    if options.target is None:
-        return False
-    target = options.target if isinstance(options.target, Target) else load_target(options.target)
-    return target.kind == "mcu"
+    if options.target is None or isinstance(options.target, Target):
+        return options.target
+    return load_target(options.target)
+
+
+def _micro(options: ExportOptions) -> bool:
+    """True when the export is for a microcontroller target (the auto lowering then takes the fused form)."""
+    target = _target_of(options)
+    return target is not None and target.kind == "mcu"
 
 
 def _litert(options: ExportOptions) -> bool:
     """True when the export's target runs LiteRT or tflite-runtime and not TFLite Micro (full int8 under the auto
     lowering then takes the loop, which XNNPACK runs fast)."""
-    if options.target is None:
-        return False
-    from edge_lstm.targets import load_target
-
-    target = load_target(options.target)
-    return target.kind != "mcu" and bool({"litert", "tflite-runtime"} & set(target.runtimes))
+    target = _target_of(options)
+    return target is not None and target.kind != "mcu" and bool({"litert", "tflite-runtime"} & set(target.runtimes))
 
 
 def _refused(name: str, fmt: str, prec: Precision, lowering: str | None, stream: bool, why: str) -> Artifact:
