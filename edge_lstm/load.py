@@ -17,6 +17,7 @@ from the file pass through :func:`edge_lstm.outputs.safe_name`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,8 +195,13 @@ def load(
     path: str | Path,
     input_shapes: list[tuple[int, ...]] | None = None,
     trust_pickle: bool = False,
+    input_dtypes: Sequence[str] = (),
 ) -> LoadedModel:
-    """Load a model file; ``input_shapes`` overrides or supplies the input shapes."""
+    """Load a model file; ``input_shapes`` overrides or supplies the input shapes.
+
+    Inputs that reach an embedding are integer ids (:mod:`edge_lstm.id_inputs`), found from the graph;
+    ``input_dtypes`` (one per input) says it where the graph cannot.
+    """
     path = Path(path)
     verdict = inspect(path)
     if verdict.needs_trust and not trust_pickle:
@@ -213,6 +219,7 @@ def load(
             f"The input shapes of '{path}' ({model.format}) are not stored in the file.",
             "Pass them with --input-shape, e.g. --input-shape 1x96x1 (once per forward() input).",
         )
+    _mark_ids(model, input_dtypes)
     model.outputs = probe_outputs(model)
     if model.format != "checkpoint":
         mark_batch_axes(model)
@@ -236,7 +243,7 @@ def _override_shapes(spec: InputSpec, shapes: list[tuple[int, ...]], path: Path)
                     f"but input '{prev.name}' has rank {len(prev.shape)} {tuple(prev.shape)}.",
                 )
             dims = tuple("batch" if isinstance(p, str) else s for p, s in zip(prev.shape, shape, strict=True))
-            out.append(TensorSpec(prev.name, dims, prev.dtype))
+            out.append(prev.with_shape(dims))
         else:
             name = "x" if i == 0 else f"input_{i}"
             dims2: tuple[int | str, ...] = tuple(shape)
@@ -244,12 +251,35 @@ def _override_shapes(spec: InputSpec, shapes: list[tuple[int, ...]], path: Path)
     return InputSpec(tuple(out))
 
 
+def _mark_ids(model: LoadedModel, given: Sequence[str]) -> None:
+    """Integer id inputs from the graph (TorchScript, pickled module; a .pt2 says it at load), then ``given``."""
+    from edge_lstm import id_inputs
+
+    found: dict[int, int | None] = {}
+    if model.format == "torchscript":
+        found = id_inputs.from_torchscript(model.module)
+    elif model.format == "pickle":
+        found = id_inputs.from_module(model.module, model.inputs.inputs)
+    model.inputs = id_inputs.apply(model.inputs, found, list(given))
+
+
+#: ids an integer input is drawn below when its embedding's size is not known
+DEFAULT_IDS = 10
+
+
+def id_bound(spec: TensorSpec) -> int:
+    """How many ids an integer input takes: its embedding's rows, else :data:`DEFAULT_IDS`."""
+    return spec.vocab if spec.vocab else DEFAULT_IDS
+
+
 def example_inputs(spec: InputSpec, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
-    """Seeded random tensors that fit ``spec``."""
+    """Seeded random tensors that fit ``spec`` (valid ids for integer inputs)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(*t.concrete(batch), generator=gen) for t in spec.inputs]
+    return [torch.randint(0, id_bound(t), t.concrete(batch), generator=gen, dtype=getattr(torch, t.dtype))
+            if not t.dtype.startswith("float") else torch.randn(*t.concrete(batch), generator=gen)
+            for t in spec.inputs]
 
 
 def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
@@ -387,11 +417,15 @@ def _load_exported(path: Path) -> LoadedModel:
         ) from e
     finally:
         quiet.setLevel(level)
+    from edge_lstm.id_inputs import from_exported
+
     args = ep.example_inputs[0] if ep.example_inputs else ()
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    ids = from_exported(ep)  # an input the program hands to an embedding: its table's rows
     specs = tuple(
         TensorSpec(safe_name(names[i], f"input_{i}") if i < len(names) else f"input_{i}",
-                   tuple(int(d) for d in a.shape), str(a.dtype).removeprefix("torch."))
+                   tuple(int(d) for d in a.shape), str(a.dtype).removeprefix("torch."),
+                   ids.get(names[i]) if i < len(names) and not a.is_floating_point() else None)
         for i, a in enumerate(args) if isinstance(a, torch.Tensor)
     )
     return LoadedModel(module, "exported-program", safe_name(path.stem.split(".")[0]), InputSpec(specs), (),

@@ -68,6 +68,7 @@ class ExportOptions:
     prove_python: str = "python3"  # the Python on a real --prove-on device
     ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
     firmware: bool = False  # also write fw/ (edge_lstm.firmware): TFLite Micro C arrays, dependency-free C
+    input_dtypes: tuple[str, ...] = ()  # per input ("int64" for ids) where the graph does not say (edge_lstm.id_inputs)
 
 
 @dataclass
@@ -93,7 +94,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
 
     check_destination(options.output_dir, options.force)
     say("loading model")
-    model = sources.open_model(model_path, list(options.input_shapes) or None, options.trust_pickle)
+    model = sources.open_model(model_path, list(options.input_shapes) or None, options.trust_pickle,
+                               options.input_dtypes)
     _check_request(options)
     if options.prove_on:
         from edge_lstm import prove_device

@@ -23,7 +23,7 @@ import pytest
 import zoo
 
 from edge_lstm import feeds
-from edge_lstm.errors import ShapeError, UnsupportedModel, ValidationFailed
+from edge_lstm.errors import UnsupportedModel, ValidationFailed
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
 
@@ -52,9 +52,6 @@ TFLRT_FAILS: dict[tuple[str, str], dict[str, str]] = {
     ("explicit_state", "pickle"): {"int8.tflite": "PSNR"},  # 2.14's integer LSTM kernels round differently
     ("deepar", "pickle"): {"int8.tflite": "Didn't find op for builtin opcode 'LOG' version '2'"},  # int8 LOG
 }
-#: load() reads no integer input dtype from TorchScript, .pt2 or a pickled module yet (issue 8 owns load.py):
-#: an embedding model's --input-shape is fed as float and the model rejects it
-INT_INPUT = {n for n, s in zoo.ZOO.items() if s.dtypes}
 
 
 def _expected(name: str, form: str) -> dict[str, str]:
@@ -65,10 +62,7 @@ def _cases() -> list[object]:
     out = []
     for name in zoo.ZOO:
         for form in zoo.FORMS:
-            marks = [pytest.mark.xfail(strict=True, raises=ShapeError,
-                                       reason="load() feeds integer (token id) inputs as float")] \
-                if name in INT_INPUT else []
-            out.append(pytest.param(name, form, marks=marks, id=f"{name}-{form}"))
+            out.append(pytest.param(name, form, id=f"{name}-{form}"))
     return out
 
 
