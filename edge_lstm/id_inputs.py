@@ -81,7 +81,7 @@ def from_torchscript(module: Any) -> dict[int, int | None]:
             weight, ids = list(node.inputs())[:2]
             source = _ts_source(ids, index)
             if source is not None:
-                found[source] = _merge(found.get(source, -1), _ts_rows(weight, module))
+                found[source] = _merge(found.get(source, -1), ts_weight_dim(weight, module))
     return found
 
 
@@ -96,8 +96,9 @@ def _ts_source(value: Any, index: dict[int, int]) -> int | None:
     return None
 
 
-def _ts_rows(weight: Any, module: Any) -> int | None:
-    """The row count of the weight a ``prim::GetAttr`` chain from ``self`` names (None when it is not one)."""
+def ts_weight_dim(weight: Any, module: Any, axis: int = 0) -> int | None:
+    """The row (``axis`` 1: column) count of the 2-D weight a ``prim::GetAttr`` chain from ``self`` names
+    (None when it is not one)."""
     path = []
     while weight.node().kind() == "prim::GetAttr":
         path.append(weight.node().s("name"))
@@ -106,7 +107,7 @@ def _ts_rows(weight: Any, module: Any) -> int | None:
     for name in reversed(path):
         obj = getattr(obj, name, None)
     shape = getattr(obj, "shape", None)
-    return int(shape[0]) if path and shape is not None and len(shape) == 2 else None
+    return int(shape[axis]) if path and shape is not None and len(shape) == 2 else None
 
 
 def _merge(old: int | None, new: int | None) -> int | None:

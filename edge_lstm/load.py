@@ -17,6 +17,7 @@ from the file pass through :func:`edge_lstm.outputs.safe_name`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,10 @@ def load(
             "Pass them with --input-shape, e.g. --input-shape 1x96x1 (once per forward() input).",
         )
     _mark_ids(model, input_dtypes)
+    if model.format == "torchscript":
+        from edge_lstm.checks import check_torchscript
+
+        check_torchscript(model.module, model.inputs.inputs)  # before anything runs it at a rank it cannot take
     model.outputs = probe_outputs(model)
     if model.format != "checkpoint":
         mark_batch_axes(model)
@@ -293,7 +298,7 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
     except Exception as e:  # the model's own error says what it wanted
         shapes = ", ".join("x".join(map(str, t.concrete(1))) for t in model.inputs.inputs)
         raise ShapeError(
-            f"The model rejects input shape(s) {shapes}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            f"The model rejects input shape(s) {shapes}: {_model_error(e)}",
             "Check --input-shape against what forward() expects (batch, time, features for batch_first).",
         ) from e
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -308,6 +313,15 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
         TensorSpec(n, tuple("batch" if a == _out_batch_axis(model, i) else d for a, d in enumerate(o.shape)))
         for i, (n, o) in enumerate(zip(names, outs, strict=True))
     )
+
+
+def _model_error(e: BaseException) -> str:
+    """The model's own complaint: TorchScript puts it last, after the traceback of where it was traced."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    last = next((ln for ln in reversed(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln)), None)
+    return (last.split(": ", 1)[1] if last and len(lines) > 1 else lines[0])[:400]
 
 
 def _out_batch_axis(model: LoadedModel, index: int) -> int:
