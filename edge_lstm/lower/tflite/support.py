@@ -170,7 +170,7 @@ def micro_blockers(data: bytes) -> list[str]:
     is held to the integer kernels TFLite Micro has.
     """
     from edge_lstm.cost_tflite import tflite_cost
-    from edge_lstm.tflite_read import op_name, read
+    from edge_lstm.tflite_read import dtype_name, op_name, read
 
     model = read(data)
     precision = tflite_cost(data).precision
@@ -185,4 +185,6 @@ def micro_blockers(data: bytes) -> list[str]:
                 reasons.append(f"no {'integer ' if precision == 'int8' else ''}{name} kernel")
             elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 16 and op.inputs[16] >= 0:
                 reasons.append("its LSTM kernel has no projection (proj_size)")
+            elif name == "GATHER" and len(op.inputs) > 1 and dtype_name(g.tensors[op.inputs[1]].type) == "int64":
+                reasons.append("its GATHER kernel takes int32 positions, not int64 (token ids)")
     return sorted(set(reasons))
