@@ -36,10 +36,7 @@ LEAN = ["fp32", "dynamic-int8"]
 
 #: (network, form) -> {artifact file suffix: a piece of the reason it is refused (exit 5) or fails its gate
 #: (exit 3) with}; form "*" is every form; suffix "*" is the whole export (nothing could be built)
-_GRU_ONNX = "ONNX Runtime has no quantized GRU or RNN kernel"
 REFUSED: dict[tuple[str, str], dict[str, str]] = {
-    ("gru_layernorm", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
-    ("plain_rnn", "*"): {"dynamic-int8.onnx": _GRU_ONNX, "stream.dynamic-int8.onnx": _GRU_ONNX},
     # full int8 with random calibration misses the gates (exit 3): a softmax over time; a skip path adding the
     # raw input to the int8 head
     ("attention", "pickle"): {"int8.tflite": "cosine"},

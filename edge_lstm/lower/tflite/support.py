@@ -41,10 +41,11 @@ SUPPORT: dict[str, OpSupport] = {
     "LSTM": OpSupport("UNIDIRECTIONAL_SEQUENCE_LSTM (fused) or a WHILE loop (loop)", onnx_dynamic_int8="int8",
                       note="bidirectional: two unidirectional ops; initial state as input or cell state as output: "
                            "the loop"),
-    "GRU": OpSupport("a WHILE loop (TFLite has no fused GRU)", onnx_dynamic_int8=_WEIGHTS_FLOAT,
-                     note="ONNX Runtime has no quantized GRU"),
-    "RNN": OpSupport("UNIDIRECTIONAL_SEQUENCE_RNN (fused) or a WHILE loop", onnx_dynamic_int8=_WEIGHTS_FLOAT,
-                     note="int8 and TFLite Micro: the loop (no integer or Micro sequence-RNN kernel)"),
+    "GRU": OpSupport("a WHILE loop (TFLite has no fused GRU)", onnx_dynamic_int8="int8",
+                     note="ONNX dynamic-int8: a Scan of int8 products (ONNX Runtime has no quantized GRU op)"),
+    "RNN": OpSupport("UNIDIRECTIONAL_SEQUENCE_RNN (fused) or a WHILE loop", onnx_dynamic_int8="int8",
+                     note="int8 and TFLite Micro: the loop (no integer or Micro sequence-RNN kernel); ONNX "
+                          "dynamic-int8: a Scan of int8 products"),
     "Scan": OpSupport("UNIDIRECTIONAL_SEQUENCE_LSTM with projection, or a WHILE loop", onnx_dynamic_int8="int8",
                       note="only the Scan a proj_size LSTM is captured as"),
     # dense and convolution layers
