@@ -76,7 +76,7 @@ def _place(window: np.ndarray, x: TensorSpec) -> np.ndarray:
 def _random_windows(x: TensorSpec, rng: np.random.Generator, n: int, steps: int, feats: int) -> list[np.ndarray]:
     """Seeded standard-normal windows, or for an id input ids drawn below its embedding's size."""
     if is_ids(x):
-        from edge_lstm.load import id_bound
+        from edge_lstm.id_inputs import id_bound
 
         return list(rng.integers(0, id_bound(x), (n, steps, feats)).astype(x.dtype))
     return list(rng.standard_normal((n, steps, feats)).astype(np.float32))
@@ -84,7 +84,7 @@ def _random_windows(x: TensorSpec, rng: np.random.Generator, n: int, steps: int,
 
 def _check_ids(windows: list[np.ndarray], x: TensorSpec, source: str) -> list[np.ndarray]:
     """Windows from a file for an id input: whole numbers inside the embedding, as the input's dtype."""
-    from edge_lstm.load import id_bound
+    from edge_lstm.id_inputs import id_bound
 
     arr = np.asarray(windows)
     bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (arr < 0) | (arr >= id_bound(x))

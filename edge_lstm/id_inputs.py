@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from edge_lstm.load import LoadedModel
+
 #: dtypes ``--input-dtype`` accepts
 INPUT_DTYPES = ("float32", "int64", "int32")
 #: ops an id tensor may pass through on its way to the embedding (layout, casts, clamps)
@@ -36,6 +38,15 @@ _TS_PASS = {"aten::to", "aten::long", "aten::int", "aten::contiguous", "aten::vi
             "aten::transpose", "aten::permute", "aten::t", "aten::slice", "aten::select", "aten::squeeze",
             "aten::unsqueeze", "aten::flatten", "aten::clamp", "aten::clone", "aten::detach"}
 _ONNX_PASS = {"Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Clip"}
+
+
+#: ids an integer input is drawn below when its embedding's size is not known
+DEFAULT_IDS = 10
+
+
+def id_bound(spec: TensorSpec) -> int:
+    """How many ids an integer input takes: its embedding's rows, else :data:`DEFAULT_IDS`."""
+    return spec.vocab if spec.vocab else DEFAULT_IDS
 
 
 def parse_dtype(text: str) -> str:
@@ -61,6 +72,16 @@ def apply(spec: InputSpec, found: dict[int, int | None], given: Sequence[str] = 
             t = replace(t, dtype=given[i], vocab=t.vocab if given[i].startswith("int") else None)
         out.append(t)
     return InputSpec(tuple(out))
+
+
+def mark_ids(model: LoadedModel, given: Sequence[str]) -> None:
+    """Integer id inputs from the graph (TorchScript, pickled module; a .pt2 says it at load), then ``given``."""
+    found: dict[int, int | None] = {}
+    if model.format == "torchscript":
+        found = from_torchscript(model.module)
+    elif model.format == "pickle":
+        found = from_module(model.module, model.inputs.inputs)
+    model.inputs = apply(model.inputs, found, list(given))
 
 
 def from_torchscript(module: Any) -> dict[int, int | None]:

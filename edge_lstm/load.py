@@ -220,7 +220,9 @@ def load(
             f"The input shapes of '{path}' ({model.format}) are not stored in the file.",
             "Pass them with --input-shape, e.g. --input-shape 1x96x1 (once per forward() input).",
         )
-    _mark_ids(model, input_dtypes)
+    from edge_lstm.id_inputs import mark_ids
+
+    mark_ids(model, input_dtypes)
     if model.format == "torchscript":
         from edge_lstm.checks import check_torchscript
 
@@ -256,30 +258,11 @@ def _override_shapes(spec: InputSpec, shapes: list[tuple[int, ...]], path: Path)
     return InputSpec(tuple(out))
 
 
-def _mark_ids(model: LoadedModel, given: Sequence[str]) -> None:
-    """Integer id inputs from the graph (TorchScript, pickled module; a .pt2 says it at load), then ``given``."""
-    from edge_lstm import id_inputs
-
-    found: dict[int, int | None] = {}
-    if model.format == "torchscript":
-        found = id_inputs.from_torchscript(model.module)
-    elif model.format == "pickle":
-        found = id_inputs.from_module(model.module, model.inputs.inputs)
-    model.inputs = id_inputs.apply(model.inputs, found, list(given))
-
-
-#: ids an integer input is drawn below when its embedding's size is not known
-DEFAULT_IDS = 10
-
-
-def id_bound(spec: TensorSpec) -> int:
-    """How many ids an integer input takes: its embedding's rows, else :data:`DEFAULT_IDS`."""
-    return spec.vocab if spec.vocab else DEFAULT_IDS
-
-
 def example_inputs(spec: InputSpec, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
     """Seeded random tensors that fit ``spec`` (valid ids for integer inputs)."""
     import torch
+
+    from edge_lstm.id_inputs import id_bound
 
     gen = torch.Generator().manual_seed(seed)
     return [torch.randint(0, id_bound(t), t.concrete(batch), generator=gen, dtype=getattr(torch, t.dtype))
@@ -318,10 +301,8 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
 def _model_error(e: BaseException) -> str:
     """The model's own complaint: TorchScript puts it last, after the traceback of where it was traced."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    if not lines:
-        return type(e).__name__
     last = next((ln for ln in reversed(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln)), None)
-    return (last.split(": ", 1)[1] if last and len(lines) > 1 else lines[0])[:400]
+    return (last.split(": ", 1)[1] if last and len(lines) > 1 else (lines or [type(e).__name__])[0])[:400]
 
 
 def _out_batch_axis(model: LoadedModel, index: int) -> int:

@@ -22,7 +22,8 @@ from torch import nn
 
 from edge_lstm import feeds
 from edge_lstm.errors import DataError, ShapeError, UsageError
-from edge_lstm.load import DEFAULT_IDS, load
+from edge_lstm.id_inputs import DEFAULT_IDS
+from edge_lstm.load import load
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.quantize.calibration import random_calibration
 from edge_lstm.recipes import load_recipe
