@@ -49,6 +49,10 @@ REFUSED: dict[tuple[str, str], dict[str, str]] = {
 #: (network, form) -> {artifact: reason} for artifacts that pass on LiteRT but miss a gate on tflite-runtime 2.14
 TFLRT_FAILS: dict[tuple[str, str], dict[str, str]] = {
     ("explicit_state", "pickle"): {"int8.tflite": "PSNR"},  # 2.14's integer LSTM kernels round differently
+    # 2.14's XNNPACK delegate computes this fp16 WHILE loop wrong (max error 0.86 at a peak of 0.98; 1.6e-4 with
+    # --no-xnnpack and on LiteRT). Seen since issue-9c: the export used to stop at the refused GRU dynamic-int8 ONNX
+    # before this check ran
+    ("gru_layernorm", "pickle"): {"fp16.tflite": "exceed atol"},
 }
 #: kernels 2.14 lacks (deepar's int8 LOG version 2) are not failures: the measured kernel table
 #: (edge_lstm.kernels) predicts exactly which artifacts it cannot open, and the report notes each with its reason
