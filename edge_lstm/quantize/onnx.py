@@ -124,7 +124,9 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     notes = [_float_reason(f, weights.get(f.split("'")[1], 0), total) for f in floats]
     if recurrent:
         notes.append("GRU/RNN layers run as ONNX Scan loops of int8-weight products (ONNX Runtime has no quantized "
-                     "GRU or RNN op); the float artifacts keep the GRU/RNN op.")
+                     "GRU or RNN op); the float artifacts keep the GRU/RNN op. This saves file size, not time: a "
+                     "loop step with per-call activation quantization is slower than the float GRU/RNN op "
+                     "(measure with --profile).")
     size, before = out.ByteSize(), proto.ByteSize()
     if size > before:  # said, not hidden: on a tiny model the quantization nodes and scales outweigh the int8 bytes
         notes.append(f"this file ({size:,} B) is larger than the float32 one ({before:,} B): at {total:,} weights "
