@@ -90,6 +90,9 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
     if projection.has_placeholders(proto):  # proj_size LSTMs: one Scan per layer direction, weights once
         proto = projection.expand_projections(proto)
     proto.producer_name = "edge-lstm"
+    from edge_lstm.checks import check_layers
+
+    check_layers(proto, inputs.inputs)  # a wrong --input-shape is the user's (exit 2), before the checker's verdict
     check(proto)
     return proto
 

@@ -56,6 +56,9 @@ def _root(
 
 ShapeOpt = Annotated[list[str] | None, typer.Option(
     "--input-shape", help="Input shape like 1x96x1; repeat once per forward() input, in order.")]
+DtypeOpt = Annotated[list[str] | None, typer.Option(
+    "--input-dtype", help="Input dtype: float32, int64 or int32 (token ids); repeat once per forward() input, in "
+                          "order. Inputs that feed an embedding are found as int64 without it.")]
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-pickle", help="Allow loading a whole pickled nn.Module (runs code from the file).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
@@ -67,11 +70,18 @@ def _shapes(items: list[str] | None) -> list[tuple[int, ...]]:
     return [parse_shape(s) for s in items or []]
 
 
+def _dtypes(items: list[str] | None) -> tuple[str, ...]:
+    from edge_lstm.id_inputs import parse_dtype
+
+    return tuple(parse_dtype(s) for s in items or [])
+
+
 @app.command()
 def info(
     model: Annotated[Path, typer.Argument(help="model.pt (checkpoint, TorchScript, .pt2, pickled module), or an "
                                                ".onnx or .tflite file.")],
     input_shape: ShapeOpt = None,
+    input_dtype: DtypeOpt = None,
     trust_pickle: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -80,12 +90,12 @@ def info(
     The input shapes are checked against the model's layers as ``export`` checks them.
     """
     kind = _artifact_kind(model)
-    if kind == "tflite" or (kind == "onnx" and not input_shape):
+    if kind == "tflite" or (kind == "onnx" and not input_shape and not input_dtype):
         from edge_lstm.inspect_artifact import describe, render
 
-        if input_shape:
-            raise UsageError("--input-shape does not apply to a .tflite file: it carries its own input shapes.",
-                             "Drop --input-shape.")
+        if input_shape or input_dtype:
+            raise UsageError("--input-shape and --input-dtype do not apply to a .tflite file: it carries its own "
+                             "inputs.", "Drop --input-shape and --input-dtype.")
         described = describe(model)
         emit(described, as_json, render(described))
         return
@@ -93,7 +103,7 @@ def info(
     from edge_lstm.report import cost_summary
     from edge_lstm.sources import open_model
 
-    loaded = open_model(model, _shapes(input_shape) or None, trust_pickle)
+    loaded = open_model(model, _shapes(input_shape) or None, trust_pickle, _dtypes(input_dtype))
     proto, _step = prepare(loaded, streaming=False)
     summary = {**loaded.summary(), **cost_summary(loaded, proto)}
     lines = [
@@ -139,6 +149,7 @@ def export(
     io: Annotated[str, typer.Option("--io", help="int8 TFLite I/O: float or int8.")] = "float",
     recipe: Annotated[str, typer.Option("--recipe", help="Bundled recipe name or a TOML path.")] = "default",
     input_shape: ShapeOpt = None,
+    input_dtype: DtypeOpt = None,
     trust_pickle: TrustOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Measure latency, memory and size of every artifact "
@@ -168,7 +179,7 @@ def export(
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
                          profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None,
-                         firmware=firmware, bundle=bundle, units=units)
+                         firmware=firmware, bundle=bundle, units=units, input_dtypes=_dtypes(input_dtype))
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)

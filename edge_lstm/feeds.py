@@ -52,9 +52,16 @@ def seq_first(x: TensorSpec) -> bool:
     return x.shape[0] != 1 and x.shape[1] == 1
 
 
+def is_ids(x: TensorSpec) -> bool:
+    """True for an integer id input (an embedding's indices: ``(batch, time)`` token or label ids)."""
+    return not x.dtype.startswith("float")
+
+
 def x_spec(model: LoadedModel) -> tuple[TensorSpec, int, int]:
-    """The first input's spec, its time-axis length and its feature count."""
+    """The first input's spec, its time-axis length and its feature count (ids: one per step)."""
     x = model.inputs.inputs[0]
+    if is_ids(x) and len(x.shape) == 2:
+        return x, int(x.concrete(1)[1]), 1
     if len(x.shape) != 3:
         return x, 1, int(np.prod(x.concrete(1)))
     shape = x.concrete(1)
@@ -65,7 +72,30 @@ def _place(window: np.ndarray, x: TensorSpec) -> np.ndarray:
     """A ``(T, F)`` window in the layout of input ``x`` with batch 1."""
     if seq_first(x):
         return window[:, None, :]  # (T, batch, F)
-    return window.reshape(x.concrete(1))
+    return window.reshape(x.concrete(1)).astype(x.dtype if is_ids(x) else np.float32, copy=False)
+
+
+def _random_windows(x: TensorSpec, rng: np.random.Generator, n: int, steps: int, feats: int) -> list[np.ndarray]:
+    """Seeded standard-normal windows, or for an id input ids drawn below its embedding's size."""
+    if is_ids(x):
+        from edge_lstm.id_inputs import id_bound
+
+        return list(rng.integers(0, id_bound(x), (n, steps, feats)).astype(x.dtype))
+    return list(rng.standard_normal((n, steps, feats)).astype(np.float32))
+
+
+def _check_ids(windows: list[np.ndarray], x: TensorSpec, source: str) -> list[np.ndarray]:
+    """Windows from a file for an id input: whole numbers inside the embedding, as the input's dtype."""
+    from edge_lstm.id_inputs import id_bound
+
+    arr = np.asarray(windows)
+    bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (arr < 0) | (arr >= id_bound(x))
+    if bad.any():
+        raise DataError(
+            f"'{source}' holds values that are not ids input '{x.name}' takes ({x.dtype}, 0 to {id_bound(x) - 1}); "
+            f"first: {float(arr[bad][0]):g}.",
+            "Give whole-number ids inside the embedding's vocabulary (--input-dtype sets the input's type).")
+    return list(arr.astype(x.dtype))
 
 
 def validation_feeds(model: LoadedModel, recipe: Recipe, data: Path | None) -> ValidationData:
@@ -75,9 +105,10 @@ def validation_feeds(model: LoadedModel, recipe: Recipe, data: Path | None) -> V
     if data is not None:
         w = data_mod.windows_from(data, steps, feats, model.normalization, limit=recipe.max_samples)
         windows, targets, source = list(w.x), w.y, w.source
+        if is_ids(x):
+            windows = _check_ids(windows, x, w.source)
     else:
-        n = recipe.random_samples
-        windows = list(rng.standard_normal((n, steps, feats)).astype(np.float32))
+        windows = _random_windows(x, rng, recipe.random_samples, steps, feats)
         targets, source = None, f"random (seed {recipe.seed})"
     samples = []
     for win in windows:
@@ -106,7 +137,9 @@ def calibration_set(model: LoadedModel, recipe: Recipe, calib: str | None) -> Ca
     windows = data_mod.windows_from(Path(calib), steps, feats, model.normalization,
                                     limit=recipe.calibration_samples).x
     source = str(calib)
-    if len(windows) >= recipe.min_calibration_samples and recipe.calibration_margin > 0:
+    if is_ids(x):  # ids are not shifted: a shifted id is another token, or none at all
+        windows = np.asarray(_check_ids(list(windows), x, source)).reshape(len(windows), *x.concrete(1))
+    elif len(windows) >= recipe.min_calibration_samples and recipe.calibration_margin > 0:
         m = np.float32(recipe.calibration_margin)
         windows = np.concatenate([windows, windows - m, windows + m])
         source += f": {len(windows) // 3} windows, each also shifted by ±{recipe.calibration_margin:g} (normalised)"

@@ -17,6 +17,8 @@ from the file pass through :func:`edge_lstm.outputs.safe_name`.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,8 +196,13 @@ def load(
     path: str | Path,
     input_shapes: list[tuple[int, ...]] | None = None,
     trust_pickle: bool = False,
+    input_dtypes: Sequence[str] = (),
 ) -> LoadedModel:
-    """Load a model file; ``input_shapes`` overrides or supplies the input shapes."""
+    """Load a model file; ``input_shapes`` overrides or supplies the input shapes.
+
+    Inputs that reach an embedding are integer ids (:mod:`edge_lstm.id_inputs`), found from the graph;
+    ``input_dtypes`` (one per input) says it where the graph cannot.
+    """
     path = Path(path)
     verdict = inspect(path)
     if verdict.needs_trust and not trust_pickle:
@@ -213,6 +220,13 @@ def load(
             f"The input shapes of '{path}' ({model.format}) are not stored in the file.",
             "Pass them with --input-shape, e.g. --input-shape 1x96x1 (once per forward() input).",
         )
+    from edge_lstm.id_inputs import mark_ids
+
+    mark_ids(model, input_dtypes)
+    if model.format == "torchscript":
+        from edge_lstm.checks import check_torchscript
+
+        check_torchscript(model.module, model.inputs.inputs)  # before anything runs it at a rank it cannot take
     model.outputs = probe_outputs(model)
     if model.format != "checkpoint":
         mark_batch_axes(model)
@@ -236,7 +250,7 @@ def _override_shapes(spec: InputSpec, shapes: list[tuple[int, ...]], path: Path)
                     f"but input '{prev.name}' has rank {len(prev.shape)} {tuple(prev.shape)}.",
                 )
             dims = tuple("batch" if isinstance(p, str) else s for p, s in zip(prev.shape, shape, strict=True))
-            out.append(TensorSpec(prev.name, dims, prev.dtype))
+            out.append(prev.with_shape(dims))
         else:
             name = "x" if i == 0 else f"input_{i}"
             dims2: tuple[int | str, ...] = tuple(shape)
@@ -245,11 +259,15 @@ def _override_shapes(spec: InputSpec, shapes: list[tuple[int, ...]], path: Path)
 
 
 def example_inputs(spec: InputSpec, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
-    """Seeded random tensors that fit ``spec``."""
+    """Seeded random tensors that fit ``spec`` (valid ids for integer inputs)."""
     import torch
 
+    from edge_lstm.id_inputs import id_bound
+
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(*t.concrete(batch), generator=gen) for t in spec.inputs]
+    return [torch.randint(0, id_bound(t), t.concrete(batch), generator=gen, dtype=getattr(torch, t.dtype))
+            if not t.dtype.startswith("float") else torch.randn(*t.concrete(batch), generator=gen)
+            for t in spec.inputs]
 
 
 def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
@@ -263,7 +281,7 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
     except Exception as e:  # the model's own error says what it wanted
         shapes = ", ".join("x".join(map(str, t.concrete(1))) for t in model.inputs.inputs)
         raise ShapeError(
-            f"The model rejects input shape(s) {shapes}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            f"The model rejects input shape(s) {shapes}: {_model_error(e)}",
             "Check --input-shape against what forward() expects (batch, time, features for batch_first).",
         ) from e
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -278,6 +296,13 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
         TensorSpec(n, tuple("batch" if a == _out_batch_axis(model, i) else d for a, d in enumerate(o.shape)))
         for i, (n, o) in enumerate(zip(names, outs, strict=True))
     )
+
+
+def _model_error(e: BaseException) -> str:
+    """The model's own complaint: TorchScript puts it last, after the traceback of where it was traced."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    last = next((ln for ln in reversed(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln)), None)
+    return (last.split(": ", 1)[1] if last and len(lines) > 1 else (lines or [type(e).__name__])[0])[:400]
 
 
 def _out_batch_axis(model: LoadedModel, index: int) -> int:
@@ -387,11 +412,15 @@ def _load_exported(path: Path) -> LoadedModel:
         ) from e
     finally:
         quiet.setLevel(level)
+    from edge_lstm.id_inputs import from_exported
+
     args = ep.example_inputs[0] if ep.example_inputs else ()
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    ids = from_exported(ep)  # an input the program hands to an embedding: its table's rows
     specs = tuple(
         TensorSpec(safe_name(names[i], f"input_{i}") if i < len(names) else f"input_{i}",
-                   tuple(int(d) for d in a.shape), str(a.dtype).removeprefix("torch."))
+                   tuple(int(d) for d in a.shape), str(a.dtype).removeprefix("torch."),
+                   ids.get(names[i]) if i < len(names) and not a.is_floating_point() else None)
         for i, a in enumerate(args) if isinstance(a, torch.Tensor)
     )
     return LoadedModel(module, "exported-program", safe_name(path.stem.split(".")[0]), InputSpec(specs), (),

@@ -74,6 +74,7 @@ class ExportOptions:
     firmware: bool = False  # also write fw/ (edge_lstm.firmware): TFLite Micro C arrays, dependency-free C
     units: str | None = None  # the forecast target's units, for the report (default: the checkpoint's metadata)
     html: bool = True  # write report.html (tuning trials exported to a temporary directory skip it)
+    input_dtypes: tuple[str, ...] = ()  # per input ("int64" for ids) where the graph does not say (edge_lstm.id_inputs)
 
 
 @dataclass
@@ -99,7 +100,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
 
     check_destination(options.output_dir, options.force)
     say("loading model")
-    model = sources.open_model(model_path, list(options.input_shapes) or None, options.trust_pickle)
+    model = sources.open_model(model_path, list(options.input_shapes) or None, options.trust_pickle,
+                               options.input_dtypes)
     _check_request(options)
     if options.prove_on:
         from edge_lstm import prove_device

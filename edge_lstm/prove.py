@@ -18,7 +18,6 @@ import numpy as np
 from edge_lstm import feeds as feeds_mod
 from edge_lstm import preflight, progress
 from edge_lstm.artifact import Artifact, Failure
-from edge_lstm.spec import Precision
 
 if TYPE_CHECKING:
     from edge_lstm.load import LoadedModel
@@ -30,19 +29,46 @@ Progress = Callable[[str], None]
 
 
 def runtimes_for(art: Artifact) -> list[str]:
-    """The runtimes an artifact is validated on (TFLite Micro for fused float and int8 TFLite)."""
+    """The runtimes an artifact is validated on: TFLite Micro too for every TFLite file whose ops and
+    precision it has kernels for (:func:`~edge_lstm.lower.tflite.support.micro_blockers`), whatever the
+    lowering; the others carry a note with the reason."""
     if art.format == "onnx":
         return ["onnxruntime"]
+    from edge_lstm.lower.tflite.support import micro_blockers
     from edge_lstm.runners.litert import pick_runtime
 
     names = [pick_runtime()]
-    if "fused" in (art.lowering or "") and art.precision in (Precision.FP32, Precision.INT8):
-        if tflm_available():
-            names.append("tflm")
-        else:
-            art.notes.append("not validated on TFLite Micro: the tflite-micro package is not installed "
-                             "(pip install 'edge-lstm[micro]')")
+    _note_tflite_runtime(art)
+    try:
+        blockers = micro_blockers(art.data)
+    except Exception:  # a file our reader cannot follow is not judged here: the child run on each runtime says
+        blockers = []
+    if blockers:
+        art.notes.append("not validated on TFLite Micro: " + "; ".join(blockers))
+    elif tflm_available():
+        names.append("tflm")
+    else:
+        art.notes.append("not validated on TFLite Micro: the tflite-micro package is not installed "
+                         "(pip install 'edge-lstm[micro]')")
     return names
+
+
+#: the tflite-runtime release Raspberry Pi images ship (numpy<2): its kernel table is measured (edge_lstm.kernels)
+PI_TFLITE_RUNTIME = "2.14"
+
+
+def _note_tflite_runtime(art: Artifact) -> None:
+    """Say in the report when tflite-runtime 2.14 lacks a kernel the artifact uses (it is then skipped there,
+    on a device and in ``profile``, with this reason, rather than failing)."""
+    from edge_lstm.kernels import missing
+
+    try:
+        lacks = missing(art.data, "tflite-runtime", PI_TFLITE_RUNTIME)
+    except Exception:  # unreadable here: the child runs decide what runs it (see runtimes_for)
+        return
+    if lacks:
+        art.notes.append(f"not runnable on tflite-runtime {PI_TFLITE_RUNTIME}: it has no kernel for "
+                         f"{'; '.join(lacks)} (run it on ai-edge-litert)")
 
 
 def tflm_available() -> bool:
@@ -90,6 +116,9 @@ def smoke(art: Artifact, runtimes: list[str], sample: dict[str, np.ndarray],
             art.notes.append(f"not validated on TFLite Micro: it has no kernel for {op}")
         elif why is not None and rt == "tflm" and _CANNOT in why:  # a kernel refuses a tensor: TFLM cannot run it
             art.notes.append("not validated on TFLite Micro: " + " ".join(why.split(_CANNOT)[-1].split()))
+        elif why is not None and rt == "tflite-runtime" and _LACKS in why:  # an older release: skipped, saying why
+            art.notes.append("not validated on " + " ".join(why.split(_LACKS)[0].split()) + ": it has no kernel for "
+                             + " ".join(why.split(_LACKS)[-1].split()).split("\nHint")[0])
         elif why is not None:
             art.failures.append(Failure("run", why, rt))
     return [rt for rt in runtimes if results.get(rt) is None]
@@ -99,6 +128,8 @@ def smoke(art: Artifact, runtimes: list[str], sample: dict[str, np.ndarray],
 #: (a projected LSTM): the ops do not allow TFLite Micro, which is a note; a crash there is still a failure
 _NO_KERNEL = "Didn't find op for builtin opcode"
 _CANNOT = "TFLite Micro cannot run this model:"
+#: what the LiteRT runner says when the runtime release lacks a kernel (edge_lstm.runners.litert)
+_LACKS = " cannot run this model: it has no kernel for "
 
 
 def prove(art: Artifact, model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,

@@ -119,6 +119,13 @@ def _prove_one(art: Artifact, config_for: Callable[[str], RemoteConfig], tmp: Pa
         except MissingRuntimeError as e:
             missing.append(f"{runtime} ({e.message})")
             continue
+        except RemoteError as e:  # that runtime's release lacks a kernel the artifact uses: skipped, with the reason
+            if " cannot run this model: it has no kernel for " not in e.message:
+                raise
+            reason = e.message.split(": ", 1)[-1].split("\nHint")[0]
+            art.notes.append(f"not proven on {summary['device']} with {runtime}: {' '.join(reason.split())}")
+            done.add(runtime)
+            continue
         if raw["runtime"] in done:  # litert fell back to the device's tflite-runtime: already proven
             continue
         done.add(raw["runtime"])

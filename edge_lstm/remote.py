@@ -29,7 +29,7 @@ from edge_lstm import schema
 from edge_lstm.errors import EdgeLstmError, MissingRuntimeError, RemoteError, UsageError
 
 #: modules the device-side runner needs, relative to the package directory
-ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "device.py")
+ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "device.py", "kernels.py", "tflite_read.py")
 _MAIN = "from edge_lstm.device import main\nraise SystemExit(main())\n"
 _HOST_RE = re.compile(r"^(?:ssh://)?(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(?::\d+)?$")
 #: characters allowed in --remote-dir: scp's legacy protocol hands the path to the remote shell unquoted
@@ -115,6 +115,8 @@ def build_zipapp(dest: Path) -> Path:
             z.write(pkg / name, f"edge_lstm/{name}")
         for f in sorted((pkg / "runners").glob("*.py")):
             z.write(f, f"edge_lstm/runners/{f.name}")
+        for f in sorted((pkg / "kernel_tables").glob("*.json")):  # what each runtime release has (kernels.py)
+            z.write(f, f"edge_lstm/kernel_tables/{f.name}")
     return dest
 
 

@@ -15,13 +15,14 @@ validation windows need a static window.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from edge_lstm.errors import InputFileError, ShapeError
+from edge_lstm.errors import InputFileError, ShapeError, UsageError
 from edge_lstm.load import LoadedModel, load
 from edge_lstm.spec import Dim, InputSpec, TensorSpec
 
@@ -69,11 +70,11 @@ def is_onnx(path: str | Path) -> bool:
 
 
 def open_model(path: str | Path, input_shapes: list[tuple[int, ...]] | None = None,
-               trust_pickle: bool = False) -> LoadedModel:
+               trust_pickle: bool = False, input_dtypes: Sequence[str] = ()) -> LoadedModel:
     """An ONNX file as :class:`OnnxModel`; anything else through :func:`edge_lstm.load.load`."""
     if is_onnx(path):
-        return load_onnx(path, input_shapes)
-    return load(path, input_shapes, trust_pickle)
+        return load_onnx(path, input_shapes, input_dtypes)
+    return load(path, input_shapes, trust_pickle, input_dtypes)
 
 
 def graph_of(model: LoadedModel) -> onnx.ModelProto:
@@ -97,8 +98,13 @@ def reference_runner(model: LoadedModel) -> Runner:
     return TorchRunner(model)
 
 
-def load_onnx(path: str | Path, input_shapes: list[tuple[int, ...]] | None = None) -> OnnxModel:
-    """Read and normalise an ONNX file; :class:`InputFileError` / :class:`ShapeError` on bad input."""
+def load_onnx(path: str | Path, input_shapes: list[tuple[int, ...]] | None = None,
+              input_dtypes: Sequence[str] = ()) -> OnnxModel:
+    """Read and normalise an ONNX file; :class:`InputFileError` / :class:`ShapeError` on bad input.
+
+    Input dtypes are the file's own (``input_dtypes`` may only repeat them); an integer input that indexes
+    an embedding table gets the table's row count as its id range.
+    """
     import onnx
 
     p = Path(path)
@@ -110,7 +116,7 @@ def load_onnx(path: str | Path, input_shapes: list[tuple[int, ...]] | None = Non
     load_external(proto, p)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)  # as written
     notes = _normalise(proto, p)
-    inputs = _inputs(proto, input_shapes, p)
+    inputs = _with_ids(_inputs(proto, input_shapes, p), proto, input_dtypes, p)
     _fix_dims(proto, inputs)
     model = OnnxModel(
         cast(Any, None), "onnx", p.stem.split(".")[0], inputs, _outputs(proto, inputs), source=p,
@@ -237,6 +243,22 @@ def _inputs(proto: onnx.ModelProto, shapes: list[tuple[int, ...]] | None, path: 
         specs.append(TensorSpec(vi.name, _resolve(vi.name, dims, given, k),
                                 helper.tensor_dtype_to_np_dtype(tt.elem_type).name))
     return InputSpec(tuple(specs))
+
+
+def _with_ids(spec: InputSpec, proto: onnx.ModelProto, given: Sequence[str], path: Path) -> InputSpec:
+    from edge_lstm import id_inputs
+
+    if given:
+        if len(given) != len(spec.inputs):
+            raise UsageError(f"{len(given)} --input-dtype given, but '{path.name}' takes {len(spec.inputs)} input(s).",
+                             "Pass --input-dtype once per input, in order.")
+        for t, d in zip(spec.inputs, given, strict=True):
+            if d != t.dtype:
+                raise UsageError(f"--input-dtype {d} for input '{t.name}' of '{path.name}', which the file declares "
+                                 f"as {t.dtype}.", "Drop --input-dtype: an ONNX file carries its input dtypes.")
+    rows = id_inputs.from_onnx(proto)
+    return InputSpec(tuple(replace(t, vocab=rows.get(t.name)) if not t.dtype.startswith("float") else t
+                           for t in spec.inputs))
 
 
 def _resolve(name: str, dims: list[int | str], given: tuple[int, ...] | None, index: int) -> tuple[Dim, ...]:

@@ -19,12 +19,14 @@ class TensorSpec:
     """Name, shape and dtype of one model input or output.
 
     ``shape`` holds ints for static axes and strings for dynamic ones
-    (``("batch", 96, 1)``).
+    (``("batch", 96, 1)``). ``vocab`` is set for integer id inputs (an embedding's
+    indices): the valid ids are ``0 .. vocab - 1`` (:mod:`edge_lstm.id_inputs`).
     """
 
     name: str
     shape: tuple[Dim, ...]
     dtype: str = "float32"
+    vocab: int | None = None
 
     def concrete(self, batch: int = 1) -> tuple[int, ...]:
         """The shape with every dynamic axis set to ``batch``."""
@@ -36,15 +38,21 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.vocab is not None:
+            d["vocab"] = self.vocab
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
         """Inverse of :meth:`to_dict`."""
-        return cls(str(d["name"]), tuple(d["shape"]), str(d.get("dtype", "float32")))
+        vocab = d.get("vocab")
+        return cls(str(d["name"]), tuple(d["shape"]), str(d.get("dtype", "float32")),
+                   int(vocab) if vocab is not None else None)
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.dtype}[{'x'.join(str(d) for d in self.shape)}]"
+        ids = f" (ids 0-{self.vocab - 1})" if self.vocab else ""
+        return f"{self.name}: {self.dtype}[{'x'.join(str(d) for d in self.shape)}]{ids}"
 
 
 @dataclass(frozen=True)

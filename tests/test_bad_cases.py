@@ -128,3 +128,15 @@ def test_export_for_stm32h7_measures_ram_with_tflite_micro(tmp_path: Path) -> No
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     entry = rep["profile"]["artifacts"][0]
     assert entry["runtime"] == "tflm" and {c["budget"]: c["status"] for c in entry["budget"]}["ram"] == "ok"
+
+
+def test_an_extra_axis_on_a_torchscript_model_is_exit_2_naming_the_shape_it_takes(tmp_path: Path) -> None:
+    """A traced LSTM runs on a 4-D input and ONNX shape inference lets it through; ONNX Runtime would not."""
+    for name, given, fits in (("residual", "1x12x1x1", "1x12x1"), ("time_major", "12x1x2x1", "12x1x2")):
+        path, _ = zoo.save(name, "torchscript", tmp_path)
+        for cmd in (["info", str(path)], ["export", str(path), "-o", str(tmp_path / "o")]):
+            proc = cli(*cmd, "--input-shape", given, "--json", cwd=tmp_path)
+            error = json.loads(proc.stdout)["error"]
+            assert proc.returncode == 2 and error["kind"] == "shape", proc.stdout + proc.stderr[-800:]
+            assert "takes 3 axes" in error["message"] and error["hint"] == f"Pass --input-shape {fits}."
+        assert not (tmp_path / "o").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -32,6 +33,12 @@ def test_zipapp_is_self_contained(tmp_path: Path) -> None:
         names = set(z.namelist())
     assert {"__main__.py", "edge_lstm/device.py", "edge_lstm/runners/base.py", "edge_lstm/spec.py"} <= names
     assert not any(n.endswith(("load.py", "capture.py", "profile.py")) for n in names)
+    assert "edge_lstm/kernel_tables/tflite-runtime-2.14.json" in names  # read from inside the zip on the device
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from edge_lstm import kernels; "
+            "print(kernels.table_for('tflite-runtime', '2.14.0')[73])")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.pyz")], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "1"  # LOG: float only
 
 
 def test_commands_are_lists_and_remote_argv_is_quoted() -> None:

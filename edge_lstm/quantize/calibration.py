@@ -113,14 +113,15 @@ def random_calibration(
     return CalibrationSet(samples, random=True, source="random")
 
 
-#: random token ids are drawn below this (any embedding worth calibrating has at least this many rows)
+#: random token ids are drawn below this when the embedding's size is not known (any embedding worth
+#: calibrating has at least this many rows); else below the embedding's row count (``spec.vocab``)
 RANDOM_IDS = 10
 
 
 def _random(rng: np.random.Generator, spec: TensorSpec, n: int) -> np.ndarray:
     shape = (n, *spec.concrete(1))
-    if np.dtype(spec.dtype).kind in "iu":  # token ids: small valid indices, not normal noise
-        return rng.integers(0, RANDOM_IDS, shape).astype(spec.dtype)
+    if np.dtype(spec.dtype).kind in "iu":  # token ids: valid indices over the whole table, not normal noise
+        return rng.integers(0, spec.vocab or RANDOM_IDS, shape).astype(spec.dtype)
     return rng.standard_normal(shape).astype(np.float32)
 
 

@@ -8,12 +8,14 @@ and write those Casts into the file ourselves, so the artifact says what it does
 on every runtime, and the report says which layers compute in float32. Their
 weights are still stored in float16, so the file is half the size either way.
 
-dynamic-int8 is ONNX Runtime's ``quantize_dynamic`` applied to the LSTM layers:
-``LSTM`` becomes ``com.microsoft.DynamicQuantizeLSTM`` (int8 weights, inputs
-quantized per call). Other weight layers stay float32 and the notes say why.
-ONNX Runtime has no quantized GRU: a model without LSTM layers is refused
-(:class:`UnsupportedModel`, exit code 5) rather than written as a float file
-labelled int8.
+dynamic-int8 is ONNX Runtime's ``quantize_dynamic`` applied to the recurrent
+layers: ``LSTM`` becomes ``com.microsoft.DynamicQuantizeLSTM`` (int8 weights,
+inputs quantized per call). ONNX Runtime has no quantized GRU or RNN op, so
+those become ``Scan`` loops whose two weight products the quantizer's MatMul
+entry quantizes (:mod:`edge_lstm.quantize.onnx_gru`). Other weight layers stay
+float32 and the notes say why. A model with no recurrent layer the quantizer
+can reach is refused (:class:`UnsupportedModel`, exit code 5) rather than
+written as a float file labelled int8.
 
 Static int8 (QDQ) is refused for ONNX: ONNX Runtime's static quantizer has no
 LSTM entry, so it would quantize only the head and leave every recurrent weight
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm.errors import UnsupportedModel, UsageError
-from edge_lstm.quantize import onnx_scan
+from edge_lstm.quantize import onnx_gru, onnx_scan
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.spec import Precision
 
@@ -86,14 +88,21 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     _constants_to_initializers(model)
+    _name_nodes(model)
+    inits = {i.name for i in model.graph.initializer}
+    kept = [f"{n.op_type} '{n.name}' ({why})" for n in model.graph.node if n.op_type in ("GRU", "RNN")
+            for why in [onnx_gru.why_not(n, inits)] if why]
+    recurrent = onnx_gru.expand(model)  # GRU/RNN as Scans of Gemms: the quantizer's MatMul entry reaches them
     names = _name_nodes(model)
-    scans = {n.name for n in onnx_scan.projected_scans(model)}
-    lstms = [n for op, n in names if op == "LSTM"] + onnx_scan.weight_products(model)
+    scans = {n.name for n in onnx_scan.projected_scans(model)} | {n.name for n in model.graph.node
+                                                                  if n.doc_string.startswith(onnx_gru.TAG)}
+    lstms = [n for op, n in names if op == "LSTM"] + onnx_scan.weight_products(model) + recurrent
     floats = [f"{op} '{n}'" for op, n in names if op in _WEIGHT_OPS and op != "LSTM" and n not in scans]
     if not lstms:
         raise UnsupportedModel(
-            "dynamic-int8 for ONNX quantizes LSTM layers, and this model has none "
-            f"(its weight layers: {', '.join(floats) or 'none'}). ONNX Runtime has no quantized GRU or RNN kernel.",
+            "dynamic-int8 for ONNX quantizes recurrent layers, and this model has none it can quantize "
+            f"(its weight layers: {', '.join(kept or floats) or 'none'}). ONNX Runtime has no quantized GRU or RNN "
+            "op; edge-lstm rewrites PyTorch's GRU and RNN cells as loops of int8 products, and these are not.",
             "Use --precision fp16 for ONNX, or the TFLite format, whose dynamic-int8 covers GRU layers too.",
         )
     with tempfile.TemporaryDirectory(prefix="edge-lstm-q-") as tmp:
@@ -113,6 +122,15 @@ def dynamic_int8(proto: onnx.ModelProto) -> QuantizedArtifact:
     weights = _weight_counts(model)
     total = max(1, sum(weights.values()))
     notes = [_float_reason(f, weights.get(f.split("'")[1], 0), total) for f in floats]
+    if recurrent:
+        notes.append("GRU/RNN layers run as ONNX Scan loops of int8-weight products (ONNX Runtime has no quantized "
+                     "GRU or RNN op); the float artifacts keep the GRU/RNN op. This saves file size, not time: a "
+                     "loop step with per-call activation quantization is slower than the float GRU/RNN op "
+                     "(measure with --profile).")
+    size, before = out.ByteSize(), proto.ByteSize()
+    if size > before:  # said, not hidden: on a tiny model the quantization nodes and scales outweigh the int8 bytes
+        notes.append(f"this file ({size:,} B) is larger than the float32 one ({before:,} B): at {total:,} weights "
+                     "the per-call quantization nodes and scales outweigh the int8 savings; fp32 or fp16 is smaller.")
     return QuantizedArtifact(out.SerializeToString(), Precision.DYNAMIC_INT8, notes, floats)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm.errors import UnsupportedModel
+from edge_lstm.kernels import NO_KERNEL, installed_version, missing
 from edge_lstm.runners.base import Runner
 from edge_lstm.runners.quant_io import from_model, to_model
 from edge_lstm.spec import TensorSpec
@@ -69,7 +71,12 @@ class LiteRTRunner(Runner):
         if not self.xnnpack:
             # The builtin kernels without the default (XNNPACK) delegate.
             kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.interpreter = module.Interpreter(**kwargs)
+        try:
+            self.interpreter = module.Interpreter(**kwargs)
+        except (ValueError, RuntimeError) as e:
+            if NO_KERNEL not in str(e):
+                raise
+            raise self._no_kernel(e) from e
         self.interpreter.allocate_tensors()
         ins = self.interpreter.get_input_details()
         outs = self.interpreter.get_output_details()
@@ -79,6 +86,16 @@ class LiteRTRunner(Runner):
         self._out_index = [int(d["index"]) for d in outs]
         self._in_q = [_quant(d) for d in ins]
         self._out_q = [_quant(d) for d in outs]
+
+    def _no_kernel(self, e: BaseException) -> UnsupportedModel:
+        """This runtime lacks a kernel (op version) the model uses: every one it lacks, from the measured table."""
+        data = self.model if isinstance(self.model, bytes) else Path(self.model).read_bytes()
+        release = installed_version(self.runtime) or "unknown"
+        lacks = missing(data, self.runtime, release) or [" ".join(str(e).split()).split(". ")[0]]
+        return UnsupportedModel(
+            f"{self.version()} cannot run this model: it has no kernel for {'; '.join(lacks)}.",
+            "Run it on ai-edge-litert (pip install ai-edge-litert), which has the newer kernels, or export a "
+            "precision whose ops this runtime has (`edge-lstm ops`).")
 
     def _unload(self) -> None:
         self.interpreter = None

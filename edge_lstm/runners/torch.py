@@ -33,7 +33,7 @@ class TorchRunner(Runner):
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        args = [torch.from_numpy(np.ascontiguousarray(feed[n], dtype=np.float32)) for n in self.input_names]
+        args = [torch.from_numpy(np.ascontiguousarray(feed[t.name], dtype=_np_dtype(t.dtype))) for t in self.inputs]
         with torch.inference_mode():
             out = self.model.module(*args)
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -44,3 +44,8 @@ class TorchRunner(Runner):
         import torch
 
         return str(torch.__version__)
+
+
+def _np_dtype(name: str) -> np.dtype:
+    """The numpy dtype the module takes for an input: ids keep their integer type, the rest is float32."""
+    return np.dtype(name) if name in ("int64", "int32") else np.dtype(np.float32)

@@ -41,10 +41,11 @@ SUPPORT: dict[str, OpSupport] = {
     "LSTM": OpSupport("UNIDIRECTIONAL_SEQUENCE_LSTM (fused) or a WHILE loop (loop)", onnx_dynamic_int8="int8",
                       note="bidirectional: two unidirectional ops; initial state as input or cell state as output: "
                            "the loop"),
-    "GRU": OpSupport("a WHILE loop (TFLite has no fused GRU)", onnx_dynamic_int8=_WEIGHTS_FLOAT,
-                     note="ONNX Runtime has no quantized GRU"),
-    "RNN": OpSupport("UNIDIRECTIONAL_SEQUENCE_RNN (fused) or a WHILE loop", onnx_dynamic_int8=_WEIGHTS_FLOAT,
-                     note="int8 and TFLite Micro: the loop (no integer or Micro sequence-RNN kernel)"),
+    "GRU": OpSupport("a WHILE loop (TFLite has no fused GRU)", onnx_dynamic_int8="int8",
+                     note="ONNX dynamic-int8: a Scan of int8 products (ONNX Runtime has no quantized GRU op)"),
+    "RNN": OpSupport("UNIDIRECTIONAL_SEQUENCE_RNN (fused) or a WHILE loop", onnx_dynamic_int8="int8",
+                     note="int8 and TFLite Micro: the loop (no integer or Micro sequence-RNN kernel); ONNX "
+                          "dynamic-int8: a Scan of int8 products"),
     "Scan": OpSupport("UNIDIRECTIONAL_SEQUENCE_LSTM with projection, or a WHILE loop", onnx_dynamic_int8="int8",
                       note="only the Scan a proj_size LSTM is captured as"),
     # dense and convolution layers
@@ -109,7 +110,8 @@ SUPPORT: dict[str, OpSupport] = {
     "Flatten": OpSupport("RESHAPE"),
     "Transpose": OpSupport("TRANSPOSE (a RESHAPE when only unit axes move)"),
     "Slice": OpSupport("STRIDED_SLICE", note="constant bounds"),
-    "Gather": OpSupport("STRIDED_SLICE (one index) or GATHER", note="an embedding is a GATHER"),
+    "Gather": OpSupport("STRIDED_SLICE (one index) or GATHER",
+                        note="an embedding is a GATHER; TFLite Micro's takes int32 positions, not int64 token ids"),
     "Concat": OpSupport("CONCATENATION"),
     "Split": OpSupport("SPLIT or STRIDED_SLICE"),
     "Expand": OpSupport("BROADCAST_TO"),
@@ -170,7 +172,7 @@ def micro_blockers(data: bytes) -> list[str]:
     is held to the integer kernels TFLite Micro has.
     """
     from edge_lstm.cost_tflite import tflite_cost
-    from edge_lstm.tflite_read import op_name, read
+    from edge_lstm.tflite_read import dtype_name, op_name, read
 
     model = read(data)
     precision = tflite_cost(data).precision
@@ -185,4 +187,6 @@ def micro_blockers(data: bytes) -> list[str]:
                 reasons.append(f"no {'integer ' if precision == 'int8' else ''}{name} kernel")
             elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 16 and op.inputs[16] >= 0:
                 reasons.append("its LSTM kernel has no projection (proj_size)")
+            elif name == "GATHER" and len(op.inputs) > 1 and dtype_name(g.tensors[op.inputs[1]].type) == "int64":
+                reasons.append("its GATHER kernel takes int32 positions, not int64 (token ids)")
     return sorted(set(reasons))
