@@ -65,12 +65,12 @@ def status(arch: str = "arm64", image_dir: Path | None = None) -> dict[str, Any]
 @contextlib.contextmanager
 def _readable(path: Path) -> Iterator[None]:
     """A root-owned image seen by another user (or a file given as the directory): one clear error, no traceback."""
-    if path.exists() and not path.is_dir():
-        from edge_lstm.errors import UsageError
-
-        raise UsageError(f"--image-dir '{path}' is a file, not a directory.",
-                         "Pass a directory for the cached userland (it is created if missing).")
     try:
+        if path.exists() and not path.is_dir():  # inside the try: stat() of a root-only path is denied too
+            from edge_lstm.errors import UsageError
+
+            raise UsageError(f"--image-dir '{path}' is a file, not a directory.",
+                             "Pass a directory for the cached userland (it is created if missing).")
         yield
     except PermissionError as e:
         from edge_lstm.errors import EmulationError
