@@ -50,14 +50,26 @@ def make_windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarra
 
 def train_forecaster(tmp: Path, window: int = WINDOW, hidden: int = HIDDEN, layers: int = LAYERS,
                      steps: int = STEPS) -> Forecaster:
-    """Train the seeded forecaster and capture it as ONNX."""
+    """Train the seeded forecaster (on one thread) and capture it as ONNX."""
     import torch
-
-    from edge_lstm import archs, capture, load
 
     series = seattle_series()
     split = int(0.7 * len(series))
     mean, std = float(series[:split].mean()), float(series[:split].std())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same weights whatever the machine's core count or OMP_NUM_THREADS
+    try:
+        return _train(tmp, window, hidden, layers, steps, series, split, mean, std)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(tmp: Path, window: int, hidden: int, layers: int, steps: int, series: np.ndarray, split: int,
+           mean: float, std: float) -> Forecaster:
+    import torch
+
+    from edge_lstm import archs, capture, load
+
     norm = (series - mean) / std
     train_x, train_y = make_windows(norm[:split], window)
     test_x, test_y = make_windows(norm[split:], window)
