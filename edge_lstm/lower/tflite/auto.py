@@ -54,5 +54,6 @@ def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, lit
     if int8:
         return with_reason(loop, "auto", "auto: loop for full int8 on LiteRT: int8 fully-connected ops XNNPACK runs, "
                                          "int16 cell state (TFLite's fused integer LSTM kernel is not delegated)")
-    return with_reason(loop, "auto", "auto: loop, faster than the fused op on LiteRT with XNNPACK "
-                                     "(pin the other with --lowering fused)")
+    return with_reason(loop, "auto", "auto: loop, which ran faster than the fused op on LiteRT with XNNPACK in "
+                                     "edge-lstm's benchmark (a rule, not timed here; pin the other with --lowering "
+                                     "fused)")
