@@ -36,6 +36,7 @@ from typing import Any
 from edge_lstm import __version__, schema
 from edge_lstm.bundle_read import FORMAT_VERSION, MANIFEST, manifest_schema
 from edge_lstm.bundle_state import io_specs, state_map
+from edge_lstm.data import is_number
 from edge_lstm.errors import InputFileError, UsageError
 from edge_lstm.jsonio import clean, loads_strict
 from edge_lstm.outputs import check_filename, safe_name
@@ -192,20 +193,13 @@ def _csv_header(report: dict[str, Any], n: int, out_dir: Path) -> list[str] | No
             continue
         if len(rows) < 2:
             return None
-        numeric = [j for j, cell in enumerate(rows[1]) if _is_number(cell)]
+        numeric = [j for j, cell in enumerate(rows[1]) if is_number(cell)]
         names = [rows[0][j].strip() for j in numeric if j < len(rows[0])]
-        if len(names) == n and all(names) and not any(_is_number(h) for h in names):
+        if len(names) == n and all(names) and not any(is_number(h) for h in names):
             return names
         return None
     return None
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _forecast(model: dict[str, Any], names: list[str], arts: list[dict[str, Any]]) -> dict[str, Any] | None:

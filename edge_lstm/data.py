@@ -106,10 +106,10 @@ def _read_csv(path: Path, columns: list[str] | None = None) -> np.ndarray:
                         "Each row holds numbers separated by commas; check the file is the series you meant.") from e
     if not rows:
         raise DataError(f"'{path}' is empty.")
-    if len(rows) == 1 and not all(_is_number(c) for c in rows[0]):
+    if len(rows) == 1 and not all(is_number(c) for c in rows[0]):
         raise DataError(f"'{path}' has a header but no rows.")
     candidates = [j for j in range(len(rows[-1])) if _column_numeric(rows[1:] or rows, j)]
-    header = any(j < len(rows[0]) and not _is_number(rows[0][j]) for j in candidates)
+    header = any(j < len(rows[0]) and not is_number(rows[0][j]) for j in candidates)
     body = rows[1:] if header else rows
     if not body:
         raise DataError(f"'{path}' has a header but no rows.")
@@ -140,7 +140,8 @@ def _cell(cell: str, path: Path, row: int, col: int) -> float:
         raise DataError(f"'{path}' row {row}, column {col + 1}: '{cell}' is not a number.") from None
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """True when ``float(text)`` parses (the CSV readers' test for a numeric cell or a header)."""
     try:
         float(text)
     except ValueError:
@@ -150,7 +151,7 @@ def _is_number(text: str) -> bool:
 
 def _column_numeric(rows: list[list[str]], j: int) -> bool:
     sample = [r[j].strip() for r in rows[:50] if j < len(r)]
-    return bool(sample) and all(_is_number(c) or c.lower() in ("nan", "na", "null", "none", "") for c in sample)
+    return bool(sample) and all(is_number(c) or c.lower() in ("nan", "na", "null", "none", "") for c in sample)
 
 
 def _check_finite(arr: np.ndarray, path: Path, why: str = "") -> None:

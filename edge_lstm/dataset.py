@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm.data import is_number
 from edge_lstm.errors import DataError, InputFileError, UsageError
 
 _MISSING = ("", "nan", "na", "null", "none")
@@ -65,17 +66,10 @@ class Table:
         out = []
         for name, cells in self.columns.items():
             sample = [c.strip() for c in cells[:50]]
-            if sample and all(_is_number(c) for c in sample):
+            if sample and all(is_number(c) for c in sample):
                 out.append(name)
         return out
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_table(path: str | Path) -> Table:
@@ -91,7 +85,7 @@ def read_table(path: str | Path) -> Table:
     if not rows:
         raise DataError(f"'{path}' is empty.")
     header = [h.strip() for h in rows[0]]
-    if all(_is_number(h) for h in header):
+    if all(is_number(h) for h in header):
         raise DataError(f"'{path}' has no header row (its first row is all numbers).",
                         "Training picks columns by name: add a header line such as 'date,temp'.")
     if len(set(header)) != len(header):
@@ -243,7 +237,7 @@ def encode_labels(cells: list[str], path: Path, column: str) -> tuple[np.ndarray
             raise DataError(f"'{path}' row {i + 2}, column '{column}': the label is missing.",
                             "Every row needs a label; drop unlabelled rows.")
     distinct = set(values)
-    classes = sorted(distinct, key=float) if all(_is_number(v) for v in distinct) else sorted(distinct)
+    classes = sorted(distinct, key=float) if all(is_number(v) for v in distinct) else sorted(distinct)
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[v] for v in values], dtype=np.int64), classes
 
