@@ -221,12 +221,14 @@ from edge_lstm import (  # noqa: E402 - register on the app defined above
     cli_ops,
     cli_profile,
     cli_train,
+    cli_tune,
 )
 
 cli_profile.register(app)
 cli_ops.register(app)
 cli_device.register(app)
 cli_train.register(app)
+cli_tune.register(app)
 cli_firmware.register(app)
 cli_bundle.register(app)
 

@@ -22,11 +22,8 @@ err = Console(stderr=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``tune`` to ``app``."""
-    from edge_lstm import cli_tune
-
+    """Add ``train`` to ``app`` (``tune``, which reuses this module's options, registers itself: cli_tune)."""
     app.command("train")(train_command)
-    app.command("tune")(cli_tune.tune_command)
 
 
 def split_list(text: str | None) -> tuple[str, ...]:

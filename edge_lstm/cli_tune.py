@@ -27,6 +27,10 @@ from edge_lstm.cli_train import (
 )
 
 
+def register(app: typer.Typer) -> None:
+    """Add ``tune`` to ``app``."""
+    app.command("tune")(tune_command)
+
 def _ints(text: str, name: str) -> tuple[int, ...]:
     from edge_lstm.errors import UsageError
 

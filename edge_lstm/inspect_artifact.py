@@ -38,6 +38,23 @@ def onnx_parameters(proto: onnx.ModelProto) -> int:
     return total
 
 
+def load_external(proto: onnx.ModelProto, path: Path) -> None:
+    """Inline external weights, refusing locations outside the model's directory (``info`` and ``export`` both)."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    base = path.resolve().parent
+    tensors = [t for t in proto.graph.initializer if uses_external_data(t)]
+    for t in tensors:
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (base / loc).resolve()
+        if not loc or Path(loc).is_absolute() or base not in target.parents or not target.is_file():
+            raise InputFileError(
+                f"'{path}' keeps tensor '{t.name}' in an external file '{loc}' that is missing or outside "
+                "the model's directory.", "Keep the .onnx and its data file together, or save it as one file.")
+    if tensors:
+        load_external_data_for_model(proto, str(base))
+
+
 def describe(path: str | Path) -> dict[str, Any]:
     """A JSON-ready description of an ``.onnx`` or ``.tflite`` artifact."""
     from edge_lstm.cost import artifact_format
@@ -61,8 +78,6 @@ def _describe_onnx(p: Path) -> dict[str, Any]:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as e:
         raise InputFileError(f"'{p}' cannot be read as ONNX: {e}.") from e
-    from edge_lstm.sources import load_external
-
     load_external(proto, p)  # an external-data location outside the model's directory is refused here
     inits = {i.name for i in proto.graph.initializer}
 

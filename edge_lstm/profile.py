@@ -231,12 +231,12 @@ def _profile_artifact(p: Path, options: ProfileOptions, remote: RemoteConfig | N
                 if runtime == "tflm":
                     tflm_check.raise_if_unrunnable(p, e)
                 raise
-            check = tflm_check.outputs_check(raw, out_path, feed_path, options, p)
+            check = tflm_check.outputs_check(raw, out_path, feed_path, options, p, run_local)
         else:
             from edge_lstm.remote import run_remote
 
             raw = run_remote(remote, p, feed_path, options.device_args(), options.timeout_s, on_runs=on_runs)
-            check = tflm_check.outputs_check(raw, None, feed_path, options, p)
+            check = tflm_check.outputs_check(raw, None, feed_path, options, p, run_local)
     entry = summarize(raw, p, fmt, options, where=remote.host if remote else "host")
     entry["outputs_check"] = check
     return entry

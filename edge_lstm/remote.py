@@ -310,8 +310,8 @@ def _no_json(cfg: RemoteConfig, proc: subprocess.CompletedProcess[str]) -> dict[
                           "(or ai-edge-litert / tflite-runtime), or point --remote-python at a Python that has them.")
     if proc.returncode == 127:
         raise RemoteError(f"'{cfg.python}' was not found on {cfg.host}.",
-                          "Install Python 3.10+ on the device, or pass --remote-python with its path.")
+                          "Install Python 3.9+ on the device, or pass --remote-python with its path.")
     if "SyntaxError" in err or "TypeError: unsupported operand" in err:
         raise RemoteError(f"'{cfg.python}' on {cfg.host} is too old for the device runner: {_last(err)}",
-                          "The device runner needs Python 3.10 or newer.")
+                          "The device runner needs Python 3.9 or newer.")
     raise RemoteError(f"The device runner failed on {cfg.host} (exit {proc.returncode}): {_last(err)}")

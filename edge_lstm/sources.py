@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from edge_lstm.errors import InputFileError, ShapeError, UsageError
+from edge_lstm.inspect_artifact import load_external, onnx_parameters, op_counts
 from edge_lstm.load import LoadedModel, load
 from edge_lstm.spec import Dim, InputSpec, TensorSpec
 
@@ -45,8 +46,6 @@ class OnnxModel(LoadedModel):
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description: format, producer, opset, op counts, parameters, specs."""
-        from edge_lstm.inspect_artifact import onnx_parameters, op_counts
-
         counts = op_counts(self.proto)
         return {
             "name": self.name, "format": "onnx", "arch": None, "config": None, "task": self.task,
@@ -124,23 +123,6 @@ def load_onnx(path: str | Path, input_shapes: list[tuple[int, ...]] | None = Non
         proto=proto, notes=notes,
     )
     return model
-
-
-def load_external(proto: onnx.ModelProto, path: Path) -> None:
-    """Inline external weights, refusing locations outside the model's directory."""
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
-
-    base = path.resolve().parent
-    tensors = [t for t in proto.graph.initializer if uses_external_data(t)]
-    for t in tensors:
-        loc = next((e.value for e in t.external_data if e.key == "location"), "")
-        target = (base / loc).resolve()
-        if not loc or Path(loc).is_absolute() or base not in target.parents or not target.is_file():
-            raise InputFileError(
-                f"'{path}' keeps tensor '{t.name}' in an external file '{loc}' that is missing or outside "
-                "the model's directory.", "Keep the .onnx and its data file together, or save it as one file.")
-    if tensors:
-        load_external_data_for_model(proto, str(base))
 
 
 def _normalise(proto: onnx.ModelProto, path: Path) -> list[str]:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from edge_lstm.profile import ProfileOptions
     from edge_lstm.targets import Target
 
+#: ``profile.run_local``'s shape: (artifact, feed, options, format, outputs path) -> raw run figures.
+RunLocal = Callable[[Path, Path, "ProfileOptions", str, Path], dict[str, Any]]
+
 _HINT = ("Microcontrollers run fused float32 or full-integer TFLite: export with --format tflite --precision int8 "
          "(or fp32) --lowering fused.")
 
@@ -55,31 +58,34 @@ def raise_if_unrunnable(path: Path, error: InputFileError) -> None:
 
 
 def outputs_check(raw: dict[str, Any], outputs: Path | None, feed: Path, options: ProfileOptions,
-                  artifact: Path) -> dict[str, Any]:
-    """NaN/Inf in the run's outputs, and the comparison with ``options.reference`` (host runs only)."""
+                  artifact: Path, run_reference: RunLocal) -> dict[str, Any]:
+    """NaN/Inf in the run's outputs, and the comparison with ``options.reference`` (host runs only).
+
+    ``run_reference`` is ``profile.run_local``, passed in so this module never imports the profiler back.
+    """
     non_finite = raw.get("non_finite_outputs")
     check: dict[str, Any] = {"non_finite": non_finite, "reference": None}
     if options.reference and outputs is not None and outputs.is_file():
         if options.streaming:
             check["reference_note"] = "not compared: a streaming run's steps are not the reference's windows"
         else:
-            check["reference"] = _compare(Path(options.reference), outputs, feed, options, artifact)
+            check["reference"] = _compare(Path(options.reference), outputs, feed, options, artifact, run_reference)
     ref_ok = check["reference"] is None or check["reference"]["passed"]
     check["correct"] = None if non_finite is None else bool(non_finite == 0 and ref_ok)
     return check
 
 
-def _compare(reference: Path, outputs: Path, feed: Path, options: ProfileOptions, artifact: Path) -> dict[str, Any]:
+def _compare(reference: Path, outputs: Path, feed: Path, options: ProfileOptions, artifact: Path,
+             run_reference: RunLocal) -> dict[str, Any]:
     from dataclasses import replace
 
     from edge_lstm import cost as cost_mod
-    from edge_lstm.profile import run_local
     from edge_lstm.recipes import load_recipe
     from edge_lstm.spec import Precision
     from edge_lstm.validate import compare
 
     ref_out = outputs.with_name("reference.npz")
-    run_local(reference, feed, replace(options, runtime="auto", runs=1, warmup=0),
+    run_reference(reference, feed, replace(options, runtime="auto", runs=1, warmup=0),
               cost_mod.artifact_format(reference), ref_out)
     with np.load(outputs) as got_z, np.load(ref_out) as ref_z:
         got = {k: got_z[k] for k in got_z.files}

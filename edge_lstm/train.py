@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edge_lstm import dataset, train_metrics
-from edge_lstm.errors import TrainingDiverged, UsageError
+from edge_lstm.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -305,10 +305,3 @@ def data_summary(table: dataset.Table, prep: dataset.Prepared, season: int | Non
         "windows": {k: len(v) for k, v in prep.starts.items()}, "season": season,
         "normalization": prep.normalization(),
     }
-
-
-def check_finite(value: float, where: str, lr: float) -> None:
-    """Stop with a clear message when the loss stops being a number."""
-    if not math.isfinite(value):
-        raise TrainingDiverged(f"The training loss became {value} ({where}) at learning rate {lr:.3g}.",
-                               "Lower --lr, keep --clip on (e.g. 1.0), or use --find-lr to pick the rate.")

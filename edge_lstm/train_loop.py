@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_lstm.errors import TrainingDiverged
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -90,8 +92,6 @@ class Loop:
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         import torch
-
-        from edge_lstm.train import check_finite
 
         train = self.sets["train"]
         order = torch.randperm(len(train), generator=self.gen)
@@ -174,3 +174,10 @@ def _profile(rel: np.ndarray, points: int = 32) -> list[list[float]]:
     t = len(rel)
     idx = np.unique(np.linspace(0, t - 1, min(points, t)).astype(int))
     return [[int(t - 1 - i), float(rel[i])] for i in idx]
+
+
+def check_finite(value: float, where: str, lr: float) -> None:
+    """Stop with a clear message when the loss stops being a number."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"The training loss became {value} ({where}) at learning rate {lr:.3g}.",
+                               "Lower --lr, keep --clip on (e.g. 1.0), or use --find-lr to pick the rate.")

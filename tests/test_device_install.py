@@ -5,6 +5,9 @@ Two real environments, built from the package registries the way a Raspberry Pi 
 * Python 3.11 with tflite-runtime 2.14 and numpy<2 (what Raspberry Pi images ship);
 * Python 3.10 with onnxruntime (devices still run 3.10).
 
+And the device runner's zipapp (what ``profile --remote`` copies to a device) alone, in environments that hold
+nothing but numpy and the runtimes: Python 3.9 (the oldest the device side supports) and 3.10.
+
 In each, ``edge-lstm profile``, ``info`` on an artifact and the device runner work, ``targets`` too on
 3.11, and none of torch, onnx or ai-edge-litert is installed or imported. Slow (building the environments
 takes a minute): CI runs it.
@@ -13,13 +16,13 @@ takes a minute): CI runs it.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from device_envs import make_env, pyenv_python
 from tflite_models import case
 
 from edge_lstm.lower.tflite import lower
@@ -55,26 +58,9 @@ def tflrt_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 tmp_path_factory.mktemp("tflrt") / "venv", ["numpy<2", "tflite-runtime==2.14.0"])
 
 
-def _python310() -> str | None:
-    """A Python 3.10 interpreter: pyenv's (the project's machines have one), else one on PATH."""
-    try:
-        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        root = ""
-    found = sorted(Path(root).glob("versions/3.10.*/bin/python3.10")) if root else []
-    candidates = [str(p) for p in found] + [c for c in [shutil.which("python3.10")] if c]
-    for c in candidates:
-        if subprocess.run([c, "-c", "import venv"], capture_output=True, check=False).returncode == 0:
-            return c
-    return None
-
-
 @pytest.fixture(scope="module")
 def py310_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = _python310()
-    if base is None:
-        pytest.skip("no Python 3.10 on this machine (pyenv provides one on the project's machines)")
-    return _env(base, tmp_path_factory.mktemp("py310") / "venv", ["numpy", "onnxruntime"])
+    return _env(pyenv_python("10"), tmp_path_factory.mktemp("py310") / "venv", ["numpy", "onnxruntime"])
 
 
 def _cli(py: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -136,3 +122,24 @@ def test_python_310_with_onnxruntime_only(py310_env: Path, artifacts: dict[str, 
                           str(artifacts["feed.npz"]), "--runtime", "onnxruntime"], capture_output=True, text=True,
                          check=False, cwd="/")
     assert dev.returncode == 0 and json.loads(dev.stdout)["python"].startswith("3.10"), dev.stdout + dev.stderr
+
+
+@pytest.mark.parametrize("minor", ["9", "10"])
+def test_zipapp_runs_on_old_pythons(minor: str, artifacts: dict[str, Path], tmp_path: Path) -> None:
+    """The zipapp is self-contained: edge-lstm is not installed here, only numpy and the runtimes."""
+    from edge_lstm.remote import build_zipapp
+
+    packages = ["numpy<2", "tflite-runtime==2.14.0", "onnxruntime"] if minor == "9" else ["numpy", "onnxruntime"]
+    py = make_env(pyenv_python(minor), tmp_path / "venv", packages, with_repo=False)
+    pyz = build_zipapp(tmp_path / "runner.pyz")
+    ran = ["m.fp32.tflite", "m.fp32.onnx"] if minor == "9" else ["m.fp32.onnx"]
+    for name in ran:
+        out = tmp_path / f"{name}.out.npz"
+        proc = subprocess.run([str(py), str(pyz), str(artifacts[name]), "--inputs", str(artifacts["feed.npz"]),
+                               "--outputs", str(out), "--runs", "3"], capture_output=True, text=True, check=False,
+                              cwd="/", timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        report = json.loads(proc.stdout)
+        assert report["python"].startswith(f"3.{minor}.") and len(report["latencies_s"]) == 3, report
+        with np.load(out) as got:
+            assert all(np.isfinite(got[k]).all() for k in got.files) and got.files

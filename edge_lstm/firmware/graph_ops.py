@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm.firmware.graph import TABLE, Builder, Val, attr, map_axis
+from edge_lstm.firmware.graph_base import TABLE, Builder, Val, attr, map_axis
 from edge_lstm.firmware.program import BINARY, UNARY, UNARY_ATTRS
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -19,6 +20,13 @@ import numpy as np
 
 from edge_lstm.errors import ShapeError
 from edge_lstm.spec import TensorSpec
+
+
+def zip_equal(*seqs: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    """``zip(..., strict=True)`` for Python 3.9, which the device side runs: sequences of unequal length raise."""
+    if len({len(s) for s in seqs}) > 1:
+        raise ValueError(f"zip_equal: lengths differ ({', '.join(str(len(s)) for s in seqs)})")
+    return zip(*seqs)  # noqa: B905 - the lengths are checked above; strict= is Python 3.10+
 
 
 class Runner(ABC):
@@ -87,7 +95,7 @@ class Runner(ABC):
         for spec in self.inputs:
             arr = feed[spec.name]
             if arr.ndim != len(spec.shape) or any(
-                isinstance(d, int) and d >= 0 and d != s for d, s in zip(spec.shape, arr.shape, strict=True)
+                isinstance(d, int) and d >= 0 and d != s for d, s in zip_equal(spec.shape, arr.shape)
             ):
                 raise ShapeError(
                     f"{self.runtime}: input '{spec.name}' has shape {tuple(arr.shape)}, the model takes {spec.shape}.",

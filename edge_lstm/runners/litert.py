@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_lstm.errors import UnsupportedModel
 from edge_lstm.kernels import NO_KERNEL, installed_version, missing
-from edge_lstm.runners.base import Runner
+from edge_lstm.runners.base import Runner, zip_equal
 from edge_lstm.runners.quant_io import from_model, to_model
 from edge_lstm.spec import TensorSpec
 
@@ -101,11 +101,11 @@ class LiteRTRunner(Runner):
         self.interpreter = None
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for spec, index, q in zip(self.inputs, self._in_index, self._in_q, strict=True):
+        for spec, index, q in zip_equal(self.inputs, self._in_index, self._in_q):
             self.interpreter.set_tensor(index, to_model(feed[spec.name], spec.dtype, q))
         self.interpreter.invoke()
         return {s.name: from_model(self.interpreter.get_tensor(i), q)
-                for s, i, q in zip(self.outputs, self._out_index, self._out_q, strict=True)}
+                for s, i, q in zip_equal(self.outputs, self._out_index, self._out_q)}
 
     def reset_state(self) -> None:
         """Zero the variable tensors (fused LSTM state)."""

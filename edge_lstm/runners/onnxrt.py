@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm.runners.base import Runner
+from edge_lstm.runners.base import Runner, zip_equal
 from edge_lstm.spec import TensorSpec
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
@@ -44,7 +44,7 @@ class OnnxRuntimeRunner(Runner):
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         typed = {s.name: np.ascontiguousarray(feed[s.name], dtype=s.dtype) for s in self.inputs}
         outs = self.session.run(None, typed)
-        return dict(zip(self.output_names, outs, strict=True))
+        return dict(zip_equal(self.output_names, outs))
 
     def version(self) -> str:
         """onnxruntime's version."""
