@@ -20,6 +20,7 @@ from edge_lstm.lower.tflite.context import OP, Context
 from edge_lstm.lower.tflite.graph import attr, require
 from edge_lstm.lower.tflite.ops_nn import bind_nhwc
 from edge_lstm.lower.tflite.writer import TensorRef
+from edge_lstm.tflite_schema import TENSOR_TYPES
 
 Lowering = Callable[[Context, onnx.NodeProto], None]
 Build = Callable[[Context, TensorRef], TensorRef]
@@ -231,10 +232,8 @@ _CAST_TO = {1: np.float32, 10: np.float32, 11: np.float32, 6: np.int32, 7: np.in
 
 
 def _dtype(ctx: Context, x: TensorRef) -> type:
-    from edge_lstm.lower.tflite.writer import _TYPES
-
     code = ctx.writer.tensors[x.index].type
-    return next((dt.type for dt, c in _TYPES.items() if c == code), np.float32)
+    return np.dtype(TENSOR_TYPES[code]).type if code in TENSOR_TYPES else np.float32
 
 
 def _cast(ctx: Context, node: onnx.NodeProto) -> None:
