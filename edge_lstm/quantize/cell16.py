@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm.quantize.tflite_edit import SubgraphView, drop_dead, replace_input, whiles
+from edge_lstm.quantize.tflite_edit import SubgraphView, drop_dead, replace_input, while_loops, whiles, with_slot
 from edge_lstm.tflite_schema import copy_quantization, is_const, quantization, schema, set_data
 
 #: int16 values of the gate activations: LOGISTIC and TANH outputs in TFLite's int16 kernels
@@ -101,10 +101,7 @@ def _mul_role(body: SubgraphView, m: int) -> tuple[str, int]:
 def int16_cells(model: Any) -> int:
     """Rewrite the LSTM cell updates of every WHILE body to int16 (see the module docstring); returns how many."""
     done = 0
-    for gi, _, op in whiles(model):
-        main = SubgraphView(model, model.subgraphs[gi])
-        body = SubgraphView(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex])
-        cond = SubgraphView(model, model.subgraphs[op.builtinOptions.condSubgraphIndex])
+    for main, body, cond, op in while_loops(model):
         body.refresh()
         cells = _find_cells(body)
         if not cells or not _rewritable(body, cells):
@@ -338,9 +335,7 @@ def _loop_edges(main: SubgraphView, body: SubgraphView, cond: SubgraphView, op: 
         b_out = _int16_source(body, int(body.graph.outputs[var]), scales)
         if b_out is None:
             raise ValueError(f"loop variable {var}: the body's int16 cell state is returned as another type")
-        outs = list(body.graph.outputs)
-        outs[var] = b_out
-        body.graph.outputs = outs
+        body.graph.outputs = with_slot(body.graph.outputs, var, b_out)
         c_in = cond.tensor(int(cond.graph.inputs[var]))
         c_in.type, c_in.quantization = s.TensorType.INT16, copy_quantization(quant)
         main.refresh()
@@ -355,14 +350,10 @@ def _loop_edges(main: SubgraphView, body: SubgraphView, cond: SubgraphView, op: 
             main.add_op(at, s.BuiltinOperator.DEQUANTIZE, [init], [f32])
             main.add_op(at + 1, s.BuiltinOperator.QUANTIZE, [f32], [init16])
             at += 2
-        inputs = list(op.inputs)
-        inputs[var] = init16
-        op.inputs = inputs
+        op.inputs = with_slot(op.inputs, var, init16)
         out8 = int(op.outputs[var])
         out16 = main.add_tensor(main.tensor(out8), s.TensorType.INT16, copy_quantization(quant), "_i16")
-        outputs = list(op.outputs)
-        outputs[var] = out16
-        op.outputs = outputs
+        op.outputs = with_slot(op.outputs, var, out16)
         main.add_op(at + 1, s.BuiltinOperator.QUANTIZE, [out16], [out8])  # the final state, int8 as before
 
 

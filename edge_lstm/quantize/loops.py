@@ -35,7 +35,9 @@ from edge_lstm.quantize.tflite_edit import (
     drop_unused_buffers,
     replace_uses,
     same_quantization,
+    while_loops,
     whiles,
+    with_slot,
 )
 from edge_lstm.tflite_schema import const_array, copy_quantization, is_const, schema, set_data
 
@@ -92,8 +94,7 @@ def calibration_ready(model: Any) -> Any:
         for ti, tensor in enumerate(graph.tensors):
             if not tensor.name:
                 tensor.name = f"{TEMP_NAME}{gi}_{ti}".encode()
-    for _, _, op in whiles(model):
-        body = SubgraphView(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex])
+    for _, body, _, _ in while_loops(model):
         outs = list(body.graph.outputs)
         for k, (i, o) in enumerate(zip(body.graph.inputs, outs, strict=True)):
             if i == o and body.tensor(i).type == s.TensorType.FLOAT32:
@@ -144,10 +145,7 @@ def drop_temp_names(model: Any) -> Any:
 def int8_loop_state(model: Any) -> int:
     """Make the float32 loop variables around and inside each WHILE int8; returns how many became int8."""
     converted = 0
-    for gi, _, op in whiles(model):
-        main = SubgraphView(model, model.subgraphs[gi])
-        body = SubgraphView(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex])
-        cond = SubgraphView(model, model.subgraphs[op.builtinOptions.condSubgraphIndex])
+    for main, body, cond, op in while_loops(model):
         _align_update_slices(body)
         for var in range(len(op.inputs)):
             main.refresh()
@@ -275,9 +273,8 @@ def _body_side(body: SubgraphView, var: int, quant: Any) -> None:
         body.add_op(0, s.BuiltinOperator.DEQUANTIZE, [q_in], [b_in])
     body.refresh()
     q_out = q_in if b_out == b_in else _int8_source(body, b_out, quant, len(body.graph.operators))
-    inputs, outputs = list(body.graph.inputs), list(body.graph.outputs)
-    inputs[var], outputs[var] = q_in, q_out
-    body.graph.inputs, body.graph.outputs = inputs, outputs
+    body.graph.inputs = with_slot(body.graph.inputs, var, q_in)
+    body.graph.outputs = with_slot(body.graph.outputs, var, q_out)
 
 
 def _main_side(main: SubgraphView, op: Any, var: int, quant: Any) -> None:
@@ -286,14 +283,10 @@ def _main_side(main: SubgraphView, op: Any, var: int, quant: Any) -> None:
     q_init = _int8_source(main, int(op.inputs[var]), quant, at)
     main.refresh()
     at = main.index(op)
-    inputs = list(op.inputs)
-    inputs[var] = q_init
-    op.inputs = inputs
+    op.inputs = with_slot(op.inputs, var, q_init)
     f_out = int(op.outputs[var])
     q_out = main.add_tensor(main.tensor(f_out), s.TensorType.INT8, copy_quantization(quant), "_q")
-    outputs = list(op.outputs)
-    outputs[var] = q_out
-    op.outputs = outputs
+    op.outputs = with_slot(op.outputs, var, q_out)
     main.refresh()
     _reroute_quantizes(main, f_out, q_out, quant, set())
     main.refresh()

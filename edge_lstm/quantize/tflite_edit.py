@@ -76,6 +76,21 @@ def whiles(model: Any) -> list[tuple[int, int, Any]]:
     return found
 
 
+def while_loops(model: Any) -> list[tuple[SubgraphView, SubgraphView, SubgraphView, Any]]:
+    """(the subgraph holding it, its body, its condition, the op) of every WHILE op."""
+    return [(SubgraphView(model, model.subgraphs[gi]),
+             SubgraphView(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex]),
+             SubgraphView(model, model.subgraphs[op.builtinOptions.condSubgraphIndex]), op)
+            for gi, _, op in whiles(model)]
+
+
+def with_slot(tensors: Any, slot: int, tensor: int) -> list[int]:
+    """A copy of an op's (or a subgraph's) tensor list with ``tensor`` in position ``slot``."""
+    out = [int(t) for t in tensors]
+    out[slot] = tensor
+    return out
+
+
 def replace_input(op: Any, old: int, new: int) -> None:
     """Operator ``op`` reads tensor ``new`` wherever it read ``old``."""
     op.inputs = [new if int(i) == old else int(i) for i in op.inputs]
