@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: TensorType code -> numpy dtype name (the types numpy has)
+#: TensorType code -> numpy dtype name (the types numpy has, and "string")
 TENSOR_TYPES: dict[int, str] = {
     0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16", 9: "int8",
     10: "float64", 12: "uint64", 15: "uint32", 16: "uint16",
