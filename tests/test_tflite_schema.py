@@ -18,7 +18,7 @@ def _enum(cls: type) -> dict[int, str]:
 
 def test_op_names_are_the_schemas() -> None:
     ops = _enum(schema.BuiltinOperator)
-    assert tflite_schema.OPS == {code: ops[code] for code in tflite_schema.OPS}
+    assert {code: ops[code] for code in tflite_schema.OPS} == tflite_schema.OPS
     assert set(tflite_schema.OPS) >= {c for c in ops if c <= max(tflite_schema.OPS)}
     assert tflite_schema.OP_CODES["UNIDIRECTIONAL_SEQUENCE_LSTM"] == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
     assert tflite_schema.op_name(10_000) == "BUILTIN_10000"
