@@ -23,6 +23,8 @@ a run-time bias to the builtin kernel, which reads the one shared weight matrix
 (a delegated op would get a private packed copy per step). A one-step graph
 uses a fully-connected op plus an ``ADD`` instead, which TFLite's integer
 quantizer takes (it wants constant, 1-D biases).
+
+The cell steps, the gate layouts and the time reversal are :mod:`.cells`'s, shared with the loop.
 """
 
 from __future__ import annotations
