@@ -20,12 +20,14 @@ import numpy as np
 
 from edge_lstm.cost import Cost, LayerCost
 from edge_lstm.tflite_read import Model, Operator, Subgraph, Tensor, op_name, read
+from edge_lstm.tflite_schema import FLOAT16, FLOAT32, INT8, UINT8
 
 _SEQUENCE_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
                  "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "RNN"}
 _ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "TANH", "LOGISTIC", "RELU", "RELU6", "GELU", "MAXIMUM", "MINIMUM",
                 "EXP", "SQRT", "RSQRT", "SQUARED_DIFFERENCE", "MEAN", "NEG", "ABS", "SOFTMAX"}
-_TYPE_BYTES = {0: 4, 1: 2, 9: 1, 3: 1}  # FLOAT32, FLOAT16, INT8, UINT8 (schema TensorType values)
+#: the tensor types weights are stored in (an int32 bias is not a weight)
+_WEIGHT_TYPES = {FLOAT32, FLOAT16, INT8, UINT8}
 
 
 def parse(data: bytes) -> Model:
@@ -45,7 +47,7 @@ def tflite_cost(data: bytes) -> Cost:
     weights: dict[int, Tensor] = {}
     for g in model.subgraphs:
         for t in g.tensors:
-            if model.buffer_sizes[t.buffer] > 0 and t.type in _TYPE_BYTES and _rank(t) >= 1:
+            if model.buffer_sizes[t.buffer] > 0 and t.type in _WEIGHT_TYPES and _rank(t) >= 1:
                 weights.setdefault(t.buffer, t)
     params = sum(_numel(t.shape) for t in weights.values())
     stored = sum(model.buffer_sizes[b] for b in weights)

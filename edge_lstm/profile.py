@@ -117,12 +117,12 @@ def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] 
         return out
     if fmt == "tflite":
         from edge_lstm.cost_tflite import parse
+        from edge_lstm.tflite_schema import TENSOR_TYPES
 
         model = parse(path.read_bytes())
         g = model.subgraphs[0]
-        names = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8"}
         return [(t.name.decode() if isinstance(t.name, bytes) else str(t.name),
-                 tuple(max(int(d), 1) for d in t.shape), names.get(t.type, "float32"))
+                 tuple(max(int(d), 1) for d in t.shape), TENSOR_TYPES.get(t.type, "float32"))
                 for t in (g.tensors[i] for i in g.inputs)]
     from edge_lstm.load import load
 

@@ -16,25 +16,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from edge_lstm import tflite_schema
 from edge_lstm.errors import InputFileError
+from edge_lstm.tflite_schema import OPS, dtype_name
 
-#: BuiltinOperator codes edge-lstm's cost model and reports need by name (values from TFLite's schema.fbs)
-OPS: dict[int, str] = {
-    0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 6: "DEQUANTIZE",
-    9: "FULLY_CONNECTED", 14: "LOGISTIC", 16: "LSTM", 17: "MAX_POOL_2D", 18: "MUL", 19: "RELU", 21: "RELU6",
-    22: "RESHAPE", 24: "RNN", 25: "SOFTMAX", 28: "TANH", 32: "CUSTOM", 35: "UNIDIRECTIONAL_SEQUENCE_RNN",
-    36: "GATHER", 39: "TRANSPOSE", 40: "MEAN", 41: "SUB", 42: "DIV", 43: "SQUEEZE",
-    44: "UNIDIRECTIONAL_SEQUENCE_LSTM", 45: "STRIDED_SLICE", 46: "BIDIRECTIONAL_SEQUENCE_RNN", 47: "EXP",
-    49: "SPLIT", 52: "BIDIRECTIONAL_SEQUENCE_LSTM", 55: "MAXIMUM", 57: "MINIMUM", 59: "NEG", 65: "SLICE",
-    75: "SQRT", 76: "RSQRT", 83: "PACK", 88: "UNPACK", 99: "SQUARED_DIFFERENCE", 101: "ABS", 114: "QUANTIZE",
-    119: "WHILE", 126: "BATCH_MATMUL", 150: "GELU", 34: "PAD", 53: "CAST", 56: "ARG_MAX", 58: "LESS", 60: "PADV2",
-    61: "GREATER", 67: "TRANSPOSE_CONV", 69: "TILE", 71: "EQUAL", 73: "LOG", 74: "SUM", 78: "POW", 82: "REDUCE_MAX",
-    89: "REDUCE_MIN", 98: "LEAKY_RELU", 100: "MIRROR_PAD", 117: "HARD_SWISH", 123: "SELECT_V2", 130: "BROADCAST_TO",
-    20: "RELU_N1_TO_1", 8: "FLOOR", 104: "CEIL", 105: "REVERSE_V2", 151: "DYNAMIC_UPDATE_SLICE", 94: "FILL",
-}
-#: TensorType codes -> numpy dtype names
-DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
-          9: "int8", 10: "float64", 12: "uint64", 15: "uint32", 16: "uint16"}
+#: TensorType codes -> numpy dtype names (:data:`edge_lstm.tflite_schema.TENSOR_TYPES`)
+DTYPES = tflite_schema.TENSOR_TYPES
+
 #: BuiltinOptions union members whose table has a time_major flag: union type -> (field number, default)
 _TIME_MAJOR = {71: (3, False), 69: (4, True), 31: (0, False), 70: (0, False)}
 #: BuiltinOptions union code of WhileOptions (cond_subgraph_index, body_subgraph_index)
@@ -194,11 +182,9 @@ def _subgraph(s: _Table) -> Subgraph:
 
 
 def op_name(model: Model, op: Operator) -> str:
-    """The operator's builtin name (``BUILTIN_<code>`` for codes outside :data:`OPS`)."""
-    code = model.operator_codes[op.opcode_index].builtin
-    return OPS.get(code, f"BUILTIN_{code}")
+    """The operator's builtin name (``BUILTIN_<code>`` for a code newer than :data:`OPS`)."""
+    return tflite_schema.op_name(model.operator_codes[op.opcode_index].builtin)
 
 
-def dtype_name(code: int) -> str:
-    """The numpy dtype name of a TensorType code."""
-    return DTYPES.get(code, f"tflite-type-{code}")
+__all__ = ["DTYPES", "OPS", "Model", "Operator", "OperatorCode", "Subgraph", "Tensor", "dtype_name", "op_name",
+           "read"]

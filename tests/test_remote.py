@@ -41,6 +41,23 @@ def test_zipapp_is_self_contained(tmp_path: Path) -> None:
     assert out.stdout.strip() == "1"  # LOG: float only
 
 
+def test_zipapp_reads_a_tflite_file_with_what_it_carries(tmp_path: Path) -> None:
+    from tflite_models import case
+
+    from edge_lstm.lower.tflite import lower
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(lower(case("stacked").proto, "fused").data)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import edge_lstm; from edge_lstm import tflite_read; "
+            "m = tflite_read.read(open(sys.argv[2], 'rb').read()); "
+            "print(edge_lstm.__file__.startswith(sys.argv[1]), sorted({tflite_read.op_name(m, o) "
+            "for o in m.subgraphs[0].operators}), tflite_read.dtype_name(m.subgraphs[0].tensors[0].type))")
+    out = subprocess.run([sys.executable, "-c", code, str(build_zipapp(tmp_path / "r.pyz")), str(model)],
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.split("\n")[0] == (
+        "True ['FULLY_CONNECTED', 'RESHAPE', 'STRIDED_SLICE', 'UNIDIRECTIONAL_SEQUENCE_LSTM'] float32")
+
+
 def test_commands_are_lists_and_remote_argv_is_quoted() -> None:
     cfg = RemoteConfig("pi@raspberrypi.local", connect_timeout_s=3)
     cmd = ssh_command(cfg, ["python3", "/tmp/a b/runner.pyz", "x; rm -rf /"])

@@ -29,16 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_lstm.quantize.loops import _copy_quant, _drop_dead, _is_const, _set_const, _Sub, _whiles
+from edge_lstm.quantize.tflite_edit import SubgraphView, drop_dead, replace_input, while_loops, whiles, with_slot
+from edge_lstm.tflite_schema import copy_quantization, is_const, quantization, schema, set_data
 
 #: int16 values of the gate activations: LOGISTIC and TANH outputs in TFLite's int16 kernels
 _ACT_SCALE = 1.0 / 32768.0
-
-
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
 
 
 @dataclass
@@ -54,9 +49,7 @@ class _Cell:
 
 
 def _quant(scale: float) -> Any:
-    q = _schema().QuantizationParametersT()
-    q.scale, q.zeroPoint, q.quantizedDimension = [float(scale)], [0], 0
-    return q
+    return quantization([float(scale)], [0])
 
 
 def _range(q: Any) -> float:
@@ -65,14 +58,14 @@ def _range(q: Any) -> float:
     return max(abs((-128 - z) * s), abs((127 - z) * s))
 
 
-def _ops(body: _Sub, k: Any) -> Any:
+def _ops(body: SubgraphView, k: Any) -> Any:
     """Operator ``k`` (an index or already the operator)."""
     return body.graph.operators[k] if isinstance(k, (int, np.integer)) else k
 
 
-def _find_cells(body: _Sub) -> list[_Cell]:
+def _find_cells(body: SubgraphView) -> list[_Cell]:
     """The cell updates of a loop body, in order (matched on the step's op pattern)."""
-    s = _schema().BuiltinOperator
+    s = schema().BuiltinOperator
     cells = []
     for k, op in enumerate(body.graph.operators):
         if body.code(k) != s.ADD or len(op.inputs) != 2:
@@ -93,9 +86,9 @@ def _find_cells(body: _Sub) -> list[_Cell]:
     return cells
 
 
-def _mul_role(body: _Sub, m: int) -> tuple[str, int]:
+def _mul_role(body: SubgraphView, m: int) -> tuple[str, int]:
     """("i", -1) for gate x gate (both from SPLIT ops), ("f", c_prev) for a gate x the previous cell state."""
-    s = _schema().BuiltinOperator
+    s = schema().BuiltinOperator
     ins = [int(t) for t in _ops(body, m).inputs]
     from_split = [body.producer.get(t) is not None and body.code(body.producer[t]) == s.SPLIT for t in ins]
     if all(from_split):
@@ -108,10 +101,7 @@ def _mul_role(body: _Sub, m: int) -> tuple[str, int]:
 def int16_cells(model: Any) -> int:
     """Rewrite the LSTM cell updates of every WHILE body to int16 (see the module docstring); returns how many."""
     done = 0
-    for gi, _, op in _whiles(model):
-        main = _Sub(model, model.subgraphs[gi])
-        body = _Sub(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex])
-        cond = _Sub(model, model.subgraphs[op.builtinOptions.condSubgraphIndex])
+    for main, body, cond, op in while_loops(model):
         body.refresh()
         cells = _find_cells(body)
         if not cells or not _rewritable(body, cells):
@@ -122,14 +112,14 @@ def int16_cells(model: Any) -> int:
         _rewrite_cells(body, cells, scales)
         body.refresh()
         _loop_edges(main, body, cond, op, scales)
-        _drop_dead(body)
+        drop_dead(body)
         done += len(cells)
-    if not _whiles(model):  # a one-step (streaming) or fully unrolled graph: the cells are in the main graph
-        done += _graph_cells(_Sub(model, model.subgraphs[0]))
+    if not whiles(model):  # a one-step (streaming) or fully unrolled graph: the cells are in the main graph
+        done += _graph_cells(SubgraphView(model, model.subgraphs[0]))
     return done
 
 
-def _graph_cells(graph: _Sub) -> int:
+def _graph_cells(graph: SubgraphView) -> int:
     """The cells of a graph without loops; their first states come from QUANTIZE ops or constants (through
     RESHAPEs), and their states leave through RESHAPEs and DEQUANTIZE ops or int8 requantizations."""
     graph.refresh()
@@ -141,7 +131,7 @@ def _graph_cells(graph: _Sub) -> int:
     if any(_state_source(graph, t) is None for t in heads):
         return 0
     scales = _cell_scales(graph, cells)
-    old = {t: _copy_quant(graph.tensor(t).quantization) for t in scales}
+    old = {t: copy_quantization(graph.tensor(t).quantization) for t in scales}
     _rewrite_gates(graph, cells)
     graph.refresh()
     _rewrite_cells(graph, cells, scales)
@@ -149,21 +139,21 @@ def _graph_cells(graph: _Sub) -> int:
     for t in heads:
         _widen_source(graph, t, scales[t], old[t])
     _widen_readers(graph, cells, scales, old)
-    _drop_dead(graph)
+    drop_dead(graph)
     return len(cells)
 
 
-def _state_source(graph: _Sub, t: int) -> list[int] | None:
+def _state_source(graph: SubgraphView, t: int) -> list[int] | None:
     """The tensors from a float QUANTIZE's output or an int8 constant to ``t`` through RESHAPEs, else None."""
-    ops = _schema().BuiltinOperator
+    ops = schema().BuiltinOperator
     path = [t]
     while True:
         k = graph.producer.get(t)
         if k is None:
-            return path if _is_const(graph.model, graph.tensor(t)) else None
+            return path if is_const(graph.model, graph.tensor(t)) else None
         code = graph.code(k)
         src = int(graph.graph.operators[k].inputs[0])
-        if code == ops.QUANTIZE and graph.tensor(src).type == _schema().TensorType.FLOAT32:
+        if code == ops.QUANTIZE and graph.tensor(src).type == schema().TensorType.FLOAT32:
             return path
         if code != ops.RESHAPE or len(graph.consumers.get(src, [])) != 1:
             return None
@@ -171,25 +161,23 @@ def _state_source(graph: _Sub, t: int) -> list[int] | None:
         t = src
 
 
-def _widen_source(graph: _Sub, head: int, scale: float, q8: Any) -> None:
+def _widen_source(graph: SubgraphView, head: int, scale: float, q8: Any) -> None:
     """The initial cell state ``head`` and the RESHAPEs leading to it in int16 (an int8 constant, quantized as
     ``q8``, converted)."""
-    s = _schema()
+    s = schema()
     graph.refresh()
     path = _state_source(graph, head) or []
     for t in path:
         tensor = graph.tensor(t)
-        if _is_const(graph.model, tensor):
-            raw = np.frombuffer(np.asarray(graph.model.buffers[tensor.buffer].data, np.uint8).tobytes(), np.int8)
-            real = (raw.astype(np.float64) - int(q8.zeroPoint[0])) * float(q8.scale[0])
-            _set_const(graph.model, tensor, np.clip(np.round(real / scale), -32768, 32767).astype(np.int16))
+        if is_const(graph.model, tensor):
+            _int16_const(graph.model, tensor, tensor, q8, scale)
         tensor.type, tensor.quantization = s.TensorType.INT16, _quant(scale)
 
 
-def _widen_readers(graph: _Sub, cells: list[_Cell], scales: dict[int, float], old: dict[int, Any]) -> None:
+def _widen_readers(graph: SubgraphView, cells: list[_Cell], scales: dict[int, float], old: dict[int, Any]) -> None:
     """Readers of a cell state outside the cells: RESHAPEs carry int16 on, DEQUANTIZE ops read it as it is, any
     other reader gets the int8 value back through a QUANTIZE."""
-    s = _schema()
+    s = schema()
     inside = {id(k) for c in cells for k in (c.mul_f, c.add, c.tanh)}
     todo = [(t, scales[t], old[t]) for t in scales]
     while todo:
@@ -205,14 +193,14 @@ def _widen_readers(graph: _Sub, cells: list[_Cell], scales: dict[int, float], ol
                 graph.tensor(out).type, graph.tensor(out).quantization = s.TensorType.INT16, _quant(scale)
                 todo.append((out, scale, q8))
                 continue
-            back = graph.add_tensor(graph.tensor(t), s.TensorType.INT8, _copy_quant(q8), "_i8")
-            op.inputs = [back if int(i) == t else int(i) for i in op.inputs]
+            back = graph.add_tensor(graph.tensor(t), s.TensorType.INT8, copy_quantization(q8), "_i8")
+            replace_input(op, t, back)
             graph.add_op(k, s.BuiltinOperator.QUANTIZE, [t], [back])
 
 
-def _rewritable(body: _Sub, cells: list[_Cell]) -> bool:
+def _rewritable(body: SubgraphView, cells: list[_Cell]) -> bool:
     """Every gate value is read only by cell ops, and every tensor involved is int8 (else leave the body as is)."""
-    i8 = _schema().TensorType.INT8
+    i8 = schema().TensorType.INT8
     cell_ops = {id(k) for c in cells for k in (c.mul_f, c.mul_i, c.mul_h)}
     for c in cells:
         for k in (c.mul_f, c.mul_i, c.add, c.tanh, c.mul_h):
@@ -221,17 +209,17 @@ def _rewritable(body: _Sub, cells: list[_Cell]) -> bool:
         for k in (c.mul_f, c.mul_i, c.mul_h):
             for t in _ops(body, k).inputs:
                 src = body.producer.get(int(t))
-                if src is not None and body.code(src) == _schema().BuiltinOperator.SPLIT:
+                if src is not None and body.code(src) == schema().BuiltinOperator.SPLIT:
                     for out in _ops(body, src).outputs:
                         if any(id(body.graph.operators[u]) not in cell_ops for u in body.consumers.get(int(out), [])):
                             return False
     return _gate_inputs_free(body, cells)
 
 
-def _gate_inputs_free(body: _Sub, cells: list[_Cell]) -> bool:
+def _gate_inputs_free(body: SubgraphView, cells: list[_Cell]) -> bool:
     """Each gate pre-activation comes from an ADD (free to take a symmetric scale) and is read only by the
     activations."""
-    ops = _schema().BuiltinOperator
+    ops = schema().BuiltinOperator
     for c in cells:
         for k in (c.mul_f, c.mul_i, c.mul_h):
             for t in _ops(body, k).inputs:
@@ -250,7 +238,7 @@ def _gate_inputs_free(body: _Sub, cells: list[_Cell]) -> bool:
     return True
 
 
-def _cell_scales(body: _Sub, cells: list[_Cell]) -> dict[int, float]:
+def _cell_scales(body: SubgraphView, cells: list[_Cell]) -> dict[int, float]:
     """One power-of-two int16 scale per chain of cells (a layer's steps): c_prev tensor and c tensors -> scale."""
     chain_of: dict[int, int] = {}
     for n, c in enumerate(cells):
@@ -269,9 +257,9 @@ def _cell_scales(body: _Sub, cells: list[_Cell]) -> dict[int, float]:
     return scales
 
 
-def _rewrite_gates(body: _Sub, cells: list[_Cell]) -> None:
+def _rewrite_gates(body: SubgraphView, cells: list[_Cell]) -> None:
     """LOGISTIC and TANH of each gate pre-activation in int16, from one int16 copy of the int8 pre-activation."""
-    s = _schema()
+    s = schema()
     acts: dict[int, int] = {}  # activation op output -> op index
     for c in cells:
         for k in (c.mul_f, c.mul_i, c.mul_h):
@@ -291,7 +279,7 @@ def _rewrite_gates(body: _Sub, cells: list[_Cell]) -> None:
             # where a QUANTIZE int8 -> int16 would cost a multiply a value and tflite-runtime 2.14 has none
             sym = _quant(_range(body.tensor(z).quantization) / 127.0)
             body.tensor(z).quantization = sym
-            z16[z] = body.add_tensor(body.tensor(z), s.TensorType.INT16, _copy_quant(sym), "_i16")
+            z16[z] = body.add_tensor(body.tensor(z), s.TensorType.INT16, copy_quantization(sym), "_i16")
         op.inputs = [z16[z]]
         t = body.tensor(value)
         t.type, t.quantization = s.TensorType.INT16, _quant(_ACT_SCALE)
@@ -305,8 +293,8 @@ def _rewrite_gates(body: _Sub, cells: list[_Cell]) -> None:
         body.add_op(min(body.consumers[q]), s.BuiltinOperator.CAST, [z], [q])
 
 
-def _rewrite_cells(body: _Sub, cells: list[_Cell], scales: dict[int, float]) -> None:
-    s = _schema()
+def _rewrite_cells(body: SubgraphView, cells: list[_Cell], scales: dict[int, float]) -> None:
+    s = schema()
     for c in cells:
         c_out = int(_ops(body, c.add).outputs[0])
         for k in (c.mul_f, c.mul_i, c.add):
@@ -321,13 +309,13 @@ def _rewrite_cells(body: _Sub, cells: list[_Cell], scales: dict[int, float]) -> 
         h8 = int(op.outputs[0])
         h16 = body.add_tensor(body.tensor(h8), s.TensorType.INT16, _quant(_ACT_SCALE), "_i16")
         op.outputs = [h16]
-        body.add_op(_index(body, op) + 1, s.BuiltinOperator.QUANTIZE, [h16], [h8])
+        body.add_op(body.index(op) + 1, s.BuiltinOperator.QUANTIZE, [h16], [h8])
 
 
-def _int16_source(body: _Sub, t: int, scales: dict[int, float]) -> int | None:
+def _int16_source(body: SubgraphView, t: int, scales: dict[int, float]) -> int | None:
     """The int16 cell tensor ``t`` holds (``t`` itself, or the input of the int8 requantization the loop's
     int8 state needed), else None."""
-    s = _schema()
+    s = schema()
     body.refresh()
     while t not in scales:
         k = body.producer.get(t)
@@ -337,13 +325,9 @@ def _int16_source(body: _Sub, t: int, scales: dict[int, float]) -> int | None:
     return t
 
 
-def _index(sub: _Sub, op: Any) -> int:
-    return next(k for k, o in enumerate(sub.graph.operators) if o is op)
-
-
-def _loop_edges(main: _Sub, body: _Sub, cond: _Sub, op: Any, scales: dict[int, float]) -> None:
+def _loop_edges(main: SubgraphView, body: SubgraphView, cond: SubgraphView, op: Any, scales: dict[int, float]) -> None:
     """The int16 cell states that are loop variables: int16 in the cond and body, converted at the WHILE."""
-    s = _schema()
+    s = schema()
     for var, b_in in enumerate(int(t) for t in body.graph.inputs):
         if b_in not in scales:
             continue
@@ -351,33 +335,30 @@ def _loop_edges(main: _Sub, body: _Sub, cond: _Sub, op: Any, scales: dict[int, f
         b_out = _int16_source(body, int(body.graph.outputs[var]), scales)
         if b_out is None:
             raise ValueError(f"loop variable {var}: the body's int16 cell state is returned as another type")
-        outs = list(body.graph.outputs)
-        outs[var] = b_out
-        body.graph.outputs = outs
+        body.graph.outputs = with_slot(body.graph.outputs, var, b_out)
         c_in = cond.tensor(int(cond.graph.inputs[var]))
-        c_in.type, c_in.quantization = s.TensorType.INT16, _copy_quant(quant)
+        c_in.type, c_in.quantization = s.TensorType.INT16, copy_quantization(quant)
         main.refresh()
-        at = next(k for k, o in enumerate(main.graph.operators) if o is op)
+        at = main.index(op)
         init = int(op.inputs[var])
-        init16 = main.add_tensor(main.tensor(init), s.TensorType.INT16, _copy_quant(quant), "_i16")
+        init16 = main.add_tensor(main.tensor(init), s.TensorType.INT16, copy_quantization(quant), "_i16")
         if main.producer.get(init) is None and main.model.buffers[main.tensor(init).buffer].data is not None:
-            q8 = main.tensor(init).quantization
-            raw = np.frombuffer(np.asarray(main.model.buffers[main.tensor(init).buffer].data, np.uint8).tobytes(),
-                                np.int8)
-            real = (raw.astype(np.float64) - int(q8.zeroPoint[0])) * float(q8.scale[0])
-            _set_const(main.model, main.tensor(init16),
-                       np.clip(np.round(real / scales[b_in]), -32768, 32767).astype(np.int16))
+            _int16_const(main.model, main.tensor(init), main.tensor(init16), main.tensor(init).quantization,
+                         scales[b_in])
         else:  # through float, once a call: tflite-runtime 2.14 has no int8 -> int16 QUANTIZE
             f32 = main.add_tensor(main.tensor(init), s.TensorType.FLOAT32, None, "_f")
             main.add_op(at, s.BuiltinOperator.DEQUANTIZE, [init], [f32])
             main.add_op(at + 1, s.BuiltinOperator.QUANTIZE, [f32], [init16])
             at += 2
-        inputs = list(op.inputs)
-        inputs[var] = init16
-        op.inputs = inputs
+        op.inputs = with_slot(op.inputs, var, init16)
         out8 = int(op.outputs[var])
-        out16 = main.add_tensor(main.tensor(out8), s.TensorType.INT16, _copy_quant(quant), "_i16")
-        outputs = list(op.outputs)
-        outputs[var] = out16
-        op.outputs = outputs
+        out16 = main.add_tensor(main.tensor(out8), s.TensorType.INT16, copy_quantization(quant), "_i16")
+        op.outputs = with_slot(op.outputs, var, out16)
         main.add_op(at + 1, s.BuiltinOperator.QUANTIZE, [out16], [out8])  # the final state, int8 as before
+
+
+def _int16_const(model: Any, src: Any, dst: Any, q8: Any, scale: float) -> None:
+    """``dst`` holds the int8 constant ``src`` (quantized as ``q8``) as int16 at ``scale``."""
+    raw = np.asarray(model.buffers[src.buffer].data, np.uint8).tobytes()
+    real = (np.frombuffer(raw, np.int8).astype(np.float64) - int(q8.zeroPoint[0])) * float(q8.scale[0])
+    set_data(model, dst, np.clip(np.round(real / scale), -32768, 32767).astype(np.int16))

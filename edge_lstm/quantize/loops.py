@@ -25,93 +25,26 @@ So, around the quantizer:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
-
-
-@dataclass
-class _Sub:
-    """A subgraph with its producer and consumer maps (rebuilt with :meth:`refresh`)."""
-
-    model: Any
-    graph: Any
-    producer: dict[int, int] = field(default_factory=dict)
-    consumers: dict[int, list[int]] = field(default_factory=dict)
-
-    def refresh(self) -> None:
-        """Recompute which op produces and which ops read each tensor."""
-        self.producer, self.consumers = {}, {}
-        for k, op in enumerate(self.graph.operators):
-            for t in op.outputs:
-                self.producer[int(t)] = k
-            for t in op.inputs:
-                if t >= 0:
-                    self.consumers.setdefault(int(t), []).append(k)
-
-    def code(self, k: int) -> int:
-        """Builtin code of operator ``k``."""
-        c = self.model.operatorCodes[self.graph.operators[k].opcodeIndex]
-        return int(max(c.builtinCode, c.deprecatedBuiltinCode))
-
-    def tensor(self, i: int) -> Any:
-        """Tensor ``i``."""
-        return self.graph.tensors[i]
-
-    def add_tensor(self, like: Any, type_: int, quant: Any = None, suffix: str = "") -> int:
-        """A new tensor shaped like ``like``; returns its index."""
-        s = _schema()
-        t = s.TensorT()
-        t.shape, t.type, t.buffer, t.quantization = list(like.shape), type_, 0, quant
-        t.name = (like.name or b"") + suffix.encode() if suffix else like.name
-        self.graph.tensors.append(t)
-        return len(self.graph.tensors) - 1
-
-    def add_op(self, at: int, builtin: int, inputs: list[int], outputs: list[int], version: int = 1) -> None:
-        """Insert an operator at position ``at``."""
-        s = _schema()
-        op = s.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = opcode(self.model, builtin, version), list(inputs), list(outputs)
-        if builtin == s.BuiltinOperator.RESHAPE:
-            op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.ReshapeOptions, s.ReshapeOptionsT()
-            op.builtinOptions.newShape = list(self.tensor(outputs[0]).shape)
-        self.graph.operators.insert(at, op)
-
-
-def opcode(model: Any, builtin: int, version: int) -> int:
-    """Index of the operator code (builtin, version), added when missing."""
-    s = _schema()
-    for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
-            return i
-    code = s.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
-def _whiles(model: Any) -> list[tuple[int, int, Any]]:
-    """(subgraph, op index, op) of every WHILE op."""
-    s = _schema()
-    found = []
-    for gi, graph in enumerate(model.subgraphs):
-        sub = _Sub(model, graph)
-        for k, op in enumerate(graph.operators):
-            if sub.code(k) == s.BuiltinOperator.WHILE:
-                found.append((gi, k, op))
-    return found
+from edge_lstm.quantize.tflite_edit import (
+    SubgraphView,
+    drop_dead,
+    drop_unused_buffers,
+    replace_uses,
+    same_quantization,
+    while_loops,
+    whiles,
+    with_slot,
+)
+from edge_lstm.tflite_schema import const_array, copy_quantization, is_const, schema, set_data
 
 
 def has_loops(model: Any) -> bool:
     """True when the model has a WHILE op."""
-    return bool(_whiles(model))
+    return bool(whiles(model))
 
 
 # ---------------------------------------------------------------- before calibration
@@ -132,10 +65,10 @@ def unshare_buffers(model: Any) -> Any:
     seen: set[int] = set()
     for graph in model.subgraphs:
         for tensor in graph.tensors:
-            if tensor.buffer <= 0 or not _is_const(model, tensor):
+            if tensor.buffer <= 0 or not is_const(model, tensor):
                 continue
             if tensor.buffer in seen:
-                _set_const(model, tensor, np.asarray(model.buffers[tensor.buffer].data, np.uint8).copy())
+                set_data(model, tensor, const_array(model, tensor, np.uint8))
             seen.add(tensor.buffer)
     return model
 
@@ -145,28 +78,23 @@ def dedupe_buffers(model: Any) -> Any:
     first: dict[bytes, int] = {}
     for graph in model.subgraphs:
         for tensor in graph.tensors:
-            if tensor.buffer <= 0 or not _is_const(model, tensor):
+            if tensor.buffer <= 0 or not is_const(model, tensor):
                 continue
-            raw = np.asarray(model.buffers[tensor.buffer].data, np.uint8).tobytes()
+            raw = const_array(model, tensor, np.uint8).tobytes()
             tensor.buffer = first.setdefault(raw, tensor.buffer)
-    used = {t.buffer for g in model.subgraphs for t in g.tensors}
-    for i, buf in enumerate(model.buffers):
-        if i > 0 and i not in used:
-            buf.data = None
-    return model
+    return drop_unused_buffers(model)
 
 
 def calibration_ready(model: Any) -> Any:
     """Own buffers, names for unnamed tensors, copies for pass-through loop variables, FC + ADD for run-time
     biases: what TFLite's calibrator and quantizer need."""
-    s = _schema()
+    s = schema()
     unshare_buffers(model)
     for gi, graph in enumerate(model.subgraphs):
         for ti, tensor in enumerate(graph.tensors):
             if not tensor.name:
                 tensor.name = f"{TEMP_NAME}{gi}_{ti}".encode()
-    for _, _, op in _whiles(model):
-        body = _Sub(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex])
+    for _, body, _, _ in while_loops(model):
         outs = list(body.graph.outputs)
         for k, (i, o) in enumerate(zip(body.graph.inputs, outs, strict=True)):
             if i == o and body.tensor(i).type == s.TensorType.FLOAT32:
@@ -174,7 +102,7 @@ def calibration_ready(model: Any) -> Any:
                 body.graph.tensors[copy].shape = list(body.tensor(i).shape)
                 shape = body.add_tensor(body.tensor(i), s.TensorType.INT32)
                 body.graph.tensors[shape].shape = [len(body.tensor(i).shape)]
-                _set_const(model, body.graph.tensors[shape], np.asarray(body.tensor(i).shape, np.int32))
+                set_data(model, body.graph.tensors[shape], np.asarray(body.tensor(i).shape, np.int32))
                 body.add_op(len(body.graph.operators), s.BuiltinOperator.RESHAPE, [int(i), shape], [copy])
                 outs[k] = copy
         body.graph.outputs = outs
@@ -184,13 +112,13 @@ def calibration_ready(model: Any) -> Any:
 
 
 def _split_runtime_biases(model: Any, graph: Any) -> None:
-    s = _schema()
-    sub = _Sub(model, graph)
+    s = schema()
+    sub = SubgraphView(model, graph)
     k = 0
     while k < len(graph.operators):
         op = graph.operators[k]
         bias = int(op.inputs[2]) if sub.code(k) == s.BuiltinOperator.FULLY_CONNECTED and len(op.inputs) > 2 else -1
-        if bias >= 0 and not _is_const(model, graph.tensors[bias]):
+        if bias >= 0 and not is_const(model, graph.tensors[bias]):
             out = int(op.outputs[0])
             mid = sub.add_tensor(graph.tensors[out], graph.tensors[out].type, suffix="_nobias")
             op.inputs = [*op.inputs[:2], -1]
@@ -200,18 +128,6 @@ def _split_runtime_biases(model: Any, graph: Any) -> None:
             add.builtinOptionsType, add.builtinOptions = s.BuiltinOptions.AddOptions, s.AddOptionsT()
             k += 1
         k += 1
-
-
-def _is_const(model: Any, tensor: Any) -> bool:
-    buf = model.buffers[tensor.buffer] if tensor.buffer > 0 else None
-    return buf is not None and buf.data is not None and len(buf.data) > 0
-
-
-def _set_const(model: Any, tensor: Any, arr: np.ndarray) -> None:
-    buf = _schema().BufferT()
-    buf.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8)
-    model.buffers.append(buf)
-    tensor.buffer = len(model.buffers) - 1
 
 
 # ---------------------------------------------------------------- after quantization
@@ -229,10 +145,7 @@ def drop_temp_names(model: Any) -> Any:
 def int8_loop_state(model: Any) -> int:
     """Make the float32 loop variables around and inside each WHILE int8; returns how many became int8."""
     converted = 0
-    for gi, _, op in _whiles(model):
-        main = _Sub(model, model.subgraphs[gi])
-        body = _Sub(model, model.subgraphs[op.builtinOptions.bodySubgraphIndex])
-        cond = _Sub(model, model.subgraphs[op.builtinOptions.condSubgraphIndex])
+    for main, body, cond, op in while_loops(model):
         _align_update_slices(body)
         for var in range(len(op.inputs)):
             main.refresh()
@@ -243,22 +156,22 @@ def int8_loop_state(model: Any) -> int:
             _body_side(body, var, quant)
             _main_side(main, op, var, quant)
             t = cond.tensor(int(cond.graph.inputs[var]))
-            t.type, t.quantization = _schema().TensorType.INT8, _copy_quant(quant)
+            t.type, t.quantization = schema().TensorType.INT8, copy_quantization(quant)
             converted += 1
         body.refresh()
         _drop_copies(body)
         for sub in (main, body):
-            _drop_dead(sub)
+            drop_dead(sub)
     return converted
 
 
-def _align_update_slices(body: _Sub) -> None:
+def _align_update_slices(body: SubgraphView) -> None:
     """A sequence written row by row (DYNAMIC_UPDATE_SLICE) holds the rows' values: it takes their scale.
 
     The quantizer gives it the scale of its zero-filled initial value (range [0, 0], scale 1), which rounds
     every row written into it to -1, 0 or 1; the fill needs no particular scale (every row is overwritten).
     """
-    s = _schema()
+    s = schema()
     body.refresh()
     k = 0
     while k < len(body.graph.operators):
@@ -274,8 +187,8 @@ def _align_update_slices(body: _Sub) -> None:
             q = int(body.graph.operators[src].inputs[0])
             quant = body.tensor(q).quantization
             operand, out = int(op.inputs[0]), int(op.outputs[0])
-            q_in = body.add_tensor(body.tensor(operand), s.TensorType.INT8, _copy_quant(quant), "_q")
-            q_out = body.add_tensor(body.tensor(out), s.TensorType.INT8, _copy_quant(quant), "_q")
+            q_in = body.add_tensor(body.tensor(operand), s.TensorType.INT8, copy_quantization(quant), "_q")
+            q_out = body.add_tensor(body.tensor(out), s.TensorType.INT8, copy_quantization(quant), "_q")
             op.inputs = [q_in, q, *op.inputs[2:]]
             op.outputs = [q_out]
             body.add_op(k, s.BuiltinOperator.QUANTIZE, [operand], [q_in])
@@ -286,13 +199,13 @@ def _align_update_slices(body: _Sub) -> None:
         if body.tensor(update).type == s.TensorType.INT8 and body.tensor(update).quantization is not None:
             for t in (int(op.inputs[0]), int(op.outputs[0])):
                 if body.tensor(t).type == s.TensorType.INT8:
-                    body.tensor(t).quantization = _copy_quant(body.tensor(update).quantization)
+                    body.tensor(t).quantization = copy_quantization(body.tensor(update).quantization)
         k += 1
 
 
-def _loop_scale(main: _Sub, body: _Sub, op: Any, var: int) -> Any:
+def _loop_scale(main: SubgraphView, body: SubgraphView, op: Any, var: int) -> Any:
     """The int8 quantization a float loop variable is read at in the body (or produced at), else None."""
-    s = _schema()
+    s = schema()
     b_in = int(body.graph.inputs[var])
     if body.tensor(b_in).type != s.TensorType.FLOAT32:
         return None
@@ -308,96 +221,72 @@ def _loop_scale(main: _Sub, body: _Sub, op: Any, var: int) -> Any:
     return None
 
 
-def _copy_quant(q: Any) -> Any:
-    c = _schema().QuantizationParametersT()
-    c.scale, c.zeroPoint, c.quantizedDimension = list(q.scale), list(q.zeroPoint), q.quantizedDimension
-    return c
-
-
-def _same(a: Any, b: Any) -> bool:
-    return bool(a is not None and b is not None and len(a.scale) == len(b.scale) == 1
-                and np.isclose(float(a.scale[0]), float(b.scale[0]), rtol=1e-6, atol=0)
-                and int(a.zeroPoint[0]) == int(b.zeroPoint[0]))
-
-
-def _int8_source(sub: _Sub, tensor: int, quant: Any, at: int) -> int:
+def _int8_source(sub: SubgraphView, tensor: int, quant: Any, at: int) -> int:
     """An int8 tensor with ``quant`` holding the float value ``tensor``, made with as few ops as possible.
 
     A DEQUANTIZE's int8 input is used directly when its scale matches, requantized otherwise; a float constant
     is quantized in place; any other float value gets a QUANTIZE op inserted at ``at``.
     """
-    s = _schema()
+    s = schema()
     k = sub.producer.get(tensor)
     if k is not None and sub.code(k) == s.BuiltinOperator.DEQUANTIZE:
         src = int(sub.graph.operators[k].inputs[0])
         if sub.tensor(src).type == s.TensorType.INT8:
-            if _same(sub.tensor(src).quantization, quant):
+            if same_quantization(sub.tensor(src).quantization, quant):
                 return src
-            out = sub.add_tensor(sub.tensor(tensor), s.TensorType.INT8, _copy_quant(quant), "_rq")
+            out = sub.add_tensor(sub.tensor(tensor), s.TensorType.INT8, copy_quantization(quant), "_rq")
             sub.add_op(k + 1, s.BuiltinOperator.QUANTIZE, [src], [out])
             return out
     t = sub.tensor(tensor)
-    if _is_const(sub.model, t) and t.type == s.TensorType.FLOAT32:
-        raw = np.asarray(sub.model.buffers[t.buffer].data, np.uint8).tobytes()
-        arr = np.frombuffer(raw, np.float32)
+    if is_const(sub.model, t) and t.type == s.TensorType.FLOAT32:
+        arr = const_array(sub.model, t, np.float32)
         q = np.clip(np.round(arr / quant.scale[0]) + quant.zeroPoint[0], -128, 127).astype(np.int8)
-        out = sub.add_tensor(t, s.TensorType.INT8, _copy_quant(quant), "_q")
-        _set_const(sub.model, sub.graph.tensors[out], q)
+        out = sub.add_tensor(t, s.TensorType.INT8, copy_quantization(quant), "_q")
+        set_data(sub.model, sub.graph.tensors[out], q)
         return out
-    out = sub.add_tensor(t, s.TensorType.INT8, _copy_quant(quant), "_q")
+    out = sub.add_tensor(t, s.TensorType.INT8, copy_quantization(quant), "_q")
     sub.add_op(at, s.BuiltinOperator.QUANTIZE, [tensor], [out])
     return out
 
 
-def _reroute_quantizes(sub: _Sub, float_t: int, int8_t: int, quant: Any, skip: set[int]) -> None:
+def _reroute_quantizes(sub: SubgraphView, float_t: int, int8_t: int, quant: Any, skip: set[int]) -> None:
     """QUANTIZE ops reading ``float_t`` read ``int8_t`` instead (requantizing only where the scales differ)."""
-    s = _schema()
+    s = schema()
     for k in sub.consumers.get(float_t, []):
         op = sub.graph.operators[k]
         if k in skip or sub.code(k) != s.BuiltinOperator.QUANTIZE:
             continue
         out = int(op.outputs[0])
-        if _same(sub.tensor(out).quantization, quant):
-            _replace_uses(sub, out, int8_t)
+        if same_quantization(sub.tensor(out).quantization, quant):
+            replace_uses(sub, out, int8_t)
         else:
             op.inputs = [int8_t]
 
 
-def _replace_uses(sub: _Sub, old: int, new: int) -> None:
-    for op in sub.graph.operators:
-        op.inputs = [new if int(i) == old else int(i) for i in op.inputs]
-    sub.graph.outputs = [new if int(o) == old else int(o) for o in sub.graph.outputs]
-
-
-def _body_side(body: _Sub, var: int, quant: Any) -> None:
-    s = _schema()
+def _body_side(body: SubgraphView, var: int, quant: Any) -> None:
+    s = schema()
     b_in, b_out = int(body.graph.inputs[var]), int(body.graph.outputs[var])
-    q_in = body.add_tensor(body.tensor(b_in), s.TensorType.INT8, _copy_quant(quant), "_q")
+    q_in = body.add_tensor(body.tensor(b_in), s.TensorType.INT8, copy_quantization(quant), "_q")
     _reroute_quantizes(body, b_in, q_in, quant, set())
     body.refresh()
     if body.consumers.get(b_in) or b_out == b_in:  # float readers left: dequantize once at the start
         body.add_op(0, s.BuiltinOperator.DEQUANTIZE, [q_in], [b_in])
     body.refresh()
     q_out = q_in if b_out == b_in else _int8_source(body, b_out, quant, len(body.graph.operators))
-    inputs, outputs = list(body.graph.inputs), list(body.graph.outputs)
-    inputs[var], outputs[var] = q_in, q_out
-    body.graph.inputs, body.graph.outputs = inputs, outputs
+    body.graph.inputs = with_slot(body.graph.inputs, var, q_in)
+    body.graph.outputs = with_slot(body.graph.outputs, var, q_out)
 
 
-def _main_side(main: _Sub, op: Any, var: int, quant: Any) -> None:
-    s = _schema()
-    at = next(k for k, o in enumerate(main.graph.operators) if o is op)
+def _main_side(main: SubgraphView, op: Any, var: int, quant: Any) -> None:
+    s = schema()
+    at = main.index(op)
     q_init = _int8_source(main, int(op.inputs[var]), quant, at)
     main.refresh()
-    at = next(k for k, o in enumerate(main.graph.operators) if o is op)
-    inputs = list(op.inputs)
-    inputs[var] = q_init
-    op.inputs = inputs
+    at = main.index(op)
+    op.inputs = with_slot(op.inputs, var, q_init)
     f_out = int(op.outputs[var])
-    q_out = main.add_tensor(main.tensor(f_out), s.TensorType.INT8, _copy_quant(quant), "_q")
-    outputs = list(op.outputs)
-    outputs[var] = q_out
-    op.outputs = outputs
+    q_out = main.add_tensor(main.tensor(f_out), s.TensorType.INT8, copy_quantization(quant), "_q")
+    op.outputs = with_slot(op.outputs, var, q_out)
     main.refresh()
     _reroute_quantizes(main, f_out, q_out, quant, set())
     main.refresh()
@@ -405,16 +294,16 @@ def _main_side(main: _Sub, op: Any, var: int, quant: Any) -> None:
         main.add_op(at + 1, s.BuiltinOperator.DEQUANTIZE, [q_out], [f_out])
 
 
-def _drop_copies(body: _Sub) -> None:
+def _drop_copies(body: SubgraphView) -> None:
     """The pass-through copies of :func:`calibration_ready`: the body's output is its input again."""
-    s = _schema()
+    s = schema()
     outputs = list(body.graph.outputs)
     for var, (i, o) in enumerate(zip(body.graph.inputs, body.graph.outputs, strict=True)):
         k = body.producer.get(int(o))
         if k is None or body.code(k) != s.BuiltinOperator.RESHAPE:
             continue
         src = int(body.graph.operators[k].inputs[0])
-        same_int8 = _same(body.tensor(src).quantization, body.tensor(int(o)).quantization)
+        same_int8 = same_quantization(body.tensor(src).quantization, body.tensor(int(o)).quantization)
         same_int32 = body.tensor(src).type == body.tensor(int(o)).type == s.TensorType.INT32
         if src == int(i) and (same_int8 or same_int32):
             outputs[var] = int(i)
@@ -424,8 +313,8 @@ def _drop_copies(body: _Sub) -> None:
 def int8_io(model: Any) -> Any:
     """The main graph takes and returns int8: its input QUANTIZE and output DEQUANTIZE ops are dropped, and the
     int8 tensors next to them become the model's inputs and outputs (under the same names)."""
-    s = _schema()
-    main = _Sub(model, model.subgraphs[0])
+    s = schema()
+    main = SubgraphView(model, model.subgraphs[0])
     main.refresh()
     inputs, outputs = list(main.graph.inputs), list(main.graph.outputs)
     gone: set[int] = set()  # the edge QUANTIZE/DEQUANTIZE ops
@@ -435,7 +324,7 @@ def int8_io(model: Any) -> Any:
             raise ValueError(f"input {main.tensor(int(t)).name!r} is read by float ops; it cannot be int8")
         first = int(main.graph.operators[users[0]].outputs[0])
         for u in users[1:]:  # every reader uses the first QUANTIZE's int8 tensor
-            _replace_uses(main, int(main.graph.operators[u].outputs[0]), first)
+            replace_uses(main, int(main.graph.operators[u].outputs[0]), first)
         main.tensor(first).name, inputs[k] = main.tensor(int(t)).name, first
         gone.update(id(main.graph.operators[u]) for u in users)
     for k, t in enumerate(outputs):
@@ -447,17 +336,7 @@ def int8_io(model: Any) -> Any:
         gone.add(id(main.graph.operators[at]))
     main.graph.operators = [op for op in main.graph.operators if id(op) not in gone]
     main.graph.inputs, main.graph.outputs = inputs, outputs
-    _drop_dead(main)
+    drop_dead(main)
     return model
 
 
-def _drop_dead(sub: _Sub) -> None:
-    """Remove ops none of whose outputs is read (by an op or as a subgraph output)."""
-    while True:
-        sub.refresh()
-        live_outputs = {int(o) for o in sub.graph.outputs}
-        keep = [op for op in sub.graph.operators
-                if any(int(t) in live_outputs or sub.consumers.get(int(t)) for t in op.outputs)]
-        if len(keep) == len(sub.graph.operators):
-            return
-        sub.graph.operators = keep

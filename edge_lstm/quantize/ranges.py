@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm.tflite_schema import INT8, copy_quantization, model_op_name, pack, quantization, unpack
+
 #: ops that move int8 values without changing them: input and output share one scale
 _SHAPE_OPS = ("RESHAPE", "STRIDED_SLICE", "SQUEEZE", "EXPAND_DIMS", "SLICE", "GATHER", "TRANSPOSE")
 #: ops whose int8 kernel requantizes to any output scale it is given
@@ -28,26 +30,15 @@ _FREE_SCALE_OPS = ("FULLY_CONNECTED", "ADD", "SUB", "MUL", "CONV_2D", "DEPTHWISE
                    "QUANTIZE", "MEAN", "SUM")
 
 
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
-
-
 def set_output_ranges(data: bytes, ranges: Mapping[str, tuple[float, float]]) -> tuple[bytes, list[str]]:
     """``data`` with each named int8 output (or the int8 tensor its DEQUANTIZE reads) quantized over ``ranges``
     (name -> (min, max) in float units); returns the model and the names changed. An output whose int8 value
     comes from an op with a fixed output scale (a logistic, a softmax) or is read elsewhere is left alone."""
-    import flatbuffers
-
-    s = _schema()
-    model = s.ModelT.InitFromPackedBuf(data, 0)
+    model = unpack(data)
     graph = model.subgraphs[0]
-    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
 
     def op_name(op: Any) -> str:
-        code = model.operatorCodes[op.opcodeIndex]
-        return str(names.get(max(code.builtinCode, code.deprecatedBuiltinCode), ""))
+        return model_op_name(model, op)
 
     producer = {int(t): op for op in graph.operators for t in op.outputs}
     readers: dict[int, int] = {}
@@ -65,17 +56,15 @@ def set_output_ranges(data: bytes, ranges: Mapping[str, tuple[float, float]]) ->
         if chain:
             quant = _quant(*ranges[key])
             for t in chain:
-                graph.tensors[t].quantization = _copy(quant)
+                graph.tensors[t].quantization = copy_quantization(quant)
             changed.append(key)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), changed
+    return pack(model), changed
 
 
 def _int8_chain(graph: Any, out: int, producer: dict[int, Any], readers: dict[int, int], op_name: Any) -> list[int]:
     """The int8 tensors from a free-scale op's output to ``out`` through shape-only ops, or [] when there is none
     (or one of them is also read by another op)."""
-    i8 = _schema().TensorType.INT8
+    i8 = INT8
     t = out
     op = producer.get(t)
     if graph.tensors[t].type != i8:
@@ -109,12 +98,6 @@ def _quant(lo: float, hi: float) -> Any:
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     scale = (hi - lo) / 255.0 or 1.0
     zero = int(np.clip(np.round(-128 - lo / scale), -128, 127))
-    q = _schema().QuantizationParametersT()
-    q.scale, q.zeroPoint, q.quantizedDimension = [float(scale)], [zero], 0
-    return q
+    return quantization([float(scale)], [zero])
 
 
-def _copy(q: Any) -> Any:
-    c = _schema().QuantizationParametersT()
-    c.scale, c.zeroPoint, c.quantizedDimension = list(q.scale), list(q.zeroPoint), q.quantizedDimension
-    return c

@@ -35,7 +35,21 @@ from edge_lstm.quantize import cell16, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.quantize.ranges import set_output_ranges
+from edge_lstm.quantize.tflite_edit import drop_unused_buffers
 from edge_lstm.spec import Precision, TensorSpec
+from edge_lstm.tflite_schema import (
+    FLOAT32,
+    const_array,
+    model_op_name,
+    op_builtin,
+    opcode_index,
+    pack,
+    quantization,
+    schema,
+    set_data,
+    tensor_name,
+    unpack,
+)
 
 SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8)
 IO_TYPES = ("float", "int8")
@@ -84,61 +98,10 @@ def quantize_tflite(
 # ---------------------------------------------------------------- flatbuffer editing
 
 
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
-
-
-def _unpack(data: bytes) -> Any:
-    return _schema().ModelT.InitFromPackedBuf(data, 0)
-
-
-def _pack(model: Any) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _opcode(model: Any, builtin: int, version: int) -> int:
-    """Index of the operator code (builtin, version), added when missing."""
-    s = _schema()
-    for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
-            return i
-    code = s.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
-def _op_name(model: Any, op: Any) -> str:
-    code = model.operatorCodes[op.opcodeIndex]
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-    names = {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
-    return str(names.get(builtin, builtin))
-
-
 def _const(model: Any, tensor: Any) -> np.ndarray | None:
     """The float32 constant held by ``tensor``, or None when it is not a float32 constant."""
-    buf = model.buffers[tensor.buffer].data if tensor.buffer > 0 else None
-    if tensor.type != _schema().TensorType.FLOAT32 or buf is None or len(buf) == 0:
-        return None
-    return np.frombuffer(np.asarray(buf, dtype=np.uint8).tobytes(), dtype=np.float32).reshape(tensor.shape)
-
-
-def _set_data(model: Any, tensor: Any, arr: np.ndarray) -> None:
-    buf = _schema().BufferT()
-    buf.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8)
-    model.buffers.append(buf)
-    tensor.buffer = len(model.buffers) - 1
-
-
-def _tensor_name(tensor: Any) -> str:
-    raw = tensor.name
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    arr = const_array(model, tensor, np.float32) if tensor.type == FLOAT32 else None
+    return None if arr is None else arr.reshape(tensor.shape)
 
 
 # ---------------------------------------------------------------- fp16
@@ -146,9 +109,9 @@ def _tensor_name(tensor: Any) -> str:
 
 def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
     """FLOAT16 constant weights, each expanded to float32 by a DEQUANTIZE op at the start of the graph."""
-    s = _schema()
-    model = _unpack(float_tflite)
-    deq = _opcode(model, s.BuiltinOperator.DEQUANTIZE, 3)  # version 3: float16 input
+    s = schema()
+    model = unpack(float_tflite)
+    deq = opcode_index(model, s.BuiltinOperator.DEQUANTIZE, 3)  # version 3: float16 input
     converted = 0
     for graph in model.subgraphs:
         used = {i for op in graph.operators for i in op.inputs if i >= 0}
@@ -162,7 +125,7 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
             half = s.TensorT()
             half.name, half.shape = (tensor.name or b"w") + b"_fp16", list(tensor.shape)
             half.type = s.TensorType.FLOAT16
-            _set_data(model, half, arr.astype(np.float16))
+            set_data(model, half, arr.astype(np.float16))
             graph.tensors.append(half)
             tensor.buffer = 0  # now produced by the DEQUANTIZE op
             op = s.OperatorT()
@@ -172,7 +135,7 @@ def to_fp16(float_tflite: bytes) -> QuantizedArtifact:
         graph.operators = first + list(graph.operators)
     if not converted:
         raise UnsupportedModel("fp16 found no float32 weights to convert in this TFLite model.")
-    data = _pack(_drop_unused_buffers(model))
+    data = pack(drop_unused_buffers(model))
     return QuantizedArtifact(data, Precision.FP16, [
         f"{converted} weight tensors stored as float16 and expanded by DEQUANTIZE at load; compute is float32.",
     ])
@@ -184,19 +147,10 @@ def _weight_inputs(model: Any, graph: Any) -> set[int]:
 
     out: set[int] = set()
     for op in graph.operators:
-        for slot in _TFLITE_WEIGHTS.get(_op_name(model, op), ()):
+        for slot in _TFLITE_WEIGHTS.get(model_op_name(model, op), ()):
             if slot < len(op.inputs) and op.inputs[slot] >= 0:
                 out.add(int(op.inputs[slot]))
     return out
-
-
-def _drop_unused_buffers(model: Any) -> Any:
-    """Empty the buffers no tensor points at any more (their bytes would stay in the file)."""
-    used = {t.buffer for g in model.subgraphs for t in g.tensors}
-    for i, buf in enumerate(model.buffers):
-        if i > 0 and i not in used:
-            buf.data = None
-    return model
 
 
 # ---------------------------------------------------------------- dynamic int8 (hybrid)
@@ -204,8 +158,8 @@ def _drop_unused_buffers(model: Any) -> Any:
 
 def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
     """int8 weights with float activations: TFLite's hybrid LSTM and FULLY_CONNECTED kernels."""
-    s = _schema()
-    model = _unpack(float_tflite)
+    s = schema()
+    model = unpack(float_tflite)
     ops = s.BuiltinOperator
     lstm_ops = (ops.UNIDIRECTIONAL_SEQUENCE_LSTM, ops.BIDIRECTIONAL_SEQUENCE_LSTM, ops.LSTM)
     quantized, floats = 0, []
@@ -213,21 +167,20 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
         # only the model's own outputs: a loop body's outputs are its state, computed like any other step
         outputs = set(graph.outputs) if gi == 0 else set()
         for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            builtin = op_builtin(model, op)
             if builtin in lstm_ops:
                 weights = [i for k, i in enumerate(op.inputs) if (1 <= k <= 8 or k == 16) and i >= 0]
-                op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
+                op.opcodeIndex = opcode_index(model, builtin, 2)  # version 2: hybrid
                 if hasattr(op.builtinOptions, "asymmetricQuantizeInputs"):
                     op.builtinOptions.asymmetricQuantizeInputs = False
             elif builtin == ops.UNIDIRECTIONAL_SEQUENCE_RNN:
                 weights = [i for i in op.inputs[1:3] if i >= 0]
-                op.opcodeIndex = _opcode(model, builtin, 2)  # version 2: hybrid
+                op.opcodeIndex = opcode_index(model, builtin, 2)  # version 2: hybrid
                 if op.builtinOptions is not None:
                     op.builtinOptions.asymmetricQuantizeInputs = False
             elif builtin == ops.FULLY_CONNECTED and not outputs.intersection(op.outputs):
                 weights = [op.inputs[1]]
-                op.opcodeIndex = _opcode(model, builtin, 3)  # version 3: hybrid
+                op.opcodeIndex = opcode_index(model, builtin, 3)  # version 3: hybrid
                 if op.builtinOptions is not None:
                     op.builtinOptions.asymmetricQuantizeInputs = False
             elif builtin == ops.CONV_2D and not outputs.intersection(op.outputs):
@@ -235,7 +188,7 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
             else:
                 # (a depthwise convolution's hybrid kernel computed wrong values with a per-tensor filter scale)
                 if builtin in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.TRANSPOSE_CONV):
-                    floats.append(f"{_op_name(model, op)} '{_tensor_name(graph.tensors[op.outputs[0]])}'")
+                    floats.append(f"{model_op_name(model, op)} '{tensor_name(graph.tensors[op.outputs[0]])}'")
                 continue
             quantized += sum(_int8_weight(model, graph.tensors[i]) for i in weights)
     if not quantized:
@@ -249,22 +202,20 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
                                        else "TFLite has no hybrid kernel edge-lstm trusts for it.")
              for f in floats]
     notes.append("hybrid kernels (int8 weights, float activations) run on LiteRT/tflite-runtime, not TFLite Micro.")
-    data = _pack(_drop_unused_buffers(model))
+    data = pack(drop_unused_buffers(model))
     return QuantizedArtifact(data, Precision.DYNAMIC_INT8, notes, floats)
 
 
 def _int8_weight(model: Any, tensor: Any) -> int:
     """Quantize one float32 constant to int8, symmetric, one scale per tensor; 1 if done."""
-    s = _schema()
+    s = schema()
     arr = _const(model, tensor)
     if arr is None:
         return 0
     scale = float(np.abs(arr).max()) / 127.0 or 1.0
-    _set_data(model, tensor, np.clip(np.round(arr / scale), -127, 127).astype(np.int8))
+    set_data(model, tensor, np.clip(np.round(arr / scale), -127, 127).astype(np.int8))
     tensor.type = s.TensorType.INT8
-    q = s.QuantizationParametersT()
-    q.scale, q.zeroPoint, q.quantizedDimension = [scale], [0], 0
-    tensor.quantization = q
+    tensor.quantization = quantization([scale], [0])
     return 1
 
 
@@ -299,11 +250,11 @@ def to_int8(
     i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
     # TFLite's quantizer sets every subgraph's inputs to the I/O type (a loop body's too): loops are quantized
     # with float I/O and their main graph's edges made int8 afterwards (loops.int8_io)
-    io_type = i8 if io == "int8" and not loops.has_loops(_unpack(float_tflite)) else f32
-    prepared = _unpack(float_tflite)
+    io_type = i8 if io == "int8" and not loops.has_loops(unpack(float_tflite)) else f32
+    prepared = unpack(float_tflite)
     looped = loops.has_loops(prepared)
     # TFLite's calibrator crashes on pass-through loop variables and its quantizer wants constant biases
-    source = _pack(loops.calibration_ready(prepared))
+    source = pack(loops.calibration_ready(prepared))
     try:
         # a loop's weights: one scale a tensor, or one a channel (each needs its own calibrator: the
         # quantizer changes the calibrator's model)
@@ -320,8 +271,8 @@ def to_int8(
     if looped:
         data, scales = _pick_scales(float_tflite, built, cal)
         if io == "int8":
-            data = _pack(loops.int8_io(_unpack(data)))
-    kind = f"{scales} int8 weights, {_state_kind(_unpack(data), looped)}"
+            data = pack(loops.int8_io(unpack(data)))
+    kind = f"{scales} int8 weights, {_state_kind(unpack(data), looped)}"
     notes = [f"int8 activations and {kind}, int32 bias; "
              f"calibrated by TFLite's quantizer on {cal.count} {cal.unit} ({cal.source}).", *cells]
     if cal.output_ranges:
@@ -337,10 +288,10 @@ def to_int8(
 
 def _state_kind(model: Any, looped: bool) -> str:
     """How the quantized model holds its recurrent state, read from the model (the report says what is there)."""
-    fused = [_op_name(model, op) for g in model.subgraphs for op in g.operators
-             if _op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
-    cells = any(t.type == _schema().TensorType.INT16 for g in model.subgraphs for t in g.tensors)
-    recurrent = looped or any(_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs
+    fused = [model_op_name(model, op) for g in model.subgraphs for op in g.operators
+             if model_op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
+    cells = any(t.type == schema().TensorType.INT16 for g in model.subgraphs for t in g.tensors)
+    recurrent = looped or any(model_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs
                               for op in g.operators)
     parts = ["int16 LSTM cell state"] if fused else []
     if cells:
@@ -397,12 +348,12 @@ def _pick_cells(float_tflite: bytes, raw: dict[bool, bytes], looped: bool,
 def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
     """The quantizer's output with int8 loop state (and int16 LSTM cells when ``cells``), constants shared again
     and the recorded ranges dropped."""
-    model = _unpack(data)
+    model = unpack(data)
     if looped:
         loops.int8_loop_state(model)
     if cells:
         cell16.int16_cells(model)
-    return _strip_ranges(_pack(loops.dedupe_buffers(loops.drop_temp_names(model))))
+    return _strip_ranges(pack(loops.dedupe_buffers(loops.drop_temp_names(model))))
 
 
 #: per-tensor weight scales are kept unless their error on the calibration windows exceeds per-channel's by this
@@ -451,12 +402,12 @@ def _rel_l2(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
 
 def _strip_ranges(data: bytes) -> bytes:
     """Drop the calibrator's recorded min/max: kernels read only scale and zero point (~5% of a small file)."""
-    model = _unpack(data)
+    model = unpack(data)
     for graph in model.subgraphs:
         for tensor in graph.tensors:
             if tensor.quantization is not None:
                 tensor.quantization.min = tensor.quantization.max = None
-    return _pack(model)
+    return pack(model)
 
 
 def _first_line(e: Exception) -> str:

@@ -156,18 +156,18 @@ def test_op_without_int8_kernel_is_refused(float_tflite, forecaster):
     """The forecaster with a SIN op after its head: TFLite has no integer SIN, so int8 stops with exit code 5."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from edge_lstm.quantize import tflite as qt
+    from edge_lstm import tflite_schema as ts
 
-    model = qt._unpack(float_tflite)
+    model = ts.unpack(float_tflite)
     graph = model.subgraphs[0]
     out = schema.TensorT()
     out.name, out.shape, out.type = b"y_sin", list(graph.tensors[graph.outputs[0]].shape), schema.TensorType.FLOAT32
     graph.tensors.append(out)
     op = schema.OperatorT()
-    op.opcodeIndex = qt._opcode(model, schema.BuiltinOperator.SIN, 1)
+    op.opcodeIndex = ts.opcode_index(model, schema.BuiltinOperator.SIN, 1)
     op.inputs, op.outputs = [graph.outputs[0]], [len(graph.tensors) - 1]
     graph.operators.append(op)
     graph.outputs = [len(graph.tensors) - 1]
     with pytest.raises(UnsupportedModel, match="Quantization not yet supported for op: 'SIN'") as exc:
-        quantize_tflite(qt._pack(model), Precision.INT8, calib=forecaster.calib[:64])
+        quantize_tflite(ts.pack(model), Precision.INT8, calib=forecaster.calib[:64])
     assert exc.value.exit_code == 5

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import onnx
 
-from edge_lstm.lower.tflite import LoweredTFLite
 from edge_lstm.lower.tflite.build import build, with_reason
+from edge_lstm.lower.tflite.result import LoweredTFLite
 
 
 def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, litert: bool = False) -> LoweredTFLite:

@@ -8,12 +8,12 @@ from dataclasses import replace
 import numpy as np
 import onnx
 
-from edge_lstm.lower.tflite import LoweredTFLite
 from edge_lstm.lower.tflite.context import Context
 from edge_lstm.lower.tflite.graph import prepare, projected_scan, state_to_variables
 from edge_lstm.lower.tflite.lstm import kernel_blocker
 from edge_lstm.lower.tflite.ops import lower_node
 from edge_lstm.lower.tflite.ops_nn import fold_batchnorm
+from edge_lstm.lower.tflite.result import LoweredTFLite
 
 
 def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False,
@@ -29,7 +29,7 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
             f"Streaming: state inputs {', '.join(removed)} became variable tensors; the state persists across "
             "invoke() calls until reset_all_variables()."
         )
-    ctx = Context(graph, lowering, int8=int8, micro=micro)
+    ctx = Context(graph, lowering, lower_node, int8=int8, micro=micro)
     inputs = [ctx.output(name, dtype=graph.dtypes.get(name, np.float32)) for name in graph.inputs]
     for node in graph.nodes:
         if id(node) not in ctx.done:

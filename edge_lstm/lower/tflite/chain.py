@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from edge_lstm.lower.tflite import recurrent as rc
+from edge_lstm.lower.tflite.cells import plain_weights
 from edge_lstm.lower.tflite.context import Context
 from edge_lstm.lower.tflite.graph import attr
 from edge_lstm.lower.tflite.loop import LoopLayer, run_loop
@@ -56,24 +57,11 @@ def looped(ctx: Context, rec: Recurrent) -> None:
 
 def loop_layer(ctx: Context, rec: Recurrent, d: int) -> LoopLayer:
     """Direction ``d`` of ``rec`` in the loop's weight layout, with its initial state tensors."""
-    from edge_lstm.lower.tflite.lstm import PLAIN_ORDER
-
-    h, name = rec.hidden, f"{rec.name}_d{d}"
+    name = f"{rec.name}_d{d}"
     h0 = rc.state_tensor(ctx, rec, rc.initial(ctx, rec, "h"), d, name + "_h0")
-    if rec.kind == "lstm":
-        c0 = rc.state_tensor(ctx, rec, rc.initial(ctx, rec, "c"), d, name + "_c0")
-        return LoopLayer(
-            "lstm", h, np.concatenate(rc.gate_blocks(rec.w[d], h, PLAIN_ORDER)),
-            np.concatenate(rc.gate_blocks(rec.b[d][: 4 * h] + rec.b[d][4 * h :], h, PLAIN_ORDER)),
-            np.concatenate(rc.gate_blocks(rec.r[d], h, PLAIN_ORDER)), None, False, h0, c0,
-            None if rec.proj is None else rec.proj[d],
-        )
-    if rec.kind == "rnn":
-        return LoopLayer("rnn", h, rec.w[d], rec.b[d][:h] + rec.b[d][h:], rec.r[d], None, False, h0, None,
-                         activation=rec.activation)
-    wb, rb = rec.b[d][: 3 * h], rec.b[d][3 * h :]
-    return LoopLayer("gru", h, rec.w[d], np.concatenate([wb[: 2 * h] + rb[: 2 * h], wb[2 * h :]]), rec.r[d],
-                     rb[2 * h :], rec.lbr, h0, None)
+    c0 = rc.state_tensor(ctx, rec, rc.initial(ctx, rec, "c"), d, name + "_c0") if rec.kind == "lstm" else None
+    pw = plain_weights(rec, d)
+    return LoopLayer(rec.kind, rec.hidden, pw.w, pw.b, pw.r, pw.rbn, rec.lbr, h0, c0, pw.proj, rec.activation)
 
 
 def _users(ctx: Context, name: str) -> list[onnx.NodeProto]:
@@ -119,12 +107,10 @@ def _ensure(ctx: Context, name: str) -> None:
     """Lower the nodes computing ``name`` now (a stacked layer's initial state, needed before the loop)."""
     if not name or ctx.known(name) or ctx.const(name) is not None:
         return
-    from edge_lstm.lower.tflite.ops import lower_node
-
     producer = next(n for n in ctx.graph.nodes if name in n.output)
     for i in producer.input:
         _ensure(ctx, i)
-    lower_node(ctx, producer)
+    ctx.lower_node(producer)
     ctx.done.add(id(producer))
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import onnx
 from ai_edge_litert import schema_py_generated as schema
 
 from edge_lstm.lower.tflite.graph import Graph
@@ -17,8 +18,12 @@ OP = schema.BuiltinOperator
 class Context:
     """Maps ONNX value names to TFLite tensors and emits operators through a :class:`ModelWriter`."""
 
-    def __init__(self, graph: Graph, lowering: str, int8: bool = False, micro: bool = False) -> None:
+    def __init__(self, graph: Graph, lowering: str, lower_node: Callable[[Context, onnx.NodeProto], None],
+                 int8: bool = False, micro: bool = False) -> None:
         self.graph = graph
+        #: lowers one ONNX node (the op table's dispatch, :func:`edge_lstm.lower.tflite.ops.lower_node`): the loop
+        #: lowering calls it for a stacked layer's initial state, without importing the op table
+        self._lower_node = lower_node
         self.lowering = lowering  #: "fused", "loop" or "unrolled"
         self.int8 = int8  #: the model will be quantized to full int8: only ops TFLite's quantizer takes
         self.micro = micro  #: the artifact is for TFLite Micro: only ops it has kernels for
@@ -66,7 +71,7 @@ class Context:
         self.values[name] = ref
         return ref
 
-    def temp(self, hint: str, shape: tuple[int, ...], dtype: Any = np.float32) -> TensorRef:
+    def temp(self, shape: tuple[int, ...], dtype: Any = np.float32) -> TensorRef:
         """A new intermediate tensor with no ONNX counterpart (unnamed: names would dominate unrolled files)."""
         return self.writer.add_tensor("", shape, dtype)
 
@@ -90,6 +95,10 @@ class Context:
         """True when ``name`` has a tensor already (or will on first read)."""
         return name in self.values or name in self.lazy
 
+    def lower_node(self, node: onnx.NodeProto) -> None:
+        """Lower one ONNX node now, through the op table."""
+        self._lower_node(self, node)
+
     # ---- emitting ------------------------------------------------------------------------
     def op(self, code: int, inputs: list[TensorRef | None], outputs: list[TensorRef], options: Any = None,
            version: int = 1) -> None:
@@ -97,15 +106,15 @@ class Context:
         self.writer.add_op(code, [-1 if t is None else t.index for t in inputs], [t.index for t in outputs], options,
                            version)
 
-    def unary(self, code: int, x: TensorRef, hint: str, options: Any = None) -> TensorRef:
+    def unary(self, code: int, x: TensorRef, options: Any = None) -> TensorRef:
         """Emit an elementwise op with one input; returns its output."""
-        out = self.temp(hint, x.shape)
+        out = self.temp(x.shape)
         self.op(code, [x], [out], options)
         return out
 
-    def binary(self, code: int, a: TensorRef, b: TensorRef, hint: str) -> TensorRef:
+    def binary(self, code: int, a: TensorRef, b: TensorRef) -> TensorRef:
         """Emit ADD/SUB/MUL/DIV with numpy broadcasting; returns its output."""
-        out = self.temp(hint, tuple(np.broadcast_shapes(a.shape, b.shape)))
+        out = self.temp(tuple(np.broadcast_shapes(a.shape, b.shape)))
         options: Any = {
             OP.ADD: schema.AddOptionsT,
             OP.SUB: schema.SubOptionsT,
@@ -119,19 +128,19 @@ class Context:
         """RESHAPE ``x`` to ``shape`` (no op when the shape already matches and no output is forced)."""
         if out is None and tuple(x.shape) == tuple(shape):
             return x
-        out = out or self.temp(hint, shape)
+        out = out or self.temp(shape)
         opts = schema.ReshapeOptionsT()
         opts.newShape = list(shape)
         self.op(OP.RESHAPE, [x, self.int32(hint + "_shape", list(shape))], [out], opts)
         return out
 
     def fully_connected(
-        self, x: TensorRef, weight: TensorRef, bias: TensorRef | None, hint: str, keep_dims: bool = False
+        self, x: TensorRef, weight: TensorRef, bias: TensorRef | None, keep_dims: bool = False
     ) -> TensorRef:
         """FULLY_CONNECTED: ``x @ weight.T + bias``; ``weight`` is ``[N, K]``."""
         n, k = weight.shape
         shape = (*x.shape[:-1], n) if keep_dims else (int(np.prod(x.shape)) // k, n)
-        out = self.temp(hint, shape)
+        out = self.temp(shape)
         opts = schema.FullyConnectedOptionsT()
         opts.keepNumDims = keep_dims
         self.op(OP.FULLY_CONNECTED, [x, weight, bias], [out], opts)
@@ -144,7 +153,7 @@ class Context:
         for s in sizes:
             shape = list(x.shape)
             shape[axis] = s
-            outs.append(self.temp(hint, tuple(shape)))
+            outs.append(self.temp(tuple(shape)))
         if len(set(sizes)) == 1:
             opts = schema.SplitOptionsT()
             opts.numSplits = len(sizes)
@@ -169,13 +178,13 @@ class Context:
             opts,
         )
 
-    def concat(self, parts: list[TensorRef], axis: int, hint: str, out: TensorRef | None = None) -> TensorRef:
+    def concat(self, parts: list[TensorRef], axis: int, out: TensorRef | None = None) -> TensorRef:
         """CONCATENATION along ``axis``."""
         axis = axis % len(parts[0].shape)
         if out is None:
             shape = list(parts[0].shape)
             shape[axis] = sum(p.shape[axis] for p in parts)
-            out = self.temp(hint, tuple(shape))
+            out = self.temp(tuple(shape))
         opts = schema.ConcatenationOptionsT()
         opts.axis = axis
         self.op(OP.CONCATENATION, list(parts), [out], opts)

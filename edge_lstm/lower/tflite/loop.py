@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from edge_lstm.lower.tflite.cells import gru_step, gru_weights, lstm_step, reverse_time, rnn_step
 from edge_lstm.lower.tflite.context import OP, Context
 from edge_lstm.lower.tflite.writer import TensorRef
 
@@ -67,10 +68,9 @@ def run_loop(
     and the final states ([B, O] and [B, H])."""
     first = layers[0]
     if reverse:
-        x = _reverse(ctx, ctx.reshape(x, (steps, batch * x.shape[-1]), tag + "_in_t"), tag + "_in_rev")
+        x = reverse_time(ctx, ctx.reshape(x, (steps, batch * x.shape[-1]), tag + "_in_t"))
         x = ctx.reshape(x, (steps * batch, x.shape[-1] // batch), tag + "_in_rows")
-    xp = ctx.fully_connected(x, ctx.const_tensor(tag + "_w0", first.w), ctx.const_tensor(tag + "_b0", first.b),
-                             tag + "_xproj")
+    xp = ctx.fully_connected(x, ctx.const_tensor(tag + "_w0", first.w), ctx.const_tensor(tag + "_b0", first.b))
     u = steps_per_iteration(layers, steps)
     iters, width = steps // u, xp.shape[1] * batch
     xp = ctx.reshape(xp, (iters, u * width), tag + "_xproj_u")
@@ -82,7 +82,7 @@ def run_loop(
             init.append(layer.c0 or ctx.const_tensor(tag + "_zeros", np.zeros((batch, layer.hidden), np.float32)))
     last_h = layers[-1].out_size * batch
     if need_seq:
-        ys0 = ctx.temp(tag + "_ys0", (iters, u * last_h))
+        ys0 = ctx.temp((iters, u * last_h))
         ctx.op(OP.FILL, [ctx.int32(tag + "_ys_shape", [iters, u * last_h]),
                          ctx.const_tensor(tag + "_zero", np.array(0.0, np.float32))], [ys0])
         init.append(ys0)
@@ -100,7 +100,7 @@ def run_loop(
         t, xp_in = ins[0], ins[1]
         t_next = writer.add_tensor("", (1,), np.int32)
         ctx.op(OP.ADD, [t, ctx.int32("one", [1])], [t_next], schema.AddOptionsT())
-        row = ctx.temp("xt", (1, u * width))
+        row = ctx.temp((1, u * width))
         gopts = schema.GatherOptionsT()
         gopts.axis = 0
         ctx.op(OP.GATHER, [xp_in, t], [row], gopts)
@@ -110,10 +110,10 @@ def run_loop(
         tops = [ctx.reshape(h, (1, last_h), "top") for h in tops]
         outs: list[TensorRef] = [t_next, xp_in, *state]
         if need_seq:
-            h_top = ctx.concat(tops, 1, "tops") if u > 1 else tops[0]
+            h_top = ctx.concat(tops, 1) if u > 1 else tops[0]
             pos = writer.add_tensor("", (2,), np.int32)
-            ctx.concat([t, ctx.int32("zero", [0])], 0, "pos", out=pos)
-            ys = ctx.temp("ys", (iters, u * last_h))
+            ctx.concat([t, ctx.int32("zero", [0])], 0, out=pos)
+            ys = ctx.temp((iters, u * last_h))
             ctx.op(OP.DYNAMIC_UPDATE_SLICE, [ins[-1], h_top, pos], [ys], schema.DynamicUpdateSliceOptionsT())
             outs.append(ys)
         writer.set_io(body, [r.index for r in ins], [r.index for r in outs])
@@ -134,7 +134,7 @@ def run_loop(
             k += 1
     seq = ctx.reshape(final[k], (steps, last_h), tag + "_ys") if need_seq else None
     if seq is not None and reverse:
-        seq = _reverse(ctx, seq, tag + "_ys_rev")
+        seq = reverse_time(ctx, seq)
     return seq, states
 
 
@@ -166,17 +166,15 @@ def _steps(
 ) -> tuple[list[TensorRef], list[TensorRef]]:
     """Advance every layer ``len(projs)`` steps inside the body, layer by layer; returns the new state and the
     top layer's outputs. An upper layer's input projection of all those steps is one fully-connected op."""
-    from edge_lstm.lower.tflite.lstm import gru_step, lstm_step, rnn_step
-
     new: list[TensorRef] = []
     outs: list[TensorRef] = []
     k, u = 0, len(projs)
     batch = projs[0].shape[0]
     for n, layer in enumerate(layers):
         if n > 0:
-            below = ctx.concat(outs, 0, "hb") if u > 1 else outs[0]
+            below = ctx.concat(outs, 0) if u > 1 else outs[0]
             proj = ctx.fully_connected(below, ctx.const_tensor(f"{tag}_w{n}", layer.w),
-                                       ctx.const_tensor(f"{tag}_b{n}", layer.b), "xp")
+                                       ctx.const_tensor(f"{tag}_b{n}", layer.b))
             projs = ctx.split(proj, 0, [batch] * u, "xp") if u > 1 else [proj]
         outs = []
         if layer.kind == "lstm":
@@ -192,16 +190,14 @@ def _steps(
             r = ctx.const_tensor(f"{tag}_r{n}", layer.r)
             h = state[k]
             for proj in projs:
-                h = rnn_step(ctx, proj, h, r, layer.activation, "step", runtime_bias=False)
+                h = rnn_step(ctx, proj, h, r, layer.activation, runtime_bias=False)
                 outs.append(h)
             new.append(h)
             k += 1
         else:
             hh = layer.hidden
             assert layer.rbn is not None
-            weights = (ctx.const_tensor(f"{tag}_rzr{n}", layer.r[: 2 * hh]),
-                       ctx.const_tensor(f"{tag}_rn{n}", layer.r[2 * hh :]),
-                       ctx.const_tensor(f"{tag}_rbn{n}", layer.rbn))
+            weights = gru_weights(ctx, layer.r, layer.rbn, tag, str(n))
             h = state[k]
             for proj in projs:
                 xzr, xn = ctx.split(proj, 1, [2 * hh, hh], "xzr")
@@ -210,15 +206,3 @@ def _steps(
             new.append(h)
             k += 1
     return new, outs
-
-
-def _reverse(ctx: Context, x: TensorRef, hint: str) -> TensorRef:
-    out = ctx.temp(hint, x.shape)
-    ctx.op(OP.REVERSE_V2, [x, ctx.int32("axis0", [0])], [out], schema.ReverseV2OptionsT())
-    return out
-
-
-def reverse_rows(ctx: Context, seq: TensorRef, steps: int, hint: str) -> TensorRef:
-    """A ``[T*B, O]`` time-major sequence with its time steps in reverse order."""
-    t = ctx.reshape(seq, (steps, seq.shape[0] * seq.shape[1] // steps), hint + "_t")
-    return ctx.reshape(_reverse(ctx, t, hint), seq.shape, hint + "_rows")

@@ -23,6 +23,8 @@ a run-time bias to the builtin kernel, which reads the one shared weight matrix
 (a delegated op would get a private packed copy per step). A one-step graph
 uses a fully-connected op plus an ``ADD`` instead, which TFLite's integer
 quantizer takes (it wants constant, 1-D biases).
+
+The cell steps, the gate layouts and the time reversal are :mod:`.cells`'s, shared with the loop.
 """
 
 from __future__ import annotations
@@ -32,19 +34,24 @@ import onnx
 from ai_edge_litert import schema_py_generated as schema
 
 from edge_lstm.lower.tflite import recurrent as rc
+from edge_lstm.lower.tflite.cells import (
+    FUSED_ORDER,
+    gru_step,
+    gru_weights,
+    lstm_step,
+    plain_weights,
+    reverse_time,
+    rnn_step,
+)
+from edge_lstm.lower.tflite.chain import looped
 from edge_lstm.lower.tflite.context import OP, Context
 from edge_lstm.lower.tflite.graph import require
 from edge_lstm.lower.tflite.recurrent import Recurrent
 from edge_lstm.lower.tflite.writer import TensorRef
 
-#: ONNX LSTM gate order i, o, f, c as TFLite's fused slots i, f, c, o, and as the plain ops' i, f, o, c
-FUSED_ORDER, PLAIN_ORDER = [0, 2, 3, 1], [0, 2, 1, 3]
-
 
 def lower_recurrent(ctx: Context, node: onnx.NodeProto) -> None:
     """Lower one recurrent layer, fused when asked and possible, else as a loop or unrolled (with a note)."""
-    from edge_lstm.lower.tflite.chain import looped
-
     rec = rc.parse(ctx, node)
     h0, c0 = rc.initial(ctx, rec, "h"), rc.initial(ctx, rec, "c")
     peep = ctx.const(node.input[7]) if rec.kind == "lstm" and len(node.input) > 7 and node.input[7] else None
@@ -100,7 +107,7 @@ def _fused_lstm(ctx: Context, rec: Recurrent, peep: np.ndarray | None) -> None:
         r = rc.gate_blocks(rec.r[d], h, FUSED_ORDER)
         bias = rc.gate_blocks(rec.b[d][: 4 * h] + rec.b[d][4 * h :], h, FUSED_ORDER)
         tag = f"{rec.name}_d{d}"
-        ins: list[TensorRef | None] = [_reverse(ctx, x, tag + "_in") if rec.is_reversed(d) else x]
+        ins: list[TensorRef | None] = [reverse_time(ctx, x) if rec.is_reversed(d) else x]
         ins += [ctx.const_tensor(f"{tag}_w{g}", a) for g, a in zip("ifco", w, strict=True)]
         ins += [ctx.const_tensor(f"{tag}_r{g}", a) for g, a in zip("ifco", r, strict=True)]
         if peep is not None and np.any(peep):
@@ -113,13 +120,13 @@ def _fused_lstm(ctx: Context, rec: Recurrent, peep: np.ndarray | None) -> None:
         ins += [ctx.writer.add_tensor(f"{tag}_h_state", (b, o), variable=True)]
         ins += [ctx.writer.add_tensor(f"{tag}_c_state", (b, h), variable=True)]
         ins += [None, None, None, None]  # no layer norm
-        out = ctx.temp(tag + "_y", (rec.steps, b, o))
+        out = ctx.temp((rec.steps, b, o))
         opts = schema.UnidirectionalSequenceLSTMOptionsT()
         opts.fusedActivationFunction = schema.ActivationFunctionType.TANH
         opts.timeMajor = True
         ctx.op(OP.UNIDIRECTIONAL_SEQUENCE_LSTM, ins, [out], opts)
-        seqs.append(_reverse(ctx, out, tag + "_y_fwd") if rec.is_reversed(d) else out)
-        finals.append(_last_step(ctx, out, rec, tag))
+        seqs.append(reverse_time(ctx, out) if rec.is_reversed(d) else out)
+        finals.append(_last_step(ctx, out, rec))
     rc.bind_outputs(ctx, rec, seqs, finals, [])
 
 
@@ -129,34 +136,28 @@ def _fused_rnn(ctx: Context, rec: Recurrent, _peep: object) -> None:
     seqs, finals = [], []
     for d in range(rec.directions):
         tag = f"{rec.name}_d{d}"
-        ins: list[TensorRef | None] = [_reverse(ctx, x, tag + "_in") if rec.is_reversed(d) else x]
+        ins: list[TensorRef | None] = [reverse_time(ctx, x) if rec.is_reversed(d) else x]
         ins += [ctx.const_tensor(tag + "_w", rec.w[d]), ctx.const_tensor(tag + "_r", rec.r[d]),
                 ctx.const_tensor(tag + "_b", rec.b[d][:h] + rec.b[d][h:]),
                 ctx.writer.add_tensor(f"{tag}_h_state", (b, h), variable=True)]
-        out = ctx.temp(tag + "_y", (rec.steps, b, h))
+        out = ctx.temp((rec.steps, b, h))
         opts = schema.SequenceRNNOptionsT()
         opts.timeMajor = True
         opts.fusedActivationFunction = _ACTIVATION[rec.activation]
         ctx.op(OP.UNIDIRECTIONAL_SEQUENCE_RNN, ins, [out], opts)
-        seqs.append(_reverse(ctx, out, tag + "_y_fwd") if rec.is_reversed(d) else out)
-        finals.append(_last_step(ctx, out, rec, tag))
+        seqs.append(reverse_time(ctx, out) if rec.is_reversed(d) else out)
+        finals.append(_last_step(ctx, out, rec))
     rc.bind_outputs(ctx, rec, seqs, finals, [])
 
 
 _ACTIVATION = {"Tanh": schema.ActivationFunctionType.TANH, "Relu": schema.ActivationFunctionType.RELU}
 
 
-def _last_step(ctx: Context, out: TensorRef, rec: Recurrent, tag: str) -> TensorRef:
+def _last_step(ctx: Context, out: TensorRef, rec: Recurrent) -> TensorRef:
     """The state after the direction's last step: the op's last output row (its first, run reversed)."""
-    last = ctx.temp(tag + "_last", (1, *out.shape[1:]))
+    last = ctx.temp((1, *out.shape[1:]))
     ctx.slice_to(out, 0, rec.steps - 1, rec.steps, last)
     return last
-
-
-def _reverse(ctx: Context, x: TensorRef, hint: str) -> TensorRef:
-    out = ctx.temp(hint, x.shape)
-    ctx.op(OP.REVERSE_V2, [x, ctx.int32("axis0", [0])], [out], schema.ReverseV2OptionsT())
-    return out
 
 
 def _unrolled(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0: np.ndarray | str | None) -> None:
@@ -167,7 +168,7 @@ def _unrolled(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0: np.
     for d in range(rec.directions):
         tag = f"{rec.name}_d{d}"
         w, b, weights = step_weights(ctx, rec, d, tag)
-        xs = rc.per_step(ctx, ctx.fully_connected(x, w, b, tag + "_xproj"), rec.steps, rec.batch, tag + "_x")
+        xs = rc.per_step(ctx, ctx.fully_connected(x, w, b), rec.steps, rec.batch, tag + "_x")
         hs: list[TensorRef | None] = [None] * rec.steps
         h = rc.state_tensor(ctx, rec, h0, d, tag + "_h0")
         c = rc.state_tensor(ctx, rec, c0, d, tag + "_c0")
@@ -181,11 +182,11 @@ def _unrolled(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0: np.
                 h = gru_step(ctx, (xzr, xn), h, (weights[0], weights[1], weights[2]), rec.lbr, f"{tag}_t{t}",
                              runtime_bias)
             else:
-                h = rnn_step(ctx, xs[t], h, weights[0], rec.activation, f"{tag}_t{t}", runtime_bias)
+                h = rnn_step(ctx, xs[t], h, weights[0], rec.activation, runtime_bias)
             hs[t] = h
         assert h is not None
         if rec.y and ctx.graph.used(rec.y):
-            seqs.append(ctx.concat([s for s in hs if s is not None], 0, tag + "_y"))
+            seqs.append(ctx.concat([s for s in hs if s is not None], 0))
         finals_h.append(h)
         if c is not None:
             finals_c.append(c)
@@ -194,92 +195,11 @@ def _unrolled(ctx: Context, rec: Recurrent, h0: np.ndarray | str | None, c0: np.
 
 def step_weights(ctx: Context, rec: Recurrent, d: int, tag: str) -> tuple[TensorRef, TensorRef, list[TensorRef]]:
     """Direction ``d``'s input weight and bias (for the all-steps projection) and its recurrent weights."""
-    h = rec.hidden
-    if rec.kind == "lstm":
-        w = np.concatenate(rc.gate_blocks(rec.w[d], h, PLAIN_ORDER))
-        b = np.concatenate(rc.gate_blocks(rec.b[d][: 4 * h] + rec.b[d][4 * h :], h, PLAIN_ORDER))
-        rest = [ctx.const_tensor(tag + "_r", np.concatenate(rc.gate_blocks(rec.r[d], h, PLAIN_ORDER)))]
-        rest += [ctx.const_tensor(tag + "_p", rec.proj[d])] if rec.proj is not None else []
-    elif rec.kind == "gru":
-        wb, rb = rec.b[d][: 3 * h], rec.b[d][3 * h :]
-        w, b = rec.w[d], np.concatenate([wb[: 2 * h] + rb[: 2 * h], wb[2 * h :]])
-        rest = [ctx.const_tensor(tag + "_rzr", rec.r[d][: 2 * h]), ctx.const_tensor(tag + "_rn", rec.r[d][2 * h :]),
-                ctx.const_tensor(tag + "_rbn", rb[2 * h :])]
+    pw = plain_weights(rec, d)
+    if rec.kind == "gru":
+        assert pw.rbn is not None
+        rest = list(gru_weights(ctx, pw.r, pw.rbn, tag))
     else:
-        w, b = rec.w[d], rec.b[d][:h] + rec.b[d][h:]
-        rest = [ctx.const_tensor(tag + "_r", rec.r[d])]
-    return ctx.const_tensor(tag + "_w", np.ascontiguousarray(w)), ctx.const_tensor(tag + "_b", b), rest
-
-
-def _recurrent_product(ctx: Context, h_prev: TensorRef, r: TensorRef, x: TensorRef, runtime_bias: bool,
-                       tag: str) -> TensorRef:
-    """``x + h_prev @ r.T``: one fully-connected op with ``x`` as its run-time bias, or the op and an ADD."""
-    if runtime_bias:
-        return ctx.fully_connected(h_prev, r, x, tag + "_gates")
-    return ctx.binary(OP.ADD, ctx.fully_connected(h_prev, r, None, tag + "_rh"), x, tag + "_gates")
-
-
-def lstm_step(
-    ctx: Context,
-    xt: TensorRef,
-    hc: tuple[TensorRef | None, TensorRef | None],
-    r: TensorRef,
-    tag: str,
-    runtime_bias: bool = True,
-    proj: TensorRef | None = None,
-) -> tuple[TensorRef, TensorRef]:
-    """One LSTM step from the step's input projection ``xt`` ([B, 4H], gates i, f, o, c) and the state.
-
-    ``runtime_bias``: the projection is the recurrent fully-connected op's bias
-    (no ADD); otherwise an ADD follows a bias-free fully-connected op, which
-    XNNPACK takes (inside a loop body, where its packed weights are shared).
-    ``proj`` ([P, H]) projects the new hidden state (``proj_size``).
-    """
-    h_prev, c_prev = hc
-    gates = xt if h_prev is None else _recurrent_product(ctx, h_prev, r, xt, runtime_bias, tag)
-    sig = ctx.unary(OP.LOGISTIC, gates, tag + "_sig")
-    tnh = ctx.unary(OP.TANH, gates, tag + "_tanh")
-    i, f, o, _ = ctx.split(sig, 1, [xt.shape[1] // 4] * 4, tag + "_s")
-    g = ctx.split(tnh, 1, [xt.shape[1] // 4] * 4, tag + "_t")[3]
-    c = ctx.binary(OP.MUL, i, g, tag + "_ig")
-    if c_prev is not None:
-        c = ctx.binary(OP.ADD, ctx.binary(OP.MUL, f, c_prev, tag + "_fc"), c, tag + "_c")
-    h_new = ctx.binary(OP.MUL, o, ctx.unary(OP.TANH, c, tag + "_tc"), tag + "_h")
-    if proj is not None:
-        h_new = ctx.fully_connected(h_new, proj, None, tag + "_proj")
-    return h_new, c
-
-
-def gru_step(
-    ctx: Context,
-    x: tuple[TensorRef, TensorRef],
-    h_prev: TensorRef | None,
-    weights: tuple[TensorRef, TensorRef, TensorRef],
-    lbr: bool,
-    tag: str,
-    runtime_bias: bool = True,
-) -> TensorRef:
-    """One GRU step from the step's input projections (z and r; n) and the state; see :func:`lstm_step`."""
-    xzr, xn = x
-    rzr, rn, rbn = weights
-    pre = xzr if h_prev is None else _recurrent_product(ctx, h_prev, rzr, xzr, runtime_bias, tag + "_zr")
-    z, r = ctx.split(ctx.unary(OP.LOGISTIC, pre, tag + "_sig"), 1, [rn.shape[0]] * 2, tag + "_s")
-    if h_prev is None:
-        hn: TensorRef = rbn
-    elif lbr:
-        hn = ctx.fully_connected(h_prev, rn, rbn, tag + "_rn")
-    else:
-        hn = ctx.fully_connected(ctx.binary(OP.MUL, r, h_prev, tag + "_rh"), rn, rbn, tag + "_rn")
-    gated = ctx.binary(OP.MUL, r, hn, tag + "_rhn") if lbr else hn
-    n = ctx.unary(OP.TANH, ctx.binary(OP.ADD, xn, gated, tag + "_npre"), tag + "_n")
-    if h_prev is None:  # h = (1 - z) * n
-        return ctx.binary(OP.SUB, n, ctx.binary(OP.MUL, z, n, tag + "_zn"), tag + "_h")
-    diff = ctx.binary(OP.SUB, h_prev, n, tag + "_hmn")
-    return ctx.binary(OP.ADD, n, ctx.binary(OP.MUL, z, diff, tag + "_zd"), tag + "_h")
-
-
-def rnn_step(ctx: Context, xt: TensorRef, h_prev: TensorRef | None, r: TensorRef, activation: str, tag: str,
-             runtime_bias: bool = True) -> TensorRef:
-    """One plain RNN step: ``act(x W^T + b + h R^T)`` from the step's input projection ``xt`` ([B, H])."""
-    pre = xt if h_prev is None else _recurrent_product(ctx, h_prev, r, xt, runtime_bias, tag)
-    return ctx.unary(OP.TANH if activation == "Tanh" else OP.RELU, pre, tag + "_h")
+        rest = [ctx.const_tensor(tag + "_r", pw.r)]
+        rest += [ctx.const_tensor(tag + "_p", pw.proj)] if pw.proj is not None else []
+    return ctx.const_tensor(tag + "_w", np.ascontiguousarray(pw.w)), ctx.const_tensor(tag + "_b", pw.b), rest

@@ -21,6 +21,7 @@ from edge_lstm.lower.tflite.graph import FC_OP, attr, require
 from edge_lstm.lower.tflite.ops_math import MATH_OPS, eltwise, unary
 from edge_lstm.lower.tflite.ops_nn import NN_OPS, channels_last_view
 from edge_lstm.lower.tflite.recurrent import is_projected_scan
+from edge_lstm.lower.tflite.writer import TensorRef
 
 Lowering = Callable[[Context, onnx.NodeProto], None]
 
@@ -32,7 +33,7 @@ def _inp(ctx: Context, node: onnx.NodeProto, i: int = 0):  # type: ignore[no-unt
 def _binary(code: int) -> Lowering:
     def lower(ctx: Context, node: onnx.NodeProto) -> None:
         a, b = (_float_operand(ctx, n) for n in node.input[:2])
-        ctx.bind(node.output[0], ctx.binary(code, a, b, node.output[0]))
+        ctx.bind(node.output[0], ctx.binary(code, a, b))
 
     return lower
 
@@ -47,13 +48,13 @@ def _float_operand(ctx: Context, name: str):  # type: ignore[no-untyped-def]
 def _leaky_relu(ctx: Context, node: onnx.NodeProto) -> None:
     opts = schema.LeakyReluOptionsT()
     opts.alpha = float(attr(node, "alpha", 0.01))
-    eltwise(ctx, node, lambda c, x, h: c.unary(OP.LEAKY_RELU, x, h, opts))
+    eltwise(ctx, node, lambda c, x: c.unary(OP.LEAKY_RELU, x, opts))
 
 
 def _gelu(ctx: Context, node: onnx.NodeProto) -> None:
     opts = schema.GeluOptionsT()
     opts.approximate = attr(node, "approximate", b"none") in (b"tanh", "tanh")
-    eltwise(ctx, node, lambda c, x, h: c.unary(OP.GELU, x, h, opts))
+    eltwise(ctx, node, lambda c, x: c.unary(OP.GELU, x, opts))
 
 
 def _reshape_like(ctx: Context, node: onnx.NodeProto) -> None:
@@ -136,7 +137,7 @@ def _fc(ctx: Context, node: onnx.NodeProto, weight: np.ndarray, bias: np.ndarray
     x = _inp(ctx, node)
     wt = ctx.const_tensor(node.input[1] + "_weight", np.ascontiguousarray(weight, dtype=np.float32))
     bt = None if bias is None else ctx.const_tensor(node.output[0] + "_bias", np.asarray(bias, np.float32))
-    y = ctx.fully_connected(x, wt, bt, node.output[0], keep_dims=len(x.shape) > 2)
+    y = ctx.fully_connected(x, wt, bt, keep_dims=len(x.shape) > 2)
     ctx.bind(node.output[0], ctx.reshape(y, ctx.graph.shapes[node.output[0]], node.output[0]))
 
 
@@ -161,21 +162,21 @@ def _layer_norm(ctx: Context, node: onnx.NodeProto) -> None:
     rank = len(x.shape)
     require(int(attr(node, "axis", -1)) % rank == rank - 1, node, "a LayerNormalization over several axes")
     out = node.output[0]
-    mean = _mean_last(ctx, x, out + "_mean")
-    d = ctx.binary(OP.SUB, x, mean, out + "_centered")
-    var = _mean_last(ctx, ctx.binary(OP.MUL, d, d, out + "_sq"), out + "_var")
+    mean = _mean_last(ctx, x)
+    d = ctx.binary(OP.SUB, x, mean)
+    var = _mean_last(ctx, ctx.binary(OP.MUL, d, d))
     eps = ctx.const_tensor("eps", np.array(float(attr(node, "epsilon", 1e-5)), np.float32))
-    r = ctx.unary(OP.RSQRT, ctx.binary(OP.ADD, var, eps, out + "_var_eps"), out + "_rstd")
-    y = ctx.binary(OP.MUL, d, r, out + "_norm")
+    r = ctx.unary(OP.RSQRT, ctx.binary(OP.ADD, var, eps))
+    y = ctx.binary(OP.MUL, d, r)
     if len(node.input) > 1 and node.input[1]:
-        y = ctx.binary(OP.MUL, y, _float_operand(ctx, node.input[1]), out + "_scaled")
+        y = ctx.binary(OP.MUL, y, _float_operand(ctx, node.input[1]))
     if len(node.input) > 2 and node.input[2]:
-        y = ctx.binary(OP.ADD, y, _float_operand(ctx, node.input[2]), out)
+        y = ctx.binary(OP.ADD, y, _float_operand(ctx, node.input[2]))
     ctx.bind(out, y)
 
 
-def _mean_last(ctx: Context, x, hint: str):  # type: ignore[no-untyped-def]
-    out = ctx.temp(hint, (*x.shape[:-1], 1))
+def _mean_last(ctx: Context, x: TensorRef) -> TensorRef:
+    out = ctx.temp((*x.shape[:-1], 1))
     opts = schema.ReducerOptionsT()
     opts.keepDims = True
     ctx.op(OP.MEAN, [x, ctx.int32("axis_last", [len(x.shape) - 1])], [out], opts)
@@ -184,7 +185,7 @@ def _mean_last(ctx: Context, x, hint: str):  # type: ignore[no-untyped-def]
 
 def _concat(ctx: Context, node: onnx.NodeProto) -> None:
     parts = [_float_operand(ctx, n) for n in node.input]
-    ctx.concat(parts, int(attr(node, "axis", 0)), node.output[0], out=ctx.output(node.output[0]))
+    ctx.concat(parts, int(attr(node, "axis", 0)), out=ctx.output(node.output[0]))
 
 
 def _split(ctx: Context, node: onnx.NodeProto) -> None:

@@ -20,25 +20,26 @@ from edge_lstm.lower.tflite.context import OP, Context
 from edge_lstm.lower.tflite.graph import attr, require
 from edge_lstm.lower.tflite.ops_nn import bind_nhwc
 from edge_lstm.lower.tflite.writer import TensorRef
+from edge_lstm.tflite_schema import TENSOR_TYPES
 
 Lowering = Callable[[Context, onnx.NodeProto], None]
-Build = Callable[[Context, TensorRef, str], TensorRef]
+Build = Callable[[Context, TensorRef], TensorRef]
 
 
 def eltwise(ctx: Context, node: onnx.NodeProto, build: Build) -> None:
     """Lower a one-input elementwise node with ``build`` (on the channels-last twin when there is one)."""
     src, out = node.input[0], node.output[0]
     if src in ctx.nhwc:
-        bind_nhwc(ctx, out, build(ctx, ctx.nhwc[src], out))
+        bind_nhwc(ctx, out, build(ctx, ctx.nhwc[src]))
         return
-    ctx.bind(out, build(ctx, ctx.tensor(src), out))
+    ctx.bind(out, build(ctx, ctx.tensor(src)))
 
 
 def unary(code: int, options: Callable[[], object] | None = None) -> Lowering:
     """A table entry for a TFLite op with one input and the ONNX op's semantics."""
 
     def lower(ctx: Context, node: onnx.NodeProto) -> None:
-        eltwise(ctx, node, lambda c, x, h: c.unary(code, x, h, options() if options else None))
+        eltwise(ctx, node, lambda c, x: c.unary(code, x, options() if options else None))
 
     return lower
 
@@ -60,16 +61,16 @@ def _optional_const(ctx: Context, node: onnx.NodeProto, index: int, attr_name: s
 def _clip(ctx: Context, node: onnx.NodeProto) -> None:
     lo, hi = _optional_const(ctx, node, 1, "min"), _optional_const(ctx, node, 2, "max")
 
-    def build(c: Context, x: TensorRef, h: str) -> TensorRef:
+    def build(c: Context, x: TensorRef) -> TensorRef:
         # int8: TFLite Micro's integer RELU6 ignored the output scale TFLite's quantizer gave it (wrong values)
         if (lo, hi) == (0.0, 6.0) and not c.int8:
-            return c.unary(OP.RELU6, x, h)
+            return c.unary(OP.RELU6, x)
         if (lo, hi) == (-1.0, 1.0) and not c.int8:
-            return c.unary(OP.RELU_N1_TO_1, x, h)
+            return c.unary(OP.RELU_N1_TO_1, x)
         if lo == 0.0 and hi is None:
-            return c.unary(OP.RELU, x, h)
-        y = x if lo is None else c.binary(OP.MAXIMUM, x, _scalar(c, lo), h + "_lo")
-        return y if hi is None else c.binary(OP.MINIMUM, y, _scalar(c, hi), h)
+            return c.unary(OP.RELU, x)
+        y = x if lo is None else c.binary(OP.MAXIMUM, x, _scalar(c, lo))
+        return y if hi is None else c.binary(OP.MINIMUM, y, _scalar(c, hi))
 
     eltwise(ctx, node, build)
 
@@ -77,20 +78,19 @@ def _clip(ctx: Context, node: onnx.NodeProto) -> None:
 def _hard_sigmoid(ctx: Context, node: onnx.NodeProto) -> None:
     alpha, beta = float(attr(node, "alpha", 0.2)), float(attr(node, "beta", 0.5))
 
-    def build(c: Context, x: TensorRef, h: str) -> TensorRef:
-        y = c.binary(OP.ADD, c.binary(OP.MUL, x, _scalar(c, alpha), h + "_ax"), _scalar(c, beta), h + "_axb")
-        return c.binary(OP.MAXIMUM, c.binary(OP.MINIMUM, y, _scalar(c, 1.0), h + "_hi"), _scalar(c, 0.0), h)
+    def build(c: Context, x: TensorRef) -> TensorRef:
+        y = c.binary(OP.ADD, c.binary(OP.MUL, x, _scalar(c, alpha)), _scalar(c, beta))
+        return c.binary(OP.MAXIMUM, c.binary(OP.MINIMUM, y, _scalar(c, 1.0)), _scalar(c, 0.0))
 
     eltwise(ctx, node, build)
 
 
 def _softplus(ctx: Context, node: onnx.NodeProto) -> None:
-    def build(c: Context, x: TensorRef, h: str) -> TensorRef:
+    def build(c: Context, x: TensorRef) -> TensorRef:
         # 0 - |x| rather than NEG: TFLite's integer quantizer has no NEG
-        tail = c.unary(OP.EXP, c.binary(OP.SUB, _scalar(c, 0.0), c.unary(OP.ABS, x, h + "_abs"), h + "_nabs"),
-                       h + "_exp")
-        log1p = c.unary(OP.LOG, c.binary(OP.ADD, tail, _scalar(c, 1.0), h + "_1p"), h + "_log1p")
-        return c.binary(OP.ADD, c.unary(OP.RELU, x, h + "_relu"), log1p, h)
+        tail = c.unary(OP.EXP, c.binary(OP.SUB, _scalar(c, 0.0), c.unary(OP.ABS, x)))
+        log1p = c.unary(OP.LOG, c.binary(OP.ADD, tail, _scalar(c, 1.0)))
+        return c.binary(OP.ADD, c.unary(OP.RELU, x), log1p)
 
     eltwise(ctx, node, build)
 
@@ -101,14 +101,14 @@ def _pow(ctx: Context, node: onnx.NodeProto) -> None:
         k = float(e.reshape(-1)[0])
         if k in (1.0, 2.0, 0.5):
             builds: dict[float, Build] = {
-                1.0: lambda c, x, h: x,
-                2.0: lambda c, x, h: c.binary(OP.MUL, x, x, h),
-                0.5: lambda c, x, h: c.unary(OP.SQRT, x, h),
+                1.0: lambda c, x: x,
+                2.0: lambda c, x: c.binary(OP.MUL, x, x),
+                0.5: lambda c, x: c.unary(OP.SQRT, x),
             }
             eltwise(ctx, node, builds[k])
             return
     a, b = (_float(ctx, n) for n in node.input[:2])
-    ctx.bind(node.output[0], ctx.binary(OP.POW, a, b, node.output[0]))
+    ctx.bind(node.output[0], ctx.binary(OP.POW, a, b))
 
 
 def _float(ctx: Context, name: str) -> TensorRef:
@@ -147,7 +147,7 @@ def _arg_max(ctx: Context, node: onnx.NodeProto) -> None:
     axis = int(attr(node, "axis", 0)) % len(x.shape)
     out = node.output[0]
     reduced = tuple(d for a, d in enumerate(x.shape) if a != axis)
-    y = ctx.temp(out, reduced, np.int32)
+    y = ctx.temp(reduced, np.int32)
     opts = schema.ArgMaxOptionsT()
     opts.outputType = schema.TensorType.INT32
     ctx.op(OP.ARG_MAX, [x, ctx.int32(out + "_axis", [axis])], [y], opts)
@@ -210,8 +210,8 @@ def _pad(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.op(OP.PAD, [x, ctx.const_tensor("paddings", table)], [y], schema.PadOptionsT())
     elif ctx.int8:  # TFLite's quantizer leaves PADV2's value in float: pad x - value with zeros, add value back
         require(mode == "constant", node, f"pad mode '{mode}'")
-        shifted = ctx.binary(OP.SUB, x, _scalar(ctx, value), out + "_shift")
-        padded = ctx.temp(out + "_pad", ctx.graph.shapes[out])
+        shifted = ctx.binary(OP.SUB, x, _scalar(ctx, value))
+        padded = ctx.temp(ctx.graph.shapes[out])
         ctx.op(OP.PAD, [shifted, ctx.const_tensor("paddings", table)], [padded], schema.PadOptionsT())
         ctx.op(OP.ADD, [padded, _scalar(ctx, value)], [y], schema.AddOptionsT())
     else:
@@ -232,10 +232,8 @@ _CAST_TO = {1: np.float32, 10: np.float32, 11: np.float32, 6: np.int32, 7: np.in
 
 
 def _dtype(ctx: Context, x: TensorRef) -> type:
-    from edge_lstm.lower.tflite.writer import _TYPES
-
     code = ctx.writer.tensors[x.index].type
-    return next((dt.type for dt, c in _TYPES.items() if c == code), np.float32)
+    return np.dtype(TENSOR_TYPES[code]).type if code in TENSOR_TYPES else np.float32
 
 
 def _cast(ctx: Context, node: onnx.NodeProto) -> None:
@@ -263,7 +261,7 @@ def _variadic(code: int) -> Lowering:
         parts = [_float(ctx, n) for n in node.input]
         acc = parts[0]
         for p in parts[1:]:
-            acc = ctx.binary(code, acc, p, node.output[0])
+            acc = ctx.binary(code, acc, p)
         ctx.bind(node.output[0], acc)
 
     return lower
@@ -279,7 +277,7 @@ def _compare(code: int) -> Lowering:
 
 
 def _reciprocal(ctx: Context, node: onnx.NodeProto) -> None:
-    eltwise(ctx, node, lambda c, x, h: c.binary(OP.DIV, _scalar(c, 1.0), x, h))
+    eltwise(ctx, node, lambda c, x: c.binary(OP.DIV, _scalar(c, 1.0), x))
 
 
 def _softmax(ctx: Context, node: onnx.NodeProto) -> None:
@@ -291,12 +289,12 @@ def _softmax(ctx: Context, node: onnx.NodeProto) -> None:
     opts.beta = 1.0
     if axis == rank - 1 or all(d == 1 for d in x.shape[axis + 1 :]):  # memory order already puts it last
         flat = ctx.reshape(x, (*x.shape[:axis], int(np.prod(x.shape[axis:]))), out + "_flat")
-        ctx.bind(out, ctx.reshape(ctx.unary(OP.SOFTMAX, flat, out, opts), ctx.graph.shapes[out], out))
+        ctx.bind(out, ctx.reshape(ctx.unary(OP.SOFTMAX, flat, opts), ctx.graph.shapes[out], out))
         return
     perm = [a for a in range(rank) if a != axis] + [axis]
-    moved = ctx.temp(out + "_moved", tuple(x.shape[p] for p in perm))
+    moved = ctx.temp(tuple(x.shape[p] for p in perm))
     ctx.op(OP.TRANSPOSE, [x, ctx.int32("perm", perm)], [moved], schema.TransposeOptionsT())
-    sm = ctx.unary(OP.SOFTMAX, moved, out + "_sm", opts)
+    sm = ctx.unary(OP.SOFTMAX, moved, opts)
     back = ctx.output(out)
     ctx.op(OP.TRANSPOSE, [sm, ctx.int32("perm_back", list(np.argsort(perm)))], [back], schema.TransposeOptionsT())
 

@@ -60,7 +60,7 @@ def bind_nhwc(ctx: Context, name: str, twin: TensorRef) -> None:
 
 def _transpose(ctx: Context, x: TensorRef, perm: list[int], hint: str, out: TensorRef | None = None) -> TensorRef:
     shape = tuple(x.shape[p] for p in perm)
-    out = out or ctx.temp(hint, shape)
+    out = out or ctx.temp(shape)
     ctx.op(OP.TRANSPOSE, [x, ctx.int32(hint + "_perm", perm)], [out], schema.TransposeOptionsT())
     return out
 
@@ -118,7 +118,7 @@ def _padding(ctx: Context, node: onnx.NodeProto, x: TensorRef, kernel: list[int]
         return x, schema.Padding.SAME
     paddings = np.array([[0, 0], [begin[0], end[0]], [begin[1], end[1]], [0, 0]], np.int32)
     shape = (x.shape[0], h + begin[0] + end[0], w + begin[1] + end[1], x.shape[3])
-    out = ctx.temp(node.output[0] + "_pad", shape)
+    out = ctx.temp(shape)
     if value == 0.0:
         ctx.op(OP.PAD, [x, ctx.const_tensor("paddings", paddings)], [out], schema.PadOptionsT())
     else:
@@ -151,7 +151,7 @@ def _conv(ctx: Context, node: onnx.NodeProto) -> None:
     bias = ctx.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(cout, np.float32)
     require(bias is not None, node, "a run-time convolution bias")
     assert bias is not None
-    out = ctx.temp(node.output[0], _out_twin_shape(ctx, node))
+    out = ctx.temp(_out_twin_shape(ctx, node))
     cin = x.shape[3]
     if group == 1:
         opts = schema.Conv2DOptionsT()
@@ -192,14 +192,14 @@ def _conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
     opts.strideH, opts.strideW = strides
     bias = ctx.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(cout, np.float32)
     assert bias is not None
-    y = ctx.temp(node.output[0] + "_full", full)
+    y = ctx.temp(full)
     ins: list[TensorRef | None] = [ctx.int32("output_shape", list(full)),
            ctx.const_tensor(node.input[1] + "_filter", np.ascontiguousarray(np.transpose(filt, (1, 2, 3, 0)),
                                                                            np.float32)),
            x, ctx.const_tensor(node.output[0] + "_bias", np.asarray(bias, np.float32))]
     ctx.op(OP.TRANSPOSE_CONV, ins, [y], opts)
     if any(pads):  # ONNX pads crop the full output
-        out = ctx.temp(node.output[0], _out_twin_shape(ctx, node))
+        out = ctx.temp(_out_twin_shape(ctx, node))
         begin, end = [0, pads[0], pads[1], 0], [full[0], full[1] - pads[2], full[2] - pads[3], full[3]]
         ctx.op(OP.STRIDED_SLICE, [y, ctx.int32("begin", begin), ctx.int32("end", end), ctx.int32("strides", [1] * 4)],
                [out], schema.StridedSliceOptionsT())
@@ -228,7 +228,7 @@ def _pool(code: int) -> Lowering:
         opts.padding = padding
         opts.strideH, opts.strideW = strides
         opts.filterHeight, opts.filterWidth = kernel if rank == 2 else [1, kernel[0]]
-        out = ctx.temp(node.output[0], _out_twin_shape(ctx, node))
+        out = ctx.temp(_out_twin_shape(ctx, node))
         ctx.op(code, [x], [out], opts)
         bind_nhwc(ctx, node.output[0], out)
 
@@ -311,16 +311,15 @@ def _batchnorm(ctx: Context, node: onnx.NodeProto) -> None:
     x = node.input[0]
     if x in ctx.nhwc:  # channels last: the per-channel constants broadcast on the last axis
         twin = ctx.nhwc[x]
-        y = ctx.binary(OP.MUL, twin, ctx.const_tensor("bn_scale", scale.astype(np.float32)), node.output[0])
-        bind_nhwc(ctx, node.output[0], ctx.binary(OP.ADD, y, ctx.const_tensor("bn_shift", shift.astype(np.float32)),
-                                                   node.output[0]))
+        y = ctx.binary(OP.MUL, twin, ctx.const_tensor("bn_scale", scale.astype(np.float32)))
+        bind_nhwc(ctx, node.output[0], ctx.binary(OP.ADD, y, ctx.const_tensor("bn_shift", shift.astype(np.float32))))
         return
     rank = len(ctx.shape(x))
     bshape = (-1, *([1] * (rank - 2)))
     t = ctx.tensor(x)
-    y = ctx.binary(OP.MUL, t, ctx.const_tensor("bn_scale", scale.astype(np.float32).reshape(bshape)), node.output[0])
+    y = ctx.binary(OP.MUL, t, ctx.const_tensor("bn_scale", scale.astype(np.float32).reshape(bshape)))
     ctx.bind(node.output[0], ctx.binary(OP.ADD, y, ctx.const_tensor("bn_shift", shift.astype(np.float32).reshape(
-        bshape)), node.output[0]))
+        bshape))))
 
 
 NN_OPS: dict[str, Lowering] = {

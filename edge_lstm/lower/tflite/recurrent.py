@@ -168,7 +168,7 @@ def state_tensor(ctx: Context, rec: Recurrent, init: np.ndarray | str | None, d:
     if rec.directions == 1:
         return ctx.reshape(full, (rec.batch, size), hint)
     flat = ctx.reshape(full, (rec.directions, rec.batch * size), hint + "_flat")
-    part = ctx.temp(hint + "_slice", (1, rec.batch * size))
+    part = ctx.temp((1, rec.batch * size))
     ctx.slice_to(flat, 0, d, d + 1, part)
     return ctx.reshape(part, (rec.batch, size), hint)
 
@@ -192,12 +192,12 @@ def bind_outputs(ctx: Context, rec: Recurrent, seqs: list[TensorRef], finals_h: 
     b, o = rec.batch, rec.out_size
     if seqs and rec.y and ctx.graph.used(rec.y):
         flat = [ctx.reshape(s, (rec.steps, 1, b * o), rec.y + "_dir") for s in seqs]
-        y = flat[0] if len(flat) == 1 else ctx.concat(flat, 1, rec.y + "_cat")
+        y = flat[0] if len(flat) == 1 else ctx.concat(flat, 1)
         ctx.bind(rec.y, ctx.reshape(y, ctx.graph.shapes[rec.y], rec.y))
     for name, parts, size in ((rec.y_h, finals_h, o), (rec.y_c, finals_c, rec.hidden)):
         if parts and name and ctx.graph.used(name):
             flat = [ctx.reshape(p, (1, b * size), name + "_dir") for p in parts]
-            v = flat[0] if len(flat) == 1 else ctx.concat(flat, 0, name + "_cat")
+            v = flat[0] if len(flat) == 1 else ctx.concat(flat, 0)
             ctx.bind(name, ctx.reshape(v, ctx.graph.shapes[name], name))
 
 

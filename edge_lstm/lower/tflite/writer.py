@@ -20,22 +20,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-#: numpy dtype -> TFLite TensorType
-_TYPES: dict[np.dtype[Any], int] = {
-    np.dtype(np.float32): schema.TensorType.FLOAT32,
-    np.dtype(np.float16): schema.TensorType.FLOAT16,
-    np.dtype(np.int32): schema.TensorType.INT32,
-    np.dtype(np.int64): schema.TensorType.INT64,
-    np.dtype(np.int8): schema.TensorType.INT8,
-    np.dtype(np.uint8): schema.TensorType.UINT8,
-    np.dtype(np.int16): schema.TensorType.INT16,
-    np.dtype(np.bool_): schema.TensorType.BOOL,
-}
-
-#: BuiltinOperator value -> name, for op counts and error messages
-OP_NAMES: dict[int, str] = {
-    v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)
-}
+from edge_lstm.tflite_schema import OPS, operator_code, pack, type_code
 
 BUFFER_ALIGNMENT = 16
 
@@ -160,7 +145,7 @@ class ModelWriter:
         t = schema.TensorT()
         t.name = name or None
         t.shape = list(shape)
-        t.type = _TYPES[np.dtype(dtype)]
+        t.type = type_code(dtype)
         t.isVariable = variable
         if data is not None:
             raw = np.ascontiguousarray(data, dtype=dtype).reshape(-1).view(np.uint8)
@@ -209,7 +194,7 @@ class ModelWriter:
         counts: dict[str, int] = {}
         for sub in self.subgraphs:
             for code in sub.op_sequence:
-                counts[OP_NAMES[code]] = counts.get(OP_NAMES[code], 0) + 1
+                counts[OPS[code]] = counts.get(OPS[code], 0) + 1
         return counts
 
     def finish(self, inputs: list[int], outputs: list[int], description: str = "edge-lstm") -> bytes:
@@ -228,15 +213,8 @@ class ModelWriter:
             sub.name = s.name
             model.subgraphs.append(sub)
         model.buffers = self.buffers
-        model.operatorCodes = []
-        for code, version in sorted(self._opcodes, key=self._opcodes.__getitem__):
-            oc = schema.OperatorCodeT()
-            oc.builtinCode = code
-            oc.deprecatedBuiltinCode = min(code, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-            oc.version = version
-            model.operatorCodes.append(oc)
+        model.operatorCodes = [operator_code(code, version)
+                               for code, version in sorted(self._opcodes, key=self._opcodes.__getitem__)]
         size = sum(len(b.data) for b in self.buffers if b.data is not None)
         items = sum(len(s.tensors) + len(s.operators) for s in self.subgraphs)
-        builder = flatbuffers.Builder(size + 4096 + 256 * items)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
+        return pack(model, size + 4096 + 256 * items)
