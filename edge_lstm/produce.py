@@ -82,7 +82,7 @@ def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel
     out = []
     lowered: dict[bool, LoweredTFLite | list[str]] = {}
     for prec, name in names.items():
-        int8 = prec is Precision.INT8
+        int8 = prec in (Precision.INT8, Precision.INT16X8)  # calibrated: lowered (and calibrated) alike
         if int8 not in lowered:
             lowered[int8] = _lower(proto, lowering, step is not None, name, say, _micro(options), int8,
                                    _litert(options))
@@ -163,7 +163,7 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
     from edge_lstm.quantize import quantize_tflite
 
     io = options.io if prec is Precision.INT8 else "float"
-    use = calib if prec is Precision.INT8 else None
+    use = calib if prec in (Precision.INT8, Precision.INT16X8) else None
     try:
         q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200,
                             **({"int16_cell": True} if prec is Precision.INT8 else {}))
