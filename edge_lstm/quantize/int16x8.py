@@ -13,7 +13,8 @@ model it produces, tensor by tensor:
 
 * every int8 activation (not a constant) becomes int16, symmetric (zero point 0,
   which TFLite's int16 kernels require), over the range its int8 quantization
-  represents: ``scale16 = max(|(-128 - z) s|, |(127 - z) s|) / 32767``. The rule
+  represents: ``scale16 = max(|(-128 - z) s|, |(127 - z) s|) / 32767`` (2^-15 for what a logistic or
+  tanh produces: TFLite's int16 kernels for those want exactly that output scale). The rule
   depends only on (scale, zero point), so tensors that must share a scale (a
   RESHAPE's input and output, the fused LSTM's output and hidden state, a loop
   variable inside and outside the body, a CONCATENATION's inputs) still do;
@@ -58,9 +59,16 @@ def _is_const(model: Any, tensor: Any) -> bool:
                 and len(model.buffers[tensor.buffer].data) > 0)
 
 
+#: TFLite's fixed int8 output quantizations of LOGISTIC (1/256, -128) and TANH (1/128, 0): their int16 kernels
+#: want 2^-15, which also covers the ranges [0, 1) and [-1, 1) those represent
+_FIXED_GATES = {(1.0 / 256.0, -128), (1.0 / 128.0, 0)}
+
+
 def _scale16(q: Any) -> float:
     """The symmetric int16 scale covering what an int8 quantization (scale, zero point) represents."""
     s, z = float(q.scale[0]), int(q.zeroPoint[0])
+    if (s, z) in _FIXED_GATES:
+        return 1.0 / 32768.0
     return max(abs((-128 - z) * s), abs((127 - z) * s)) / _INT16_MAX
 
 
