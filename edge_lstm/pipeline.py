@@ -322,7 +322,8 @@ def _check_request(options: ExportOptions) -> None:
             raise UsageError(
                 f"Precision {prec.value} is not supported for format {', '.join(r.formats)}.",
                 f"{prec.value} is available for: {', '.join(able)}"
-                + (" (ONNX Runtime's static quantizer has no LSTM entry)." if prec in (Precision.INT8, Precision.INT16X8) else "."),
+                + (" (ONNX Runtime's static quantizer has no LSTM entry)."
+                   if prec in (Precision.INT8, Precision.INT16X8) else "."),
             )
     if options.io not in ("float", "int8"):
         raise UsageError(f"Unknown --io '{options.io}'.", "Accepted: float, int8.")

@@ -75,7 +75,8 @@ def quantize_tflite(
         return to_hybrid(float_tflite)
     if calib is None:
         raise DataError(
-            f"precision {precision.value} needs calibration data: windows like the model's input, to measure activation ranges.",
+            f"precision {precision.value} needs calibration data: windows like the model's input, to measure "
+            "activation ranges.",
             "Pass --calib data.csv (or .npy), normalised like training; or --calib random, which the report flags.",
         )
     if precision is Precision.INT16X8:

@@ -141,7 +141,7 @@ def test_loop_16x8_on_litert_matches_pytorch_and_beats_int8(arts, forecaster):
 
 def test_loop_16x8_on_tflite_micro_says_which_kernel_refuses(arts, forecaster):
     """TFLite Micro's GATHER has no int16 kernel: the loop's 16x8 artifact is for LiteRT (the fused one for TFLM)."""
-    with pytest.raises(RuntimeError, match="INT16.*gather|gather.*INT16"):
+    with pytest.raises(RuntimeError, match=r"INT16.*gather|gather.*INT16"):
         run_tflm(arts["loop"], forecaster.test_x[:1])
 
 
