@@ -39,10 +39,8 @@ def runtimes_for(art: Artifact) -> list[str]:
 
     names = [pick_runtime()]
     if _int16_fused_lstm(art.data):  # LiteRT's fused LSTM kernel has no 16x8 path: TFLite Micro's has
-        from edge_lstm.quantize.int16x8 import FUSED_LITERT_REFUSAL
-
         names = []
-        art.notes.append("not validated on LiteRT: " + FUSED_LITERT_REFUSAL)
+        art.notes.append("not validated on LiteRT or tflite-runtime: their fused LSTM kernel has no 16x8 path")
     else:
         _note_tflite_runtime(art)
     try:
