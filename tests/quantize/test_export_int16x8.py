@@ -114,3 +114,23 @@ def test_an_op_without_a_checked_int16_kernel_is_refused(tmp_path: Path, temps_c
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"])
     with pytest.raises(UnsupportedModel, match="int16x8 does not handle"):
         export(path, ExportOptions(tmp_path / "p", recipe=recipe, calib=str(temps_csv)))
+
+
+def test_bundle_leaves_out_the_tflite_micro_only_artifact(forecaster: Any, series_files: tuple[Path, Path],
+                                                          tmp_path: Path):
+    """`predict` runs LiteRT, tflite-runtime and ONNX Runtime: the fused 16x8 file (TFLite Micro only) is not
+    bundled by default, and naming it says why."""
+    pytest.importorskip("tflite_micro")
+    from edge_lstm import bundle
+
+    calib, held = series_files
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["fp32", "int16x8"], lowering="fused")
+    export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
+    import io
+    import zipfile
+
+    names = zipfile.ZipFile(io.BytesIO(bundle.build(tmp_path / "o"))).namelist()
+    assert any(n.endswith("forecaster.fp32.tflite") for n in names)
+    assert not any("int16x8" in n for n in names)
+    with pytest.raises(UsageError, match="runs only on TFLite Micro"):
+        bundle.build(tmp_path / "o", ["forecaster.int16x8.tflite"])
