@@ -189,6 +189,14 @@ _INT16_OPS = frozenset({
 
 def _check_ops(model: Any, ops: dict[int, str]) -> None:
     """Refuse a model with an op this module has not checked in int16 (its kernel may have no int16 path)."""
+    projected = any(ops[op.opcodeIndex] == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 16 and op.inputs[16] >= 0
+                    for g in model.subgraphs for op in g.operators)
+    if projected:
+        raise UnsupportedModel(
+            "int16x8 cannot take a fused LSTM with a projection (proj_size): TFLite Micro's LSTM kernel has no "
+            "projection, and LiteRT's fused LSTM kernel has no 16x8 path, so no runtime would run the file.",
+            "Use --precision int8 for this model (LiteRT runs its fused int8 LSTM).",
+        )
     seen = sorted({ops[op.opcodeIndex] for g in model.subgraphs for op in g.operators} - _INT16_OPS)
     if seen:
         raise UnsupportedModel(

@@ -150,3 +150,18 @@ def test_needs_calibration_and_float_io(lowered):
         quantize_tflite(lowered["fused"], Precision.INT16X8)
     with pytest.raises(UsageError, match="--io int8 needs --precision int8"):
         quantize_tflite(lowered["fused"], Precision.INT16X8, calib=np.zeros((4, 24, 1), np.float32), io="int8")
+
+
+def test_a_projected_fused_lstm_is_refused_saying_why(tmp_path):
+    """No runtime runs a 16x8 LSTM with a projection (TFLite Micro's kernel has none, LiteRT has no 16x8 fused
+    kernel): refused before a file is written."""
+    from models import WINDOW, write
+
+    from edge_lstm import capture, load
+    from edge_lstm.errors import UnsupportedModel
+    from edge_lstm.lower.tflite import lower
+
+    proto = capture.to_onnx(load.load(write("proj_size", "checkpoint", tmp_path)[0]))
+    calib = np.random.default_rng(0).standard_normal((32, WINDOW, 1)).astype(np.float32)
+    with pytest.raises(UnsupportedModel, match="projection"):
+        quantize_tflite(lower(proto, "fused").data, Precision.INT16X8, calib=calib)
