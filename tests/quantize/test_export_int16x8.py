@@ -72,18 +72,19 @@ def test_api_int16x8_loop_and_unrolled_run_on_litert(forecaster: Any, series_fil
     assert art["validation"][0]["tolerance"]["max_rel_l2"] == 0.05  # the 16x8 gate, tighter than int8's 0.15
 
 
-def test_streaming_int16x8_loop_runs_on_both_runtimes(forecaster: Any, series_files: tuple[Path, Path],
-                                                      tmp_path: Path):
-    """The one-step loop form has no GATHER (TFLite Micro has no int16 one): it is validated on LiteRT and TFLite
-    Micro alike."""
+@pytest.mark.parametrize(("lowering", "runtimes"), [("loop", {"litert", "tflm"}), ("fused", {"tflm"})])
+def test_streaming_int16x8_passes_its_gate(forecaster: Any, series_files: tuple[Path, Path], tmp_path: Path,
+                                           lowering: str, runtimes: set[str]):
+    """One step per call: the loop form has no GATHER (TFLite Micro has no int16 one), so it is validated on LiteRT
+    and TFLite Micro alike; the fused one (state in the op's variable tensors) on TFLite Micro."""
     pytest.importorskip("tflite_micro")
     calib, held = series_files
-    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering="loop")
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering=lowering)
     res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
                                                 streaming=True))
     stream = {a["file"]: a for a in res.report["artifacts"]}["forecaster.stream.int16x8.tflite"]
     v = _validations(stream)
-    assert set(v) == {"litert", "tflm"} and all(x["passed"] for x in v.values())
+    assert set(v) == runtimes and all(x["passed"] for x in v.values()), v
 
 
 def test_onnx_int16x8_is_a_usage_error_with_json(forecaster: Any, tmp_path: Path,
