@@ -20,6 +20,8 @@
   gets an int16 cell state and int16 gate arithmetic (:mod:`.cell16`); known
   output ranges (a one-step model's latest-step outputs) are applied last
   (:mod:`.ranges`).
+* **int16x8**: the same calibration, widened to int16 activations with int8 weights and int64 biases by
+  :mod:`.int16x8` (TFLite's quantizer refuses 16x8 for the fused LSTM).
 """
 
 from __future__ import annotations
