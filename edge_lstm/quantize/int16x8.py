@@ -18,8 +18,11 @@ model it produces, tensor by tensor:
   depends only on (scale, zero point), so tensors that must share a scale (a
   RESHAPE's input and output, the fused LSTM's output and hidden state, a loop
   variable inside and outside the body, a CONCATENATION's inputs) still do;
-* int8 weights stay as they are (symmetric, per tensor: what TFLite Micro's
-  LSTM kernel takes);
+* int8 weights keep their scales (symmetric, one a tensor: what TFLite Micro's
+  LSTM kernel takes); in a model without loops the fused LSTM's and the
+  fully-connected layers' values are then re-rounded by GPTQ
+  (:func:`round_weights`), since with int16 activations the weights' rounding is
+  the error that is left;
 * each int32 bias becomes int64 at scale ``input scale x weight scale``, the
   accumulator's (TFLite Micro's 16x8 LSTM and FULLY_CONNECTED kernels read int64
   biases); its float value is the int32 value times its scale, off the true bias
@@ -208,7 +211,8 @@ def _check_ops(model: Any, ops: dict[int, str]) -> None:
 
 def to_int16x8(float_tflite: bytes, calib: Any, count: int) -> Any:
     """The 16x8 model of ``float_tflite``: calibrated like full int8 (one weight scale a tensor, the loop lowering's
-    cell in int16), then widened (:func:`widen`); returns a :class:`~edge_lstm.quantize.artifact.QuantizedArtifact`."""
+    cell in int16), widened (:func:`widen`), its weights re-rounded (:func:`round_weights`); returns a
+    :class:`~edge_lstm.quantize.artifact.QuantizedArtifact`."""
     from edge_lstm.quantize import tflite as tfl
     from edge_lstm.quantize.artifact import QuantizedArtifact
     from edge_lstm.spec import Precision
