@@ -135,3 +135,15 @@ def test_bundle_leaves_out_the_tflite_micro_only_artifact(forecaster: Any, serie
     assert not any("int16x8" in n for n in names)
     with pytest.raises(UsageError, match="runs only on TFLite Micro"):
         bundle.build(tmp_path / "o", ["forecaster.int16x8.tflite"])
+
+
+def test_auto_for_a_litert_target_takes_the_loop_and_says_why(forecaster: Any, series_files: tuple[Path, Path],
+                                                              tmp_path: Path):
+    calib, held = series_files
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering="auto")
+    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
+                                                target="rpi4b"))
+    art = res.report["artifacts"][0]
+    assert art["lowering"] == "loop" and "no 16x8 path" in art["lowering_reason"], art["lowering_reason"]
+    assert "XNNPACK runs" not in " ".join(art["notes"])  # int8's reason does not hold for int16 ops
+    assert _validations(art)["litert"]["passed"]
