@@ -154,7 +154,13 @@ def prove(art: Artifact, model: LoadedModel, recipe: Recipe, vdata: feeds_mod.Va
     if not art.built:
         return
     say(f"opening {art.filename} in a child process")
-    ok = smoke(art, runtimes_for(art), vdata.samples[0], step)
+    runtimes = runtimes_for(art)
+    if not runtimes:  # never passed unchecked: a fused 16x8 LSTM without TFLite Micro installed
+        art.failures.append(Failure("run", "the tflite-micro package is not installed, and no other runtime runs it "
+                                    "(LiteRT's fused LSTM kernel has no 16x8 path): pip install 'edge-lstm[micro]'",
+                                    "tflm"))
+        return
+    ok = smoke(art, runtimes, vdata.samples[0], step)
     if not ok:
         return
     say(f"validating {art.filename}" + (" step by step" if art.streaming else ""))
