@@ -343,10 +343,10 @@ def to_int8(
 
 
 def calibrated_int8(float_tflite: bytes, calib: np.ndarray | Mapping[str, np.ndarray] | CalibrationSet,
-                    count: int = DEFAULT_COUNT) -> tuple[bytes, CalibrationSet]:
-    """The full-int8 model 16x8 widens (:mod:`.int16x8`): float I/O, one weight scale a tensor, the loop
-    lowering's cell in int16 (its gate activations need TFLite's int16 scale, 2^-15), the known output ranges
-    applied; and the calibration set used."""
+                    count: int = DEFAULT_COUNT, per_tensor: bool = True) -> tuple[bytes, CalibrationSet]:
+    """The full-int8 model 16x8 widens (:mod:`.int16x8`): float I/O, one weight scale a tensor (or a channel:
+    ``per_tensor=False``), the loop lowering's cell in int16 (its gate activations need TFLite's int16 scale,
+    2^-15), the known output ranges applied; and the calibration set used."""
     from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as wrapper
 
     specs = input_specs(float_tflite)
@@ -359,7 +359,7 @@ def calibrated_int8(float_tflite: bytes, calib: np.ndarray | Mapping[str, np.nda
     looped = loops.has_loops(_unpack(float_tflite))
     source = _pack(loops.calibration_ready(_unpack(float_tflite)))
     try:
-        raw = _calibrated(wrapper, source, specs, cal, (f32, i8, i32), looped, True)
+        raw = _calibrated(wrapper, source, specs, cal, (f32, i8, i32), looped, per_tensor)
     except Exception as e:
         raise UnsupportedModel(f"TFLite's calibrator refused this model: {_first_line(e)}",
                                "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16.") from e
