@@ -77,15 +77,26 @@ def select(report: dict[str, Any], names: list[str] | None) -> list[dict[str, An
             if not a.get("passed") or not a.get("sha256"):
                 raise UsageError(f"Artifact '{n}' did not pass validation (or was not built), so it is not bundled.",
                                  "Bundle artifacts that passed; report.md says why this one failed.")
+            if _micro_only(a):
+                raise UsageError(f"Artifact '{n}' runs only on TFLite Micro (a fused 16x8 LSTM), which `predict` "
+                                 "does not run, so it is not bundled.", "Use `edge-lstm firmware`, or bundle the "
+                                 "loop lowering's int16x8 artifact (it runs on LiteRT).")
             chosen.append(a)
         if len({a["file"] for a in chosen}) != len(chosen):
             raise UsageError("An --artifact is named twice.")
         return chosen
-    chosen = [a for a in report["artifacts"] if a.get("passed") and a.get("sha256")]
+    chosen = [a for a in report["artifacts"] if a.get("passed") and a.get("sha256") and not _micro_only(a)]
     if not chosen:
         raise UsageError("No artifact of this export passed validation, so there is nothing to bundle.",
                          "See report.md in the export directory for why each one failed.")
     return chosen
+
+
+def _micro_only(entry: dict[str, Any]) -> bool:
+    """True for a TFLite artifact validated on TFLite Micro alone (LiteRT's kernels refuse it: a fused 16x8 LSTM):
+    no runtime `predict` uses runs it."""
+    runtimes = {v.get("runtime") for v in entry.get("validation") or []}
+    return entry.get("format") == "tflite" and runtimes == {"tflm"}
 
 
 def build(out_dir: Path, names: list[str] | None = None, features: list[str] | None = None) -> bytes:

@@ -140,12 +140,14 @@ def export(
                                          "unless --force).")] = Path("out"),
     fmt: Annotated[list[str] | None, typer.Option("--format", help="onnx and/or tflite (repeatable).")] = None,
     precision: Annotated[list[str] | None, typer.Option(
-        "--precision", help="fp32, fp16, dynamic-int8, int8 (repeatable).")] = None,
+        "--precision", help="fp32, fp16, dynamic-int8, int8, int16x8 (TFLite: int16 activations, int8 weights; "
+                            "for TFLite Micro) (repeatable).")] = None,
     lowering: Annotated[str | None, typer.Option("--lowering", help="TFLite LSTM lowering: fused or unrolled.")] = None,
     streaming: Annotated[bool, typer.Option("--streaming", help="Also export a one-step streaming model.")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="CSV/NPY series (or NPY windows) to validate on; "
                                               "seeded random data when omitted.")] = None,
-    calib: Annotated[str | None, typer.Option("--calib", help="CSV/NPY for int8 calibration, or 'random'.")] = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="CSV/NPY for int8/int16x8 calibration, "
+                                              "or 'random'.")] = None,
     io: Annotated[str, typer.Option("--io", help="int8 TFLite I/O: float or int8.")] = "float",
     recipe: Annotated[str, typer.Option("--recipe", help="Bundled recipe name or a TOML path.")] = "default",
     input_shape: ShapeOpt = None,

@@ -20,7 +20,7 @@ from edge_lstm.errors import InputFileError
 from edge_lstm.projection import PROJECTION_TAG
 
 #: bytes per weight element for each precision (int8 kinds also store small scale tensors)
-BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "dynamic-int8": 1, "int8": 1}
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "dynamic-int8": 1, "int8": 1, "int16x8": 1}
 
 _ELEMENTWISE_ONNX = {
     "Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid", "Gelu", "Erf", "Sqrt", "Pow", "Exp", "Neg",

@@ -169,6 +169,8 @@ def _precision(g: Subgraph, weights: list[Tensor], const: set[int]) -> str:
     # full integer: activations (non-constant tensors) are quantized int8; hybrid keeps them float
     if any(t.type in (9, 3) and t.scale for i, t in enumerate(g.tensors) if i not in const):
         return "int8"
+    if any(t.type == 7 and t.scale for i, t in enumerate(g.tensors) if i not in const):  # INT16 activations
+        return "int16x8"
     types = [t.type for t in weights]
     if 9 in types or 3 in types:
         return "dynamic-int8"

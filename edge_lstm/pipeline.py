@@ -322,15 +322,17 @@ def _check_request(options: ExportOptions) -> None:
             raise UsageError(
                 f"Precision {prec.value} is not supported for format {', '.join(r.formats)}.",
                 f"{prec.value} is available for: {', '.join(able)}"
-                + (" (ONNX Runtime's static quantizer has no LSTM entry)." if prec is Precision.INT8 else "."),
+                + (" (ONNX Runtime's static quantizer has no LSTM entry)."
+                   if prec in (Precision.INT8, Precision.INT16X8) else "."),
             )
     if options.io not in ("float", "int8"):
         raise UsageError(f"Unknown --io '{options.io}'.", "Accepted: float, int8.")
     if options.io == "int8" and ("tflite" not in r.formats or Precision.INT8 not in r.precisions):
         raise UsageError("--io int8 applies to full-integer TFLite only.", "Add --format tflite --precision int8.")
-    if Precision.INT8 in r.precisions and "tflite" in r.formats and options.calib is None:
+    calibrated = [p.value for p in (Precision.INT8, Precision.INT16X8) if p in r.precisions]
+    if calibrated and "tflite" in r.formats and options.calib is None:
         raise UsageError(
-            "Precision int8 needs calibration data: representative windows set the activation ranges.",
+            f"Precision {calibrated[0]} needs calibration data: representative windows set the activation ranges.",
             "Pass --calib data.csv (the same kind of series the model was trained on), "
             "or --calib random to accept random calibration (flagged in the report).",
         )

@@ -82,7 +82,7 @@ def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel
     out = []
     lowered: dict[bool, LoweredTFLite | list[str]] = {}
     for prec, name in names.items():
-        int8 = prec is Precision.INT8
+        int8 = prec in (Precision.INT8, Precision.INT16X8)  # calibrated: lowered (and calibrated) alike
         if int8 not in lowered:
             lowered[int8] = _lower(proto, lowering, step is not None, name, say, _micro(options), int8,
                                    _litert(options))
@@ -163,16 +163,26 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
     from edge_lstm.quantize import quantize_tflite
 
     io = options.io if prec is Precision.INT8 else "float"
-    use = calib if prec is Precision.INT8 else None
+    use = calib if prec in (Precision.INT8, Precision.INT16X8) else None
     try:
         q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200,
                             **({"int16_cell": True} if prec is Precision.INT8 else {}))
     except UnsupportedModel as e:
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
     notes = list(q.notes) + [n for n in lowered.notes if n not in q.notes]  # the lowering's notes hold here too
+    reason = lowered.reason or None
+    if prec is Precision.INT16X8 and reason is not None and reason.startswith(_AUTO_INT8_LOOP):
+        reason = _AUTO_16X8_LOOP  # the same choice, for another reason
+        notes = [f"lowering: {reason}" if n.startswith(f"lowering: {_AUTO_INT8_LOOP}") else n for n in notes]
     return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=notes,
                     io_quant=dict(q.io_quant), float_layers=list(q.float_layers),
-                    calibration=use.describe() if use is not None else None, lowering_reason=lowered.reason or None)
+                    calibration=use.describe() if use is not None else None, lowering_reason=reason)
+
+
+#: the auto lowering's reason for the loop at full int8 on LiteRT, and what it is for 16x8
+_AUTO_INT8_LOOP = "auto: loop for full int8 on LiteRT"
+_AUTO_16X8_LOOP = ("auto: loop for int16x8 on LiteRT: its fused LSTM kernel has no 16x8 path; the loop's int16 ops "
+                   "run on its builtin kernels")
 
 
 def _calibration(model: LoadedModel, options: ExportOptions) -> CalibrationSet:

@@ -22,7 +22,7 @@ FORMATS = ("onnx", "tflite")
 #: which precisions each format can hold; ONNX Runtime's static quantizer has no LSTM entry, so no ONNX int8
 SUPPORTED: dict[str, tuple[Precision, ...]] = {
     "onnx": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8),
-    "tflite": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8),
+    "tflite": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8, Precision.INT16X8),
 }
 #: TFLite lowerings, the one list every module reads (``edge_lstm.lower.tflite.LOWERINGS`` is this object):
 #: "auto" picks fused or loop (see ``edge_lstm.lower.tflite.auto``), "fused" is one TFLite LSTM op per layer,

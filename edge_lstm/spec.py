@@ -125,6 +125,7 @@ class Precision(StrEnum):
     FP16 = "fp16"
     DYNAMIC_INT8 = "dynamic-int8"
     INT8 = "int8"
+    INT16X8 = "int16x8"  #: int16 activations, int8 weights, int64 biases (TFLite only)
 
     @property
     def is_quantized(self) -> bool:

@@ -20,7 +20,7 @@ from edge_lstm.errors import InputFileError, UsageError
 from edge_lstm.recipes import LOWERINGS
 
 KINDS = ("linux", "android", "mcu")
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
+PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8")
 RUNTIMES = ("onnxruntime", "litert", "tflite-runtime", "tflm", "torch")
 
 

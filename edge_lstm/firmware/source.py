@@ -89,7 +89,7 @@ def _check_onnx(data: bytes, path: Path) -> None:
 
 def _precision_of(filename: str) -> str:
     parts = filename.split(".")
-    return next((p for p in parts if p in ("fp32", "fp16", "dynamic-int8", "int8")), "fp32")
+    return next((p for p in parts if p in ("fp32", "fp16", "dynamic-int8", "int8", "int16x8")), "fp32")
 
 
 def _from_export(directory: Path) -> FirmwareSource:

@@ -1,4 +1,4 @@
-"""Quantize exported artifacts: ONNX (fp16, dynamic int8) and TFLite (fp16, dynamic int8, int8).
+"""Quantize exported artifacts: ONNX (fp16, dynamic int8) and TFLite (fp16, dynamic int8, int8, int16x8).
 
 Each quantizer takes a float artifact and returns a :class:`QuantizedArtifact`
 whose weights were read back and found in the precision asked for

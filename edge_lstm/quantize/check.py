@@ -31,7 +31,8 @@ _TFLITE_WEIGHTS: dict[str, tuple[int, ...]] = {
     "BATCH_MATMUL": (1,),
 }
 #: the type each precision stores weights in (TFLite TensorType names)
-_WANT = {Precision.FP16: ("FLOAT16",), Precision.DYNAMIC_INT8: ("INT8",), Precision.INT8: ("INT8",)}
+_WANT = {Precision.FP16: ("FLOAT16",), Precision.DYNAMIC_INT8: ("INT8",), Precision.INT8: ("INT8",),
+         Precision.INT16X8: ("INT8",)}
 #: ONNX ops that carry weights
 _ONNX_WEIGHT_OPS = ("LSTM", "GRU", "RNN", "Gemm", "MatMul", "Conv", "ConvTranspose")
 

@@ -20,6 +20,8 @@
   gets an int16 cell state and int16 gate arithmetic (:mod:`.cell16`); known
   output ranges (a one-step model's latest-step outputs) are applied last
   (:mod:`.ranges`).
+* **int16x8**: the same calibration, widened to int16 activations with int8 weights and int64 biases by
+  :mod:`.int16x8` (TFLite's quantizer refuses 16x8 for the fused LSTM).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from edge_lstm.tflite_schema import (
     unpack,
 )
 
-SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8)
+SUPPORTED = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8, Precision.INT16X8)
 IO_TYPES = ("float", "int8")
 _MIN_FP16_ELEMENTS = 16  # smaller constants (shapes, scalars) are not worth a DEQUANTIZE op
 
@@ -89,9 +91,14 @@ def quantize_tflite(
         return to_hybrid(float_tflite)
     if calib is None:
         raise DataError(
-            "precision int8 needs calibration data: windows like the model's input, to measure activation ranges.",
+            f"precision {precision.value} needs calibration data: windows like the model's input, to measure "
+            "activation ranges.",
             "Pass --calib data.csv (or .npy), normalised like training; or --calib random, which the report flags.",
         )
+    if precision is Precision.INT16X8:
+        from edge_lstm.quantize.int16x8 import to_int16x8
+
+        return to_int16x8(float_tflite, calib, count)
     return to_int8(float_tflite, calib, io, count, int16_cell)
 
 
@@ -284,6 +291,33 @@ def to_int8(
         notes.append("CALIBRATED ON RANDOM DATA (--calib random): activation ranges are guesses, "
                      "expect a larger error than with real windows.")
     return QuantizedArtifact(data, Precision.INT8, notes, [], _io_quant(data) if io == "int8" else {})
+
+
+def calibrated_int8(float_tflite: bytes, calib: np.ndarray | Mapping[str, np.ndarray] | CalibrationSet,
+                    count: int = DEFAULT_COUNT, per_tensor: bool = True) -> tuple[bytes, CalibrationSet]:
+    """The full-int8 model 16x8 widens (:mod:`.int16x8`): float I/O, one weight scale a tensor (or a channel:
+    ``per_tensor=False``), the loop lowering's cell in int16 (its gate activations need TFLite's int16 scale,
+    2^-15), the known output ranges applied; and the calibration set used."""
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as wrapper
+
+    specs = input_specs(float_tflite)
+    if isinstance(calib, CalibrationSet):
+        cal = replace(calib, samples=calibration_windows(dict(calib.samples), specs, count=count,
+                                                         source=calib.source).samples)
+    else:
+        cal = calibration_windows(calib, specs, count=count)
+    i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
+    looped = loops.has_loops(_unpack(float_tflite))
+    source = _pack(loops.calibration_ready(_unpack(float_tflite)))
+    try:
+        raw = _calibrated(wrapper, source, specs, cal, (f32, i8, i32), looped, per_tensor)
+    except Exception as e:
+        raise UnsupportedModel(f"TFLite's calibrator refused this model: {_first_line(e)}",
+                               "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16.") from e
+    data = _finish(raw, looped, cells=True)
+    if cal.output_ranges:
+        data, _ = set_output_ranges(data, cal.output_ranges)
+    return data, cal
 
 
 def _state_kind(model: Any, looped: bool) -> str:

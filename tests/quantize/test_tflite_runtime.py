@@ -67,3 +67,24 @@ def test_quantized_artifacts_run_on_tflite_runtime(precision: Precision, io: str
     torch_pred = forecaster.torch_pred[:: max(1, len(forecaster.test_x) // 40)][:40].reshape(len(x), -1)
     cos = float(np.sum(got * torch_pred) / (np.linalg.norm(got) * np.linalg.norm(torch_pred)))
     assert cos > 0.99
+
+
+def test_int16x8_loop_runs_on_tflite_runtime_and_fused_is_refused(forecaster: Any, tmp_path: Path) -> None:
+    """16x8: the loop lowering's int16 ops run on tflite-runtime 2.14 like on LiteRT; its fused LSTM kernel has no
+    16x8 path (only TFLite Micro's has), and it says so."""
+    x = forecaster.test_x[:: max(1, len(forecaster.test_x) // 40)][:40]
+    loop = quantize_tflite(lower(forecaster.proto, "loop").data, Precision.INT16X8, forecaster.calib)
+    got = _on_tflite_runtime(loop.data, x, tmp_path)
+    # same artifact, two runtimes: 2.14's int16 kernels round a few output steps (~7e-5 each) differently
+    np.testing.assert_allclose(got, _on_litert(loop.data, x), atol=1e-3)
+    torch_pred = forecaster.torch_pred[:: max(1, len(forecaster.test_x) // 40)][:40].reshape(len(x), -1)
+    assert float(np.abs(got - torch_pred).max()) <= 0.01
+    fused = quantize_tflite(lower(forecaster.proto, "fused").data, Precision.INT16X8, forecaster.calib)
+    assert PYTHON
+    (tmp_path / "f.tflite").write_bytes(fused.data)
+    proc = subprocess.run([PYTHON, "-m", "edge_lstm.device", str(tmp_path / "f.tflite"), "--inputs",
+                           str(tmp_path / "feed.npz"), "--outputs", str(tmp_path / "f.npz"), "--runtime",
+                           "tflite-runtime"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert "INT64 != FLOAT32" in proc.stdout + proc.stderr

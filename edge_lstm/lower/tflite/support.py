@@ -178,13 +178,14 @@ def micro_blockers(data: bytes) -> list[str]:
     precision = tflite_cost(data).precision
     if precision in ("dynamic-int8", "fp16"):
         return [f"{precision} weights: TFLite Micro has no hybrid kernels and cannot dequantize float16"]
-    missing = MICRO_MISSING_INT8 if precision == "int8" else MICRO_MISSING
+    integer = precision in ("int8", "int16x8")
+    missing = MICRO_MISSING_INT8 if integer else MICRO_MISSING
     reasons: list[str] = []
     for g in model.subgraphs:
         for op in g.operators:
             name = op_name(model, op)
             if name in missing:
-                reasons.append(f"no {'integer ' if precision == 'int8' else ''}{name} kernel")
+                reasons.append(f"no {'integer ' if integer else ''}{name} kernel")
             elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 16 and op.inputs[16] >= 0:
                 reasons.append("its LSTM kernel has no projection (proj_size)")
             elif name == "GATHER" and len(op.inputs) > 1 and dtype_name(g.tensors[op.inputs[1]].type) == "int64":
