@@ -307,8 +307,8 @@ def calibrated_int8(float_tflite: bytes, calib: np.ndarray | Mapping[str, np.nda
     else:
         cal = calibration_windows(calib, specs, count=count)
     i8, i32, f32 = (np.dtype(t).num for t in (np.int8, np.int32, np.float32))
-    looped = loops.has_loops(_unpack(float_tflite))
-    source = _pack(loops.calibration_ready(_unpack(float_tflite)))
+    looped = loops.has_loops(unpack(float_tflite))
+    source = pack(loops.calibration_ready(unpack(float_tflite)))
     try:
         raw = _calibrated(wrapper, source, specs, cal, (f32, i8, i32), looped, per_tensor)
     except Exception as e:

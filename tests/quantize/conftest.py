@@ -103,3 +103,19 @@ def forecaster(tmp_path_factory: pytest.TempPathFactory) -> Forecaster:
 def mae(pred: np.ndarray, target: np.ndarray) -> float:
     """Mean absolute error."""
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - target)))
+
+
+def _csv(path: Path, values: np.ndarray) -> Path:
+    path.write_text("temp\n" + "\n".join(f"{v:.2f}" for v in values) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def series_files(tmp_path_factory: pytest.TempPathFactory, seattle_csv: Path) -> tuple[Path, Path]:
+    """(calibration CSV from the training period, held-out CSV from the last 30% of the year), in °F."""
+    from edge_lstm.data import read_series
+
+    s = read_series(seattle_csv)[:, 0]
+    d = tmp_path_factory.mktemp("series")
+    split = int(0.7 * len(s))
+    return _csv(d / "train.csv", s[:split]), _csv(d / "heldout.csv", s[split:])

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from edge_lstm.cli import main
-from edge_lstm.data import read_series
 from edge_lstm.errors import DataError, UsageError
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
@@ -18,15 +17,6 @@ from edge_lstm.recipes import load_recipe
 def _csv(path: Path, values: np.ndarray) -> Path:
     path.write_text("temp\n" + "\n".join(f"{v:.2f}" for v in values) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def series_files(tmp_path_factory: pytest.TempPathFactory, seattle_csv: Path) -> tuple[Path, Path]:
-    """(calibration CSV from the training period, held-out CSV from the last 30% of the year), in °F."""
-    s = read_series(seattle_csv)[:, 0]
-    d = tmp_path_factory.mktemp("series")
-    split = int(0.7 * len(s))
-    return _csv(d / "train.csv", s[:split]), _csv(d / "heldout.csv", s[split:])
 
 
 def test_every_precision_passes_its_gate_on_real_data(forecaster: Any, series_files: tuple[Path, Path],

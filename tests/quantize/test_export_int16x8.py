@@ -6,30 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from edge_lstm.cli import main
-from edge_lstm.data import read_series
 from edge_lstm.errors import UnsupportedModel, UsageError
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
 
 pytest.importorskip("ai_edge_litert")
-
-
-def _csv(path: Path, values: np.ndarray) -> Path:
-    path.write_text("temp\n" + "\n".join(f"{v:.2f}" for v in values) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def series_files(tmp_path_factory: pytest.TempPathFactory, seattle_csv: Path) -> tuple[Path, Path]:
-    """(calibration CSV from the training period, held-out CSV from the last 30% of the year), in °F."""
-    s = read_series(seattle_csv)[:, 0]
-    d = tmp_path_factory.mktemp("series16")
-    split = int(0.7 * len(s))
-    return _csv(d / "train.csv", s[:split]), _csv(d / "heldout.csv", s[split:])
 
 
 def _validations(art: dict[str, Any]) -> dict[str, dict[str, Any]]:
