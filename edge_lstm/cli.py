@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from edge_lstm import __version__, jsonio
+from edge_lstm import __version__, jsonio, registry
 from edge_lstm.errors import EdgeLstmError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -138,10 +138,9 @@ def export(
     model: Annotated[Path, typer.Argument(help="model.pt: checkpoint, TorchScript, .pt2, or pickled module.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (created; refused if it exists "
                                          "unless --force).")] = Path("out"),
-    fmt: Annotated[list[str] | None, typer.Option("--format", help="onnx and/or tflite (repeatable).")] = None,
-    precision: Annotated[list[str] | None, typer.Option(
-        "--precision", help="fp32, fp16, dynamic-int8, int8 (repeatable).")] = None,
-    lowering: Annotated[str | None, typer.Option("--lowering", help="TFLite LSTM lowering: fused or unrolled.")] = None,
+    fmt: Annotated[list[str] | None, typer.Option("--format", help=registry.help_formats())] = None,
+    precision: Annotated[list[str] | None, typer.Option("--precision", help=registry.help_precisions())] = None,
+    lowering: Annotated[str | None, typer.Option("--lowering", help=registry.help_lowerings())] = None,
     streaming: Annotated[bool, typer.Option("--streaming", help="Also export a one-step streaming model.")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="CSV/NPY series (or NPY windows) to validate on; "
                                               "seeded random data when omitted.")] = None,

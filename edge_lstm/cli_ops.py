@@ -25,6 +25,10 @@ def register(app: typer.Typer) -> None:
     app.command("ops")(ops_command)
 
 
+#: the formats whose ops edge-lstm's own tables describe (the others are written by their runtimes' exporters)
+OP_FORMATS = ("onnx", "tflite")
+
+
 def ops_command(
     fmt: Annotated[str | None, typer.Option("--format", help="onnx or tflite: only the ops this format takes "
                                                              "(with --precision).")] = None,
@@ -34,16 +38,18 @@ def ops_command(
 ) -> None:
     """List the ONNX ops edge-lstm exports, per format and precision, and what each becomes in TFLite."""
     from edge_lstm.lower.tflite.support import table
-    from edge_lstm.recipes import FORMATS, SUPPORTED, parse_precision
+    from edge_lstm import registry
+    from edge_lstm.recipes import parse_precision
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"Unknown format '{fmt}'.", f"Accepted: {', '.join(FORMATS)}.")
+    if fmt is not None and fmt not in OP_FORMATS:
+        registry.fmt(fmt)  # an unknown name: the error lists the registry's formats
+        raise UsageError(f"--format {fmt} has no op table here: {registry.fmt(fmt).description}.",
+                         f"The op tables cover {', '.join(OP_FORMATS)}.")
     if micro and fmt not in (None, "tflite"):
         raise UsageError("--micro applies to --format tflite (TFLite Micro runs TFLite files).")
     prec = parse_precision(precision) if precision is not None else None
-    if prec is not None and fmt is not None and prec not in SUPPORTED[fmt]:
-        raise UsageError(f"Format {fmt} has no precision {prec.value}.",
-                         f"{fmt} takes: {', '.join(p.value for p in SUPPORTED[fmt])}.")
+    if prec is not None and fmt is not None:
+        registry.check_precision(fmt, prec)
     entries = [_entry(op, s) for op, s in table().items()]
     if fmt is not None or prec is not None or micro:
         entries = [e for e in entries if _keeps(e, fmt or "tflite", prec, micro)]
