@@ -37,8 +37,8 @@ def ops_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """List the ONNX ops edge-lstm exports, per format and precision, and what each becomes in TFLite."""
-    from edge_lstm.lower.tflite.support import table
     from edge_lstm import registry
+    from edge_lstm.lower.tflite.support import table
     from edge_lstm.recipes import parse_precision
 
     if fmt is not None and fmt not in OP_FORMATS:

@@ -27,7 +27,7 @@ from typing import Any
 from edge_lstm.errors import RuntimeUnavailable, UsageError
 from edge_lstm.spec import Precision
 
-__all__ = ["FORMATS", "LOWERINGS", "RUNTIMES", "SUPPORTED", "Format", "RuntimeUnavailable", "Runtime"]
+__all__ = ["FORMATS", "LOWERINGS", "RUNTIMES", "SUPPORTED", "Format", "Runtime", "RuntimeUnavailable"]
 
 
 def installed(module: str) -> bool:
