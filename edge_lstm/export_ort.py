@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 from pathlib import Path
 
@@ -26,9 +27,12 @@ def to_ort(onnx_bytes: bytes) -> bytes:
     registry.fmt("ort").require()
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    log = logging.getLogger("ort_format_model.utils")  # the converter logs each file it writes at INFO
+    level = log.level
     with tempfile.TemporaryDirectory(prefix="edge-lstm-ort-") as tmp:
         src, out = Path(tmp) / "model.onnx", Path(tmp) / "out"
         src.write_bytes(onnx_bytes)
+        log.setLevel(logging.WARNING)
         try:
             with contextlib.redirect_stdout(io.StringIO()) as said:  # the converter prints progress lines
                 written = convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle.Fixed],
@@ -36,6 +40,8 @@ def to_ort(onnx_bytes: bytes) -> bytes:
         except Exception as e:
             raise UnsupportedModel(f"ONNX Runtime's ORT converter refused the model: {' '.join(str(e).split())[:400]}",
                                    "Check that ONNX Runtime runs the .onnx artifact.") from e
+        finally:
+            log.setLevel(level)
         files = [Path(p) for p in (written or [])] or sorted(out.glob("*.ort"))
         if not files:
             raise UnsupportedModel("ONNX Runtime's ORT converter wrote no .ort file: "
