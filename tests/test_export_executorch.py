@@ -18,17 +18,17 @@ import torch
 
 pytest.importorskip("executorch.exir", reason="executorch is not installed (pip install 'edge-lstm[executorch]')")
 
-from models import KINDS  # noqa: E402
+from models import KINDS
 
-from edge_lstm import archs, load  # noqa: E402
-from edge_lstm.cli import main  # noqa: E402
-from edge_lstm.errors import UnsupportedModel  # noqa: E402
-from edge_lstm.export_executorch import export_executorch  # noqa: E402
-from edge_lstm.pipeline import ExportOptions, export  # noqa: E402
-from edge_lstm.recipes import load_recipe  # noqa: E402
-from edge_lstm.runners.executorch import ExecuTorchRunner  # noqa: E402
-from edge_lstm.runners.torch import TorchRunner  # noqa: E402
-from edge_lstm.spec import Precision  # noqa: E402
+from edge_lstm import archs, load
+from edge_lstm.cli import main
+from edge_lstm.errors import UnsupportedModel
+from edge_lstm.export_executorch import export_executorch
+from edge_lstm.pipeline import ExportOptions, export
+from edge_lstm.recipes import load_recipe
+from edge_lstm.runners.executorch import ExecuTorchRunner
+from edge_lstm.runners.torch import TorchRunner
+from edge_lstm.spec import Precision
 
 TINY = 6
 
@@ -63,7 +63,7 @@ def test_program_runs_by_name_matches_pytorch_and_is_byte_deterministic(tmp_path
 
 def test_int8_is_refused_saying_why(tmp_path: Path) -> None:
     model = load.load(_ckpt(tmp_path, _tiny("stacked"), TINY, "m"))
-    with pytest.raises(UnsupportedModel, match="aten.lstm"):
+    with pytest.raises(UnsupportedModel, match=r"aten\.lstm"):
         export_executorch(model, Precision.INT8)
 
 

@@ -19,14 +19,14 @@ import torch
 pytest.importorskip("onnxruntime.tools.convert_onnx_models_to_ort",
                     reason="onnxruntime's ORT converter is not installed (pip install 'edge-lstm[ort]')")
 
-from models import WINDOW, write  # noqa: E402
+from models import WINDOW, write
 
-from edge_lstm import archs, load, sources  # noqa: E402
-from edge_lstm.cli import main  # noqa: E402
-from edge_lstm.export_ort import to_ort  # noqa: E402
-from edge_lstm.pipeline import ExportOptions, export  # noqa: E402
-from edge_lstm.recipes import load_recipe  # noqa: E402
-from edge_lstm.runners.onnxrt import OnnxRuntimeRunner  # noqa: E402
+from edge_lstm import archs, load, sources
+from edge_lstm.cli import main
+from edge_lstm.export_ort import to_ort
+from edge_lstm.pipeline import ExportOptions, export
+from edge_lstm.recipes import load_recipe
+from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
 
 
 @pytest.fixture(scope="module")
