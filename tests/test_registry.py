@@ -104,3 +104,14 @@ def test_export_of_a_precision_no_asked_format_holds_is_an_options_error(tmp_pat
     with pytest.raises(OptionsError, match=r"aten\.lstm") as e:
         _check_request(ExportOptions(output_dir=tmp_path / "o", recipe=recipe, calib="random"))
     assert e.value.exit_code == 2 and e.value.kind == "options" and "tflite" in (e.value.hint or "")
+
+
+def test_formats_command_lists_the_registry_with_each_runtime_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["formats", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [f["name"] for f in doc["formats"]] == list(registry.FORMATS)
+    by_name = {r["name"]: r for r in doc["runtimes"]}
+    assert list(by_name) == list(registry.RUNTIMES)
+    for rt in registry.RUNTIMES_TABLE:
+        assert by_name[rt.name]["status"] == rt.status() and by_name[rt.name]["available"] == rt.available()
+    assert doc["formats"][2]["precisions"] == ["fp32"] and doc["formats"][3]["runtimes"] == ["onnxruntime"]
