@@ -160,7 +160,8 @@ def _litert(options: ExportOptions) -> bool:
     """True when the export's target runs LiteRT or tflite-runtime and not TFLite Micro (full int8 under the auto
     lowering then takes the loop, which XNNPACK runs fast)."""
     target = _target_of(options)
-    return target is not None and target.kind != "mcu" and bool({"litert", "tflite-runtime"} & set(target.runtimes))
+    litert = {r.name for r in registry.runtimes_for("tflite") if r.device}  # litert, tflite-runtime: not TFLite Micro
+    return target is not None and target.kind != "mcu" and bool(litert & set(target.runtimes))
 
 
 def _refused(name: str, fmt: str, prec: Precision, lowering: str | None, stream: bool, why: str) -> Artifact:
