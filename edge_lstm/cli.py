@@ -90,6 +90,12 @@ def info(
     The input shapes are checked against the model's layers as ``export`` checks them.
     """
     kind = _artifact_kind(model)
+    if kind not in (None, "onnx", "tflite"):
+        f = registry.fmt(kind)
+        raise UsageError(f"'{model}' is an {f.suffix} artifact ({f.description}); info describes models, .onnx and "
+                         ".tflite files.",
+                         f"Profile it instead: edge-lstm profile {model} (runs on "
+                         f"{', '.join(r.name for r in registry.runtimes_for(kind))}).")
     if kind == "tflite" or (kind == "onnx" and not input_shape and not input_dtype):
         from edge_lstm.inspect_artifact import describe, render
 
@@ -119,7 +125,7 @@ def info(
 
 
 def _artifact_kind(path: Path) -> str | None:
-    """"tflite" or "onnx" when ``path`` holds one (by content), else None (a PyTorch file, or load() says why).
+    """The registry format ``path`` holds (by content), else None (a PyTorch file, or load() says why).
 
     Reads the header only, so ``info`` on an artifact imports neither torch nor onnx (device installs).
     """
@@ -128,8 +134,9 @@ def _artifact_kind(path: Path) -> str | None:
             head = f.read(8)
     except OSError:
         return None
-    if head[4:8] == b"TFL3":
-        return "tflite"
+    known = registry.format_of_bytes(head)  # tflite, executorch, ort: their flatbuffer identifiers
+    if known is not None:
+        return known
     return "onnx" if head[:1] == b"\x08" and path.is_file() else None
 
 
