@@ -330,6 +330,10 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
     """
     if not paths:
         raise UsageError("No artifact given.", "Pass one or more .onnx/.tflite files (or a model.pt).")
+    if options.runtime != "auto":
+        from edge_lstm import registry
+
+        registry.runtime(options.runtime)  # an unknown name: exit 2 listing the registry's runtimes
     from edge_lstm import __version__
 
     if options.input_shapes or options.trust_pickle:

@@ -115,3 +115,12 @@ def test_formats_command_lists_the_registry_with_each_runtime_status(capsys: pyt
     for rt in registry.RUNTIMES_TABLE:
         assert by_name[rt.name]["status"] == rt.status() and by_name[rt.name]["available"] == rt.available()
     assert doc["formats"][2]["precisions"] == ["fp32"] and doc["formats"][3]["runtimes"] == ["onnxruntime"]
+
+
+def test_profile_refuses_an_unknown_runtime_listing_the_registry(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path) -> None:
+    art = tmp_path / "m.onnx"
+    art.write_bytes(b"\x08\x07")
+    rc = main(["profile", str(art), "--runtime", "nope", "--json"])
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert rc == 2 and err["message"] == "Unknown runtime 'nope'." and all(r in err["hint"] for r in registry.RUNTIMES)
