@@ -14,7 +14,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[export,micro,train,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[export,micro,train,dev,executorch,ort]'
 	touch $@
 
 tflrt: $(TFLRT_STAMP)

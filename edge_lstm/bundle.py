@@ -33,7 +33,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from edge_lstm import __version__, schema
+from edge_lstm import __version__, registry, schema
 from edge_lstm.bundle_read import FORMAT_VERSION, MANIFEST, manifest_schema
 from edge_lstm.bundle_state import io_specs, state_map
 from edge_lstm.data import is_number
@@ -43,7 +43,8 @@ from edge_lstm.outputs import check_filename, safe_name
 
 #: every member's timestamp: the earliest a zip can hold, so nothing about the build time leaks in
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-_RUNTIMES = {"onnx": ["onnxruntime"], "tflite": ["litert", "tflite-runtime"]}
+#: the formats a bundle holds (what edge_lstm.predict runs) -> their device runtimes, from the registry
+_RUNTIMES = {f: [r.name for r in registry.runtimes_for(f) if r.device] for f in ("onnx", "tflite")}
 _VALIDATION_KEYS = ("max_abs", "mean_abs", "p99_abs", "rel_l2", "cosine", "psnr", "passed", "reasons")
 
 
@@ -74,6 +75,9 @@ def select(report: dict[str, Any], names: list[str] | None) -> list[dict[str, An
                 raise UsageError(f"The export has no artifact '{n}'.",
                                  f"Its artifacts: {', '.join(str(k) for k in entries)}.")
             a = entries[n]
+            if a.get("format") not in _RUNTIMES:
+                raise UsageError(f"Artifact '{n}' is {a.get('format')}: a bundle holds what `edge-lstm predict` runs "
+                                 f"({', '.join(_RUNTIMES)}).", "Bundle an ONNX or TFLite artifact.")
             if not a.get("passed") or not a.get("sha256"):
                 raise UsageError(f"Artifact '{n}' did not pass validation (or was not built), so it is not bundled.",
                                  "Bundle artifacts that passed; report.md says why this one failed.")
@@ -85,7 +89,8 @@ def select(report: dict[str, Any], names: list[str] | None) -> list[dict[str, An
         if len({a["file"] for a in chosen}) != len(chosen):
             raise UsageError("An --artifact is named twice.")
         return chosen
-    chosen = [a for a in report["artifacts"] if a.get("passed") and a.get("sha256") and not _micro_only(a)]
+    chosen = [a for a in report["artifacts"] if a.get("passed") and a.get("sha256") and a.get("format") in _RUNTIMES
+              and not _micro_only(a)]
     if not chosen:
         raise UsageError("No artifact of this export passed validation, so there is nothing to bundle.",
                          "See report.md in the export directory for why each one failed.")

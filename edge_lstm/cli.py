@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from edge_lstm import __version__, jsonio
+from edge_lstm import __version__, jsonio, registry
 from edge_lstm.errors import EdgeLstmError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -90,6 +90,12 @@ def info(
     The input shapes are checked against the model's layers as ``export`` checks them.
     """
     kind = _artifact_kind(model)
+    if kind not in (None, "onnx", "tflite"):
+        f = registry.fmt(kind)
+        raise UsageError(f"'{model}' is an {f.suffix} artifact ({f.description}); info describes models, .onnx and "
+                         ".tflite files.",
+                         f"Profile it instead: edge-lstm profile {model} (runs on "
+                         f"{', '.join(r.name for r in registry.runtimes_for(kind))}).")
     if kind == "tflite" or (kind == "onnx" and not input_shape and not input_dtype):
         from edge_lstm.inspect_artifact import describe, render
 
@@ -119,7 +125,7 @@ def info(
 
 
 def _artifact_kind(path: Path) -> str | None:
-    """"tflite" or "onnx" when ``path`` holds one (by content), else None (a PyTorch file, or load() says why).
+    """The registry format ``path`` holds (by content), else None (a PyTorch file, or load() says why).
 
     Reads the header only, so ``info`` on an artifact imports neither torch nor onnx (device installs).
     """
@@ -128,8 +134,9 @@ def _artifact_kind(path: Path) -> str | None:
             head = f.read(8)
     except OSError:
         return None
-    if head[4:8] == b"TFL3":
-        return "tflite"
+    known = registry.format_of_bytes(head)  # tflite, executorch, ort: their flatbuffer identifiers
+    if known is not None:
+        return known
     return "onnx" if head[:1] == b"\x08" and path.is_file() else None
 
 
@@ -138,11 +145,9 @@ def export(
     model: Annotated[Path, typer.Argument(help="model.pt: checkpoint, TorchScript, .pt2, or pickled module.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (created; refused if it exists "
                                          "unless --force).")] = Path("out"),
-    fmt: Annotated[list[str] | None, typer.Option("--format", help="onnx and/or tflite (repeatable).")] = None,
-    precision: Annotated[list[str] | None, typer.Option(
-        "--precision", help="fp32, fp16, dynamic-int8, int8, int16x8 (TFLite: int16 activations, int8 weights; "
-                            "for TFLite Micro) (repeatable).")] = None,
-    lowering: Annotated[str | None, typer.Option("--lowering", help="TFLite LSTM lowering: fused or unrolled.")] = None,
+    fmt: Annotated[list[str] | None, typer.Option("--format", help=registry.help_formats())] = None,
+    precision: Annotated[list[str] | None, typer.Option("--precision", help=registry.help_precisions())] = None,
+    lowering: Annotated[str | None, typer.Option("--lowering", help=registry.help_lowerings())] = None,
     streaming: Annotated[bool, typer.Option("--streaming", help="Also export a one-step streaming model.")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="CSV/NPY series (or NPY windows) to validate on; "
                                               "seeded random data when omitted.")] = None,

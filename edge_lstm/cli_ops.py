@@ -1,4 +1,5 @@
-"""CLI command ``ops``: which ONNX ops export to which format and precision, from the TFLite op table.
+"""CLI commands ``ops``: which ONNX ops export to which format and precision, from the TFLite op table; and
+``formats``: the capability registry (:mod:`edge_lstm.registry`), each runtime available or how to install it.
 
 Registered onto the main typer app like :mod:`edge_lstm.cli_profile`. The data is
 :mod:`edge_lstm.lower.tflite.support` (every claim there is checked against the
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edge_lstm import jsonio
@@ -21,8 +23,43 @@ out = Console(highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``ops`` to ``app``."""
+    """Add ``ops`` and ``formats`` to ``app``."""
     app.command("ops")(ops_command)
+    app.command("formats")(formats_command)
+
+
+def formats_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
+) -> None:
+    """List the formats edge-lstm writes (with their precisions) and the runtimes that run them: available here,
+    or the command that installs them."""
+    from edge_lstm import registry
+
+    payload = {"formats": [f.to_dict() for f in registry.FORMATS_TABLE],
+               "runtimes": [r.to_dict() for r in registry.RUNTIMES_TABLE],
+               "lowerings": dict(registry.LOWERINGS_TABLE)}
+    if as_json:
+        jsonio.emit(payload)
+        return
+    t = Table(title="formats", title_justify="left")
+    for col in ("format", "file", "precisions", "runs on", "exporter"):
+        t.add_column(col, overflow="fold")
+    for f in registry.FORMATS_TABLE:
+        t.add_row(f.name, f.suffix, ", ".join(p.value for p in f.precisions),
+                  ", ".join(r.name for r in registry.runtimes_for(f.name)),
+                  "installed" if f.buildable() else escape(f"install with {f.install}"))
+    out.print(t)
+    r_table = Table(title="runtimes", title_justify="left")
+    for col in ("runtime", "device side", "status"):
+        r_table.add_column(col, overflow="fold")
+    for r in registry.RUNTIMES_TABLE:
+        r_table.add_row(r.name, "yes" if r.device else "no", escape(r.status()))  # 'edge-lstm[x]' is not markup
+    out.print(r_table)
+    out.print("TFLite lowerings (--lowering): " + "; ".join(f"{k}: {v}" for k, v in registry.LOWERINGS_TABLE.items()))
+
+
+#: the formats whose ops edge-lstm's own tables describe (the others are written by their runtimes' exporters)
+OP_FORMATS = ("onnx", "tflite")
 
 
 def ops_command(
@@ -33,17 +70,19 @@ def ops_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """List the ONNX ops edge-lstm exports, per format and precision, and what each becomes in TFLite."""
+    from edge_lstm import registry
     from edge_lstm.lower.tflite.support import table
-    from edge_lstm.recipes import FORMATS, SUPPORTED, parse_precision
+    from edge_lstm.recipes import parse_precision
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"Unknown format '{fmt}'.", f"Accepted: {', '.join(FORMATS)}.")
+    if fmt is not None and fmt not in OP_FORMATS:
+        registry.fmt(fmt)  # an unknown name: the error lists the registry's formats
+        raise UsageError(f"--format {fmt} has no op table here: {registry.fmt(fmt).description}.",
+                         f"The op tables cover {', '.join(OP_FORMATS)}.")
     if micro and fmt not in (None, "tflite"):
         raise UsageError("--micro applies to --format tflite (TFLite Micro runs TFLite files).")
     prec = parse_precision(precision) if precision is not None else None
-    if prec is not None and fmt is not None and prec not in SUPPORTED[fmt]:
-        raise UsageError(f"Format {fmt} has no precision {prec.value}.",
-                         f"{fmt} takes: {', '.join(p.value for p in SUPPORTED[fmt])}.")
+    if prec is not None and fmt is not None:
+        registry.check_precision(fmt, prec)
     entries = [_entry(op, s) for op, s in table().items()]
     if fmt is not None or prec is not None or micro:
         entries = [e for e in entries if _keeps(e, fmt or "tflite", prec, micro)]

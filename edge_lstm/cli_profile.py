@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge_lstm import jsonio
+from edge_lstm import jsonio, registry
 from edge_lstm.errors import EdgeLstmError
 
 out = Console(highlight=False)
@@ -32,9 +32,11 @@ def register(app: typer.Typer) -> None:
 
 
 def profile_command(
-    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts to profile (.onnx, .tflite; a model.pt for "
-                                                          "the PyTorch reference).", show_default=False)],
-    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | litert | tflite-runtime | tflm | torch.")] = "auto",
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts to profile ("
+                                                          + ", ".join(f.suffix for f in registry.FORMATS_TABLE)
+                                                          + "; a model.pt for the PyTorch reference).",
+                                                          show_default=False)],
+    runtime: Annotated[str, typer.Option(help=registry.help_runtimes())] = "auto",
     threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Measured runs per artifact.")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed runs before measuring.")] = 20,

@@ -68,14 +68,18 @@ class Cost:
 
 
 def artifact_format(path: str | Path) -> str:
-    """``"tflite"``, ``"onnx"`` or ``"torch"`` by content; :class:`InputFileError` for anything else."""
+    """A registry format (``"tflite"``, ``"onnx"``, ``"executorch"``, ``"ort"``) or ``"torch"``, by content;
+    :class:`InputFileError` for anything else."""
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"Artifact '{p}' does not exist.", "Pass the path of an .onnx or .tflite file.")
     with p.open("rb") as f:
         head = f.read(8)
-    if head[4:8] == b"TFL3":
-        return "tflite"
+    from edge_lstm.registry import format_of_bytes
+
+    known = format_of_bytes(head)  # the flatbuffer formats carry an identifier; ONNX (a protobuf) does not
+    if known is not None:
+        return known
     if head[:4] == b"PK\x03\x04":
         return "torch"
     try:

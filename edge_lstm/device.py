@@ -8,7 +8,7 @@ ships it, with the runner modules, as one self-contained zipapp.
 Usage::
 
     python -m edge_lstm.device MODEL --inputs feed.npz [--outputs out.npz]
-        [--runtime auto|litert|tflite-runtime|onnxruntime|tflm] [--threads N]
+        [--runtime auto|onnxruntime|litert|tflite-runtime|tflm|executorch|torch] [--threads N]
         [--no-xnnpack] [--sequence] [--warmup N] [--runs N] [--progress]
 
 ``feed.npz`` holds one array per model input, named like the input, with a
@@ -34,25 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm import registry
 from edge_lstm.runners.base import Runner
 
-#: runtime name -> (module, class); imported only when asked for
-RUNTIMES: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("edge_lstm.runners.onnxrt", "OnnxRuntimeRunner"),
-    "litert": ("edge_lstm.runners.litert", "LiteRTRunner"),
-    "tflite-runtime": ("edge_lstm.runners.litert", "LiteRTRunner"),
-    "tflm": ("edge_lstm.runners.tflm", "TFLMRunner"),
-    "torch": ("edge_lstm.runners.torch", "TorchRunner"),  # host-side reference only: needs torch
-}
-
-#: runtime name -> the packages that provide it, tried in order (imported for the memory baseline)
-RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime",),
-    "litert": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
-    "tflite-runtime": ("tflite_runtime.interpreter",),
-    "tflm": ("tflite_micro",),
-    "torch": ("torch",),
-}
+#: runtime name -> (module, class), and the packages that provide it (tried in order, imported for the memory
+#: baseline): both read from the registry, so a runtime added there runs here
+RUNTIMES: dict[str, tuple[str, str]] = {r.name: (r.runner.partition(":")[0], r.runner.partition(":")[2])
+                                         for r in registry.RUNTIMES_TABLE}
+RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {r.name: r.modules for r in registry.RUNTIMES_TABLE}
 
 MEMORY_METHODS = {
     "vmhwm": "peak resident set size (VmHWM, /proc/self/status) of a fresh process while loading and running "
@@ -66,7 +55,7 @@ MEMORY_METHODS = {
 
 def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1, xnnpack: bool = True,
                 torch_load: dict[str, Any] | None = None) -> Runner:
-    """A runner for ``path``: ONNX Runtime for ``.onnx``, LiteRT/tflite-runtime for TFLite.
+    """A runner for ``path`` on ``runtime`` (``auto``: by the file's format, see :func:`resolve_runtime`).
 
     ``torch_load`` (``input_shapes``, ``trust_pickle``) is passed to ``edge_lstm.load.load`` for a PyTorch file.
     """
@@ -75,25 +64,21 @@ def make_runner(path: str | Path, runtime: str = "auto", threads: int | None = 1
         raise SystemExit(f"unknown runtime '{runtime}'; known: {', '.join(RUNTIMES)}")
     module, cls = RUNTIMES[runtime]
     runner_cls = getattr(importlib.import_module(module), cls)
-    if runtime == "onnxruntime":
-        return runner_cls(Path(path), threads=threads)  # type: ignore[no-any-return]
-    if runtime == "tflm":
-        return runner_cls(Path(path))  # type: ignore[no-any-return]
-    if runtime == "torch":
-        load = importlib.import_module("edge_lstm.load").load
-        return runner_cls(load(path, **(torch_load or {})), threads=threads)  # type: ignore[no-any-return]
-    prefer = "tflite-runtime" if runtime == "tflite-runtime" else None
-    return runner_cls(Path(path), threads=threads, xnnpack=xnnpack, prefer=prefer)  # type: ignore[no-any-return]
+    return runner_cls.open(Path(path), runtime, threads=threads, xnnpack=xnnpack,  # type: ignore[no-any-return]
+                           torch_load=torch_load)
 
 
 def resolve_runtime(path: str | Path, runtime: str = "auto") -> str:
-    """``runtime``, or for ``auto``: litert for TFLite, torch for a PyTorch zip, else onnxruntime."""
+    """``runtime``, or for ``auto``: the first registry runtime of the format the file's identifier names
+    (litert for TFLite, executorch for ``.pte``, onnxruntime for ``.ort``), torch for a PyTorch zip, else
+    onnxruntime (an ONNX protobuf has no identifier)."""
     if runtime != "auto":
         return runtime
     with Path(path).open("rb") as f:
         head = f.read(8)
-    if head[4:8] == b"TFL3":
-        return "litert"
+    fmt = registry.format_of_bytes(head)
+    if fmt is not None:
+        return registry.runtimes_for(fmt)[0].name
     return "torch" if head[:4] == b"PK\x03\x04" else "onnxruntime"
 
 
@@ -206,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model")
     ap.add_argument("--inputs", required=True, help=".npz with one array per input, leading sample axis")
     ap.add_argument("--outputs", help="write outputs here as .npz")
-    ap.add_argument("--runtime", default="auto")
+    ap.add_argument("--runtime", default="auto", help=registry.help_runtimes())
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-xnnpack", action="store_true")
     ap.add_argument("--sequence", action="store_true", help="samples are consecutive streaming steps")

@@ -45,6 +45,31 @@ class InputFileError(UsageError):
     kind = "input-file"
 
 
+class RecipeError(UsageError):
+    """A recipe that cannot be used: not valid TOML, a field out of range, an `inherit` chain that is cyclic or
+    too deep, a missing tolerance."""
+
+    kind = "recipe"
+
+
+class TargetError(InputFileError):
+    """A device target file that cannot be used: missing, not valid TOML, a field out of range or inconsistent."""
+
+    kind = "target"
+
+
+class OptionsError(UsageError):
+    """Export options that do not fit together (a precision no asked-for format holds, --io int8 without int8)."""
+
+    kind = "options"
+
+
+class RuntimeUnavailable(UsageError):
+    """A runtime, or the exporter of a format, whose package is not installed; the hint says how to install it."""
+
+    kind = "missing-runtime"
+
+
 class ShapeError(UsageError):
     """An input shape that is malformed or that the model rejects."""
 

@@ -69,7 +69,9 @@ def installed_version(runtime: str) -> str | None:
     """The installed version of ``runtime``'s package (``tflite-runtime``, ``ai-edge-litert``), or None."""
     from importlib.metadata import PackageNotFoundError, version
 
-    package = {"tflite-runtime": "tflite-runtime", "litert": "ai-edge-litert"}.get(runtime, runtime)
+    from edge_lstm import registry
+
+    package = registry.runtime(runtime).packages[0] if runtime in registry.RUNTIMES else runtime
     try:
         return version(package)
     except PackageNotFoundError:

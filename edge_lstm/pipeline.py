@@ -33,7 +33,7 @@ import numpy as np
 from edge_lstm import feeds as feeds_mod
 from edge_lstm import progress as progress_mod
 from edge_lstm.artifact import Artifact, Failure
-from edge_lstm.errors import EdgeLstmError, ShapeError, UnsupportedModel, UsageError
+from edge_lstm.errors import EdgeLstmError, OptionsError, ShapeError, UnsupportedModel
 from edge_lstm.load import LoadedModel
 from edge_lstm.outputs import staged_dir, write_into
 from edge_lstm.recipes import Recipe, load_recipe
@@ -313,25 +313,31 @@ def _tflm_verdict(entry: dict[str, Any], art: Artifact) -> None:
 
 
 def _check_request(options: ExportOptions) -> None:
-    from edge_lstm.recipes import SUPPORTED
+    from edge_lstm import produce, registry
 
     r = options.recipe
     for prec in r.precisions:
-        if not any(prec in SUPPORTED[f] for f in r.formats):
-            able = [f for f, ps in SUPPORTED.items() if prec in ps]
-            raise UsageError(
-                f"Precision {prec.value} is not supported for format {', '.join(r.formats)}.",
-                f"{prec.value} is available for: {', '.join(able)}"
-                + (" (ONNX Runtime's static quantizer has no LSTM entry)."
-                   if prec in (Precision.INT8, Precision.INT16X8) else "."),
+        if not any(prec in registry.SUPPORTED[f] for f in r.formats):
+            able = [f for f, ps in registry.SUPPORTED.items() if prec in ps]
+            why = "; ".join(f"{f}: {registry.fmt(f).why_not}" for f in r.formats if registry.fmt(f).why_not)
+            raise OptionsError(
+                f"Precision {prec.value} is not supported for format {', '.join(r.formats)}"
+                + (f" ({why})." if why else "."),
+                f"{prec.value} is available for: {', '.join(able)}.",
             )
+    for f in r.formats:
+        registry.fmt(f).require()  # the exporter's package is installed, else exit 2 with the install command
+        if options.streaming and f not in produce.STREAMING:
+            raise OptionsError(f"--streaming has no {f} form: {f} exports PyTorch modules and the one-step model "
+                               "is an ONNX graph.", "Export the whole window to this format, or stream with "
+                               + ", ".join(produce.STREAMING) + ".")
     if options.io not in ("float", "int8"):
-        raise UsageError(f"Unknown --io '{options.io}'.", "Accepted: float, int8.")
+        raise OptionsError(f"Unknown --io '{options.io}'.", "Accepted: float, int8.")
     if options.io == "int8" and ("tflite" not in r.formats or Precision.INT8 not in r.precisions):
-        raise UsageError("--io int8 applies to full-integer TFLite only.", "Add --format tflite --precision int8.")
+        raise OptionsError("--io int8 applies to full-integer TFLite only.", "Add --format tflite --precision int8.")
     calibrated = [p.value for p in (Precision.INT8, Precision.INT16X8) if p in r.precisions]
     if calibrated and "tflite" in r.formats and options.calib is None:
-        raise UsageError(
+        raise OptionsError(
             f"Precision {calibrated[0]} needs calibration data: representative windows set the activation ranges.",
             "Pass --calib data.csv (the same kind of series the model was trained on), "
             "or --calib random to accept random calibration (flagged in the report).",

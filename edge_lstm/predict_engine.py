@@ -22,15 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm import registry
 from edge_lstm.errors import InputFileError, UsageError
 from edge_lstm.runners.quant_io import dequantize_output, quantize_input
 
-#: runtime -> the module whose Interpreter / InferenceSession runs the artifact
-MODULES = {"litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
-           "onnxruntime": "onnxruntime"}
-#: runtime -> the package a user installs for it
-PACKAGES = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "onnxruntime": "onnxruntime"}
+#: the runtimes predict runs, in the order ``auto`` tries them
 RUNTIMES = ("litert", "tflite-runtime", "onnxruntime")
+#: runtime -> the module whose Interpreter / InferenceSession runs the artifact (the registry's first)
+MODULES = {n: registry.runtime(n).modules[0] for n in RUNTIMES}
+#: runtime -> the package a user installs for it (the registry's first)
+PACKAGES = {n: registry.runtime(n).packages[0] for n in RUNTIMES}
 
 
 def installed(runtime: str) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
-from edge_lstm import progress
+from edge_lstm import progress, registry
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.errors import ShapeError, UnsupportedModel
 from edge_lstm.spec import Precision
@@ -38,41 +38,82 @@ Progress = Callable[[str], None]
 
 def precisions_for(fmt: str, options: ExportOptions) -> list[Precision]:
     """The recipe's precisions that ``fmt`` holds (another format may hold the rest)."""
-    from edge_lstm.recipes import SUPPORTED
+    return [p for p in options.recipe.precisions if p in registry.SUPPORTED[fmt]]
 
-    return [p for p in options.recipe.precisions if p in SUPPORTED[fmt]]
+
+def _names(model: LoadedModel, fmt: str, options: ExportOptions, stream: bool) -> dict[Precision, str]:
+    suffix = registry.fmt(fmt).suffix
+    return {p: f"{model.name}{'.stream' if stream else ''}.{p.value}{suffix}" for p in precisions_for(fmt, options)}
 
 
 def whole_window(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
                  say: Progress) -> list[Artifact]:
-    """The whole-window artifacts, formats in recipe order."""
+    """The whole-window artifacts, formats in recipe order, each from its builder in :data:`WHOLE_WINDOW`."""
     out: list[Artifact] = []
     for fmt in options.recipe.formats:
-        names = {p: f"{model.name}.{p.value}.{fmt}" for p in precisions_for(fmt, options)}
-        if fmt == "onnx":
-            out += [_onnx(name, proto, p, False, say) for p, name in names.items()]
-        else:
-            out += _tflite_all(model, proto, None, names, options.recipe.lowering, [], options, say)
+        out += WHOLE_WINDOW[fmt](model, proto, _names(model, fmt, options, False), options, say)
     return out
 
 
 def streaming(model: LoadedModel, step: StreamingModel, options: ExportOptions, say: Progress) -> list[Artifact]:
-    """The one-step artifacts, at every precision asked for."""
+    """The one-step artifacts, at every precision asked for, from the builders in :data:`STREAMING`."""
     out: list[Artifact] = []
     for fmt in options.recipe.formats:
-        names = {p: f"{model.name}.stream.{p.value}.{fmt}" for p in precisions_for(fmt, options)}
-        if fmt == "onnx":
-            out += [_onnx(name, step.proto, p, True, say) for p, name in names.items()]
-            continue
-        lowering, notes = options.recipe.lowering, []
-        if step.explicit_state and lowering in ("fused", "auto"):
-            # the fused op keeps its state in variable tensors that start at zero; the caller's state needs I/O
-            lowering = "loop"
-            notes.append("the model takes its state as input: streaming uses the loop lowering, state explicit")
-        out += _tflite_all(model, step.proto, step, names, lowering, notes, options, say)
+        out += STREAMING[fmt](model, step, _names(model, fmt, options, True), options, say)
     for art in out:
         art.notes.append("one time step per call; validated by feeding each window step by step")
     return out
+
+
+def _onnx_window(model: LoadedModel, proto: onnx.ModelProto, names: dict[Precision, str], options: ExportOptions,
+                 say: Progress) -> list[Artifact]:
+    return [_onnx(name, proto, p, False, say) for p, name in names.items()]
+
+
+def _tflite_window(model: LoadedModel, proto: onnx.ModelProto, names: dict[Precision, str], options: ExportOptions,
+                   say: Progress) -> list[Artifact]:
+    return _tflite_all(model, proto, None, names, options.recipe.lowering, [], options, say)
+
+
+def _ort_window(model: LoadedModel, proto: onnx.ModelProto, names: dict[Precision, str], options: ExportOptions,
+                say: Progress) -> list[Artifact]:
+    return [_ort(name, proto, p, False, say) for p, name in names.items()]
+
+
+def _executorch_window(model: LoadedModel, proto: onnx.ModelProto, names: dict[Precision, str],
+                       options: ExportOptions, say: Progress) -> list[Artifact]:
+    return [_executorch(model, name, p, say) for p, name in names.items()]
+
+
+def _onnx_stream(model: LoadedModel, step: StreamingModel, names: dict[Precision, str], options: ExportOptions,
+                 say: Progress) -> list[Artifact]:
+    return [_onnx(name, step.proto, p, True, say) for p, name in names.items()]
+
+
+def _ort_stream(model: LoadedModel, step: StreamingModel, names: dict[Precision, str], options: ExportOptions,
+                say: Progress) -> list[Artifact]:
+    return [_ort(name, step.proto, p, True, say) for p, name in names.items()]
+
+
+def _tflite_stream(model: LoadedModel, step: StreamingModel, names: dict[Precision, str], options: ExportOptions,
+                   say: Progress) -> list[Artifact]:
+    lowering, notes = options.recipe.lowering, []
+    if step.explicit_state and lowering in ("fused", "auto"):
+        # the fused op keeps its state in variable tensors that start at zero; the caller's state needs I/O
+        lowering = "loop"
+        notes.append("the model takes its state as input: streaming uses the loop lowering, state explicit")
+    return _tflite_all(model, step.proto, step, names, lowering, notes, options, say)
+
+
+Builder = Callable[["LoadedModel", "onnx.ModelProto", "dict[Precision, str]", "ExportOptions", Progress],
+                   "list[Artifact]"]
+StepBuilder = Callable[["LoadedModel", "StreamingModel", "dict[Precision, str]", "ExportOptions", Progress],
+                       "list[Artifact]"]
+#: the builder of each registry format (tests/test_registry.py checks that every format has one); a format with no
+#: one-step builder (executorch: it exports PyTorch modules, the one-step model is an ONNX graph) refuses --streaming
+WHOLE_WINDOW: dict[str, Builder] = {"onnx": _onnx_window, "tflite": _tflite_window, "executorch": _executorch_window,
+                                    "ort": _ort_window}
+STREAMING: dict[str, StepBuilder] = {"onnx": _onnx_stream, "tflite": _tflite_stream, "ort": _ort_stream}
 
 
 def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | None,
@@ -119,7 +160,8 @@ def _litert(options: ExportOptions) -> bool:
     """True when the export's target runs LiteRT or tflite-runtime and not TFLite Micro (full int8 under the auto
     lowering then takes the loop, which XNNPACK runs fast)."""
     target = _target_of(options)
-    return target is not None and target.kind != "mcu" and bool({"litert", "tflite-runtime"} & set(target.runtimes))
+    litert = {r.name for r in registry.runtimes_for("tflite") if r.device}  # litert, tflite-runtime: not TFLite Micro
+    return target is not None and target.kind != "mcu" and bool(litert & set(target.runtimes))
 
 
 def _refused(name: str, fmt: str, prec: Precision, lowering: str | None, stream: bool, why: str) -> Artifact:
@@ -152,6 +194,33 @@ def _onnx(name: str, proto: onnx.ModelProto, prec: Precision, stream: bool, say:
     except UnsupportedModel as e:
         return _refused(name, "onnx", prec, None, stream, e.render())
     return Artifact(name, "onnx", prec, None, stream, q.data, notes=list(q.notes), float_layers=list(q.float_layers))
+
+
+def _ort(name: str, proto: onnx.ModelProto, prec: Precision, stream: bool, say: Progress) -> Artifact:
+    """The ONNX artifact of ``prec``, converted to ONNX Runtime Mobile's ``.ort`` (its notes carried over)."""
+    from edge_lstm.export_ort import to_ort
+
+    base = _onnx(name, proto, prec, stream, say)
+    if not base.built:
+        return _refused(name, "ort", prec, None, stream, base.failures[0].reason)
+    try:
+        data = to_ort(base.data)
+    except UnsupportedModel as e:
+        return _refused(name, "ort", prec, None, stream, e.render())
+    notes = [*base.notes, f"ONNX Runtime Mobile format, converted from the {prec.value} ONNX artifact "
+                          f"({len(base.data):,} bytes) by onnxruntime.tools.convert_onnx_models_to_ort"]
+    return Artifact(name, "ort", prec, None, stream, data, notes=notes, float_layers=list(base.float_layers))
+
+
+def _executorch(model: LoadedModel, name: str, prec: Precision, say: Progress) -> Artifact:
+    from edge_lstm.export_executorch import export_executorch
+
+    progress.item(say, f"building {name} (ExecuTorch export: minutes for long windows)")
+    try:
+        prog = export_executorch(model, prec)
+    except UnsupportedModel as e:
+        return _refused(name, "executorch", prec, None, False, e.render())
+    return Artifact(name, "executorch", prec, None, False, prog.data, notes=list(prog.notes))
 
 
 def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, options: ExportOptions,

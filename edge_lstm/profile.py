@@ -124,6 +124,13 @@ def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] 
         return [(t.name.decode() if isinstance(t.name, bytes) else str(t.name),
                  tuple(max(int(d), 1) for d in t.shape), TENSOR_TYPES.get(t.type, "float32"))
                 for t in (g.tensors[i] for i in g.inputs)]
+    from edge_lstm import registry
+
+    if fmt in registry.FORMATS:  # another registry format: its runner reads the inputs from the file
+        rt = registry.runtimes_for(fmt)[0]
+        rt.require()
+        with rt.runner_class().open(path, rt.name) as runner:
+            return [(t.name, t.concrete(1), t.dtype) for t in runner.inputs]
     from edge_lstm.load import load
 
     model_pt = load(path, list(input_shapes) or None, trust_pickle)
@@ -190,8 +197,11 @@ def parse_device_output(stdout: str, stderr: str, rc: int, artifact: str, where:
         tail = (stderr.strip().splitlines() or ["no output"])[-1]
         raise InputFileError(f"The device runner failed on '{artifact}' on {where} (exit {rc}): {tail}")
     if report.get("error") == "missing-runtime":
+        from edge_lstm import registry
+
         raise UsageError(f"The runtime for '{artifact}' is not installed on {where}: {report['message']}",
-                         "Install it (pip install onnxruntime / ai-edge-litert / tflite-micro) or pick --runtime.")
+                         "Install it (" + "; ".join(f"{r.name}: {r.install}" for r in registry.RUNTIMES_TABLE)
+                         + ") or pick --runtime.")
     if "error" in report:
         raise InputFileError(f"'{artifact}' could not be run on {where}: {report['error']}: {report['message']}",
                              "Check that the file is an artifact edge-lstm wrote and that --runtime fits it.")
@@ -320,6 +330,10 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
     """
     if not paths:
         raise UsageError("No artifact given.", "Pass one or more .onnx/.tflite files (or a model.pt).")
+    if options.runtime != "auto":
+        from edge_lstm import registry
+
+        registry.runtime(options.runtime)  # an unknown name: exit 2 listing the registry's runtimes
     from edge_lstm import __version__
 
     if options.input_shapes or options.trust_pickle:

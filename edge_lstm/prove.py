@@ -9,14 +9,13 @@ same feeds: whole-window artifacts window by window, streaming ones step by step
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
-from edge_lstm import preflight, progress
+from edge_lstm import preflight, progress, registry
 from edge_lstm.artifact import Artifact, Failure
 
 if TYPE_CHECKING:
@@ -31,9 +30,11 @@ Progress = Callable[[str], None]
 def runtimes_for(art: Artifact) -> list[str]:
     """The runtimes an artifact is validated on: TFLite Micro too for every TFLite file whose ops and
     precision it has kernels for (:func:`~edge_lstm.lower.tflite.support.micro_blockers`), whatever the
-    lowering; the others carry a note with the reason."""
-    if art.format == "onnx":
-        return ["onnxruntime"]
+    lowering; the others carry a note with the reason. Any other format runs on its registry runtimes
+    (:func:`edge_lstm.registry.runtimes_for`); one that is not installed fails the artifact's run, saying how to
+    install it."""
+    if art.format != "tflite":
+        return [r.name for r in registry.runtimes_for(art.format)]
     from edge_lstm.lower.tflite.support import micro_blockers
     from edge_lstm.runners.litert import pick_runtime
 
@@ -49,7 +50,7 @@ def runtimes_for(art: Artifact) -> list[str]:
         blockers = []
     if blockers:
         art.notes.append("not validated on TFLite Micro: " + "; ".join(blockers))
-    elif tflm_available():
+    elif registry.runtime("tflm").available():
         names.append("tflm")
     else:
         art.notes.append("not validated on TFLite Micro: the tflite-micro package is not installed "
@@ -88,26 +89,14 @@ def _note_tflite_runtime(art: Artifact) -> None:
 
 
 def tflm_available() -> bool:
-    """True when the tflite-micro host interpreter is importable."""
-    try:
-        return importlib.util.find_spec("tflite_micro") is not None
-    except (ImportError, ValueError):
-        return False
+    """True when the tflite-micro host interpreter is installed."""
+    return registry.runtime("tflm").available()
 
 
 def runner(art: Artifact, runtime: str) -> Runner:
-    """The in-process runner of ``art`` on ``runtime``."""
-    if runtime == "onnxruntime":
-        from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(art.data)
-    if runtime == "tflm":
-        from edge_lstm.runners.tflm import TFLMRunner
-
-        return TFLMRunner(art.data)
-    from edge_lstm.runners.litert import LiteRTRunner
-
-    return LiteRTRunner(art.data, prefer=runtime)
+    """The in-process runner of ``art`` on ``runtime``: the registry's runner class, opened on the bytes."""
+    cls = registry.runtime(runtime).runner_class()
+    return cls.open(art.data, runtime)  # type: ignore[no-any-return]
 
 
 def first_feed(art: Artifact, sample: dict[str, np.ndarray], step: StreamingModel | None) -> dict[str, np.ndarray]:
@@ -123,8 +112,12 @@ def first_feed(art: Artifact, sample: dict[str, np.ndarray], step: StreamingMode
 def smoke(art: Artifact, runtimes: list[str], sample: dict[str, np.ndarray],
           step: StreamingModel | None) -> list[str]:
     """Run ``art`` once in a child per the runtimes; record failures; the runtimes it ran on."""
-    suffix = ".onnx" if art.format == "onnx" else ".tflite"
-    results = preflight.check(art.data, suffix, first_feed(art, sample, step), runtimes)
+    missing = [rt for rt in runtimes if not registry.runtime(rt).available()]
+    for rt in missing:  # not a crash: the runtime is absent, and the failure says how to install it
+        r = registry.runtime(rt)
+        art.failures.append(Failure("run", f"runtime {rt} is not installed: install it with {r.install}", rt))
+    runtimes = [rt for rt in runtimes if rt not in missing]
+    results = preflight.check(art.data, registry.fmt(art.format).suffix, first_feed(art, sample, step), runtimes)
     for rt in runtimes:
         why = results.get(rt)
         if why is not None and rt == "tflm" and _NO_KERNEL in why:  # the ops do not allow it: not a failure

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_lstm import feeds as feeds_mod
-from edge_lstm import progress
+from edge_lstm import progress, registry
 from edge_lstm.errors import MissingRuntimeError, RemoteError
 from edge_lstm.remote import RemoteConfig
 from edge_lstm.validate import ArtifactValidation, compare
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 #: format -> device runtimes tried, in order
-RUNTIMES = {"tflite": ("litert", "tflite-runtime"), "onnx": ("onnxruntime",)}
+RUNTIMES = {f: tuple(r.name for r in registry.runtimes_for(f) if r.device) for f in registry.FORMATS}
 
 
 def is_emulated(spec: str) -> bool:
@@ -104,6 +104,12 @@ def _prove_one(art: Artifact, config_for: Callable[[str], RemoteConfig], tmp: Pa
                summary: dict[str, Any], say: Progress) -> None:
     from edge_lstm.remote import run_remote
 
+    if not RUNTIMES.get(art.format):
+        note = (f"not proven on {summary['device']}: no device-side runtime runs {art.format} (its runtime's "
+                "Python bindings need torch)")
+        art.notes.append(note)
+        summary["not_proven"].append({"file": art.filename, "why": note})
+        return
     path = tmp / art.filename
     path.write_bytes(art.data)
     feed = _write_feed(path, art.format, vdata, tmp / "feed.npz")

@@ -13,21 +13,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge_lstm import schema
-from edge_lstm.errors import UsageError
+from edge_lstm import registry, schema
+from edge_lstm.errors import RecipeError, UsageError
+from edge_lstm.registry import FORMATS, LOWERINGS, SUPPORTED
 from edge_lstm.resources import data_dir
 from edge_lstm.spec import Precision, Tolerance
 
-FORMATS = ("onnx", "tflite")
-#: which precisions each format can hold; ONNX Runtime's static quantizer has no LSTM entry, so no ONNX int8
-SUPPORTED: dict[str, tuple[Precision, ...]] = {
-    "onnx": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8),
-    "tflite": (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT8, Precision.INT16X8),
-}
-#: TFLite lowerings, the one list every module reads (``edge_lstm.lower.tflite.LOWERINGS`` is this object):
-#: "auto" picks fused or loop (see ``edge_lstm.lower.tflite.auto``), "fused" is one TFLite LSTM op per layer,
-#: "loop" a WHILE loop over time steps, "unrolled" every time step written out (only when asked)
-LOWERINGS = ("auto", "fused", "loop", "unrolled")
+__all__ = ["FORMATS", "LOWERINGS", "SUPPORTED", "Recipe", "list_recipes", "load_recipe"]  # the three: registry's
 
 
 @dataclass(frozen=True)
@@ -154,11 +146,11 @@ LABELS = {
 
 
 def _fail(where: str) -> schema.Fail:
-    def fail(sentence: str) -> UsageError:
+    def fail(sentence: str) -> RecipeError:
         sentence = sentence.replace("unknown key(s) in validation", "unknown [validation] key(s)")
         if "unknown key(s) in tolerance." in sentence:
             sentence = "unknown tolerance key(s) in " + sentence.split("unknown key(s) in ", 1)[1]
-        return UsageError(f"Recipe '{where}': {sentence}.", "See the bundled recipes under export/ for every field.")
+        return RecipeError(f"Recipe '{where}': {sentence}.", "See the bundled recipes under export/ for every field.")
     return fail
 
 
@@ -167,12 +159,12 @@ def _locate(name_or_path: str | Path, base: Path | None) -> Path:
     if not path.suffix:
         path = data_dir("export") / f"{name_or_path}.toml"
         if not path.is_file():
-            raise UsageError(f"Unknown recipe '{name_or_path}'.", f"Bundled recipes: {', '.join(list_recipes())}.")
+            raise RecipeError(f"Unknown recipe '{name_or_path}'.", f"Bundled recipes: {', '.join(list_recipes())}.")
         return path
     if base is not None and not path.is_absolute() and (base / path).is_file():
         return base / path  # inherit = "base.toml" is found beside the recipe that names it
     if not path.is_file():
-        raise UsageError(f"Recipe file '{path}' does not exist.")
+        raise RecipeError(f"Recipe file '{path}' does not exist.")
     return path
 
 
@@ -182,14 +174,14 @@ def _read(name_or_path: str | Path, chain: tuple[Path, ...], base: Path | None =
     resolved = path.resolve()
     if resolved in chain:
         names = " -> ".join(p.name for p in (*chain, resolved))
-        raise UsageError(f"Recipe '{where}' inherits from itself ({names}).", "Break the cycle of `inherit` keys.")
+        raise RecipeError(f"Recipe '{where}' inherits from itself ({names}).", "Break the cycle of `inherit` keys.")
     if len(chain) >= MAX_INHERIT:
-        raise UsageError(f"Recipe '{where}': `inherit` goes {len(chain) + 1} levels deep; at most {MAX_INHERIT} "
+        raise RecipeError(f"Recipe '{where}': `inherit` goes {len(chain) + 1} levels deep; at most {MAX_INHERIT} "
                          "are accepted.", "Inherit from a recipe closer to the bundled ones.")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError, RecursionError) as e:
-        raise UsageError(f"Recipe '{path}' is not valid TOML: {e}.") from e
+        raise RecipeError(f"Recipe '{path}' is not valid TOML: {e}.") from e
     schema.check(raw, SCHEMA, _fail(str(path)), LABELS)
     parent = raw.pop("inherit", None)
     if parent:
@@ -204,10 +196,11 @@ def _build(raw: dict[str, Any], where: str) -> Recipe:
     tolerances = {parse_precision(k): Tolerance(**v) for k, v in raw.get("tolerance", {}).items()}
     missing = [p.value for p in Precision if p not in tolerances]
     if missing:
-        raise UsageError(f"Recipe '{where}' has no tolerance for {', '.join(missing)}.")
+        raise RecipeError(f"Recipe '{where}' has no tolerance for {', '.join(missing)}.")
     val = dict(raw.get("validation", {}))
     if val.get("min_calibration_samples", 1) > val.get("calibration_samples", 200):
-        raise UsageError(f"Recipe '{where}': [validation] min_calibration_samples is larger than calibration_samples.")
+        raise RecipeError(f"Recipe '{where}': [validation] min_calibration_samples is larger than "
+                          "calibration_samples.")
     return Recipe(
         name=str(raw["name"]),
         description=str(raw.get("description", "")),
@@ -239,8 +232,7 @@ def check_formats(items: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Validate format names, keeping order and dropping repeats."""
     out: list[str] = []
     for f in items:
-        if f not in FORMATS:
-            raise UsageError(f"Unknown format '{f}'.", f"Accepted: {', '.join(FORMATS)}.")
+        registry.fmt(f)  # an unknown name is a UsageError listing the registry's formats
         if f not in out:
             out.append(f)
     return tuple(out)
@@ -249,5 +241,6 @@ def check_formats(items: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 def check_lowering(text: str) -> str:
     """Validate a TFLite lowering name."""
     if text not in LOWERINGS:
-        raise UsageError(f"Unknown lowering '{text}'.", f"Accepted: {', '.join(LOWERINGS)}.")
+        raise UsageError(f"Unknown lowering '{text}'.", "Accepted: " + "; ".join(
+            f"{k} ({v})" for k, v in registry.LOWERINGS_TABLE.items()) + ".")
     return text

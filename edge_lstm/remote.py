@@ -29,7 +29,7 @@ from edge_lstm import schema
 from edge_lstm.errors import EdgeLstmError, MissingRuntimeError, RemoteError, UsageError
 
 #: modules the device-side runner needs, relative to the package directory
-ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "device.py", "kernels.py", "tflite_read.py",
+ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "registry.py", "device.py", "kernels.py", "tflite_read.py",
                   "tflite_schema.py")
 _MAIN = "from edge_lstm.device import main\nraise SystemExit(main())\n"
 _HOST_RE = re.compile(r"^(?:ssh://)?(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(?::\d+)?$")

@@ -15,13 +15,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge_lstm import schema
-from edge_lstm.errors import InputFileError, UsageError
-from edge_lstm.recipes import LOWERINGS
+from edge_lstm import registry, schema
+from edge_lstm.errors import TargetError, UsageError
+from edge_lstm.registry import LOWERINGS
+from edge_lstm.spec import Precision
 
 KINDS = ("linux", "android", "mcu")
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8")
-RUNTIMES = ("onnxruntime", "litert", "tflite-runtime", "tflm", "torch")
+#: what a target may prefer and run: the registry's precisions and runtimes
+PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+RUNTIMES: tuple[str, ...] = registry.RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Target:
 
     def macs_per_s(self, precision: str) -> float:
         """Estimated throughput for an artifact of ``precision`` (int8 kinds use the int8 figure)."""
-        return self.int8_macs_per_s if "int8" in precision else self.fp32_macs_per_s
+        return self.int8_macs_per_s if registry.integer_math(precision) else self.fp32_macs_per_s
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; throughput figures are labelled as estimates."""
@@ -101,11 +103,11 @@ def load_target(name_or_path: str | Path) -> Target:
                 f"Known targets: {', '.join(known_names())}; or pass the path of a target .toml file.",
             )
     if not path.is_file():
-        raise InputFileError(f"Target file '{path}' does not exist.", "Pass a built-in name or an existing .toml file.")
+        raise TargetError(f"Target file '{path}' does not exist.", "Pass a built-in name or an existing .toml file.")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError, RecursionError) as e:
-        raise InputFileError(f"Target file '{path}' is not valid TOML: {e}.") from e
+        raise TargetError(f"Target file '{path}' is not valid TOML: {e}.") from e
     return _build(data, path)
 
 
@@ -145,13 +147,19 @@ SCHEMA: dict[str, Any] = _table({
 }, ["name", "display_name", "kind", "cpu", "memory", "software", "throughput", "sources"])
 
 
+def _file_error(path: Path) -> schema.Fail:
+    def fail(sentence: str) -> TargetError:
+        return TargetError(f"Target file '{path}': {sentence}.", "See the built-in files under targets/ for every "
+                                                                 "field.")
+    return fail
+
+
 def _build(data: dict[str, Any], path: Path) -> Target:
-    schema.check(data, SCHEMA, schema.file_error(f"Target file '{path}'", "See the built-in files under targets/ "
-                                                                          "for every field."))
+    schema.check(data, SCHEMA, _file_error(path))
     mem = data["memory"]
     for kind in ("ram", "flash"):
         if mem.get(f"{kind}_budget_bytes", 0) > mem[f"{kind}_bytes"]:
-            raise InputFileError(f"Target file '{path}': field 'memory.{kind}_budget_bytes' is larger than "
+            raise TargetError(f"Target file '{path}': field 'memory.{kind}_budget_bytes' is larger than "
                                  f"'memory.{kind}_bytes'.")
     cpu, sw, tp = data["cpu"], data["software"], data["throughput"]
     return Target(

@@ -149,9 +149,11 @@ def resolve_target(name: str) -> Target:
 
 def export_choice(cfg: TuneConfig, target: Target) -> tuple[str, str]:
     """The format and precision trials are exported at (checked: a bad one stops before any trial)."""
+    from edge_lstm import registry
     from edge_lstm.recipes import SUPPORTED, check_formats, parse_precision
 
-    fmt = cfg.fmt or ("tflite" if {"litert", "tflite-runtime", "tflm"} & set(target.runtimes) else "onnx")
+    tflite_runtimes = {r.name for r in registry.runtimes_for("tflite")}
+    fmt = cfg.fmt or ("tflite" if tflite_runtimes & set(target.runtimes) else "onnx")
     check_formats([fmt])
     precision = parse_precision(cfg.precision or target.preferred_precision)
     if precision not in SUPPORTED[fmt]:

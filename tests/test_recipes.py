@@ -61,3 +61,37 @@ def test_malformed_recipe_values(body: str, needle: str, tmp_path: Path) -> None
 def test_repeated_precision_is_exported_once() -> None:
     r = load_recipe().with_overrides(precisions=["fp32", "fp16", "fp32"])
     assert r.precisions == (Precision.FP32, Precision.FP16)
+
+
+def test_cyclic_or_too_deep_inheritance_is_a_recipe_error(tmp_path: Path) -> None:
+    from edge_lstm.errors import RecipeError
+    from edge_lstm.recipes import MAX_INHERIT
+
+    (tmp_path / "a.toml").write_text('inherit = "b.toml"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('inherit = "a.toml"\nname = "b"\n')
+    with pytest.raises(RecipeError, match=r"inherits from itself \(a.toml -> b.toml -> a.toml\)") as e:
+        load_recipe(tmp_path / "a.toml")
+    assert e.value.kind == "recipe" and e.value.exit_code == 2
+    # a chain of MAX_INHERIT files (the bundled default the last) loads; one more is refused, not cut off
+    for i in range(MAX_INHERIT):
+        parent = "default" if i == 0 else f"r{i - 1}.toml"
+        (tmp_path / f"r{i}.toml").write_text(f'inherit = "{parent}"\nname = "r{i}"\n')
+    assert load_recipe(tmp_path / f"r{MAX_INHERIT - 2}.toml").name == f"r{MAX_INHERIT - 2}"
+    with pytest.raises(RecipeError, match=f"goes {MAX_INHERIT + 1} levels deep; at most {MAX_INHERIT}"):
+        load_recipe(tmp_path / f"r{MAX_INHERIT - 1}.toml")
+
+
+def test_each_kind_of_config_error_has_its_class(tmp_path: Path) -> None:
+    from edge_lstm.errors import InputFileError, RecipeError, TargetError
+    from edge_lstm.targets import load_target
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(bad)
+    with pytest.raises(TargetError, match="not valid TOML") as e:
+        load_target(bad)
+    assert isinstance(e.value, InputFileError) and e.value.kind == "target"
+    bad.write_text('name = "x"\nformats = ["onnx"]\nprecisions = ["fp32"]\n')
+    with pytest.raises(RecipeError, match="has no tolerance"):
+        load_recipe(bad)

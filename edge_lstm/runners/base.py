@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +42,14 @@ class Runner(ABC):
         self.latencies_s: list[float] = []
         self.load_time_s: float = 0.0
         self._active = False
+
+    @classmethod
+    def open(cls, model: str | Path | bytes, runtime: str, threads: int | None = 1, xnnpack: bool = True,
+             torch_load: dict[str, Any] | None = None) -> Runner:
+        """The runner of ``model`` (a path or the file's bytes) on ``runtime``, the one constructor the device
+        runner and validation call for every registry runtime (:mod:`edge_lstm.registry`). Runners whose
+        constructor takes other arguments override it."""
+        return cls(model, threads=threads)  # type: ignore[call-arg]
 
     def __enter__(self) -> Runner:
         self.activate()

@@ -9,20 +9,20 @@ code as a host with ``ai-edge-litert``. Only numpy and the runtime are imported
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_lstm import registry
 from edge_lstm.errors import UnsupportedModel
 from edge_lstm.kernels import NO_KERNEL, installed_version, missing
 from edge_lstm.runners.base import Runner, zip_equal
 from edge_lstm.runners.quant_io import from_model, to_model
 from edge_lstm.spec import TensorSpec
 
-#: runtime name -> interpreter module
-_MODULES = {"litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
+#: runtime name -> interpreter module: the registry's runtimes that this runner drives, each its first module
+_MODULES = {r.name: r.modules[0] for r in registry.RUNTIMES_TABLE if r.runner.endswith(":LiteRTRunner")}
 
 
 def pick_runtime(prefer: str | None = None) -> str:
@@ -31,10 +31,9 @@ def pick_runtime(prefer: str | None = None) -> str:
         if prefer not in _MODULES:
             raise ValueError(f"unknown TFLite runtime '{prefer}'; known: {', '.join(_MODULES)}")
         return prefer
-    if importlib.util.find_spec("ai_edge_litert") is not None:
-        return "litert"
-    if importlib.util.find_spec("tflite_runtime") is not None:
-        return "tflite-runtime"
+    for name, module in _MODULES.items():
+        if registry.installed(module):
+            return name
     return "litert"  # _load then raises the ImportError that names the package
 
 
@@ -42,6 +41,15 @@ class LiteRTRunner(Runner):
     """Runs a ``.tflite`` file or bytes with LiteRT's interpreter (XNNPACK on unless ``xnnpack=False``)."""
 
     runtime = "litert"
+
+    @classmethod
+    def open(cls, model: str | Path | bytes, runtime: str, threads: int | None = 1, xnnpack: bool = True,
+             torch_load: dict[str, Any] | None = None) -> Runner:
+        """A runner for ``model`` on ``runtime`` (``tflite-runtime`` forces that package; ``litert`` takes
+        ai-edge-litert, else tflite-runtime)."""
+        prefer = "tflite-runtime" if runtime == "tflite-runtime" else None
+        model = model if isinstance(model, bytes) else Path(model)
+        return cls(model, threads=threads, xnnpack=xnnpack, prefer=prefer)
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""ONNX Runtime runner (CPU execution provider)."""
+"""ONNX Runtime runner (CPU execution provider): ``.onnx`` files, and ``.ort`` (ONNX Runtime Mobile) files, which
+ONNX Runtime recognises by their flatbuffer identifier."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ class OnnxRuntimeRunner(Runner):
     """Runs an ``.onnx`` file or bytes with ONNX Runtime on the CPU."""
 
     runtime = "onnxruntime"
+
+    @classmethod
+    def open(cls, model: str | Path | bytes, runtime: str, threads: int | None = 1, xnnpack: bool = True,
+             torch_load: dict[str, Any] | None = None) -> Runner:
+        """A runner for ``model`` (a path or bytes)."""
+        return cls(model if isinstance(model, bytes) else Path(model), threads=threads)
 
     def __init__(self, model: str | Path | bytes, threads: int | None = 1) -> None:
         super().__init__()

@@ -25,6 +25,12 @@ class TFLMRunner(Runner):
 
     runtime = "tflm"
 
+    @classmethod
+    def open(cls, model: str | Path | bytes, runtime: str, threads: int | None = 1, xnnpack: bool = True,
+             torch_load: dict[str, Any] | None = None) -> Runner:
+        """A runner for ``model``: TFLite Micro is single-threaded and has no delegate."""
+        return cls(model if isinstance(model, bytes) else Path(model))
+
     def __init__(self, model: str | Path | bytes, arena_size: int | None = None) -> None:
         super().__init__()
         self.model = model

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +17,16 @@ class TorchRunner(Runner):
     """Runs a :class:`LoadedModel` on the CPU; stateless, so ``reset_state`` does nothing."""
 
     runtime = "torch"
+
+    @classmethod
+    def open(cls, model: str | Path | bytes, runtime: str, threads: int | None = 1, xnnpack: bool = True,
+             torch_load: dict[str, Any] | None = None) -> Runner:
+        """The PyTorch model file at ``model``, loaded with ``torch_load`` (``input_shapes``, ``trust_pickle``)."""
+        if isinstance(model, bytes):
+            raise ValueError("the torch runner loads a model file, not bytes")
+        from edge_lstm.load import load
+
+        return cls(load(model, **(torch_load or {})), threads=threads)
 
     def __init__(self, model: LoadedModel, threads: int | None = None) -> None:
         super().__init__()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from edge_lstm.errors import UsageError
 from edge_lstm.lower.tflite.result import LoweredTFLite
-from edge_lstm.recipes import LOWERINGS
+from edge_lstm.registry import LOWERINGS
 
 if TYPE_CHECKING:
     import onnx
