@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_lstm.cost import Cost, LayerCost
+from edge_lstm.cost_model import Cost, LayerCost
 from edge_lstm.tflite_read import Model, Operator, Subgraph, Tensor, op_name, read
 from edge_lstm.tflite_schema import FLOAT16, FLOAT32, INT8, UINT8
 

@@ -41,10 +41,16 @@ def quantize_tflite(
     io: str = "float",
     **kwargs: Any,
 ) -> QuantizedArtifact:
-    """Quantize a float TFLite model; see :func:`edge_lstm.quantize.tflite.quantize_tflite`."""
+    """Quantize a float TFLite model; see :func:`edge_lstm.quantize.tflite.quantize_tflite`, and
+    :func:`edge_lstm.quantize.int16x8.to_int16x8` for int16x8 (which widens the int8 model, so it sits above)."""
     import edge_lstm.quantize.tflite as _tflite
     from edge_lstm.quantize.check import ensure_precision
 
-    q = _tflite.quantize_tflite(float_tflite, precision, calib=calib, io=io, **kwargs)
+    if _tflite.check_request(precision, io, calib).value == "int16x8":
+        from edge_lstm.quantize.int16x8 import to_int16x8
+
+        q = to_int16x8(float_tflite, calib, kwargs.get("count", _tflite.DEFAULT_COUNT))
+    else:
+        q = _tflite.quantize_tflite(float_tflite, precision, calib=calib, io=io, **kwargs)
     ensure_precision("tflite", q.data, q.precision, q.float_layers)
     return q

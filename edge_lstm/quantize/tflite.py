@@ -76,6 +76,22 @@ def quantize_tflite(
     an int16 cell state and gate arithmetic where that is measurably more accurate (:mod:`.cell16`; the export
     pipeline asks for it); without it the cell is TFLite's quantizer's, all int8.
     """
+    precision = check_request(precision, io, calib)
+    if precision is Precision.FP32:
+        return QuantizedArtifact(float_tflite, precision)
+    if precision is Precision.FP16:
+        return to_fp16(float_tflite)
+    if precision is Precision.DYNAMIC_INT8:
+        return to_hybrid(float_tflite)
+    if precision is Precision.INT16X8:
+        raise UsageError("int16x8 widens this module's int8 model: build it with edge_lstm.quantize.quantize_tflite "
+                         "(edge_lstm.quantize.int16x8).")
+    assert calib is not None  # check_request refused full int8 without calibration data
+    return to_int8(float_tflite, calib, io, count, int16_cell)
+
+
+def check_request(precision: Precision | str, io: str, calib: Any) -> Precision:
+    """The precision asked for, after the checks every TFLite quantization makes (``--io``, calibration data)."""
     precision = Precision(precision)
     if io not in IO_TYPES:
         raise UsageError(f"--io must be one of {', '.join(IO_TYPES)}, got '{io}'.")
@@ -83,23 +99,13 @@ def quantize_tflite(
         raise UsageError(
             f"--io {io} needs --precision int8; {precision.value} artifacts take and return float32.",
         )
-    if precision is Precision.FP32:
-        return QuantizedArtifact(float_tflite, precision)
-    if precision is Precision.FP16:
-        return to_fp16(float_tflite)
-    if precision is Precision.DYNAMIC_INT8:
-        return to_hybrid(float_tflite)
-    if calib is None:
+    if calib is None and precision in (Precision.INT8, Precision.INT16X8):
         raise DataError(
             f"precision {precision.value} needs calibration data: windows like the model's input, to measure "
             "activation ranges.",
             "Pass --calib data.csv (or .npy), normalised like training; or --calib random, which the report flags.",
         )
-    if precision is Precision.INT16X8:
-        from edge_lstm.quantize.int16x8 import to_int16x8
-
-        return to_int16x8(float_tflite, calib, count)
-    return to_int8(float_tflite, calib, io, count, int16_cell)
+    return precision
 
 
 # ---------------------------------------------------------------- flatbuffer editing
