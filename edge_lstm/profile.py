@@ -30,6 +30,7 @@ import numpy as np
 from edge_lstm import cost as cost_mod
 from edge_lstm import progress
 from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
+from edge_lstm.outputs import atomic_file, write_bytes_atomic
 
 if TYPE_CHECKING:
     from edge_lstm.progress import Say
@@ -223,7 +224,8 @@ def _profile_artifact(p: Path, options: ProfileOptions, remote: RemoteConfig | N
     specs = input_specs(p, fmt, options.input_shapes, options.trust_pickle)
     with tempfile.TemporaryDirectory(prefix="edge-lstm-profile-") as tmp:
         feed_path, out_path = Path(tmp) / "feed.npz", Path(tmp) / "out.npz"
-        np.savez(feed_path, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
+        with atomic_file(feed_path) as f:
+            np.savez(f, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
         if remote is None:
             try:
                 raw = run_local(p, feed_path, options, fmt, out_path, on_runs)
@@ -527,8 +529,6 @@ def write_file(path: Path, data: bytes) -> None:
 
     Nothing but ``path`` is left behind; an ``OSError`` becomes a :class:`UsageError` naming the path.
     """
-    from edge_lstm.outputs import write_bytes_atomic
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, data)

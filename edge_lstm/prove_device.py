@@ -102,10 +102,10 @@ def _prove_or_skip(art: Artifact, spec: str, config_for: Callable[[str], RemoteC
 def _prove_one(art: Artifact, config_for: Callable[[str], RemoteConfig], tmp: Path, model: LoadedModel,
                recipe: Recipe, vdata: feeds_mod.ValidationData, reference: dict[str, np.ndarray],
                summary: dict[str, Any], say: Progress) -> None:
+    from edge_lstm.outputs import write_into
     from edge_lstm.remote import run_remote
 
-    path = tmp / art.filename
-    path.write_bytes(art.data)
+    path = write_into(tmp, art.filename, art.data)
     feed = _write_feed(path, art.format, vdata, tmp / "feed.npz")
     host_outs = _host_outputs(art, vdata)
     done: set[str] = set()
@@ -156,7 +156,10 @@ def _write_feed(path: Path, fmt: str, vdata: feeds_mod.ValidationData, dest: Pat
     missing = [n for n in names if n not in vdata.samples[0]]
     if missing:
         raise RemoteError(f"The validation feed has no input {missing} for '{path.name}'.")
-    np.savez(dest, **{n: np.stack([s[n] for s in vdata.samples]) for n in names})  # type: ignore[arg-type]
+    from edge_lstm.outputs import atomic_file
+
+    with atomic_file(dest) as f:
+        np.savez(f, **{n: np.stack([s[n] for s in vdata.samples]) for n in names})  # type: ignore[arg-type]
     return dest
 
 

@@ -63,9 +63,10 @@ def cost_summary(model: LoadedModel, proto: onnx.ModelProto | None = None) -> di
 def write_reports(report: dict[str, Any], directory: Path, html: bool = True) -> None:
     """Write ``report.json``, ``report.md`` and (unless ``html`` is False) ``report.html`` into ``directory``."""
     from edge_lstm.jsonio import dumps
+    from edge_lstm.outputs import write_into
 
-    (directory / "report.json").write_text(dumps(report, indent=2) + "\n")
-    (directory / "report.md").write_text(render_markdown(report))
+    write_into(directory, "report.json", (dumps(report, indent=2) + "\n").encode())
+    write_into(directory, "report.md", render_markdown(report).encode())
     if html:
         from edge_lstm.report_page import write_export_html
 

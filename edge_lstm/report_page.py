@@ -229,4 +229,6 @@ def expected_plots(report: dict[str, Any]) -> list[str]:
 
 def write_export_html(report: dict[str, Any], path: Path) -> None:
     """Write the page for ``report`` at ``path`` (inside a staged output directory)."""
-    path.write_text(render_export(report), encoding="utf-8")
+    from edge_lstm.outputs import write_into
+
+    write_into(path.parent, path.name, render_export(report).encode("utf-8"))
