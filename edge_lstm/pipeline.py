@@ -162,7 +162,7 @@ def streaming_model(model: LoadedModel, proto: onnx.ModelProto) -> StreamingMode
     if isinstance(model, sources.OnnxModel):
         x = model.inputs.inputs[0]
         pairs = list(zip(model.inputs.names[1:], model.output_names[1:], strict=False)) if model.has_state_io else []
-        return streaming.derive(proto, x.name, 0 if feeds_mod.seq_first(x) else 1, pairs)
+        return streaming.derive(proto, x.name, x.time_axis, pairs)
     return capture.streaming_model(model, proto)
 
 
