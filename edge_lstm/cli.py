@@ -177,9 +177,11 @@ def export(
     from edge_lstm.recipes import load_recipe
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
-    opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None,
-                         firmware=firmware, bundle=bundle, units=units, input_dtypes=_dtypes(input_dtype))
+    opts = ExportOptions(output_dir=output, recipe=rec, streaming=streaming, data=data, calib=calib, io=io,
+                         input_shapes=tuple(_shapes(input_shape)), trust_pickle=trust_pickle, force=force,
+                         profile=profile, target=target, prove_on=prove_on, prove_python=prove_python,
+                         ssh_config=str(ssh_config) if ssh_config else None, firmware=firmware, bundle=bundle,
+                         units=units, input_dtypes=_dtypes(input_dtype))
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)

@@ -52,9 +52,9 @@ Progress = Callable[[str], None]
 __all__ = ["Artifact", "ExportOptions", "ExportResult", "Failure", "export"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExportOptions:
-    """What the user asked for beyond the recipe."""
+    """What the user asked for beyond the recipe (keyword arguments only: there are too many to keep in order)."""
 
     output_dir: Path
     recipe: Recipe = field(default_factory=load_recipe)

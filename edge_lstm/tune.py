@@ -288,7 +288,8 @@ def measure(tdir: Path, ctx: Context) -> dict[str, Any]:
     target = budgeted_target(ctx.target, ctx.cfg.budget)
     # the target goes into the export, so a microcontroller's trial is profiled on TFLite Micro (its arena is
     # the RAM figure) and its budgets are checked as `export --target` checks them
-    opts = ExportOptions(tdir / "export", recipe, data=val, calib=str(calib) if precision == "int8" else None,
+    opts = ExportOptions(output_dir=tdir / "export", recipe=recipe, data=val,
+                         calib=str(calib) if precision == "int8" else None,
                          profile=True, force=True, target=target, html=False)
     try:
         report = export(tdir / "model.pt", opts).report

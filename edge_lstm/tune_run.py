@@ -125,7 +125,8 @@ def reproduce(cfg: TuneConfig, table: dataset.Table, row: dict[str, Any], stage:
     recipe = load_recipe("default").with_overrides(formats=[fmt], precisions=[precision],
                                                    lowering=target.preferred_lowering)
     val, calib = stage / "data" / "val.csv", stage / "data" / "train.csv"
-    export(paths["checkpoint"], ExportOptions(stage / "export", recipe, data=val if val.exists() else None,
+    export(paths["checkpoint"], ExportOptions(output_dir=stage / "export", recipe=recipe,
+                                              data=val if val.exists() else None,
                                               calib=str(calib) if precision == "int8" else None, profile=True,
                                               target=budgeted_target(target, cfg.budget)))
     return {**row, "checkpoint": "model.pt", "checkpoint_sha256_now": sha,

@@ -176,14 +176,14 @@ def test_several_files_all_or_nothing(tmp_path: Path) -> None:
     first, second = tmp_path / "a.pt", tmp_path / "a.train.json"
     second.mkdir()  # a rename over a non-empty directory fails after the first file was placed
     (second / "keep").write_text("x")
-    with pytest.raises(OutputError, match="a.train.json"):
+    with pytest.raises(OutputError, match=r"a\.train\.json"):
         outputs.write_files_atomic({first: b"1", second: b"2"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.train.json"]  # the first is gone again, no temps
     assert (second / "keep").read_text() == "x"
     second.joinpath("keep").unlink()
     second.rmdir()
     first.write_bytes(b"theirs")
-    with pytest.raises(OutputExistsError, match="a.pt"):
+    with pytest.raises(OutputExistsError, match=r"a\.pt"):
         outputs.write_files_atomic({first: b"1", second: b"2"}, force=False)
     assert first.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
     outputs.write_files_atomic({first: b"1", second: b"2"}, force=True)
