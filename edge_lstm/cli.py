@@ -21,13 +21,13 @@ import typer
 from rich.console import Console
 
 from edge_lstm import __version__, jsonio
+from edge_lstm.cli_options import DtypeOpt, JsonOpt, ShapeOpt, TrustOpt
 from edge_lstm.errors import EdgeLstmError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Take LSTM models trained in PyTorch to edge devices: export, quantize, validate, profile.")
 err = Console(stderr=True)
 out = Console()
-_state: dict[str, bool] = {"debug": False}
 
 
 def emit(payload: Any, as_json: bool, human: str | None = None) -> None:
@@ -51,17 +51,10 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """edge-lstm: export, quantize, validate and profile PyTorch LSTM models for edge devices."""
-    _state["debug"] = debug
+    # --debug is declared here for --help and parsing; main() reads it from argv before typer runs, so that
+    # errors raised while parsing show their traceback too.
 
 
-ShapeOpt = Annotated[list[str] | None, typer.Option(
-    "--input-shape", help="Input shape like 1x96x1; repeat once per forward() input, in order.")]
-DtypeOpt = Annotated[list[str] | None, typer.Option(
-    "--input-dtype", help="Input dtype: float32, int64 or int32 (token ids); repeat once per forward() input, in "
-                          "order. Inputs that feed an embedding are found as int64 without it.")]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-pickle", help="Allow loading a whole pickled nn.Module (runs code from the file).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 
 
 def _shapes(items: list[str] | None) -> list[tuple[int, ...]]:
@@ -308,8 +301,7 @@ def _fail(e: EdgeLstmError, as_json: bool) -> int:
 
     err.print(Text("error: ", style="red") + Text(e.render()), soft_wrap=True)
     if as_json:
-        d = e.to_dict()["error"]
-        jsonio.emit_error(e.exit_code, e.kind, e.render().split("\nHint: ")[0], d["hint"])  # type: ignore[index]
+        jsonio.emit_failure(e)
     return e.exit_code
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_lstm import jsonio
+from edge_lstm.cli_options import ForceOpt, JsonOpt, ShapeOpt, TrustOpt
 from edge_lstm.errors import EdgeLstmError
 
 out = Console(highlight=False)
@@ -52,20 +53,15 @@ def profile_command(
     timeout: Annotated[float, typer.Option(help="Seconds allowed per artifact.")] = 600.0,
     compare: Annotated[Path | None, typer.Option(help="A previous profile report.json: show the changes.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here, and report.html beside it.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --output report (and the "
-                                                        "report.html beside it).")] = False,
+    force: ForceOpt = False,
     export_report: Annotated[Path | None, typer.Option(help="An export report.json whose errors go into the "
                                                             "HTML table.")] = None,
-    input_shape: Annotated[list[str] | None, typer.Option(
-        "--input-shape", help="PyTorch model files: input shape like 1x96x1; repeat once per forward() input, "
-                              "in order.", show_default=False)] = None,
-    trust_pickle: Annotated[bool, typer.Option(
-        "--trust-pickle", help="PyTorch model files: allow loading a whole pickled nn.Module (runs code from "
-                               "the file).")] = False,
+    input_shape: ShapeOpt = None,
+    trust_pickle: TrustOpt = False,
     reference: Annotated[Path | None, typer.Option(
         help="A reference (model.pt, or the float .onnx/.tflite) run on the same inputs: each artifact's outputs "
              "are compared with it (exit 3 when they differ).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure latency, memory, size and compute of each artifact, here or on a device.
 
@@ -234,7 +230,7 @@ def _delta(d: dict[str, Any], scale: float, unit: str) -> str:
 
 
 def targets_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the built-in device targets."""
     from edge_lstm.targets import list_targets
@@ -256,7 +252,7 @@ def targets_list(
 
 def targets_show(
     name: Annotated[str, typer.Argument(help="Target name or path of a target .toml.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show one target with the sources of its figures."""
     from edge_lstm.targets import load_target
