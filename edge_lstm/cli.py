@@ -15,7 +15,7 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.console import Console
 from edge_lstm import __version__, jsonio
 from edge_lstm.cli_options import DtypeOpt, JsonOpt, ShapeOpt, TrustOpt
 from edge_lstm.errors import EdgeLstmError, UsageError
+
+if TYPE_CHECKING:
+    from edge_lstm.reports import ExportReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Take LSTM models trained in PyTorch to edge devices: export, quantize, validate, profile.")
@@ -92,13 +95,13 @@ def info(
         described = describe(model)
         emit(described, as_json, render(described))
         return
+    from edge_lstm.cost import model_cost
     from edge_lstm.pipeline import prepare
-    from edge_lstm.report import cost_summary
     from edge_lstm.sources import open_model
 
     loaded = open_model(model, _shapes(input_shape) or None, trust_pickle, _dtypes(input_dtype))
     proto, _step = prepare(loaded, streaming=False)
-    summary = {**loaded.summary(), **cost_summary(loaded, proto)}
+    summary = {**loaded.summary(), **model_cost(proto).to_dict()}
     lines = [
         f"{loaded.name} ({summary['format']}{', ' + summary['arch'] if summary['arch'] else ''})",
         f"parameters: {summary['parameters']:,}",
@@ -186,7 +189,7 @@ def export(
                     written = jsonio.loads_strict((output / "report.json").read_text())
                     emit(None, False, _export_summary(written, output))
             raise
-    summary = _export_summary(result.report, output)
+    summary = _export_summary(result.export_report, output)
     if bundle and not as_json:
         from edge_lstm.bundle import default_name
 
@@ -196,7 +199,7 @@ def export(
     emit(result.report, as_json, summary)
 
 
-def _export_summary(report: dict[str, Any], output: Path) -> str:
+def _export_summary(report: ExportReport | dict[str, Any], output: Path) -> str:
     from edge_lstm.cli_summary import export_summary
 
     return export_summary(report, output)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_lstm.errors import InputFileError
 from edge_lstm.projection import PROJECTION_TAG
+
+if TYPE_CHECKING:
+    from edge_lstm.reports import ModelCost
 
 #: bytes per weight element for each precision (int8 kinds also store small scale tensors)
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "dynamic-int8": 1, "int8": 1}
@@ -127,6 +130,18 @@ def onnx_cost(proto: Any) -> Cost:
     steps = _time_steps(proto, shapes)
     layers = [_onnx_node_cost(n, shapes, inits) for n in proto.graph.node]
     return _total("onnx", _onnx_precision(proto, inits), layers, inits, steps)
+
+
+def model_cost(proto: Any) -> ModelCost:
+    """The float model's cost for the report, from its captured graph: MACs per inference and per time step, float
+    weight bytes, and the layers that compute (shape constants are no layer). The one place it is computed: the
+    export carries it on its report, and no renderer captures the graph again."""
+    from edge_lstm.reports import LayerCostRow, ModelCost
+
+    c = onnx_cost(proto)
+    return ModelCost(macs_per_inference=c.macs, macs_per_step=c.macs_per_step, weight_bytes_fp32=c.params * 4,
+                     layer_costs=tuple(LayerCostRow(name=x.name, op=x.op, params=x.params, macs=x.macs,
+                                                    recurrent=x.recurrent) for x in c.layers if x.macs))
 
 
 def _total(fmt: str, precision: str, layers: list[LayerCost], inits: dict[str, Any], steps: int) -> Cost:

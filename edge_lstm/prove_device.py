@@ -31,8 +31,8 @@ from edge_lstm.remote import RemoteConfig
 from edge_lstm.validate import ArtifactValidation, compare
 
 if TYPE_CHECKING:
+    from edge_lstm.artifact import Artifact
     from edge_lstm.load import LoadedModel
-    from edge_lstm.pipeline import Artifact
     from edge_lstm.recipes import Recipe
 
 Progress = Callable[[str], None]
