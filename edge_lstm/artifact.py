@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_lstm.reports import ArtifactEntry
+from edge_lstm.reports import ArtifactEntry, ValidationEntry
 
 if TYPE_CHECKING:
     from edge_lstm.spec import Precision
@@ -78,7 +78,7 @@ class Artifact:
             size_bytes=len(self.data),
             sha256=hashlib.sha256(self.data).hexdigest() if self.built else None,
             passed=self.passed,
-            validation=[v.to_dict() for v in self.validations],
+            validation=[ValidationEntry.from_dict(v.to_dict()) for v in self.validations],
             notes=self.notes,
             io_quant=self.io_quant or None,
             float_layers=self.float_layers,

@@ -45,10 +45,10 @@ def table_text(report: ExportReport | Json) -> str:
     report = ExportReport.of(report)
     acc = report.accuracy or {}
     unit = acc.get("units") if acc.get("units_given") else None
-    metric = next((v["task"]["metric"] for a in report.artifacts for v in a.validation if v.get("task")), None)
+    metric = next((v.task["metric"] for a in report.artifacts for v in a.validation if v.task), None)
     head = ["artifact", "runtime", "KiB", "max err", (metric or "task") + (f" {unit}" if unit and metric == "mae"
                                                                           else ""), "Δ task", "p50 µs", "result"]
-    errs = {(a.file, v["runtime"]): max((o["max_abs"] for o in v["outputs"]), default=None)
+    errs = {(a.file, v.runtime): max((o["max_abs"] for o in v.outputs), default=None)
             for a in report.artifacts for v in a.validation}
     runtime_rows = facts.runtime_rows(report)
     estimates = any(r["estimate_s"] for r in runtime_rows)

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_lstm import __version__
-from edge_lstm.reports import SCHEMA_VERSION, ArtifactEntry, ExportReport, Json, ProfileReport, ValidationDataInfo
+from edge_lstm.reports import (
+    SCHEMA_VERSION,
+    ArtifactEntry,
+    ExportReport,
+    Json,
+    ProfileReport,
+    ValidationDataInfo,
+    ValidationEntry,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,15 +103,16 @@ def render_markdown(report: ExportReport | Json) -> str:
     for a in r.artifacts:
         base = floats.get((a.format, a.streaming))
         ratio = f"{a.size_bytes / base:.2f}" if base else "–"
-        for v in a.validation or [{"runtime": "–", "outputs": [], "task": None, "passed": a.passed}]:
-            worst = max(v["outputs"], key=lambda o: o["max_abs"] or 0.0) if v["outputs"] else {}
-            t = v.get("task")
+        unvalidated = ValidationEntry(runtime="–", passed=a.passed, samples=0, data="", tolerance={})
+        for v in a.validation or [unvalidated]:
+            worst = max(v.outputs, key=lambda o: o["max_abs"] or 0.0) if v.outputs else {}
+            t = v.task
             unit = f" {units}" if units and t and t["metric"] == "mae" else ""
             task = f"{t['metric']} {t['reference']:.4g} → {t['artifact']:.4g}{unit} ({t['drop']:+.2%})" if t else "–"
             lines.append(
                 f"| {a.file} | {a.format} | {a.precision} | {a.lowering or '–'} | {a.size_bytes:,} | "
-                f"{ratio} | {v['runtime']} | {_fmt(worst.get('max_abs'))} | {_fmt(worst.get('rel_l2'))} | "
-                f"{_fmt(worst.get('cosine'), '.6f')} | {task} | {'pass' if v['passed'] else '**FAIL**'} |"
+                f"{ratio} | {v.runtime} | {_fmt(worst.get('max_abs'))} | {_fmt(worst.get('rel_l2'))} | "
+                f"{_fmt(worst.get('cosine'), '.6f')} | {task} | {'pass' if v.passed else '**FAIL**'} |"
             )
     lines += _accuracy(r.accuracy)
     lines += ["", "## Per-output metrics", "",
@@ -145,13 +154,13 @@ def _per_output(artifacts: list[ArtifactEntry]) -> list[str]:
             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for a in artifacts:
         for v in a.validation:
-            for o in v["outputs"]:
+            for o in v.outputs:
                 result = "pass" if o["passed"] else f"**FAIL**: {'; '.join(o['reasons'])}"
                 rows.append(
-                    f"| {a.file} | {v['runtime']} | {o['name']} | {_fmt(o['max_abs'])} | {_fmt(o['mean_abs'])} | "
+                    f"| {a.file} | {v.runtime} | {o['name']} | {_fmt(o['max_abs'])} | {_fmt(o['mean_abs'])} | "
                     f"{_fmt(o['p99_abs'])} | {_fmt(o['max_rel'])} | {_fmt(o['rmse'])} | {_fmt(o['rel_l2'])} | "
                     f"{_fmt(o['cosine'], '.6f')} | {_fmt(o['psnr'], '.1f')} | {o['non_finite']} | "
-                    f"{elements_text(o, v['tolerance'])} | {result} | {gate_text(v['tolerance'])} |"
+                    f"{elements_text(o, v.tolerance)} | {result} | {gate_text(v.tolerance)} |"
                 )
     return rows
 

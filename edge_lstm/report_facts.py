@@ -68,13 +68,13 @@ def verdict(artifact: ArtifactEntry | Json, profile: ProfileReport | Json | None
     why: list[str] = [f"{f['stage']} failed" + (f" on {f['runtime']}" if f.get("runtime") else "") + f": "
                       f"{' '.join(f['reason'].split())[:300]}" for f in a.failures]
     for v in a.validation:
-        if v["passed"]:
+        if v.passed:
             continue
-        reasons = [f"{o['name']}: {'; '.join(o['reasons'])}" for o in v["outputs"] if o.get("reasons")]
-        t, gate = v.get("task"), v["tolerance"].get("max_task_drop")
+        reasons = [f"{o['name']}: {'; '.join(o['reasons'])}" for o in v.outputs if o.get("reasons")]
+        t, gate = v.task, v.tolerance.get("max_task_drop")
         if t and gate is not None and t["drop"] > gate:
             reasons.append(f"task {t['metric']} dropped {t['drop']:.2%} > {gate:.0%}")
-        why.append(f"{v['runtime']}: " + ("; ".join(reasons) or "failed"))
+        why.append(f"{v.runtime}: " + ("; ".join(reasons) or "failed"))
     over, unsure = _budget_problems(profile, a.file)
     status = "failed" if why else ("over budget" if over else "passed")
     return {"status": status, "why": why + over, "unverified": unsure}
@@ -89,15 +89,15 @@ def runtime_rows(report: ExportReport | Json) -> list[dict[str, Any]]:
         by_file.setdefault(key[0], []).append(entry)
     rows = []
     for a in r.artifacts:
-        runtimes = {v["runtime"]: v for v in a.validation}
+        runtimes = {v.runtime: v for v in a.validation}
         names = list(runtimes) + [p["runtime"] for p in by_file.get(a.file, []) if p["runtime"] not in runtimes]
         for rt in names or ["–"]:
             v, p = runtimes.get(rt), prof.get((a.file, rt))
-            task = (v or {}).get("task")
+            task = v.task if v else None
             rows.append({
                 "file": a.file, "format": a.format, "precision": a.precision, "lowering": a.lowering,
                 "streaming": a.streaming, "runtime": rt, "size_bytes": a.size_bytes,
-                "validated": v is not None, "passed": a.passed and (v is None or v["passed"]),
+                "validated": v is not None, "passed": a.passed and (v is None or v.passed),
                 "task_drop": task["drop"] if task else None, "task": task,
                 "p50_s": (p or {}).get("latency_s", {}).get("p50"), "p99_s": (p or {}).get("latency_s", {}).get("p99"),
                 "per_sample_s": (p or {}).get("per_sample_s"),

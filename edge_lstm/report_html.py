@@ -72,8 +72,7 @@ def _errors(export_report: ExportReport | None) -> dict[str, str]:
     """Worst max-abs error per artifact file name from an export report."""
     out: dict[str, str] = {}
     for a in export_report.artifacts if export_report else []:
-        worst = [o.get("max_abs") for v in a.validation for o in v.get("outputs", [])]
-        worst = [w for w in worst if w is not None]
+        worst = [float(o["max_abs"]) for v in a.validation for o in v.outputs if o.get("max_abs") is not None]
         if worst:
             out[Path(a.file).name] = f"{max(worst):.3g}"
     return out

@@ -58,7 +58,7 @@ def _verdicts(report: ExportReport) -> str:
     for a in report.artifacts:
         v = facts.verdict(a, prof)
         why = "".join(f"<li>{esc(w)}</li>" for w in v["why"] + v["unverified"])
-        runtimes = ", ".join(f"{esc(x['runtime'])} {'✓' if x['passed'] else '✗'}" for x in a.validation) or "–"
+        runtimes = ", ".join(f"{esc(x.runtime)} {'✓' if x.passed else '✗'}" for x in a.validation) or "–"
         notes = "".join(f"<li>{esc(n)}</li>" for n in a.notes  # failures and the lowering have their columns
                         if not n.startswith(("FAILED: ", "lowering: ")))
         lowering = esc(a.lowering or "–") + (f"<br><small>{esc(a.lowering_reason)}</small>"
@@ -80,17 +80,17 @@ def _recommendation(rec: dict[str, Any]) -> str:
 
 
 def _runtime_table(report: ExportReport, rows: list[dict[str, Any]], units: str) -> str:
-    tols = {(a.file, v["runtime"]): v for a in report.artifacts for v in a.validation}
+    tols = {(a.file, v.runtime): v for a in report.artifacts for v in a.validation}
     out = []
     for r in rows:
         v = tols.get((r["file"], r["runtime"]))
-        worst = max((o["max_abs"] for o in (v or {}).get("outputs", [])), default=None)
+        worst = max((o["max_abs"] for o in (v.outputs if v else [])), default=None)
         t = r["task"]
         task = (f"{t['metric']} {t['reference']:.4g} → {t['artifact']:.4g} {esc(units) if t['metric'] == 'mae' else ''}"
                 if t else "–")
         out.append([f"<code>{esc(r['file'])}</code>", esc(r["runtime"]),
-                    ("pass" if v["passed"] else '<span class="failed">FAIL</span>') if v else "not validated",
-                    esc(facts.gate_text(v["tolerance"])) if v else "–", "–" if worst is None else f"{worst:.3g}",
+                    ("pass" if v.passed else '<span class="failed">FAIL</span>') if v else "not validated",
+                    esc(facts.gate_text(v.tolerance)) if v else "–", "–" if worst is None else f"{worst:.3g}",
                     task, "–" if r["task_drop"] is None else f"{r['task_drop']:+.2%}",
                     _us(r["p50_s"]) if r["p50_s"] is not None else "not measured", _us(r["p99_s"]),
                     f'<span class="est">{_us(r["estimate_s"])} (estimate)</span>' if r["estimate_s"] else "–"])
@@ -143,8 +143,8 @@ def _accuracy(report: ExportReport) -> str:
     else:
         parts.append("<p>No forecast against actual values: the validation data has no next values (random data, "
                      "windows, or a classifier). Pass <code>--data series.csv</code> with real held-out rows.</p>")
-    steps = [{"file": a.file, "runtime": v["runtime"], "output": o["name"], "by_timestep": o["by_timestep"]}
-             for a in report.artifacts for v in a.validation for o in v["outputs"] if o.get("by_timestep")]
+    steps = [{"file": a.file, "runtime": v.runtime, "output": o["name"], "by_timestep": o["by_timestep"]}
+             for a in report.artifacts for v in a.validation for o in v.outputs if o.get("by_timestep")]
     if steps:
         parts.append(f"<figure>{plots.timestep_plot(steps)}<figcaption>Error by time step of the all-steps outputs: "
                      "the largest |artifact − float| over the validation windows at each step.</figcaption></figure>")
@@ -222,7 +222,7 @@ def expected_plots(report: ExportReport | Json) -> list[str]:
     """The ``data-plot`` names the page for ``report`` holds (what the browser test checks)."""
     report = ExportReport.of(report)
     names = ["forecast"] if report.accuracy else []
-    if any(o.get("by_timestep") for a in report.artifacts for v in a.validation for o in v["outputs"]):
+    if any(o.get("by_timestep") for a in report.artifacts for v in a.validation for o in v.outputs):
         names.append("timestep")
     names.append("tradeoff")
     if any(p.get("latencies_s") for p in (report.profile.artifacts if report.profile else [])):

@@ -98,6 +98,32 @@ class ValidationDataInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ValidationEntry:
+    """One artifact validated on one runtime (the JSON of :class:`~edge_lstm.validate.ArtifactValidation`)."""
+
+    runtime: str
+    passed: bool
+    samples: int
+    data: str  #: the validation data's source
+    tolerance: Json  #: Tolerance.to_dict(): the gate applied
+    outputs: list[Json] = field(default_factory=list)  #: OutputMetrics.to_dict() per output
+    task: Json | None = None  #: TaskMetrics.to_dict(), when the data is labelled
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> Json:
+        """JSON-ready form."""
+        return {"runtime": self.runtime, "passed": self.passed, "samples": self.samples, "data": self.data,
+                "tolerance": self.tolerance, "outputs": self.outputs, "task": self.task, "notes": self.notes}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> ValidationEntry:
+        """Inverse of :meth:`to_dict`."""
+        return cls(runtime=str(d.get("runtime", "")), passed=bool(d.get("passed")),
+                   samples=int(d.get("samples") or 0), data=str(d.get("data", "")), tolerance=d.get("tolerance") or {},
+                   outputs=list(d.get("outputs") or []), task=d.get("task"), notes=list(d.get("notes") or []))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ArtifactEntry:
     """One artifact as the report lists it: the file, how it was made, its validations and failures."""
 
@@ -111,7 +137,7 @@ class ArtifactEntry:
     size_bytes: int
     sha256: str | None
     passed: bool
-    validation: list[Json] = field(default_factory=list)  #: one ArtifactValidation.to_dict() per runtime
+    validation: list[ValidationEntry] = field(default_factory=list)  #: one per runtime it was validated on
     notes: list[str] = field(default_factory=list)
     io_quant: Json | None = None
     float_layers: list[str] = field(default_factory=list)
@@ -123,7 +149,7 @@ class ArtifactEntry:
         return {"path": self.path, "file": self.file, "format": self.format, "precision": self.precision,
                 "lowering": self.lowering, "lowering_reason": self.lowering_reason, "streaming": self.streaming,
                 "size_bytes": self.size_bytes, "sha256": self.sha256, "passed": self.passed,
-                "validation": self.validation, "notes": self.notes, "io_quant": self.io_quant,
+                "validation": [v.to_dict() for v in self.validation], "notes": self.notes, "io_quant": self.io_quant,
                 "float_layers": self.float_layers, "calibration": self.calibration, "failures": self.failures}
 
     @classmethod
@@ -138,7 +164,8 @@ class ArtifactEntry:
                    precision=str(d.get("precision", "")),
                    lowering=d.get("lowering"), lowering_reason=d.get("lowering_reason"),
                    streaming=bool(d.get("streaming")), size_bytes=int(d.get("size_bytes") or 0),
-                   sha256=d.get("sha256"), passed=bool(d.get("passed")), validation=list(d.get("validation") or []),
+                   sha256=d.get("sha256"), passed=bool(d.get("passed")),
+                   validation=[ValidationEntry.from_dict(v) for v in d.get("validation") or []],
                    notes=list(d.get("notes") or []), io_quant=d.get("io_quant"),
                    float_layers=list(d.get("float_layers") or []), calibration=d.get("calibration"),
                    failures=list(d.get("failures") or []))

@@ -42,6 +42,9 @@ def test_a_real_report_round_trips_and_renders_the_same(forecaster_ckpt: Path, t
     assert back.cost is not None and back.cost.macs_per_inference == written["model"]["macs_per_inference"] > 0
     assert [r.to_dict() for r in back.cost.layer_costs] == written["model"]["layer_costs"]
     assert ArtifactEntry.from_dict(written["artifacts"][0]).to_dict() == written["artifacts"][0]
+    checked = back.artifacts[0].validation[0]
+    assert checked.runtime == "onnxruntime" and checked.passed and checked.task and checked.outputs[0]["name"]
+    assert _json(res.artifacts[0].validations[0].to_dict()) == _json(checked.to_dict())
     prof = ProfileReport.from_dict(written["profile"])
     assert prof.to_dict() == written["profile"] and prof.artifacts[0]["artifact"] == "stacked.fp32.onnx"
     # the same pages from the types as from the JSON (what the CLI does with a report.json after a failure)
