@@ -45,7 +45,7 @@ def persistence(model: LoadedModel, vdata: feeds_mod.ValidationData) -> np.ndarr
     last = []
     for feed in vdata.samples:
         win = np.asarray(feed[x.name], dtype=np.float64)
-        win = win[:, 0, :] if feeds_mod.seq_first(x) else win.reshape(-1, win.shape[-1])
+        win = win[:, 0, :] if x.seq_first else win.reshape(-1, win.shape[-1])
         last.append(win[-1, t])
     return np.asarray(data_mod.denormalize_target(np.asarray(last), model.normalization), dtype=np.float64)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_lstm.reports import ArtifactEntry, ValidationEntry
+
 if TYPE_CHECKING:
     from edge_lstm.spec import Precision
     from edge_lstm.validate import ArtifactValidation
@@ -63,23 +65,27 @@ class Artifact:
             lines.append(f"{self.filename} ({what}) {where}: {' '.join(f.reason.split())}")
         return "\n".join(lines)
 
+    def entry(self, out_dir: Path) -> ArtifactEntry:
+        """The artifact as the report lists it (published in ``out_dir``)."""
+        return ArtifactEntry(
+            path=str(out_dir / self.filename) if self.built else None,
+            file=self.filename,
+            format=self.format,
+            precision=self.precision.value,
+            lowering=self.lowering,
+            lowering_reason=self.lowering_reason,
+            streaming=self.streaming,
+            size_bytes=len(self.data),
+            sha256=hashlib.sha256(self.data).hexdigest() if self.built else None,
+            passed=self.passed,
+            validation=[ValidationEntry.from_dict(v.to_dict()) for v in self.validations],
+            notes=self.notes,
+            io_quant=self.io_quant or None,
+            float_layers=self.float_layers,
+            calibration=self.calibration,
+            failures=[f.to_dict() for f in self.failures],
+        )
+
     def to_dict(self, out_dir: Path) -> dict[str, Any]:
         """The artifact's entry in ``report.json``."""
-        return {
-            "path": str(out_dir / self.filename) if self.built else None,
-            "file": self.filename,
-            "format": self.format,
-            "precision": self.precision.value,
-            "lowering": self.lowering,
-            "lowering_reason": self.lowering_reason,
-            "streaming": self.streaming,
-            "size_bytes": len(self.data),
-            "sha256": hashlib.sha256(self.data).hexdigest() if self.built else None,
-            "passed": self.passed,
-            "validation": [v.to_dict() for v in self.validations],
-            "notes": self.notes,
-            "io_quant": self.io_quant or None,
-            "float_layers": self.float_layers,
-            "calibration": self.calibration,
-            "failures": [f.to_dict() for f in self.failures],
-        }
+        return self.entry(out_dir).to_dict()

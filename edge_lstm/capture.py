@@ -46,13 +46,7 @@ def streaming_model(model: LoadedModel, proto: onnx.ModelProto | None = None) ->
 
     x = model.inputs.inputs[0]
     pairs = list(zip(model.inputs.names[1:], model.output_names[1:], strict=False)) if model.has_state_io else []
-    return streaming.derive(proto if proto is not None else to_onnx(model), x.name, _time_axis(x), pairs)
-
-
-def _time_axis(x: TensorSpec) -> int:
-    from edge_lstm.feeds import seq_first
-
-    return 0 if seq_first(x) else 1
+    return streaming.derive(proto if proto is not None else to_onnx(model), x.name, x.time_axis, pairs)
 
 
 def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dynamic_batch: bool) -> onnx.ModelProto:
@@ -65,7 +59,7 @@ def _export(module: nn.Module, inputs: InputSpec, outputs: list[TensorSpec], dyn
     dynamic_axes: dict[str, dict[int, str]] = {}
     if dynamic_batch:
         for t in (*inputs.inputs, *outputs):
-            axes = {a: d for a, d in enumerate(t.shape) if isinstance(d, str)}
+            axes = t.dynamic_axes
             if axes:
                 dynamic_axes[t.name] = axes
     buf = io.BytesIO()

@@ -15,19 +15,22 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from edge_lstm import __version__, jsonio, registry
+from edge_lstm.cli_options import DtypeOpt, JsonOpt, ShapeOpt, TrustOpt
 from edge_lstm.errors import EdgeLstmError, UsageError
+
+if TYPE_CHECKING:
+    from edge_lstm.reports import ExportReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Take LSTM models trained in PyTorch to edge devices: export, quantize, validate, profile.")
 err = Console(stderr=True)
 out = Console()
-_state: dict[str, bool] = {"debug": False}
 
 
 def emit(payload: Any, as_json: bool, human: str | None = None) -> None:
@@ -51,17 +54,10 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """edge-lstm: export, quantize, validate and profile PyTorch LSTM models for edge devices."""
-    _state["debug"] = debug
+    # --debug is declared here for --help and parsing; main() reads it from argv before typer runs, so that
+    # errors raised while parsing show their traceback too.
 
 
-ShapeOpt = Annotated[list[str] | None, typer.Option(
-    "--input-shape", help="Input shape like 1x96x1; repeat once per forward() input, in order.")]
-DtypeOpt = Annotated[list[str] | None, typer.Option(
-    "--input-dtype", help="Input dtype: float32, int64 or int32 (token ids); repeat once per forward() input, in "
-                          "order. Inputs that feed an embedding are found as int64 without it.")]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-pickle", help="Allow loading a whole pickled nn.Module (runs code from the file).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 
 
 def _shapes(items: list[str] | None) -> list[tuple[int, ...]]:
@@ -105,13 +101,13 @@ def info(
         described = describe(model)
         emit(described, as_json, render(described))
         return
+    from edge_lstm.cost import model_cost
     from edge_lstm.pipeline import prepare
-    from edge_lstm.report import cost_summary
     from edge_lstm.sources import open_model
 
     loaded = open_model(model, _shapes(input_shape) or None, trust_pickle, _dtypes(input_dtype))
     proto, _step = prepare(loaded, streaming=False)
-    summary = {**loaded.summary(), **cost_summary(loaded, proto)}
+    summary = {**loaded.summary(), **model_cost(proto).to_dict()}
     lines = [
         f"{loaded.name} ({summary['format']}{', ' + summary['arch'] if summary['arch'] else ''})",
         f"parameters: {summary['parameters']:,}",
@@ -184,9 +180,11 @@ def export(
     from edge_lstm.recipes import load_recipe
 
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
-    opts = ExportOptions(output, rec, streaming, data, calib, io, tuple(_shapes(input_shape)), trust_pickle, force,
-                         profile, target, prove_on, prove_python, str(ssh_config) if ssh_config else None,
-                         firmware=firmware, bundle=bundle, units=units, input_dtypes=_dtypes(input_dtype))
+    opts = ExportOptions(output_dir=output, recipe=rec, streaming=streaming, data=data, calib=calib, io=io,
+                         input_shapes=tuple(_shapes(input_shape)), trust_pickle=trust_pickle, force=force,
+                         profile=profile, target=target, prove_on=prove_on, prove_python=prove_python,
+                         ssh_config=str(ssh_config) if ssh_config else None, firmware=firmware, bundle=bundle,
+                         units=units, input_dtypes=_dtypes(input_dtype))
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)
@@ -198,7 +196,7 @@ def export(
                     written = jsonio.loads_strict((output / "report.json").read_text())
                     emit(None, False, _export_summary(written, output))
             raise
-    summary = _export_summary(result.report, output)
+    summary = _export_summary(result.export_report, output)
     if bundle and not as_json:
         from edge_lstm.bundle import default_name
 
@@ -208,7 +206,7 @@ def export(
     emit(result.report, as_json, summary)
 
 
-def _export_summary(report: dict[str, Any], output: Path) -> str:
+def _export_summary(report: ExportReport | dict[str, Any], output: Path) -> str:
     from edge_lstm.cli_summary import export_summary
 
     return export_summary(report, output)
@@ -315,8 +313,7 @@ def _fail(e: EdgeLstmError, as_json: bool) -> int:
 
     err.print(Text("error: ", style="red") + Text(e.render()), soft_wrap=True)
     if as_json:
-        d = e.to_dict()["error"]
-        jsonio.emit_error(e.exit_code, e.kind, e.render().split("\nHint: ")[0], d["hint"])  # type: ignore[index]
+        jsonio.emit_failure(e)
     return e.exit_code
 
 

@@ -17,8 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from edge_lstm import jsonio
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+from edge_lstm.cli_options import JsonOpt
 
 
 class _BundleGroup(TyperGroup):

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from edge_lstm import jsonio
+from edge_lstm.cli_options import JsonOpt
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -24,7 +25,6 @@ err = Console(stderr=True, highlight=False)
 ArchOpt = Annotated[str, typer.Option("--arch", help="Debian architecture of the emulated device.")]
 DirOpt = Annotated[Path | None, typer.Option("--image-dir", help="Where the userland is cached (default: "
                                              "$XDG_CACHE_HOME/edge-lstm/ARCH, else ~/.cache/edge-lstm/ARCH).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine JSON only.")]
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from edge_lstm import jsonio
+from edge_lstm.cli_options import JsonOpt
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -44,7 +45,7 @@ def firmware_command(
     recipe: Annotated[str, typer.Option(help="Recipe whose tolerances judge the C (fp32; dynamic-int8 for "
                                              "int8-weights).")] = "default",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Firmware files from an export: TFLite Micro C arrays with a measured arena, and dependency-free C proven on
     this host and on an emulated Cortex-M."""

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_lstm import jsonio
+from edge_lstm.cli_options import JsonOpt
 from edge_lstm.errors import UsageError
 
 out = Console(highlight=False)
@@ -67,7 +68,7 @@ def ops_command(
                                                              "(with --precision).")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, fp16, dynamic-int8 or int8 (with --format).")] = None,
     micro: Annotated[bool, typer.Option("--micro", help="TFLite Micro: only the ops it has kernels for.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the ONNX ops edge-lstm exports, per format and precision, and what each becomes in TFLite."""
     from edge_lstm import registry

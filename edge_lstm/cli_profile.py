@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_lstm import jsonio, registry
+from edge_lstm.cli_options import ForceOpt, JsonOpt, ShapeOpt, TrustOpt
 from edge_lstm.errors import EdgeLstmError
+from edge_lstm.reports import ProfileReport
 
 out = Console(highlight=False)
 
@@ -54,20 +56,15 @@ def profile_command(
     timeout: Annotated[float, typer.Option(help="Seconds allowed per artifact.")] = 600.0,
     compare: Annotated[Path | None, typer.Option(help="A previous profile report.json: show the changes.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here, and report.html beside it.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --output report (and the "
-                                                        "report.html beside it).")] = False,
+    force: ForceOpt = False,
     export_report: Annotated[Path | None, typer.Option(help="An export report.json whose errors go into the "
                                                             "HTML table.")] = None,
-    input_shape: Annotated[list[str] | None, typer.Option(
-        "--input-shape", help="PyTorch model files: input shape like 1x96x1; repeat once per forward() input, "
-                              "in order.", show_default=False)] = None,
-    trust_pickle: Annotated[bool, typer.Option(
-        "--trust-pickle", help="PyTorch model files: allow loading a whole pickled nn.Module (runs code from "
-                               "the file).")] = False,
+    input_shape: ShapeOpt = None,
+    trust_pickle: TrustOpt = False,
     reference: Annotated[Path | None, typer.Option(
         help="A reference (model.pt, or the float .onnx/.tflite) run on the same inputs: each artifact's outputs "
              "are compared with it (exit 3 when they differ).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure latency, memory, size and compute of each artifact, here or on a device.
 
@@ -94,18 +91,18 @@ def profile_command(
     if remote is not None:  # an empty --remote is refused by RemoteConfig, never taken as 'local'
         rcfg = RemoteConfig(remote, python=remote_python, remote_dir=remote_dir,
                             ssh_config=str(ssh_config) if ssh_config else None)
-    report = prof.profile(list(artifacts), options, tgt, rcfg)
+    report = prof.profile_report(list(artifacts), options, tgt, rcfg)
     if previous is not None:
-        report["compare"] = prof.compare(report, previous)
+        report.compare = prof.compare(report.to_dict(), previous)
     if output:
         _write_outputs(report, output, export_report, force)
     if as_json:
-        jsonio.emit(report, indent=None)
+        jsonio.emit(report.to_dict(), indent=None)
     else:
         print_report(report)
     from edge_lstm.tflm_check import enforce_outputs
 
-    enforce_outputs(report)
+    enforce_outputs(report.to_dict())
     prof.enforce_budgets(report)
 
 
@@ -124,7 +121,7 @@ def _check_outputs(output: Path, force: bool) -> None:
                                     "Pass --force to replace it, or choose another --output.")
 
 
-def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | None, force: bool = False) -> None:
+def _write_outputs(report: ProfileReport, output: Path, export_report: Path | None, force: bool = False) -> None:
     """The JSON report and the HTML beside it, all or nothing (a full disk leaves neither)."""
     from edge_lstm import profile as prof
     from edge_lstm.outputs import add_to_marker, io_error, write_files_atomic
@@ -135,7 +132,7 @@ def _write_outputs(report: dict[str, Any], output: Path, export_report: Path | N
     made = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        write_files_atomic({output: (jsonio.dumps(report, indent=2) + "\n").encode(),
+        write_files_atomic({output: (jsonio.dumps(report.to_dict(), indent=2) + "\n").encode(),
                             _html_path(output): render(report, exp).encode("utf-8")})
         add_to_marker(output.parent, [output.name, _html_path(output).name])
     except (OSError, EdgeLstmError) as e:
@@ -153,44 +150,44 @@ def _kib(v: int | None) -> str:
     return "–" if v is None else f"{v / 1024:,.1f}"
 
 
-def print_report(report: dict[str, Any]) -> None:
+def print_report(report: ProfileReport | dict[str, Any]) -> None:
     """Rich tables: latency, memory and size per artifact; estimates and budgets; comparisons."""
-    dev, emulated = report.get("device"), report.get("emulated")
-    where = (f"{report['where']}: {dev.get('machine')}, {dev.get('os')}, Python {dev.get('python')}" if dev
-             else report["where"])
+    report = ProfileReport.of(report)
+    dev, emulated = report.device, report.emulated
+    where = (f"{report.where}: {dev.get('machine')}, {dev.get('os')}, Python {dev.get('python')}" if dev
+             else report.where)
     tag = " EMULATED" if emulated else ""  # emulated time and memory measure qemu-user, not the device
     t = Table(title=f"Profile ({where}){' - EMULATED: not device latency' if emulated else ''}", title_justify="left")
     for col in ("artifact", "runtime", "load ms", f"first µs{tag}", f"p50 µs{tag}", f"p99 µs{tag}",
                 f"per sample µs{tag}", f"peak RSS KiB{tag}", "arena KiB", "file KiB"):
         t.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
-    for a in report["artifacts"]:
+    for a in report.artifacts:
         lat = a["latency_s"]
         t.add_row(a["artifact"], a["runtime"], f"{a['load_s'] * 1e3:,.1f}", _us(a["first_s"]),
                   _us(lat.get("p50")), _us(lat.get("p99")), _us(a["per_sample_s"]),
                   _kib(a["memory"]["peak_rss_bytes"]), _kib(a["arena_bytes"]), _kib(a["size"]["file_bytes"]))
     out.print(t)
-    for a in report["artifacts"]:
+    for a in report.artifacts:
         c, size, lat = a.get("cost") or {}, a["size"], a["latency_s"]
         macs = f"{c['macs']:,} MACs ({c['macs_per_step']:,} per step), {c['params']:,} params, " if c else ""
         out.print(f"[dim]{a['artifact']}: {a['runtime']} {a['runtime_version']}, {a['threads']} thread(s), "
                   f"{lat.get('runs', 0)} runs (std {_us(lat.get('std'))} µs, p90 {_us(lat.get('p90'))} µs); "
                   f"{macs}{size['weights_bytes']:,} B weights + {size['graph_bytes']:,} B graph[/dim]")
-    if report["artifacts"]:
-        out.print(f"[dim]memory: {report['artifacts'][0]['memory']['method']}[/dim]")
-    if report.get("target"):
-        _print_target_checks(report)
-    if report.get("compare"):
-        _print_compare(report["compare"])
+    if report.artifacts:
+        out.print(f"[dim]memory: {report.artifacts[0]['memory']['method']}[/dim]")
+    if report.target:
+        _print_target_checks(report, report.target)
+    if report.compare:
+        _print_compare(report.compare)
 
 
-def _print_target_checks(report: dict[str, Any]) -> None:
-    tg = report["target"]
+def _print_target_checks(report: ProfileReport, tg: dict[str, Any]) -> None:
     t = Table(title=f"Target {tg['name']}: {tg['display_name']}", title_justify="left")
-    measured = "EMULATED p50 µs" if report.get("emulated") else f"measured p50 µs ({report['where']})"
+    measured = "EMULATED p50 µs" if report.emulated else f"measured p50 µs ({report.where})"
     for col in ("artifact", measured, "ESTIMATE µs on target", "flash", "RAM"):
         t.add_column(col)
     notes = []
-    for a in report["artifacts"]:
+    for a in report.artifacts:
         checks = {c["budget"]: c for c in a.get("budget") or []}
         est = a.get("estimate")
         notes += [f"{a['artifact']}: {c['note']}" for c in checks.values() if c.get("note")]
@@ -236,7 +233,7 @@ def _delta(d: dict[str, Any], scale: float, unit: str) -> str:
 
 
 def targets_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the built-in device targets."""
     from edge_lstm.targets import list_targets
@@ -258,7 +255,7 @@ def targets_list(
 
 def targets_show(
     name: Annotated[str, typer.Argument(help="Target name or path of a target .toml.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine JSON only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show one target with the sources of its figures."""
     from edge_lstm.targets import load_target

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from edge_lstm import report_facts as facts
+from edge_lstm.reports import ExportReport, Json
 
 #: the widest line the summary prints
 WIDTH = 100
@@ -40,15 +40,16 @@ def _grid(head: list[str], rows: list[list[str]], numeric: set[int]) -> list[str
     return [*line(head), "-" * min(WIDTH, sum(widths) + 2 * (len(head) - 1)), *[x for r in rows for x in line(r)]]
 
 
-def table_text(report: dict[str, Any]) -> str:
+def table_text(report: ExportReport | Json) -> str:
     """The artifact × runtime table as text no wider than :data:`WIDTH`, with its legend."""
-    acc = report.get("accuracy") or {}
+    report = ExportReport.of(report)
+    acc = report.accuracy or {}
     unit = acc.get("units") if acc.get("units_given") else None
-    metric = next((v["task"]["metric"] for a in report["artifacts"] for v in a["validation"] if v.get("task")), None)
+    metric = next((v.task["metric"] for a in report.artifacts for v in a.validation if v.task), None)
     head = ["artifact", "runtime", "KiB", "max err", (metric or "task") + (f" {unit}" if unit and metric == "mae"
                                                                           else ""), "Δ task", "p50 µs", "result"]
-    errs = {(a["file"], v["runtime"]): max((o["max_abs"] for o in v["outputs"]), default=None)
-            for a in report["artifacts"] for v in a["validation"]}
+    errs = {(a.file, v.runtime): max((o["max_abs"] for o in v.outputs), default=None)
+            for a in report.artifacts for v in a.validation}
     runtime_rows = facts.runtime_rows(report)
     estimates = any(r["estimate_s"] for r in runtime_rows)
     if estimates:
@@ -66,7 +67,7 @@ def table_text(report: dict[str, Any]) -> str:
             rows[-1].insert(7, _us(r["estimate_s"]))
     legend = ("KiB: file size; max err: largest |artifact − float| over the outputs; Δ task: the task metric's change "
               "against the float model; p50: measured on this host (tflm: its host interpreter; – not measured)"
-              + (", † per streaming step" if any(a["streaming"] for a in report["artifacts"]) else "")
+              + (", † per streaming step" if any(a.streaming for a in report.artifacts) else "")
               + ("; est.: the target's latency ESTIMATED from MACs, not measured" if estimates else "") + ".")
     return "\n".join(_grid(head, rows, {2, 3, 4, 5, 6, 7} if estimates else {2, 3, 4, 5, 6}) + _wrap(legend, ""))
 
@@ -75,15 +76,16 @@ def _wrap(text: str, indent: str = "  ") -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ") or [indent]
 
 
-def export_summary(report: dict[str, Any], output: Path) -> str:
+def export_summary(report: ExportReport | Json, output: Path) -> str:
     """The headline, the table, the recommendation, notes and where the reports are."""
-    vd = report["validation_data"]
-    n = len(report["artifacts"])
-    failed = [a["file"] for a in report["artifacts"] if not a["passed"]]
+    report = ExportReport.of(report)
+    vd = report.validation_data
+    n = len(report.artifacts)
+    failed = [a.file for a in report.artifacts if not a.passed]
     head = (f"All {n} artifact(s) passed validation" if not failed else f"{len(failed)} of {n} artifact(s) FAILED")
-    lines = _wrap(f"{head} ({vd['source']}, {vd['samples']} windows).", "")
+    lines = _wrap(f"{head} ({vd.source}, {vd.samples} windows).", "")
     lines.append(table_text(report))
-    acc = report.get("accuracy")
+    acc = report.accuracy
     if acc:
         lines += _wrap(f"Forecast MAE in {acc['units']}: float model {acc['float']['mae']:.4g}, persistence "
                        f"{acc['persistence']['mae']:.4g} ({acc['persistence_rule']}).", "")
@@ -91,14 +93,14 @@ def export_summary(report: dict[str, Any], output: Path) -> str:
     lines += _wrap(f"Recommended for {rec['target']}: {rec['file'] or 'none'}"
                    + (f" on {rec['runtime']}" if rec["file"] else "") + f" ({rec['rule']}).", "")
     notes: dict[str, list[str]] = {}
-    for a in report["artifacts"]:
-        for note in a["notes"]:
-            notes.setdefault(note, []).append(a["file"])
+    for a in report.artifacts:
+        for note in a.notes:
+            notes.setdefault(note, []).append(a.file)
     if notes:
         lines.append("Notes:")
     for note, files in notes.items():  # one line per distinct note, naming the artifacts it applies to
         lines += _wrap(f"{', '.join(files) if len(files) <= 2 else f'{len(files)} artifacts'}: {note}")
-    if report.get("firmware"):
+    if report.firmware:
         lines += _wrap(f"Firmware: {output / 'fw'} (report: {output / 'fw' / 'firmware.md'})", "")
     lines += _wrap(f"Report: {output / 'report.md'} and {output / 'report.json'}", "")
     if (output / "report.html").exists():

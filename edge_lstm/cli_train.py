@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from edge_lstm import jsonio
+from edge_lstm.cli_options import ForceOpt, JsonOpt
 from edge_lstm.cli_progress import columns, count_text
 
 out = Console(highlight=False)
@@ -60,8 +61,6 @@ SeasonOpt = Annotated[int | None, typer.Option(help="Seasonal-naive period in st
                                                     "training rows).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for initialisation, shuffling and dropout.")]
 ThreadsOpt = Annotated[int, typer.Option(help="Intra-op threads (results repeat for the same value).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
 
 
 def train_command(

@@ -13,11 +13,14 @@ that ships in ``ai-edge-litert``. Both are host-side imports.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_lstm.cost_model import Cost, LayerCost
 from edge_lstm.errors import InputFileError
 from edge_lstm.projection import PROJECTION_TAG
+
+if TYPE_CHECKING:
+    from edge_lstm.reports import ModelCost
 
 _ELEMENTWISE_ONNX = {
     "Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid", "Gelu", "Erf", "Sqrt", "Pow", "Exp", "Neg",
@@ -89,6 +92,18 @@ def onnx_cost(proto: Any) -> Cost:
     steps = _time_steps(proto, shapes)
     layers = [_onnx_node_cost(n, shapes, inits) for n in proto.graph.node]
     return _total("onnx", _onnx_precision(proto, inits), layers, inits, steps)
+
+
+def model_cost(proto: Any) -> ModelCost:
+    """The float model's cost for the report, from its captured graph: MACs per inference and per time step, float
+    weight bytes, and the layers that compute (shape constants are no layer). The one place it is computed: the
+    export carries it on its report, and no renderer captures the graph again."""
+    from edge_lstm.reports import LayerCostRow, ModelCost
+
+    c = onnx_cost(proto)
+    return ModelCost(macs_per_inference=c.macs, macs_per_step=c.macs_per_step, weight_bytes_fp32=c.params * 4,
+                     layer_costs=tuple(LayerCostRow(name=x.name, op=x.op, params=x.params, macs=x.macs,
+                                                    recurrent=x.recurrent) for x in c.layers if x.macs))
 
 
 def _total(fmt: str, precision: str, layers: list[LayerCost], inits: dict[str, Any], steps: int) -> Cost:

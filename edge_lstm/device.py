@@ -26,7 +26,6 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm import registry
+from edge_lstm.outputs import atomic_file  # the standard library only, like this module
 from edge_lstm.runners.base import Runner
 
 #: runtime name -> (module, class), and the packages that provide it (tried in order, imported for the memory
@@ -227,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": type(e).__name__, "message": str(e)}))
         return 2
     if args.outputs:
-        _save_npz_atomic(args.outputs, outs)
+        try:
+            _save_npz_atomic(args.outputs, outs)
+        except Exception as e:  # a full disk, an unwritable directory: reported like a failed run
+            print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+            return 2
     report: dict[str, Any] = {
         **runner.describe(),
         "model": os.path.basename(args.model),
@@ -288,18 +292,9 @@ def _arena_bytes(runner: Runner) -> int | None:
 
 
 def _save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", suffix=".npz")
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes it private; the outputs asked for are an ordinary file
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Every sample's outputs to ``path``: a temporary file, then a rename (nothing is left on failure)."""
+    with atomic_file(Path(path)) as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def device_main(args: list[str]) -> int:
             raise
         print(f"error: {e.render()}", file=sys.stderr)
         if as_json:
-            jsonio.emit_error(e.exit_code, e.kind, e.message, e.hint)
+            jsonio.emit_failure(e)
         return e.exit_code
     except typer.Exit as e:
         return int(e.exit_code or 0)
@@ -75,7 +75,7 @@ def device_main(args: list[str]) -> int:
         err = io_error(e)
         print(f"error: {err.render()}", file=sys.stderr)
         if as_json:
-            jsonio.emit_error(err.exit_code, err.kind, err.message, err.hint)
+            jsonio.emit_failure(err)
         return err.exit_code
     except Exception as e:
         if hasattr(e, "show") and hasattr(e, "exit_code"):  # click's usage errors

@@ -41,43 +41,22 @@ class ValidationData:
     steps: int  # time steps per window
 
 
-def seq_first(x: TensorSpec) -> bool:
-    """True when a (time, batch, features) input: the batch axis is marked 1, or, with static
-    shapes, axis 1 has size 1 while axis 0 does not."""
-    if len(x.shape) != 3:
-        return False
-    marked = [a for a, d in enumerate(x.shape) if isinstance(d, str)]
-    if marked:
-        return marked[0] == 1
-    return x.shape[0] != 1 and x.shape[1] == 1
-
-
-def is_ids(x: TensorSpec) -> bool:
-    """True for an integer id input (an embedding's indices: ``(batch, time)`` token or label ids)."""
-    return not x.dtype.startswith("float")
-
-
 def x_spec(model: LoadedModel) -> tuple[TensorSpec, int, int]:
     """The first input's spec, its time-axis length and its feature count (ids: one per step)."""
     x = model.inputs.inputs[0]
-    if is_ids(x) and len(x.shape) == 2:
-        return x, int(x.concrete(1)[1]), 1
-    if len(x.shape) != 3:
-        return x, 1, int(np.prod(x.concrete(1)))
-    shape = x.concrete(1)
-    return x, int(shape[0] if seq_first(x) else shape[1]), int(shape[2])
+    return x, x.steps, x.features
 
 
 def _place(window: np.ndarray, x: TensorSpec) -> np.ndarray:
     """A ``(T, F)`` window in the layout of input ``x`` with batch 1."""
-    if seq_first(x):
+    if x.seq_first:
         return window[:, None, :]  # (T, batch, F)
-    return window.reshape(x.concrete(1)).astype(x.dtype if is_ids(x) else np.float32, copy=False)
+    return window.reshape(x.concrete(1)).astype(x.dtype if x.is_ids else np.float32, copy=False)
 
 
 def _random_windows(x: TensorSpec, rng: np.random.Generator, n: int, steps: int, feats: int) -> list[np.ndarray]:
     """Seeded standard-normal windows, or for an id input ids drawn below its embedding's size."""
-    if is_ids(x):
+    if x.is_ids:
         from edge_lstm.id_inputs import id_bound
 
         return list(rng.integers(0, id_bound(x), (n, steps, feats)).astype(x.dtype))
@@ -105,7 +84,7 @@ def validation_feeds(model: LoadedModel, recipe: Recipe, data: Path | None) -> V
     if data is not None:
         w = data_mod.windows_from(data, steps, feats, model.normalization, limit=recipe.max_samples)
         windows, targets, source = list(w.x), w.y, w.source
-        if is_ids(x):
+        if x.is_ids:
             windows = _check_ids(windows, x, w.source)
     else:
         windows = _random_windows(x, rng, recipe.random_samples, steps, feats)
@@ -137,7 +116,7 @@ def calibration_set(model: LoadedModel, recipe: Recipe, calib: str | None) -> Ca
     windows = data_mod.windows_from(Path(calib), steps, feats, model.normalization,
                                     limit=recipe.calibration_samples).x
     source = str(calib)
-    if is_ids(x):  # ids are not shifted: a shifted id is another token, or none at all
+    if x.is_ids:  # ids are not shifted: a shifted id is another token, or none at all
         windows = np.asarray(_check_ids(list(windows), x, source)).reshape(len(windows), *x.concrete(1))
     elif len(windows) >= recipe.min_calibration_samples and recipe.calibration_margin > 0:
         m = np.float32(recipe.calibration_margin)

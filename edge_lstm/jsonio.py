@@ -19,7 +19,10 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_lstm.errors import EdgeLstmError
 
 _state: dict[str, Any] = {"capturing": False, "pending": None, "result": None}
 
@@ -114,6 +117,14 @@ def json_stdout() -> Iterator[None]:
             print(dumps(pending[0], pending[1]), file=real, flush=True)
         elif pending is not None:
             _state["result"] = pending[0]
+
+
+def emit_failure(e: EdgeLstmError) -> None:
+    """:func:`emit_error` for an edge-lstm error: its exit code, kind, whole message (a failure table
+    included) and hint. Both command lines (``edge-lstm`` and the device-side one) report errors through it."""
+    text, hint = e.render(), e.hint
+    tail = f"\nHint: {hint}"
+    emit_error(e.exit_code, e.kind, text[: -len(tail)] if hint and text.endswith(tail) else text, hint)
 
 
 def emit_error(code: int, kind: str, message: str, hint: str | None) -> None:

@@ -118,12 +118,13 @@ def measure(python: str, work: Path) -> dict[str, Any]:
     Each version counts only when every lower one is there too (a resolver registers a version range)."""
     from ai_edge_litert import schema_py_generated as s
 
+    from edge_lstm.outputs import write_into
+
     names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
     jobs = []
     for code in sorted(names):
         for version in range(1, _MAX_VERSION + 1):
-            path = work / f"op{code}_v{version}.tflite"
-            path.write_bytes(probe_model(code, version))
+            path = write_into(work, f"op{code}_v{version}.tflite", probe_model(code, version))
             jobs.append((code, version, str(path)))
     code_ver = "import tflite_runtime, json; print(tflite_runtime.__version__)"
     release = subprocess.run([python, "-c", code_ver], capture_output=True, text=True, check=True).stdout.strip()
@@ -144,8 +145,10 @@ def measure(python: str, work: Path) -> dict[str, Any]:
 if __name__ == "__main__":  # python -m edge_lstm.kernels PYTHON_WITH_TFLITE_RUNTIME
     import tempfile
 
+    from edge_lstm.outputs import write_text_atomic
+
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(sys.argv[1], Path(tmp))
     out = _DIR / TABLES[("tflite-runtime", ".".join(result["version"].split(".")[:2]))]
-    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out, json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"{out}: {sum(1 for k in result['kernels'].values() if k['max_version'])} ops with kernels")

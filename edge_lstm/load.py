@@ -136,8 +136,7 @@ def _arch_input_spec(config: archs.ArchConfig, window: int) -> InputSpec:
     specs = []
     for i, (name, shape) in enumerate(zip(archs.input_names(config), shapes, strict=True)):
         batch_axis = (0 if config.batch_first else 1) if i == 0 else 1
-        dims: tuple[int | str, ...] = tuple("batch" if a == batch_axis else d for a, d in enumerate(shape))
-        specs.append(TensorSpec(name, dims))
+        specs.append(TensorSpec(name, tuple(shape)).with_batch_axis(batch_axis))
     return InputSpec(tuple(specs))
 
 
@@ -292,10 +291,8 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
     )
     if model.config is None:  # batch axes of other models are found by probing (mark_batch_axes)
         return tuple(TensorSpec(n, tuple(int(d) for d in o.shape)) for n, o in zip(names, outs, strict=True))
-    return tuple(
-        TensorSpec(n, tuple("batch" if a == _out_batch_axis(model, i) else d for a, d in enumerate(o.shape)))
-        for i, (n, o) in enumerate(zip(names, outs, strict=True))
-    )
+    return tuple(TensorSpec(n, tuple(int(d) for d in o.shape)).with_batch_axis(_out_batch_axis(model, i))
+                 for i, (n, o) in enumerate(zip(names, outs, strict=True)))
 
 
 def _model_error(e: BaseException) -> str:
@@ -461,7 +458,7 @@ def mark_batch_axes(model: LoadedModel) -> LoadedModel:
     import torch
 
     specs = model.inputs.inputs
-    if not specs or any(isinstance(d, str) for t in specs for d in t.shape):
+    if not specs or any(t.is_dynamic for t in specs):
         return model
     xs = example_inputs(model.inputs, seed=7)
     with torch.no_grad():
@@ -473,14 +470,10 @@ def mark_batch_axes(model: LoadedModel) -> LoadedModel:
             axes = [axis] + [1] * (len(specs) - 1)
             out_axes = _batches_on(model, xs, axes, single)
             if out_axes is not None:
-                model.inputs = InputSpec(tuple(_mark(t, ax) for t, ax in zip(specs, axes, strict=True)))
-                model.outputs = tuple(_mark(o, ax) for o, ax in zip(model.outputs, out_axes, strict=True))
+                model.inputs = InputSpec(tuple(t.with_batch_axis(ax) for t, ax in zip(specs, axes, strict=True)))
+                model.outputs = tuple(o.with_batch_axis(ax) for o, ax in zip(model.outputs, out_axes, strict=True))
                 return model
     return model  # static shapes, inputs and outputs alike
-
-
-def _mark(t: TensorSpec, axis: int) -> TensorSpec:
-    return t.with_shape(tuple("batch" if a == axis else d for a, d in enumerate(t.shape)))
 
 
 def _as_list(out: Any) -> list[Any]:

@@ -37,6 +37,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from edge_lstm.errors import OutputError, OutputExistsError, UsageError
 
@@ -377,29 +378,99 @@ def publish(stage: Path, out: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temporary name in the same directory (never following a link at ``path``)."""
-    write_files_atomic({path: data})
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb", *, encoding: str | None = None, newline: str | None = None,
+                perms: int | None = None) -> Iterator[IO[Any]]:
+    """An open file that becomes ``path`` only when the block ends without an error.
 
+    It is written under a temporary name beside ``path`` (``.NAME.<host>-<pid>.<random>.partial``, which
+    :func:`remove_stale` recognises when the run was killed) and renamed over ``path`` at the end; on any
+    failure the temporary file is removed and ``path`` is untouched. The file gets ``perms`` (default: ``0666``
+    less the umask). Failing to create or rename it is an :class:`OutputError` naming the path (an ``OSError`` inside
+    the block, a failed write included, passes through as it is). ``mode`` is
+    ``"wb"`` or ``"w"`` (text, with ``encoding`` and ``newline``).
 
-def write_files_atomic(files: dict[Path, bytes]) -> None:
-    """Write several files all or nothing: each to a temporary name, then every rename; temporaries removed on
-    failure. A full disk or an I/O error is an :class:`OutputError` naming the path."""
-    temps: dict[Path, str] = {}
-    mode = file_mode()
+    This module imports only the standard library and :mod:`edge_lstm.errors`, so the device runner (Python
+    3.9, numpy and one runtime) writes through it too.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_file writes new files ('wb' or 'w'), not mode {mode!r}")
+    tmp = _temp_beside(path, perms)
     try:
-        for path, data in files.items():
-            remove_stale(path)
-            fd, tmp = tempfile.mkstemp(prefix=_stage_prefix(path), suffix=".partial", dir=path.parent)
-            temps[path] = tmp
-            os.fchmod(fd, mode)  # mkstemp makes it private; the published file is an ordinary one
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        for path, tmp in temps.items():
+        try:
+            f = open(tmp, mode, encoding=encoding, newline=newline)  # noqa: SIM115 (closed below, before the rename)
+        except OSError as e:
+            raise io_error(e, path) from e
+        with f:
+            yield f  # an OSError of the caller's own (reading its input, say) stays what it is
+        try:
             os.replace(tmp, path)
-    except OSError as e:
-        raise io_error(e, next((p for p, t in temps.items() if os.path.exists(t)), None)) from e
+        except OSError as e:
+            raise io_error(e, path) from e
     finally:
-        for tmp in temps.values():
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _temp_beside(path: Path, perms: int | None = None) -> str:
+    """A new, empty temporary file in ``path``'s directory, with ``perms`` (default ``0666`` less the umask)."""
+    path = Path(path)
+    remove_stale(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_stage_prefix(path), suffix=".partial", dir=path.parent)
+    except OSError as e:
+        raise io_error(e, path.parent) from e
+    try:
+        os.fchmod(fd, file_mode() if perms is None else perms)  # mkstemp makes it private
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def write_bytes_atomic(path: Path, data: bytes, perms: int | None = None) -> None:
+    """Write a file through a temporary name in the same directory (never following a link at ``path``)."""
+    try:
+        with atomic_file(path, perms=perms) as f:
+            f.write(data)
+    except OSError as e:  # the write or the close: a full disk, an I/O error
+        raise io_error(e, path) from e
+
+
+def write_text_atomic(path: Path, text: str, perms: int | None = None) -> None:
+    """:func:`write_bytes_atomic` for UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"), perms)
+
+
+def write_files_atomic(files: dict[Path, bytes], force: bool = True) -> None:
+    """Write several files all or nothing: each to a temporary name, then every rename; temporaries removed on
+    failure, and files this call created removed again when a later rename fails. Without ``force`` a
+    destination that exists (or appeared meanwhile) is an :class:`OutputExistsError`. A full disk or an I/O
+    error is an :class:`OutputError` naming the path."""
+    with contextlib.ExitStack() as stack:
+        temps: dict[Path, str] = {}
+        placed: list[Path] = []
+        try:
+            for path, data in files.items():
+                temps[path] = tmp = _temp_beside(path)
+                stack.callback(_unlink_quietly, tmp)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+            for path, tmp in temps.items():
+                existed = os.path.lexists(path)
+                if existed and not force:
+                    raise OutputExistsError(f"Output '{path}' already exists (it appeared while writing).",
+                                            "Pass --force to replace it.")
+                os.replace(tmp, path)
+                if not existed:
+                    placed.append(path)
+        except BaseException as e:
+            for p in placed:
+                _unlink_quietly(str(p))
+            if isinstance(e, OSError):
+                raise io_error(e, next((p for p, t in temps.items() if os.path.exists(t)), None)) from e
+            raise
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

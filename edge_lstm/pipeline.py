@@ -24,19 +24,21 @@ device budget (exit 4).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_lstm import __version__
 from edge_lstm import feeds as feeds_mod
 from edge_lstm import progress as progress_mod
 from edge_lstm.artifact import Artifact, Failure
 from edge_lstm.errors import EdgeLstmError, OptionsError, ShapeError, UnsupportedModel
 from edge_lstm.load import LoadedModel
+from edge_lstm.options import ExportOptions
 from edge_lstm.outputs import staged_dir, write_into
-from edge_lstm.recipes import Recipe, load_recipe
+from edge_lstm.reports import ExportReport, ProfileReport
 from edge_lstm.spec import Precision
 from edge_lstm.validate import raise_on_failures
 
@@ -44,37 +46,11 @@ if TYPE_CHECKING:
     import onnx
 
     from edge_lstm.streaming import StreamingModel
-    from edge_lstm.targets import Target
 
 #: ``say(message)``; a :class:`edge_lstm.progress.Progress` also draws counts (artifact k of n, window k of N)
 Progress = Callable[[str], None]
 
 __all__ = ["Artifact", "ExportOptions", "ExportResult", "Failure", "export"]
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What the user asked for beyond the recipe."""
-
-    output_dir: Path
-    recipe: Recipe = field(default_factory=load_recipe)
-    streaming: bool = False
-    data: Path | None = None
-    calib: str | None = None  # a CSV/NPY path, or "random"
-    io: str = "float"  # "float" | "int8" for full-integer TFLite
-    input_shapes: tuple[tuple[int, ...], ...] = ()
-    trust_pickle: bool = False
-    force: bool = False
-    profile: bool = False  # measure every artifact (fresh process each) into the report
-    target: str | Target | None = None  # device target (name, TOML path or loaded): estimates, budgets (exit 4)
-    prove_on: str | None = None  # "arm64" (the emulated device) or a --remote spec: validate there too
-    prove_python: str = "python3"  # the Python on a real --prove-on device
-    ssh_config: str | None = None  # ssh config file (-F) for a real --prove-on device
-    bundle: bool = False  # also write <name>.bundle.zip of the artifacts that passed (edge_lstm.bundle)
-    firmware: bool = False  # also write fw/ (edge_lstm.firmware): TFLite Micro C arrays, dependency-free C
-    units: str | None = None  # the forecast target's units, for the report (default: the checkpoint's metadata)
-    html: bool = True  # write report.html (tuning trials exported to a temporary directory skip it)
-    input_dtypes: tuple[str, ...] = ()  # per input ("int64" for ids) where the graph does not say (edge_lstm.id_inputs)
 
 
 @dataclass
@@ -84,7 +60,8 @@ class ExportResult:
     output_dir: Path
     model: LoadedModel
     artifacts: list[Artifact]
-    report: dict[str, Any]
+    report: dict[str, Any]  #: report.json, as written
+    export_report: ExportReport  #: the same report, typed
 
     @property
     def passed(self) -> bool:
@@ -128,17 +105,17 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
         art.notes += [f"FAILED: {line}" for line in art.describe_failure().splitlines()]
     target = _target(options)
     report = _publish(model, proto, options, vdata, artifacts, target, say, proof, reference)
-    result = ExportResult(options.output_dir, model, artifacts, report)
+    result = ExportResult(options.output_dir, model, artifacts, report.to_dict(), report)
     _raise_failures(artifacts, options.output_dir)
     raise_on_failures([v for a in artifacts for v in a.validations])
-    if "profile" in report and target is not None:
+    if report.profile is not None and target is not None:
         from edge_lstm.profile import enforce_budgets
 
-        enforce_budgets(report["profile"])
+        enforce_budgets(report.profile)
     if options.firmware:
         from edge_lstm.firmware import enforce_report
 
-        enforce_report(report["firmware"])
+        enforce_report(report.firmware or {})
     return result
 
 
@@ -162,7 +139,7 @@ def streaming_model(model: LoadedModel, proto: onnx.ModelProto) -> StreamingMode
     if isinstance(model, sources.OnnxModel):
         x = model.inputs.inputs[0]
         pairs = list(zip(model.inputs.names[1:], model.output_names[1:], strict=False)) if model.has_state_io else []
-        return streaming.derive(proto, x.name, 0 if feeds_mod.seq_first(x) else 1, pairs)
+        return streaming.derive(proto, x.name, x.time_axis, pairs)
     return capture.streaming_model(model, proto)
 
 
@@ -220,25 +197,27 @@ def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | No
 
 def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, vdata: feeds_mod.ValidationData,
              artifacts: list[Artifact], target: Any, say: Progress, proof: dict[str, Any] | None,
-             reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+             reference: dict[str, np.ndarray] | None = None) -> ExportReport:
     """Write the built artifacts and the reports (and profile them) into the staged output."""
+    from edge_lstm.cost import model_cost
     from edge_lstm.report import build_report, write_reports
 
     with staged_dir(options.output_dir, options.force) as stage:
         for art in artifacts:
             if art.built:
                 write_into(stage, art.filename, art.data)
-        report = build_report(model, options, vdata, artifacts, proto, reference)
-        report["proved_on"] = proof
+        report = build_report(model, vdata, artifacts, model_cost(proto), recipe=options.recipe.name,
+                              out_dir=options.output_dir, units=options.units, reference=reference)
+        report.proved_on = proof
         if options.firmware:
             from edge_lstm.firmware import export_firmware
 
             fw = export_firmware(stage / "fw", model, proto, [a for a in artifacts if a.built], target,
                                  (vdata, reference or {}), say)
-            report["firmware"] = fw.report
+            report.firmware = fw.report
         if options.profile or target is not None:
             runnable = [a for a in artifacts if a.built and not a.failures]
-            report["profile"] = _profile(stage, options.output_dir, runnable, target, say)
+            report.profile = _profile(stage, options.output_dir, runnable, target, say)
         say("writing report.html" if options.html else "writing reports")
         write_reports(report, stage, options.html)
         if options.bundle and any(a.passed for a in artifacts):
@@ -269,17 +248,17 @@ def _target(options: ExportOptions) -> Any:
     return load_target(options.target)
 
 
-def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any, say: Progress) -> dict[str, Any]:
+def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any, say: Progress) -> ProfileReport:
     """Profile each staged artifact in a fresh process; paths in the result point at the published files.
 
     For a microcontroller target, TFLite artifacts TFLite Micro can run are profiled on it (the arena is
     measured there), and a budget counts only when the artifact also validated on TFLite Micro.
     """
-    from edge_lstm.profile import ProfileOptions, apply_target, profile
+    from edge_lstm.profile import ProfileOptions, apply_target, profile_report
 
     mcu = target is not None and target.kind == "mcu"
     entries: list[dict[str, Any]] = []
-    rep: dict[str, Any] = {}
+    rep: ProfileReport | None = None
     with progress_mod.task(say, "profiling", len(artifacts), "artifact") as count:
         for art in artifacts:
             on_tflm = any(v.runtime == "tflm" and v.passed for v in art.validations)
@@ -289,14 +268,16 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
             # too: its arena measured, its latency that of the host interpreter (the report says so)
             for runtime in ["tflm"] if tflm else ["auto", "tflm"] if on_tflm else ["auto"]:
                 opts = ProfileOptions(runtime=runtime, streaming=art.streaming, runs=100, warmup=10)
-                rep = profile([stage / art.filename], opts, say=say)
-                for entry in rep["artifacts"]:
+                rep = profile_report([stage / art.filename], opts, say=say)
+                for entry in rep.artifacts:
                     entry["path"] = str(out_dir / art.filename)
                     entry["precision"] = art.precision.value
                     _tflm_verdict(entry, art)
-                entries += rep["artifacts"]
-    rep["artifacts"] = entries
-    rep.setdefault("options", {})["streaming"] = None  # per artifact
+                entries += rep.artifacts
+    if rep is None:  # nothing ran: no host was measured
+        rep = ProfileReport(tool_version=__version__, created="", host={}, where="host", options={})
+    rep.artifacts = entries
+    rep.options["streaming"] = None  # per artifact
     if target is not None:
         apply_target(rep, target)
     return rep

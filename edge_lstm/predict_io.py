@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -251,15 +249,10 @@ def output(path: str | None, force: bool) -> Iterator[IO[str]]:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"Cannot write '{path}': the directory '{parent}' does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    from edge_lstm.outputs import atomic_file  # the standard library only, like this module
+
+    with atomic_file(target, "w", encoding="utf-8", newline="") as f:
+        yield f
 
 
 def describe_counts(info: dict[str, Any], forecasts: int) -> str:

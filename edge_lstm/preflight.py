@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm.outputs import atomic_file, write_into
+
 #: seconds one child may take to open and run an artifact on every runtime asked for
 TIMEOUT_S = 300.0
 
@@ -38,10 +40,10 @@ def check(data: bytes, suffix: str, feed: dict[str, np.ndarray], runtimes: list[
     """
     results: dict[str, str | None] = {}
     with tempfile.TemporaryDirectory(prefix="edge-lstm-preflight-") as tmp:
-        model = Path(tmp) / f"artifact{suffix}"
-        model.write_bytes(data)
+        model = write_into(Path(tmp), f"artifact{suffix}", data)
         feed_path = Path(tmp) / "feed.npz"
-        np.savez(feed_path, **{k: np.asarray(v)[None] for k, v in feed.items()})  # type: ignore[arg-type]
+        with atomic_file(feed_path) as f:
+            np.savez(f, **{k: np.asarray(v)[None] for k, v in feed.items()})  # type: ignore[arg-type]
         todo = list(runtimes)
         while todo:
             done = _child(model, feed_path, todo, timeout_s)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from edge_lstm.load import LoadedModel
     from edge_lstm.lower.tflite import LoweredTFLite
-    from edge_lstm.pipeline import ExportOptions
+    from edge_lstm.options import ExportOptions
     from edge_lstm.quantize.calibration import CalibrationSet
     from edge_lstm.streaming import StreamingModel
     from edge_lstm.targets import Target

@@ -30,6 +30,8 @@ import numpy as np
 from edge_lstm import cost as cost_mod
 from edge_lstm import progress
 from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
+from edge_lstm.outputs import atomic_file, write_bytes_atomic
+from edge_lstm.reports import ProfileReport
 
 if TYPE_CHECKING:
     from edge_lstm.progress import Say
@@ -233,7 +235,8 @@ def _profile_artifact(p: Path, options: ProfileOptions, remote: RemoteConfig | N
     specs = input_specs(p, fmt, options.input_shapes, options.trust_pickle)
     with tempfile.TemporaryDirectory(prefix="edge-lstm-profile-") as tmp:
         feed_path, out_path = Path(tmp) / "feed.npz", Path(tmp) / "out.npz"
-        np.savez(feed_path, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
+        with atomic_file(feed_path) as f:
+            np.savez(f, **make_feed(specs, options.samples, options.seed))  # type: ignore[arg-type]
         if remote is None:
             try:
                 raw = run_local(p, feed_path, options, fmt, out_path, on_runs)
@@ -323,6 +326,12 @@ def host_info() -> dict[str, Any]:
 
 def profile(paths: list[str | Path], options: ProfileOptions, target: Target | None = None,
             remote: RemoteConfig | None = None, say: Say | None = None) -> dict[str, Any]:
+    """:func:`profile_report` as JSON (what ``--json`` and ``--output`` hold)."""
+    return profile_report(paths, options, target, remote, say).to_dict()
+
+
+def profile_report(paths: list[str | Path], options: ProfileOptions, target: Target | None = None,
+                   remote: RemoteConfig | None = None, say: Say | None = None) -> ProfileReport:
     """Profile every artifact; with ``target``, add estimates and budget checks (not enforced here).
 
     ``say`` (a :class:`~edge_lstm.progress.Progress`) counts the artifacts (when there are several) and
@@ -346,15 +355,14 @@ def profile(paths: list[str | Path], options: ProfileOptions, target: Target | N
             for p in paths:
                 count.item(f"profiling {Path(p).name}" + (f" on {remote.host}" if remote else ""))
                 artifacts.append(profile_artifact(p, options, remote, say))
-    report: dict[str, Any] = {
-        "schema": SCHEMA_VERSION, "kind": "profile",
-        "tool": {"name": "edge-lstm", "version": __version__},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 - 3.10
-        "host": host_info(), "where": remote.host if remote else "host",
-        "options": asdict(options), "artifacts": artifacts, "target": None, "compare": None,
-        "device": artifacts[0]["device"] if remote else None,  # as the device reported itself
-        "emulated": any(a["emulated"] for a in artifacts),
-    }
+    report = ProfileReport(
+        schema=SCHEMA_VERSION, tool_version=__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 - 3.10
+        host=host_info(), where=remote.host if remote else "host",
+        options=asdict(options), artifacts=artifacts,
+        device=artifacts[0]["device"] if remote else None,  # as the device reported itself
+        emulated=any(a["emulated"] for a in artifacts),
+    )
     if target is not None:
         apply_target(report, target)
     return report
@@ -375,10 +383,16 @@ def _check_torch_options(paths: list[str | Path], remote: RemoteConfig | None) -
 # ---------------------------------------------------------------- targets and budgets
 
 
-def apply_target(report: dict[str, Any], target: Target) -> None:
-    """Add the target, a labelled latency estimate and budget checks to every artifact entry."""
-    report["target"] = target.to_dict()
-    for a in report["artifacts"]:
+def apply_target(report: ProfileReport | dict[str, Any], target: Target) -> None:
+    """Add the target, a labelled latency estimate and budget checks to every artifact entry (of the report, or of
+    its JSON)."""
+    if isinstance(report, ProfileReport):
+        report.target = target.to_dict()
+        entries = report.artifacts
+    else:
+        report["target"] = target.to_dict()
+        entries = report["artifacts"]
+    for a in entries:
         a["estimate"] = latency_estimate(a, target)
         a["budget"] = budget_checks(a, target)
 
@@ -429,8 +443,10 @@ def _check(kind: str, used: int, budget: int, measure: str) -> dict[str, Any]:
             "headroom_bytes": max(-over, 0)}
 
 
-def enforce_budgets(report: dict[str, Any]) -> None:
+def enforce_budgets(report: ProfileReport | dict[str, Any]) -> None:
     """Raise :class:`BudgetExceeded` naming every artifact and budget that is over, and by how much."""
+    if isinstance(report, ProfileReport):
+        report = report.to_dict()
     lines = []
     for a in report["artifacts"]:
         for c in a.get("budget") or []:
@@ -541,8 +557,6 @@ def write_file(path: Path, data: bytes) -> None:
 
     Nothing but ``path`` is left behind; an ``OSError`` becomes a :class:`UsageError` naming the path.
     """
-    from edge_lstm.outputs import write_bytes_atomic
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, data)

@@ -31,8 +31,8 @@ from edge_lstm.remote import RemoteConfig
 from edge_lstm.validate import ArtifactValidation, compare
 
 if TYPE_CHECKING:
+    from edge_lstm.artifact import Artifact
     from edge_lstm.load import LoadedModel
-    from edge_lstm.pipeline import Artifact
     from edge_lstm.recipes import Recipe
 
 Progress = Callable[[str], None]
@@ -102,6 +102,7 @@ def _prove_or_skip(art: Artifact, spec: str, config_for: Callable[[str], RemoteC
 def _prove_one(art: Artifact, config_for: Callable[[str], RemoteConfig], tmp: Path, model: LoadedModel,
                recipe: Recipe, vdata: feeds_mod.ValidationData, reference: dict[str, np.ndarray],
                summary: dict[str, Any], say: Progress) -> None:
+    from edge_lstm.outputs import write_into
     from edge_lstm.remote import run_remote
 
     if not RUNTIMES.get(art.format):
@@ -110,8 +111,7 @@ def _prove_one(art: Artifact, config_for: Callable[[str], RemoteConfig], tmp: Pa
         art.notes.append(note)
         summary["not_proven"].append({"file": art.filename, "why": note})
         return
-    path = tmp / art.filename
-    path.write_bytes(art.data)
+    path = write_into(tmp, art.filename, art.data)
     feed = _write_feed(path, art.format, vdata, tmp / "feed.npz")
     host_outs = _host_outputs(art, vdata)
     done: set[str] = set()
@@ -162,7 +162,10 @@ def _write_feed(path: Path, fmt: str, vdata: feeds_mod.ValidationData, dest: Pat
     missing = [n for n in names if n not in vdata.samples[0]]
     if missing:
         raise RemoteError(f"The validation feed has no input {missing} for '{path.name}'.")
-    np.savez(dest, **{n: np.stack([s[n] for s in vdata.samples]) for n in names})  # type: ignore[arg-type]
+    from edge_lstm.outputs import atomic_file
+
+    with atomic_file(dest) as f:
+        np.savez(f, **{n: np.stack([s[n] for s in vdata.samples]) for n in names})  # type: ignore[arg-type]
     return dest
 
 

@@ -1,7 +1,7 @@
 """Run the device-side runner on a device over the system ``ssh`` and ``scp``.
 
 The artifact, a feed ``.npz`` and a self-contained zipapp (``runner.pyz``: the
-package's ``__init__``, ``errors``, ``spec``, ``runners`` and ``device``
+package's ``__init__``, ``errors``, ``outputs``, ``spec``, ``runners`` and ``device``
 modules, which need only numpy and one runtime) are copied into a directory on
 the device; ``python3 runner.pyz MODEL --inputs feed.npz ...`` runs there and
 its JSON line comes back. The system tools are used so that the user's
@@ -29,8 +29,8 @@ from edge_lstm import schema
 from edge_lstm.errors import EdgeLstmError, MissingRuntimeError, RemoteError, UsageError
 
 #: modules the device-side runner needs, relative to the package directory
-ZIPAPP_MODULES = ("__init__.py", "errors.py", "spec.py", "registry.py", "device.py", "kernels.py", "tflite_read.py",
-                  "tflite_schema.py")
+ZIPAPP_MODULES = ("__init__.py", "errors.py", "outputs.py", "spec.py", "registry.py", "device.py", "kernels.py",
+                  "tflite_read.py", "tflite_schema.py")
 _MAIN = "from edge_lstm.device import main\nraise SystemExit(main())\n"
 _HOST_RE = re.compile(r"^(?:ssh://)?(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(?::\d+)?$")
 #: characters allowed in --remote-dir: scp's legacy protocol hands the path to the remote shell unquoted

@@ -3,13 +3,15 @@
 A verdict per artifact (passed, failed and why, over budget), the gate each
 validation applied in words, the rows of artifact × runtime with the measured
 latency beside size and task-metric drop, and the recommended artifact with the
-rule that picked it. Plain dicts in, plain dicts out: no numpy, no plotting, so
-the device-side ``profile`` page can use it too.
+rule that picked it. The typed reports (:mod:`edge_lstm.reports`, or ``report.json`` as read back) in,
+plain dicts out: no numpy, no plotting, so the device-side ``profile`` page can use it too.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from edge_lstm.reports import ArtifactEntry, ExportReport, Json, ProfileReport
 
 #: a latency within this share of the fastest counts as a tie (broken by the smaller file)
 LATENCY_TIE = 0.05
@@ -39,10 +41,15 @@ def elements_text(o: dict[str, Any], tol: dict[str, Any]) -> str:
     return text if tol.get("elementwise") else f"{text} (informative: the gate is aggregate)"
 
 
-def _budget_problems(profile: dict[str, Any] | None, file: str) -> tuple[list[str], list[str]]:
+def _entries(profile: ProfileReport | Json | None) -> list[Json]:
+    """The profile's entries (one per artifact × runtime); none without a profile."""
+    return ProfileReport.of(profile).artifacts if profile else []
+
+
+def _budget_problems(profile: ProfileReport | Json | None, file: str) -> tuple[list[str], list[str]]:
     """(over, unverified) budget lines of one artifact from the profile's budget checks."""
     over, unsure = [], []
-    for entry in (profile or {}).get("artifacts", []):
+    for entry in _entries(profile):
         if entry.get("artifact") != file:
             continue
         for c in entry.get("budget") or []:
@@ -55,40 +62,42 @@ def _budget_problems(profile: dict[str, Any] | None, file: str) -> tuple[list[st
     return over, unsure
 
 
-def verdict(a: dict[str, Any], profile: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``{"status": passed | failed | over budget, "why": [...]}`` for one artifact entry of ``report.json``."""
+def verdict(artifact: ArtifactEntry | Json, profile: ProfileReport | Json | None = None) -> dict[str, Any]:
+    """``{"status": passed | failed | over budget, "why": [...]}`` for one artifact of the report."""
+    a = ArtifactEntry.of(artifact)
     why: list[str] = [f"{f['stage']} failed" + (f" on {f['runtime']}" if f.get("runtime") else "") + f": "
-                      f"{' '.join(f['reason'].split())[:300]}" for f in a.get("failures") or []]
-    for v in a.get("validation") or []:
-        if v["passed"]:
+                      f"{' '.join(f['reason'].split())[:300]}" for f in a.failures]
+    for v in a.validation:
+        if v.passed:
             continue
-        reasons = [f"{o['name']}: {'; '.join(o['reasons'])}" for o in v["outputs"] if o.get("reasons")]
-        t, gate = v.get("task"), v["tolerance"].get("max_task_drop")
+        reasons = [f"{o['name']}: {'; '.join(o['reasons'])}" for o in v.outputs if o.get("reasons")]
+        t, gate = v.task, v.tolerance.get("max_task_drop")
         if t and gate is not None and t["drop"] > gate:
             reasons.append(f"task {t['metric']} dropped {t['drop']:.2%} > {gate:.0%}")
-        why.append(f"{v['runtime']}: " + ("; ".join(reasons) or "failed"))
-    over, unsure = _budget_problems(profile, a["file"])
+        why.append(f"{v.runtime}: " + ("; ".join(reasons) or "failed"))
+    over, unsure = _budget_problems(profile, a.file)
     status = "failed" if why else ("over budget" if over else "passed")
     return {"status": status, "why": why + over, "unverified": unsure}
 
 
-def runtime_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+def runtime_rows(report: ExportReport | Json) -> list[dict[str, Any]]:
     """One row per artifact × runtime: validation, task metric drop, size, and the measured latency if any."""
-    prof = {(p["artifact"], p["runtime"]): p for p in (report.get("profile") or {}).get("artifacts", [])}
+    r = ExportReport.of(report)
+    prof = {(p["artifact"], p["runtime"]): p for p in _entries(r.profile)}
     by_file: dict[str, list[dict[str, Any]]] = {}
-    for key, p in prof.items():
-        by_file.setdefault(key[0], []).append(p)
+    for key, entry in prof.items():
+        by_file.setdefault(key[0], []).append(entry)
     rows = []
-    for a in report["artifacts"]:
-        runtimes = {v["runtime"]: v for v in a.get("validation") or []}
-        names = list(runtimes) + [p["runtime"] for p in by_file.get(a["file"], []) if p["runtime"] not in runtimes]
+    for a in r.artifacts:
+        runtimes = {v.runtime: v for v in a.validation}
+        names = list(runtimes) + [p["runtime"] for p in by_file.get(a.file, []) if p["runtime"] not in runtimes]
         for rt in names or ["–"]:
-            v, p = runtimes.get(rt), prof.get((a["file"], rt))
-            task = (v or {}).get("task")
+            v, p = runtimes.get(rt), prof.get((a.file, rt))
+            task = v.task if v else None
             rows.append({
-                "file": a["file"], "format": a["format"], "precision": a["precision"], "lowering": a["lowering"],
-                "streaming": a["streaming"], "runtime": rt, "size_bytes": a["size_bytes"],
-                "validated": v is not None, "passed": bool(a["passed"]) and (v is None or v["passed"]),
+                "file": a.file, "format": a.format, "precision": a.precision, "lowering": a.lowering,
+                "streaming": a.streaming, "runtime": rt, "size_bytes": a.size_bytes,
+                "validated": v is not None, "passed": a.passed and (v is None or v.passed),
                 "task_drop": task["drop"] if task else None, "task": task,
                 "p50_s": (p or {}).get("latency_s", {}).get("p50"), "p99_s": (p or {}).get("latency_s", {}).get("p99"),
                 "per_sample_s": (p or {}).get("per_sample_s"),
@@ -98,17 +107,18 @@ def runtime_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def recommend(report: dict[str, Any]) -> dict[str, Any]:
+def recommend(report: ExportReport | Json) -> dict[str, Any]:
     """The artifact to ship for the target (or this host), the rule that picked it, and the candidates it saw."""
-    prof = report.get("profile") or {}
-    target = prof.get("target")
+    rep = ExportReport.of(report)
+    prof = rep.profile
+    target = prof.target if prof else None
     where = f"{target['display_name']} ({target['name']})" if target else "this host (no --target given)"
-    rows = [r for r in runtime_rows(report) if r["passed"] and not r["streaming"]]
+    rows = [row for row in runtime_rows(rep) if row["passed"] and not row["streaming"]]
     if target:
         ok = set(target.get("runtimes") or [])
-        over = {a["file"] for a in report["artifacts"] if verdict(a, prof)["status"] == "over budget"}
-        rows = [r for r in rows if r["file"] not in over and (not ok or r["runtime"] in ok or
-                                                                 (r["runtime"] == "litert" and "tflite-runtime" in ok))]
+        over = {a.file for a in rep.artifacts if verdict(a, prof)["status"] == "over budget"}
+        rows = [row for row in rows if row["file"] not in over and (
+            not ok or row["runtime"] in ok or (row["runtime"] == "litert" and "tflite-runtime" in ok))]
     if target and target.get("kind") == "mcu":
         rows = [r for r in rows if r["runtime"] == "tflm"]
     else:  # TFLite Micro's host interpreter times reference kernels on this CPU: no basis for a CPU choice
@@ -136,10 +146,10 @@ def recommend(report: dict[str, Any]) -> dict[str, Any]:
             "candidates": len(rows)}
 
 
-def budget_rows(profile: dict[str, Any] | None) -> list[dict[str, str]]:
+def budget_rows(profile: ProfileReport | Json | None) -> list[dict[str, str]]:
     """Each budget check of each profiled artifact with how its figure was obtained, spelled out."""
     out = []
-    for entry in (profile or {}).get("artifacts", []):
+    for entry in _entries(profile):
         est = entry.get("estimate")
         if est:
             out.append({"artifact": entry["artifact"], "runtime": entry["runtime"], "budget": "latency",

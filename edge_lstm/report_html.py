@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm.reports import TOOL, ExportReport, Json, ProfileReport
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3}.est{color:#8a5a00}.over{color:#b00;font-weight:bold}figure{display:inline-block;margin:1em}
@@ -66,14 +68,13 @@ def latency_svg(samples_s: list[float], width: int = 360, height: int = 140, bin
             f'role="img" aria-label="latency histogram">{bars}{marks}{axis}</svg>')
 
 
-def _errors(export_report: dict[str, Any] | None) -> dict[str, str]:
+def _errors(export_report: ExportReport | None) -> dict[str, str]:
     """Worst max-abs error per artifact file name from an export report."""
     out: dict[str, str] = {}
-    for a in (export_report or {}).get("artifacts", []):
-        worst = [o.get("max_abs") for v in a.get("validation") or [] for o in v.get("outputs", [])]
-        worst = [w for w in worst if w is not None]
+    for a in export_report.artifacts if export_report else []:
+        worst = [float(o["max_abs"]) for v in a.validation for o in v.outputs if o.get("max_abs") is not None]
         if worst:
-            out[Path(str(a.get("file", ""))).name] = f"{max(worst):.3g}"
+            out[Path(a.file).name] = f"{max(worst):.3g}"
     return out
 
 
@@ -94,7 +95,7 @@ def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
-def _log_latencies(report: dict[str, Any]) -> str | None:
+def _log_latencies(report: ProfileReport) -> str | None:
     """Every artifact's timed runs on one log axis (matplotlib, where it is installed: the host install has it; a
     device with only numpy and a runtime gets the plain histograms above)."""
     try:
@@ -105,30 +106,31 @@ def _log_latencies(report: dict[str, Any]) -> str | None:
 
     rows = [{"file": a["artifact"], "runtime": a["runtime"], "latencies_s": a["latencies_s"],
              "p50_s": a["latency_s"].get("p50"), "p99_s": a["latency_s"].get("p99"),
-             "streaming": a.get("per_sample_s") is not None} for a in report["artifacts"] if a.get("latencies_s")]
+             "streaming": a.get("per_sample_s") is not None} for a in report.artifacts if a.get("latencies_s")]
     if not rows:
         return None
     return (f"<figure>{latency_plot(rows)}<figcaption>Every timed call per artifact "
-            f"({', '.join(sorted({str(a['threads']) for a in report['artifacts']}))} thread(s)); box p25-p75, "
+            f"({', '.join(sorted({str(a['threads']) for a in report.artifacts}))} thread(s)); box p25-p75, "
             "whiskers p1-p99, red line p50.</figcaption></figure>")
 
 
-def render(report: dict[str, Any], export_report: dict[str, Any] | None = None) -> str:
+def render(report: ProfileReport | Json, export_report: ExportReport | Json | None = None) -> str:
     """The HTML document for a profile report (and, optionally, the export report's errors)."""
-    errors = _errors(export_report)
-    target = report.get("target")
+    report = ProfileReport.of(report)
+    errors = _errors(ExportReport.of(export_report) if export_report is not None else None)
+    target = report.target
     head = ["artifact", "runtime", "where", "file B", "weights B", "graph B", "max abs err", "p50 µs", "p99 µs",
             "per sample µs", "peak RSS KiB", "arena KiB", "estimate µs" + (f" ({target['name']})" if target else ""),
             "budget"]
-    rows = "".join(_row(a, errors) for a in report["artifacts"])
+    rows = "".join(_row(a, errors) for a in report.artifacts)
     figures = _log_latencies(report) or "".join(
         f"<figure>{latency_svg(a['latencies_s'])}<figcaption>{_esc(a['artifact'])} · {_esc(a['runtime'])} · "
         f"{a['latency_s'].get('runs', 0)} runs, {a['threads']} thread(s)</figcaption></figure>"
-        for a in report["artifacts"]
+        for a in report.artifacts
     )
-    method = report["artifacts"][0]["memory"]["method"] if report["artifacts"] else ""
-    notes = [f"Latencies measured on {_esc(report['where'])}; memory: {_esc(method)}."]
-    if report.get("emulated"):
+    method = report.artifacts[0]["memory"]["method"] if report.artifacts else ""
+    notes = [f"Latencies measured on {_esc(report.where)}; memory: {_esc(method)}."]
+    if report.emulated:
         notes.append("<strong>EMULATED</strong>: timings and memory come from qemu-user on this host, not from a "
                      "device; they are no device latency and are not used for budgets.")
     if target:
@@ -137,15 +139,16 @@ def render(report: dict[str, Any], export_report: dict[str, Any] | None = None) 
     return (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>edge-lstm profile</title>"
         f"<style>{_CSS}</style></head><body><h1>edge-lstm profile</h1>"
-        f"<p>{_esc(report['tool']['name'])} {_esc(report['tool']['version'])}, {_esc(report['created'])}; "
-        f"host {_esc(report['host']['machine'])}, {report['host']['cpu_count']} CPUs.</p>"
+        f"<p>{_esc(TOOL)} {_esc(report.tool_version)}, {_esc(report.created)}; "
+        f"host {_esc(report.host['machine'])}, {report.host['cpu_count']} CPUs.</p>"
         "<h2>Size, error and latency</h2><table><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"
         f"{rows}</table>" + "".join(f"<p>{n}</p>" for n in notes)
         + f"<h2>Latency distribution</h2>{figures}</body></html>\n"
     )
 
 
-def write_html(report: dict[str, Any], path: str | Path, export_report: dict[str, Any] | None = None) -> Path:
+def write_html(report: ProfileReport | Json, path: str | Path,
+               export_report: ExportReport | Json | None = None) -> Path:
     """Write ``report.html`` atomically (temp file, then rename); :class:`UsageError` when it cannot be written."""
     from edge_lstm.profile import write_file
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_lstm import report_facts as facts
+from edge_lstm.reports import ExportReport, Json
 from edge_lstm.train_report import esc
 
 CSS = """*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:0 auto;padding:1.2em 1.6em;color:#222;
@@ -51,20 +52,20 @@ def _status(status: str) -> str:
     return f'<span class="{css}">{esc(status)}</span>'
 
 
-def _verdicts(report: dict[str, Any]) -> str:
-    prof = report.get("profile")
+def _verdicts(report: ExportReport) -> str:
+    prof = report.profile
     rows = []
-    for a in report["artifacts"]:
+    for a in report.artifacts:
         v = facts.verdict(a, prof)
         why = "".join(f"<li>{esc(w)}</li>" for w in v["why"] + v["unverified"])
-        runtimes = ", ".join(f"{esc(x['runtime'])} {'✓' if x['passed'] else '✗'}" for x in a["validation"]) or "–"
-        notes = "".join(f"<li>{esc(n)}</li>" for n in a["notes"]  # failures and the lowering have their columns
+        runtimes = ", ".join(f"{esc(x.runtime)} {'✓' if x.passed else '✗'}" for x in a.validation) or "–"
+        notes = "".join(f"<li>{esc(n)}</li>" for n in a.notes  # failures and the lowering have their columns
                         if not n.startswith(("FAILED: ", "lowering: ")))
-        lowering = esc(a["lowering"] or "–") + (f"<br><small>{esc(a['lowering_reason'])}</small>"
-                                                 if a.get("lowering_reason") else "")
-        rows.append([f"<code>{esc(a['file'])}</code>", _status(v["status"]) + (f"<ul>{why}</ul>" if why else ""),
-                     esc(a["precision"]), esc(a["format"]) + (" (streaming)" if a["streaming"] else ""), lowering,
-                     f"{a['size_bytes']:,}", runtimes, f"<ul>{notes}</ul>" if notes else "–"])
+        lowering = esc(a.lowering or "–") + (f"<br><small>{esc(a.lowering_reason)}</small>"
+                                              if a.lowering_reason else "")
+        rows.append([f"<code>{esc(a.file)}</code>", _status(v["status"]) + (f"<ul>{why}</ul>" if why else ""),
+                     esc(a.precision), esc(a.format) + (" (streaming)" if a.streaming else ""), lowering,
+                     f"{a.size_bytes:,}", runtimes, f"<ul>{notes}</ul>" if notes else "–"])
     return _table(["artifact", "verdict", "precision", "format", "lowering", "size (B)", "validated on", "notes"],
                   rows, {5})
 
@@ -78,18 +79,18 @@ def _recommendation(rec: dict[str, Any]) -> str:
             f'({rec["candidates"]} candidate row(s)).</small></div>')
 
 
-def _runtime_table(report: dict[str, Any], rows: list[dict[str, Any]], units: str) -> str:
-    tols = {(a["file"], v["runtime"]): v for a in report["artifacts"] for v in a["validation"]}
+def _runtime_table(report: ExportReport, rows: list[dict[str, Any]], units: str) -> str:
+    tols = {(a.file, v.runtime): v for a in report.artifacts for v in a.validation}
     out = []
     for r in rows:
         v = tols.get((r["file"], r["runtime"]))
-        worst = max((o["max_abs"] for o in (v or {}).get("outputs", [])), default=None)
+        worst = max((o["max_abs"] for o in (v.outputs if v else [])), default=None)
         t = r["task"]
         task = (f"{t['metric']} {t['reference']:.4g} → {t['artifact']:.4g} {esc(units) if t['metric'] == 'mae' else ''}"
                 if t else "–")
         out.append([f"<code>{esc(r['file'])}</code>", esc(r["runtime"]),
-                    ("pass" if v["passed"] else '<span class="failed">FAIL</span>') if v else "not validated",
-                    esc(facts.gate_text(v["tolerance"])) if v else "–", "–" if worst is None else f"{worst:.3g}",
+                    ("pass" if v.passed else '<span class="failed">FAIL</span>') if v else "not validated",
+                    esc(facts.gate_text(v.tolerance)) if v else "–", "–" if worst is None else f"{worst:.3g}",
                     task, "–" if r["task_drop"] is None else f"{r['task_drop']:+.2%}",
                     _us(r["p50_s"]) if r["p50_s"] is not None else "not measured", _us(r["p99_s"]),
                     f'<span class="est">{_us(r["estimate_s"])} (estimate)</span>' if r["estimate_s"] else "–"])
@@ -97,31 +98,31 @@ def _runtime_table(report: dict[str, Any], rows: list[dict[str, Any]], units: st
                    "drop", "p50 µs", "p99 µs", "target µs"], out, {4, 6, 7, 8})
 
 
-def _model(report: dict[str, Any]) -> str:
-    m = report["model"]
+def _model(report: ExportReport) -> str:
+    m, cost = report.model, report.cost
     facts_rows = [["name", esc(m["name"])], ["format", esc(m["format"]) + (f" ({esc(m['arch'])})" if m.get("arch")
                                                                          else "")],
                   ["parameters", f"{m['parameters']:,}"],
-                  ["MACs per inference", f"{m.get('macs_per_inference', 0):,} (computed from the graph)"],
-                  ["MACs per time step", f"{m.get('macs_per_step', 0):,} (what a streaming step costs)"],
-                  ["float32 weight bytes", f"{m.get('weight_bytes_fp32', 0):,}"],
+                  ["MACs per inference", f"{cost.macs_per_inference if cost else 0:,} (computed from the graph)"],
+                  ["MACs per time step", f"{cost.macs_per_step if cost else 0:,} (what a streaming step costs)"],
+                  ["float32 weight bytes", f"{cost.weight_bytes_fp32 if cost else 0:,}"],
                   ["inputs", esc(", ".join(f"{t['name']} [{'x'.join(map(str, t['shape']))}]" for t in m["inputs"]))],
                   ["outputs", esc(", ".join(f"{t['name']} [{'x'.join(map(str, t['shape']))}]" for t in m["outputs"]))],
                   ["layers (PyTorch)", "<br>".join(esc(line) for line in m["layers"]) or "–"]]
     body = _table(["model", "value"], facts_rows)
-    layers = m.get("layer_costs") or []
+    layers = cost.layer_costs if cost else ()
     if layers:
         body += "<h3>Per layer (from the captured ONNX graph)</h3>" + _table(
             ["node", "op", "parameters", "MACs per inference", "recurrent"],
-            [[esc(c["name"]), esc(c["op"]), f"{c['params']:,}", f"{c['macs']:,}", "yes" if c["recurrent"] else ""]
+            [[esc(c.name), esc(c.op), f"{c.params:,}", f"{c.macs:,}", "yes" if c.recurrent else ""]
              for c in layers], {2, 3})
     return body
 
 
-def _accuracy(report: dict[str, Any]) -> str:
+def _accuracy(report: ExportReport) -> str:
     from edge_lstm import report_plots as plots
 
-    acc = report.get("accuracy")
+    acc = report.accuracy
     parts = []
     if acc:
         u = esc(acc["units"]) + ("" if acc["units_given"] else " <small>(pass --units to name them)</small>")
@@ -142,8 +143,8 @@ def _accuracy(report: dict[str, Any]) -> str:
     else:
         parts.append("<p>No forecast against actual values: the validation data has no next values (random data, "
                      "windows, or a classifier). Pass <code>--data series.csv</code> with real held-out rows.</p>")
-    steps = [{"file": a["file"], "runtime": v["runtime"], "output": o["name"], "by_timestep": o["by_timestep"]}
-             for a in report["artifacts"] for v in a["validation"] for o in v["outputs"] if o.get("by_timestep")]
+    steps = [{"file": a.file, "runtime": v.runtime, "output": o["name"], "by_timestep": o["by_timestep"]}
+             for a in report.artifacts for v in a.validation for o in v.outputs if o.get("by_timestep")]
     if steps:
         parts.append(f"<figure>{plots.timestep_plot(steps)}<figcaption>Error by time step of the all-steps outputs: "
                      "the largest |artifact − float| over the validation windows at each step.</figcaption></figure>")
@@ -161,23 +162,23 @@ def _tradeoff(rows: list[dict[str, Any]], rec: dict[str, Any]) -> str:
             f"({esc(rec['rule'])}).</figcaption></figure>")
 
 
-def _latency(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
+def _latency(rows: list[dict[str, Any]], report: ExportReport) -> str:
     from edge_lstm import report_plots as plots
 
-    if not any(r["latencies_s"] for r in rows):
+    prof = report.profile
+    if prof is None or not any(r["latencies_s"] for r in rows):
         return "<p>Latency not measured: export with <code>--profile</code> (or <code>--target</code>).</p>"
-    prof = report["profile"]
-    runs = next((p["latency_s"].get("runs") for p in prof["artifacts"]), "?")
+    runs = next((p["latency_s"].get("runs") for p in prof.artifacts), "?")
     return (f"<figure>{plots.latency_plot(rows)}<figcaption>Every timed call ({runs} per artifact after warm-up, one "
-            f"process each, on {esc(prof.get('where', 'host'))}); box p25-p75, whiskers p1-p99, red line p50."
+            f"process each, on {esc(prof.where)}); box p25-p75, whiskers p1-p99, red line p50."
             + (" TFLite Micro rows time its host interpreter (reference kernels on this CPU), not a microcontroller."
                if any(r["runtime"] == "tflm" and r["latencies_s"] for r in rows) else "")
             + "</figcaption></figure>")
 
 
-def _budgets(report: dict[str, Any]) -> str:
-    prof = report.get("profile") or {}
-    target = prof.get("target")
+def _budgets(report: ExportReport) -> str:
+    prof = report.profile
+    target = prof.target if prof else None
     if not target:
         return "<p>No <code>--target</code> given: no device budgets were checked.</p>"
     rows = [[f"<code>{esc(b['artifact'])}</code>", esc(b["runtime"]), esc(b["budget"]), esc(b["figure"]),
@@ -189,21 +190,22 @@ def _budgets(report: dict[str, Any]) -> str:
             "</p>" + _table(["artifact", "runtime", "budget", "figure", "basis", "status", "note"], rows))
 
 
-def render_export(report: dict[str, Any]) -> str:
+def render_export(report: ExportReport | Json) -> str:
     """The HTML document for an export report (``report.json`` of ``edge-lstm export``)."""
+    report = ExportReport.of(report)
     rows = facts.runtime_rows(report)
     rec = facts.recommend(report)
-    units = (report.get("accuracy") or {}).get("units", "")
-    m, vd = report["model"], report["validation_data"]
-    verdict = "all artifacts passed" if report["passed"] else "some artifacts FAILED (see below)"
+    units = (report.accuracy or {}).get("units", "")
+    vd = report.validation_data
+    verdict = "all artifacts passed" if report.passed else "some artifacts FAILED (see below)"
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>edge-lstm export report: {esc(m['name'])}</title><style>{CSS}</style></head><body>"
-        f"<h1>edge-lstm export report: {esc(m['name'])}</h1>"
-        f"<p>edge-lstm {esc(report['tool']['version'])}, {esc(report['created'])}; validated on "
-        f"<code>{esc(vd['source'])}</code> ({vd['samples']} windows of {vd['steps']} steps); recipe "
-        f"{esc(report['recipe'])}. <b class=\"{'passed' if report['passed'] else 'failed'}\">{verdict}</b>.</p>"
+        f"<title>edge-lstm export report: {esc(report.name)}</title><style>{CSS}</style></head><body>"
+        f"<h1>edge-lstm export report: {esc(report.name)}</h1>"
+        f"<p>edge-lstm {esc(report.tool_version)}, {esc(report.created)}; validated on "
+        f"<code>{esc(vd.source)}</code> ({vd.samples} windows of {vd.steps} steps); recipe "
+        f"{esc(report.recipe)}. <b class=\"{'passed' if report.passed else 'failed'}\">{verdict}</b>.</p>"
         + _recommendation(rec)
         + "<h2 id=\"verdicts\">Verdict per artifact</h2>" + _verdicts(report)
         + "<h2 id=\"runtimes\">Per runtime</h2>" + _runtime_table(report, rows, units)
@@ -216,17 +218,20 @@ def render_export(report: dict[str, Any]) -> str:
     )
 
 
-def expected_plots(report: dict[str, Any]) -> list[str]:
+def expected_plots(report: ExportReport | Json) -> list[str]:
     """The ``data-plot`` names the page for ``report`` holds (what the browser test checks)."""
-    names = ["forecast"] if report.get("accuracy") else []
-    if any(o.get("by_timestep") for a in report["artifacts"] for v in a["validation"] for o in v["outputs"]):
+    report = ExportReport.of(report)
+    names = ["forecast"] if report.accuracy else []
+    if any(o.get("by_timestep") for a in report.artifacts for v in a.validation for o in v.outputs):
         names.append("timestep")
     names.append("tradeoff")
-    if any(p.get("latencies_s") for p in (report.get("profile") or {}).get("artifacts", [])):
+    if any(p.get("latencies_s") for p in (report.profile.artifacts if report.profile else [])):
         names.append("latency")
     return names
 
 
-def write_export_html(report: dict[str, Any], path: Path) -> None:
+def write_export_html(report: ExportReport | Json, path: Path) -> None:
     """Write the page for ``report`` at ``path`` (inside a staged output directory)."""
-    path.write_text(render_export(report), encoding="utf-8")
+    from edge_lstm.outputs import write_into
+
+    write_into(path.parent, path.name, render_export(report).encode("utf-8"))

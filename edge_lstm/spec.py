@@ -36,6 +36,71 @@ class TensorSpec:
         """A copy with another shape."""
         return replace(self, shape=shape)
 
+    # -- layout: where the batch and time axes are, how many features a step has --------------------------------
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        """The dynamic axes and their names (``{0: "batch"}`` for ``("batch", 96, 1)``)."""
+        return {a: d for a, d in enumerate(self.shape) if isinstance(d, str)}
+
+    @property
+    def is_dynamic(self) -> bool:
+        """True when some axis is dynamic."""
+        return any(isinstance(d, str) for d in self.shape)
+
+    @property
+    def is_ids(self) -> bool:
+        """True for an integer id input (an embedding's indices: ``(batch, time)`` token or label ids)."""
+        return not self.dtype.startswith("float")
+
+    @property
+    def batch_axis(self) -> int | None:
+        """The batch axis: the first dynamic axis; with static shapes (a TFLite file's), the first axis of
+        size 1 (axis 1 of a ``(time, 1, features)`` input); None when there is neither."""
+        marked = next((a for a, d in enumerate(self.shape) if isinstance(d, str)), None)
+        return marked if marked is not None else next((a for a, d in enumerate(self.shape) if d == 1), None)
+
+    @property
+    def seq_first(self) -> bool:
+        """True for a ``(time, batch, features)`` input: rank 3 with the batch axis in the middle."""
+        return len(self.shape) == 3 and self.batch_axis == 1
+
+    @property
+    def time_axis(self) -> int:
+        """The time axis of a sequence input: 0 when :attr:`seq_first`, else 1."""
+        return 0 if self.seq_first else 1
+
+    @property
+    def steps(self) -> int:
+        """Time steps per window: the time axis's length (1 for an input that is not a sequence)."""
+        shape = self.concrete(1)
+        if (self.is_ids and len(shape) == 2) or len(shape) == 3:
+            return int(shape[self.time_axis])
+        return 1
+
+    @property
+    def features(self) -> int:
+        """Values per time step: the last axis of a sequence (1 for ids, one per step), else every element."""
+        shape = self.concrete(1)
+        if self.is_ids and len(shape) == 2:
+            return 1
+        if len(shape) == 3:
+            return int(shape[2])
+        total = 1
+        for d in shape:
+            total *= d
+        return total
+
+    @property
+    def window_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: :meth:`concrete` without the batch axis."""
+        batch = self.batch_axis
+        return tuple(d for a, d in enumerate(self.concrete(1)) if a != batch)
+
+    def with_batch_axis(self, axis: int, name: str = "batch") -> TensorSpec:
+        """A copy whose axis ``axis`` is the dynamic axis ``name``."""
+        return self.with_shape(tuple(name if a == axis else d for a, d in enumerate(self.shape)))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}

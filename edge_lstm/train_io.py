@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,31 +109,8 @@ def write_outputs(result: TrainResult, checkpoint: str | Path, force: bool = Fal
     ckpt = checkpoint_bytes(result, name)
     files = {"checkpoint": ckpt, "log": log_json(result, ckpt, checkpoint.name),
              "report": render_training(result.log, checkpoint.name).encode()}
-    publish_files(files, paths, force)
+    from edge_lstm.outputs import write_files_atomic
+
+    # each beside its destination, then every rename; files this run created are removed again when one fails
+    write_files_atomic({paths[key]: data for key, data in files.items()}, force=force)
     return paths
-
-
-def publish_files(files: dict[str, bytes], paths: dict[str, Path], force: bool) -> None:
-    """Stage every file beside its destination, then rename them all into place (undone if one fails)."""
-    parent = next(iter(paths.values())).resolve().parent
-    try:
-        stage = Path(tempfile.mkdtemp(prefix=".edge-lstm.", suffix=".partial", dir=parent))
-    except OSError as e:
-        raise UsageError(f"Cannot write in '{parent}': {e.strerror}.") from e
-    placed: list[Path] = []
-    try:
-        for key, data in files.items():
-            (stage / key).write_bytes(data)
-        for key in files:
-            if paths[key].exists() and not force:
-                raise OutputExistsError(f"Output '{paths[key]}' appeared while training.", "Pass --force.")
-            existed = paths[key].exists()
-            os.replace(stage / key, paths[key])
-            if not existed:
-                placed.append(paths[key])
-    except BaseException:
-        for p in placed:
-            p.unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)

@@ -235,8 +235,10 @@ def objective(trial: optuna.Trial, ctx: Context) -> tuple[float, float, float]:
         raise TrialFailed(e.message) from e
     tdir = ctx.workdir / "trials" / f"{trial.number:04d}"
     tdir.mkdir(parents=True, exist_ok=True)
+    from edge_lstm.outputs import write_bytes_atomic
+
     ckpt = train_io.checkpoint_bytes(result, "model")  # the name the chosen one is saved under: same bytes
-    (tdir / "model.pt").write_bytes(ckpt)
+    write_bytes_atomic(tdir / "model.pt", ckpt)
     err = _val_error(result)
     trial.set_user_attr("train", {"val_error": err, "best_epoch": result.log["best_epoch"],
                                   "epochs_run": len(result.log["epochs"]), "test": _test_brief(result.test),
@@ -288,7 +290,8 @@ def measure(tdir: Path, ctx: Context) -> dict[str, Any]:
     target = budgeted_target(ctx.target, ctx.cfg.budget)
     # the target goes into the export, so a microcontroller's trial is profiled on TFLite Micro (its arena is
     # the RAM figure) and its budgets are checked as `export --target` checks them
-    opts = ExportOptions(tdir / "export", recipe, data=val, calib=str(calib) if precision == "int8" else None,
+    opts = ExportOptions(output_dir=tdir / "export", recipe=recipe, data=val,
+                         calib=str(calib) if precision == "int8" else None,
                          profile=True, force=True, target=target, html=False)
     try:
         report = export(tdir / "model.pt", opts).report

@@ -37,7 +37,7 @@ def study_name(cfg: TuneConfig, table: dataset.Table) -> str:
 
 def run(cfg: TuneConfig, output: Path, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Tune as ``cfg`` says and write the outputs into ``output``; return the summary (``report.json``)."""
-    from edge_lstm.outputs import staged_dir
+    from edge_lstm.outputs import staged_dir, write_into
 
     cfg.check()
     export_choice(cfg, resolve_target(cfg.target))  # an unknown target, format or precision stops here
@@ -54,8 +54,8 @@ def run(cfg: TuneConfig, output: Path, force: bool = False, quiet: bool = False)
         chosen = pick(summary, cfg.pick)
         summary["chosen"] = reproduce(cfg, table, chosen, stage, quiet)
         summary["storage"] = "study.db in this directory" if cfg.storage is None else tune_workers._redact(url)
-        (stage / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        (stage / "report.html").write_text(tune_report.render(summary))
+        write_into(stage, "report.json", (json.dumps(summary, indent=2, default=str) + "\n").encode())
+        write_into(stage, "report.html", tune_report.render(summary).encode())
     return summary
 
 
@@ -125,7 +125,8 @@ def reproduce(cfg: TuneConfig, table: dataset.Table, row: dict[str, Any], stage:
     recipe = load_recipe("default").with_overrides(formats=[fmt], precisions=[precision],
                                                    lowering=target.preferred_lowering)
     val, calib = stage / "data" / "val.csv", stage / "data" / "train.csv"
-    export(paths["checkpoint"], ExportOptions(stage / "export", recipe, data=val if val.exists() else None,
+    export(paths["checkpoint"], ExportOptions(output_dir=stage / "export", recipe=recipe,
+                                              data=val if val.exists() else None,
                                               calib=str(calib) if precision == "int8" else None, profile=True,
                                               target=budgeted_target(target, cfg.budget)))
     return {**row, "checkpoint": "model.pt", "checkpoint_sha256_now": sha,

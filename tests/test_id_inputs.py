@@ -95,7 +95,8 @@ def test_input_dtype_says_it_where_the_graph_cannot(tmp_path: Path) -> None:
     assert (model.inputs.inputs[0].dtype, model.inputs.inputs[0].vocab) == ("int64", None)
     assert int(np.max(feeds.validation_feeds(model, load_recipe(), None).samples[0]["x"])) < DEFAULT_IDS
     recipe = replace(load_recipe().with_overrides(formats=["onnx"]), random_samples=4)
-    result = export(path, ExportOptions(tmp_path / "out", recipe, input_shapes=((1, 10),), trust_pickle=True,
+    result = export(path, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, input_shapes=((1, 10),),
+                                        trust_pickle=True,
                                         input_dtypes=("int64",)))
     assert result.passed
     with pytest.raises(UsageError, match="2 --input-dtype given"):
@@ -105,7 +106,7 @@ def test_input_dtype_says_it_where_the_graph_cannot(tmp_path: Path) -> None:
 def test_an_onnx_file_with_an_embedding_gets_its_vocabulary(tmp_path: Path) -> None:
     path, shapes = zoo.save("text", "torchscript", tmp_path)
     recipe = replace(load_recipe().with_overrides(formats=["onnx"]), random_samples=4)
-    export(path, ExportOptions(tmp_path / "out", recipe, input_shapes=tuple(shapes)))
+    export(path, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, input_shapes=tuple(shapes)))
     onnx_model = load_onnx(tmp_path / "out" / "text.fp32.onnx")
     assert (onnx_model.inputs.inputs[0].dtype, onnx_model.inputs.inputs[0].vocab) == ("int64", 200)
     with pytest.raises(UsageError, match="declares as int64"):

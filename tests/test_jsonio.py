@@ -33,3 +33,15 @@ def test_json_failures_are_one_error_object(args: list[str], code: int, kind: st
     err = json.loads(out)["error"]
     assert rc == code and err["code"] == code and err["kind"] == kind and err["message"]
     assert set(err) == {"code", "kind", "message", "hint"}
+
+
+def test_one_error_object_for_every_edge_lstm_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_lstm.errors import OutputError, ValidationFailed
+
+    jsonio.emit_failure(ValidationFailed("1 artifact failed.", "a | b\n--- | ---\nm.onnx | cosine", "See report.md."))
+    jsonio.emit_failure(OutputError("Cannot write 'x': disk full."))
+    first, second = (json.loads(line)["error"] for line in capsys.readouterr().out.splitlines())
+    assert first == {"code": 3, "kind": "validation",
+                     "message": "1 artifact failed.\na | b\n--- | ---\nm.onnx | cosine", "hint": "See report.md."}
+    # the failure table stays in the message, the hint beside it
+    assert second == {"code": 2, "kind": "output", "message": "Cannot write 'x': disk full.", "hint": None}

@@ -49,7 +49,8 @@ def deepar_int8(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     path, shapes = zoo.save("deepar", "pickle", tmp)
     recipe = replace(load_recipe().with_overrides(formats=["tflite"], precisions=["fp32", "int8"]), random_samples=4,
                      calibration_samples=48)
-    export(path, ExportOptions(tmp / "out", recipe, calib="random", input_shapes=tuple(shapes), trust_pickle=True))
+    export(path, ExportOptions(output_dir=tmp / "out", recipe=recipe, calib="random", input_shapes=tuple(shapes),
+                               trust_pickle=True))
     return tmp / "out", json.loads((tmp / "out" / "report.json").read_text())
 
 

@@ -77,7 +77,7 @@ def test_matrix(name: str, form: str, tmp_path: Path) -> None:
     precisions = FULL if form == "pickle" else LEAN
     recipe = replace(load_recipe().with_overrides(formats=["onnx", "tflite"], precisions=precisions),
                      random_samples=4, calibration_samples=48)
-    opts = ExportOptions(tmp_path / "out", recipe, streaming=spec.streamable, calib="random",
+    opts = ExportOptions(output_dir=tmp_path / "out", recipe=recipe, streaming=spec.streamable, calib="random",
                          input_shapes=() if form == "pt2" else tuple(shapes), trust_pickle=True)
     expected = _expected(name, form)
     try:

@@ -143,3 +143,58 @@ def test_relative_names_stay_inside(tmp_path: Path, name: str) -> None:
     with pytest.raises(UsageError), outputs.staged_dir(tmp_path / "out", force=False) as stage:
         outputs.write_into(stage, name, b"x")
     assert not any(p.name == "x" for p in tmp_path.rglob("*"))
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".partial"))
+
+
+def test_atomic_file_replaces_only_when_the_block_succeeds(tmp_path: Path) -> None:
+    path = tmp_path / "out.csv"
+    path.write_bytes(b"old")
+    with pytest.raises(ValueError, match="half way"), outputs.atomic_file(path, "w", encoding="utf-8") as f:
+        f.write("new, half written")
+        raise ValueError("half way")
+    assert path.read_bytes() == b"old" and _leftovers(tmp_path) == []  # untouched, no temporary left
+    with outputs.atomic_file(path, "w", encoding="utf-8", newline="") as f:
+        f.write("a,b\r\n1,2\n")
+    assert path.read_bytes() == b"a,b\r\n1,2\n" and _leftovers(tmp_path) == []
+    assert path.stat().st_mode & 0o777 == outputs.file_mode()  # an ordinary file, not mkstemp's private one
+    outputs.write_bytes_atomic(path, b"\x00\x01", perms=0o600)
+    assert path.read_bytes() == b"\x00\x01" and path.stat().st_mode & 0o777 == 0o600
+    outputs.write_text_atomic(path, "é\n")
+    assert path.read_bytes() == "é\n".encode()
+
+
+def test_atomic_write_into_a_missing_directory_is_an_output_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="missing"):
+        outputs.write_bytes_atomic(tmp_path / "missing" / "x.bin", b"1")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_files_all_or_nothing(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.pt", tmp_path / "a.train.json"
+    second.mkdir()  # a rename over a non-empty directory fails after the first file was placed
+    (second / "keep").write_text("x")
+    with pytest.raises(OutputError, match=r"a\.train\.json"):
+        outputs.write_files_atomic({first: b"1", second: b"2"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.train.json"]  # the first is gone again, no temps
+    assert (second / "keep").read_text() == "x"
+    second.joinpath("keep").unlink()
+    second.rmdir()
+    first.write_bytes(b"theirs")
+    with pytest.raises(OutputExistsError, match=r"a\.pt"):
+        outputs.write_files_atomic({first: b"1", second: b"2"}, force=False)
+    assert first.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
+    outputs.write_files_atomic({first: b"1", second: b"2"}, force=True)
+    assert first.read_bytes() == b"1" and second.read_bytes() == b"2" and _leftovers(tmp_path) == []
+
+
+def test_outputs_is_light_enough_for_the_device_side() -> None:
+    """The device runner (numpy and one runtime, Python 3.9) writes through this module: it imports only the
+    standard library and edge_lstm.errors."""
+    code = ("import sys; import edge_lstm.outputs\n"
+            "print(sorted(m for m in sys.modules if m.startswith('edge_lstm') or m in ('numpy', 'torch', 'onnx')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.stdout.strip() == "['edge_lstm', 'edge_lstm.errors', 'edge_lstm.outputs']"

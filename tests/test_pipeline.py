@@ -15,7 +15,7 @@ from edge_lstm.recipes import load_recipe
 
 def test_export_onnx_with_real_data(forecaster_ckpt: Path, temps_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = export(forecaster_ckpt, ExportOptions(out, data=temps_csv, streaming=True))
+    res = export(forecaster_ckpt, ExportOptions(output_dir=out, data=temps_csv, streaming=True))
     assert res.passed
     names = sorted(p.name for p in out.iterdir() if p.name != ".edge-lstm-output.json")
     assert names == ["report.html", "report.json", "report.md", "stacked.fp32.onnx", "stacked.stream.fp32.onnx"]
@@ -36,12 +36,12 @@ def test_export_onnx_with_real_data(forecaster_ckpt: Path, temps_csv: Path, tmp_
 
 def test_existing_output_needs_force(forecaster_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    export(forecaster_ckpt, ExportOptions(out))
+    export(forecaster_ckpt, ExportOptions(output_dir=out))
     first = (out / "report.json").stat().st_ino
     with pytest.raises(OutputExistsError):
-        export(forecaster_ckpt, ExportOptions(out))
+        export(forecaster_ckpt, ExportOptions(output_dir=out))
     assert (out / "report.json").stat().st_ino == first
-    export(forecaster_ckpt, ExportOptions(out, force=True))
+    export(forecaster_ckpt, ExportOptions(output_dir=out, force=True))
     assert (out / "report.json").stat().st_ino != first  # a new file, published by rename
 
 
@@ -51,11 +51,11 @@ def test_force_never_replaces_other_files(forecaster_ckpt: Path, tmp_path: Path,
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="not an edge-lstm export"):
-        export(forecaster_ckpt, ExportOptions(mine, force=True))
+        export(forecaster_ckpt, ExportOptions(output_dir=mine, force=True))
     assert (mine / "keep.txt").read_text() == "mine"
     monkeypatch.chdir(mine)
     with pytest.raises(UsageError, match="current, home or root"):
-        export(forecaster_ckpt, ExportOptions(Path("."), force=True))
+        export(forecaster_ckpt, ExportOptions(output_dir=Path("."), force=True))
     assert (mine / "keep.txt").read_text() == "mine"
 
 
@@ -63,7 +63,7 @@ def test_failed_run_leaves_nothing(forecaster_ckpt: Path, tmp_path: Path) -> Non
     bad = tmp_path / "nan.csv"
     bad.write_text("temp\n" + "\n".join(["1.0"] * 30 + ["nan"]) + "\n")
     with pytest.raises(DataError):
-        export(forecaster_ckpt, ExportOptions(tmp_path / "out", data=bad))
+        export(forecaster_ckpt, ExportOptions(output_dir=tmp_path / "out", data=bad))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.csv"]  # no output, no staging directory
 
 
@@ -72,7 +72,7 @@ def test_tolerance_failure_is_reported_and_exit_3(forecaster_ckpt: Path, tmp_pat
     strict.write_text('inherit = "default"\nname = "strict"\n[tolerance.fp32]\natol = 0.0\nrtol = 0.0\n')
     out = tmp_path / "out"
     with pytest.raises(ValidationFailed) as e:
-        export(forecaster_ckpt, ExportOptions(out, recipe=load_recipe(strict)))
+        export(forecaster_ckpt, ExportOptions(output_dir=out, recipe=load_recipe(strict)))
     assert e.value.exit_code == 3 and "stacked.fp32.onnx | onnxruntime | y" in e.value.table
     rep = json.loads((out / "report.json").read_text())
     assert rep["passed"] is False  # the evidence is kept for the user to read
@@ -80,19 +80,19 @@ def test_tolerance_failure_is_reported_and_exit_3(forecaster_ckpt: Path, tmp_pat
 
 def test_unwritable_output(forecaster_ckpt: Path) -> None:
     with pytest.raises(UsageError, match="Cannot write"):
-        export(forecaster_ckpt, ExportOptions(Path("/proc/edge-lstm-out")))
+        export(forecaster_ckpt, ExportOptions(output_dir=Path("/proc/edge-lstm-out")))
 
 
 @pytest.mark.parametrize("kind", ["state_io", "gru_state_io_seq_first", "all_steps", "proj_size"])
 def test_other_kinds_end_to_end(kind: str, tmp_path: Path) -> None:
     path, _ = write(kind, "checkpoint", tmp_path)
-    res = export(path, ExportOptions(tmp_path / "out", streaming=True))
+    res = export(path, ExportOptions(output_dir=tmp_path / "out", streaming=True))
     assert res.passed and len(res.artifacts) == 2
 
 
 def test_export_profile_into_report_and_html(forecaster_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = export(forecaster_ckpt, ExportOptions(out, profile=True, streaming=True))
+    res = export(forecaster_ckpt, ExportOptions(output_dir=out, profile=True, streaming=True))
     prof = res.report["profile"]
     assert [a["artifact"] for a in prof["artifacts"]] == ["stacked.fp32.onnx", "stacked.stream.fp32.onnx"]
     for a in prof["artifacts"]:
@@ -113,7 +113,7 @@ def test_export_over_a_device_budget_is_exit_4(forecaster_ckpt: Path, tmp_path: 
     tiny.write_text(text.replace("flash_budget_bytes = 655_360", "flash_budget_bytes = 10_000"))
     out = tmp_path / "out"
     with pytest.raises(BudgetExceeded, match="flash") as e:
-        export(forecaster_ckpt, ExportOptions(out, target=str(tiny)))
+        export(forecaster_ckpt, ExportOptions(output_dir=out, target=str(tiny)))
     assert e.value.exit_code == 4
     rep = json.loads((out / "report.json").read_text())
     assert rep["profile"]["target"]["name"] == "nrf52840"
@@ -127,7 +127,8 @@ def test_every_form_exports_through_the_pipeline(kind: str, form: str, tmp_path:
     from edge_lstm import archs
 
     path, shapes = write(kind, form, tmp_path)
-    opts = ExportOptions(tmp_path / "out", input_shapes=tuple(shapes) if form != "pt2" else (), trust_pickle=True)
+    opts = ExportOptions(output_dir=tmp_path / "out", input_shapes=tuple(shapes) if form != "pt2" else (),
+                         trust_pickle=True)
     res = export(path, opts)
     assert res.passed
     if KINDS[kind].all_steps:
@@ -138,7 +139,7 @@ def test_every_form_exports_through_the_pipeline(kind: str, form: str, tmp_path:
 def test_streaming_state_io_model_on_tflite(tmp_path: Path) -> None:
     path, _ = write("state_io", "checkpoint", tmp_path)
     recipe = load_recipe().with_overrides(formats=["tflite"])
-    res = export(path, ExportOptions(tmp_path / "out", recipe=recipe, streaming=True))
+    res = export(path, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, streaming=True))
     stream = next(a for a in res.artifacts if a.streaming)
     assert res.passed and stream.lowering == "loop" and any("state as input" in n for n in stream.notes)
 
@@ -147,6 +148,13 @@ def test_streaming_pt2_streams_like_a_checkpoint(tmp_path: Path) -> None:
     # issue 9 item 6: a torch.export program used to be refused ("fixed to the window length"); the one-step
     # model is now derived from the captured graph, so .pt2 files stream and are proven step by step
     path, _ = write("state_io", "pt2", tmp_path)
-    res = export(path, ExportOptions(tmp_path / "out", streaming=True))
+    res = export(path, ExportOptions(output_dir=tmp_path / "out", streaming=True))
     stream = next(a for a in res.artifacts if a.streaming)
     assert res.passed and stream.validations and all(v.passed for v in stream.validations)
+
+
+def test_export_options_take_keywords_only(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        ExportOptions(tmp_path / "out")  # type: ignore[misc]
+    opts = ExportOptions(output_dir=tmp_path / "out", streaming=True)
+    assert opts.streaming and opts.recipe.name == load_recipe().name and not opts.force

@@ -74,7 +74,7 @@ def test_one_crashing_artifact_is_exit_5_and_loses_nothing_else(
     monkeypatch.setattr(produce, "whole_window", with_a_crashing_one)
     recipe = load_recipe().with_overrides(formats=["onnx", "tflite"], lowering="fused")
     with pytest.raises(UnsupportedModel) as e:
-        export(path, ExportOptions(tmp_path / "out", recipe, input_shapes=tuple(shapes)))
+        export(path, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, input_shapes=tuple(shapes)))
     msg = e.value.message
     assert e.value.exit_code == 5 and "1 of 3 artifact(s) could not be built or run" in msg
     assert "multi_horizon.broken.tflite (tflite, fp32, fused lowering) crashed or failed on tflm: killed by SIGSEGV" \
@@ -150,7 +150,8 @@ def test_export_for_a_microcontroller_measures_the_arena_on_tflm(
         forecaster: tuple[Path, list[tuple[int, ...]]], tmp_path: Path) -> None:
     path, shapes = forecaster
     recipe = load_recipe().with_overrides(formats=["onnx", "tflite"], precisions=["fp32", "dynamic-int8"])
-    res = export(path, ExportOptions(tmp_path / "out", recipe, input_shapes=tuple(shapes), target="stm32h7"))
+    res = export(path, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, input_shapes=tuple(shapes),
+                                     target="stm32h7"))
     prof = {a["artifact"]: a for a in res.report["profile"]["artifacts"]}
     tfl = prof["multi_horizon.fp32.tflite"]
     assert tfl["runtime"] == "tflm" and tfl["arena_bytes"] and tfl["outputs_check"]["validated_on_tflm"]

@@ -40,7 +40,7 @@ def test_foreign_onnx_exports_at_every_precision_and_streams(kind: str, onnx_fil
     src = onnx_files[kind]
     recipe = load_recipe().with_overrides(formats=["onnx", "tflite"],
                                           precisions=["fp32", "fp16", "dynamic-int8", "int8"])
-    res = export(src, ExportOptions(tmp_path / "out", recipe, streaming=True, calib="random"))
+    res = export(src, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, streaming=True, calib="random"))
     assert isinstance(res.model, OnnxModel) and res.passed, [a.describe_failure() for a in res.artifacts]
     files = {a.filename for a in res.artifacts}
     assert {f"{kind}.{p}.tflite" for p in ("fp32", "fp16", "dynamic-int8", "int8")} <= files
@@ -60,13 +60,13 @@ def test_a_dynamic_window_needs_input_shape(onnx_files: dict[str, Path], tmp_pat
     assert "--input-shape" in (e.value.hint or "")
     model = load_onnx(onnx_files["seqdyn"], [(1, 48, 1)])
     assert model.inputs.inputs[0].shape == ("batch", 48, 1)
-    res = export(onnx_files["seqdyn"], ExportOptions(tmp_path / "o", load_recipe().with_overrides(
+    res = export(onnx_files["seqdyn"], ExportOptions(output_dir=tmp_path / "o", recipe=load_recipe().with_overrides(
         formats=["tflite"]), input_shapes=((1, 48, 1),)))
     assert res.passed
 
 
 def test_reference_is_the_source_file_on_onnx_runtime(onnx_files: dict[str, Path], tmp_path: Path) -> None:
-    res = export(onnx_files["op13"], ExportOptions(tmp_path / "out"))
+    res = export(onnx_files["op13"], ExportOptions(output_dir=tmp_path / "out"))
     v = res.artifacts[0].validations[0]
     assert v.runtime == "onnxruntime" and v.outputs[0].max_abs == 0.0  # the converted file computes the same
 
@@ -74,7 +74,7 @@ def test_reference_is_the_source_file_on_onnx_runtime(onnx_files: dict[str, Path
 def test_onnx_with_a_wrong_feature_size_is_exit_2_naming_what_it_expects(onnx_files: dict[str, Path],
                                                                          tmp_path: Path) -> None:
     with pytest.raises(ShapeError) as e:
-        export(onnx_files["seqdyn"], ExportOptions(tmp_path / "o", input_shapes=((1, 48, 7),)))
+        export(onnx_files["seqdyn"], ExportOptions(output_dir=tmp_path / "o", input_shapes=((1, 48, 7),)))
     assert "has size 1 at axis 2" in e.value.message and "--input-shape gives 7" in e.value.message
 
 
@@ -99,7 +99,7 @@ def test_external_data_outside_the_model_directory_is_refused(onnx_files: dict[s
 def exported(onnx_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("exported") / "out"
     recipe = load_recipe().with_overrides(formats=["onnx", "tflite"], precisions=["fp32", "int8"], lowering="fused")
-    export(onnx_files["op13"], ExportOptions(out, recipe, streaming=True, calib="random"))
+    export(onnx_files["op13"], ExportOptions(output_dir=out, recipe=recipe, streaming=True, calib="random"))
     return out
 
 

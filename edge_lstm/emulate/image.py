@@ -37,6 +37,7 @@ from typing import Any
 from edge_lstm import device as device_runner
 from edge_lstm.emulate import host
 from edge_lstm.errors import EmulationError
+from edge_lstm.outputs import write_bytes_atomic
 
 Progress = Callable[[str], None]
 IMAGE_FORMAT = 1
@@ -429,7 +430,4 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write through a new file and a rename (never in place: image copies may share inodes)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data, perms=mode)

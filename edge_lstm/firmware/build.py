@@ -227,7 +227,7 @@ def _cortex_check(prog: Program, code: cgen.CSource, ref: checks.Reference, tol:
     with tempfile.TemporaryDirectory(prefix="edge-lstm-cortexm-") as tmp:
         work = Path(tmp)
         for name, text in {**files, **code.files}.items():
-            (work / name).write_text(text)
+            _put(work, name, text)
         sizes = cortexm.build(core, work, code)
         entry: dict[str, Any] = {"status": "built", "cpu": core.cpu, "flags": [*core.cflags(), *cortexm.OPT_FLAGS],
                                  "sizes": sizes}

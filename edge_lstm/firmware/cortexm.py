@@ -26,6 +26,7 @@ import numpy as np
 from edge_lstm.errors import InputFileError, UsageError
 from edge_lstm.firmware.cgen import CSource
 from edge_lstm.firmware.clit import cfloat
+from edge_lstm.outputs import write_text_atomic
 
 FIRMWARE_KEYS = ("cpu", "fpu", "float_abi", "qemu_machine", "flash_origin", "ram_origin")
 FLOAT_ABIS = ("hard", "softfp", "soft")
@@ -232,7 +233,7 @@ def build(cfg: CortexM, work: Path, code: CSource, timeout: float = 900.0) -> di
     if fits.returncode != 0 and "overflowed" in fits.stderr and cfg.qemu_machine:
         # larger than the emulated board's memory: measure it linked without bounds, and do not run it
         board = QEMU_MACHINES[cfg.qemu_machine]
-        (work / LINK).write_text(linker_script(replace(cfg, flash_origin=board["flash_origin"],
+        write_text_atomic(work / LINK, linker_script(replace(cfg, flash_origin=board["flash_origin"],
                                                        ram_origin=board["ram_origin"]), unbounded=True))
     if fits.returncode != 0:
         _run(link, work, "arm-none-eabi-gcc (link)", timeout)

@@ -18,6 +18,7 @@ from types import TracebackType
 import numpy as np
 
 from edge_lstm.errors import UsageError
+from edge_lstm.outputs import write_into
 
 HOST_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
 
@@ -34,7 +35,7 @@ def host_compiler() -> str:
 def compile_shared(sources: dict[str, str], out_dir: Path, flags: tuple[str, ...] = HOST_FLAGS) -> Path:
     """Write ``sources`` (file name -> text) into ``out_dir`` and build ``libmodel.so`` from the ``.c`` files."""
     for name, text in sources.items():
-        (out_dir / name).write_text(text)
+        write_into(out_dir, name, text.encode())
     lib = out_dir / "libmodel.so"
     cmd = [host_compiler(), *flags, "-shared", "-fPIC", *[n for n in sources if n.endswith(".c")], "-o", lib.name,
            "-lm"]

@@ -131,14 +131,14 @@ def measure_arena(data: bytes, timeout: float = 120.0) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
+    from edge_lstm.outputs import write_into
     from edge_lstm.runners.tflm import TFLMRunner
 
     runner = TFLMRunner(data)
     recorded = runner.arena_used_bytes()
     runner.deactivate()
     with tempfile.TemporaryDirectory(prefix="edge-lstm-arena-") as tmp:
-        path = Path(tmp) / "model.tflite"
-        path.write_bytes(data)
+        path = write_into(Path(tmp), "model.tflite", data)
         low, high, probes = _bracket(path, int(recorded or 4096), 10 * len(data) + 65536, timeout)
         while high - low > 16:
             mid = (low + high) // 32 * 16

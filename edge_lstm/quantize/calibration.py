@@ -154,13 +154,13 @@ def _samples(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
                         "ids.")
     arr = arr.astype(np.dtype(spec.dtype) if integer else np.float32, copy=False)
     shape = spec.concrete(1)
-    batch = _batch_axis(spec)
-    if arr.ndim == len(shape) and batch >= 0:
+    batch = spec.batch_axis
+    if arr.ndim == len(shape) and batch is not None:
         arr = np.expand_dims(arr, 1 + batch)
     if arr.ndim != len(shape) + 1:
         raise DataError(
             f"Calibration data for '{spec.name}' has shape {arr.shape}; expected (windows, "
-            f"{', '.join(map(str, _window_shape(spec)))}) for the model input {spec}.",
+            f"{', '.join(map(str, spec.window_shape))}) for the model input {spec}.",
         )
     _check_features(arr, spec, shape)
     bad = ~np.isfinite(arr) if arr.dtype.kind == "f" else np.zeros(arr.shape, bool)
@@ -183,19 +183,10 @@ def _check_features(arr: np.ndarray, spec: TensorSpec, shape: tuple[int, ...]) -
         )
     for axis, (g, e) in enumerate(zip(arr.shape[1:-1], shape[:-1], strict=True)):
         if g != e:
-            what = "window length" if axis != _batch_axis(spec) else "batch size"
+            what = "window length" if axis != spec.batch_axis else "batch size"
             raise DataError(
                 f"Calibration data for '{spec.name}' has {what} {g} on axis {axis}; the model expects {e} "
                 f"(input {spec}).",
             )
 
 
-def _batch_axis(spec: TensorSpec) -> int:
-    """The dynamic axis, else (static shapes, e.g. from a TFLite file) the first axis of size 1."""
-    dynamic = next((a for a, d in enumerate(spec.shape) if isinstance(d, str)), -1)
-    return dynamic if dynamic >= 0 else next((a for a, d in enumerate(spec.shape) if d == 1), -1)
-
-
-def _window_shape(spec: TensorSpec) -> tuple[int, ...]:
-    batch = _batch_axis(spec)
-    return tuple(d for a, d in enumerate(spec.concrete(1)) if a != batch)

@@ -23,7 +23,7 @@ def test_every_precision_passes_its_gate_on_real_data(forecaster: Any, series_fi
                                                       tmp_path: Path) -> None:
     calib, held = series_files
     recipe = load_recipe("demo")  # onnx + tflite x fp32, fp16, dynamic-int8, int8
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
     rep = res.report
     files = {a["file"]: a for a in rep["artifacts"]}
     assert "forecaster.int8.onnx" not in files  # ONNX has no int8 LSTM: skipped, TFLite holds it
@@ -43,7 +43,8 @@ def test_int8_io_records_scale_and_zero_point(forecaster: Any, series_files: tup
                                               tmp_path: Path) -> None:
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"])
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib), io="int8"))
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held,
+                                                calib=str(calib), io="int8"))
     q = res.report["artifacts"][0]["io_quant"]
     assert q["x"]["dtype"] == "int8" and q["x"]["scale"] > 0 and -128 <= q["x"]["zero_point"] <= 127
     assert q["y"]["dtype"] == "int8"
@@ -51,7 +52,7 @@ def test_int8_io_records_scale_and_zero_point(forecaster: Any, series_files: tup
 
 def test_random_calibration_is_flagged(forecaster: Any, tmp_path: Path) -> None:
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"])
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, calib="random"))
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, calib="random"))
     art = res.report["artifacts"][0]
     assert art["calibration"]["random"] is True
     assert any("CALIBRATED ON RANDOM DATA" in n for n in art["notes"])
@@ -82,10 +83,10 @@ def test_bad_quantization_requests_exit_2(args: list[str], needle: str, forecast
 def test_api_errors_are_typed(forecaster: Any, tmp_path: Path) -> None:
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"])
     with pytest.raises(UsageError):
-        export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe))
+        export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe))
     bad = _csv(tmp_path / "nan.csv", np.r_[np.full(100, 50.0), np.nan])
     with pytest.raises(DataError):
-        export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, calib=str(bad)))
+        export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, calib=str(bad)))
     assert not (tmp_path / "o").exists()
 
 
@@ -99,7 +100,7 @@ def test_streaming_int8_passes_the_task_gate(forecaster: Any, series_files: tupl
 
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering=lowering)
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
                                                 streaming=True))
     files = {a["file"]: a for a in res.report["artifacts"]}
     stream = files["forecaster.stream.int8.tflite"]
@@ -120,7 +121,7 @@ def test_full_int8_for_a_litert_target_is_the_loop_with_an_int16_cell(forecaster
 
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering="auto")
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
                                                 target="rpi4b"))
     art = res.report["artifacts"][0]
     notes = " ".join(art["notes"])
@@ -140,7 +141,7 @@ def test_explicit_state_streaming_int8_keeps_an_int16_cell(forecaster: Any, seri
 
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering="loop")
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
                                                 streaming=True))
     stream = {a["file"]: a for a in res.report["artifacts"]}["forecaster.stream.int8.tflite"]
     main_graph = read(Path(stream["path"]).read_bytes()).subgraphs[0]

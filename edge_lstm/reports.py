@@ -1,0 +1,267 @@
+"""The reports as types: an export's ``report.json``, a profile report, and the model's cost they carry.
+
+These are what the export and the profiler hand to the renderers (Markdown in
+:mod:`edge_lstm.report`, the HTML pages of :mod:`edge_lstm.report_page` and
+:mod:`edge_lstm.report_html`, the terminal summary of :mod:`edge_lstm.cli_summary`),
+and what ``report.json`` is read back into (:meth:`ExportReport.from_dict`).
+:meth:`~ExportReport.to_dict` gives the JSON exactly as it has always been:
+the same keys, in the same order.
+
+The sections that are already measured JSON — one runtime's validation, one
+artifact's profile entry, the accuracy section, a target — stay JSON objects
+(:data:`Json`) inside the typed top level: their producers
+(:class:`~edge_lstm.validate.ArtifactValidation`, :mod:`edge_lstm.profile`)
+define them.
+
+A low layer: the standard library only, so the profiler on a device-only
+install (Python 3.10, numpy and one runtime) builds its report with it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+TOOL = "edge-lstm"
+
+#: a JSON object a producer lower down defines (a validation, a profile entry, a target)
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerCostRow:
+    """One layer that computes: its parameters and MACs, and whether it recurs over time."""
+
+    name: str
+    op: str
+    params: int
+    macs: int
+    recurrent: bool
+
+    def to_dict(self) -> Json:
+        """JSON-ready form."""
+        return {"name": self.name, "op": self.op, "params": self.params, "macs": self.macs,
+                "recurrent": self.recurrent}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> LayerCostRow:
+        """Inverse of :meth:`to_dict`."""
+        return cls(name=d["name"], op=d["op"], params=int(d["params"]), macs=int(d["macs"]),
+                   recurrent=bool(d["recurrent"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCost:
+    """What the float model costs, from its captured graph (:func:`edge_lstm.cost.model_cost`, computed once)."""
+
+    macs_per_inference: int
+    macs_per_step: int
+    weight_bytes_fp32: int
+    layer_costs: tuple[LayerCostRow, ...] = ()
+
+    KEYS = ("macs_per_inference", "macs_per_step", "weight_bytes_fp32", "layer_costs")
+
+    def to_dict(self) -> Json:
+        """The keys it adds to the report's ``model`` section."""
+        return {"macs_per_inference": self.macs_per_inference, "macs_per_step": self.macs_per_step,
+                "weight_bytes_fp32": self.weight_bytes_fp32, "layer_costs": [r.to_dict() for r in self.layer_costs]}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> ModelCost | None:
+        """The cost in a report's ``model`` section; None when it has none."""
+        if d.get("macs_per_inference") is None:
+            return None
+        return cls(macs_per_inference=int(d["macs_per_inference"]), macs_per_step=int(d["macs_per_step"]),
+                   weight_bytes_fp32=int(d["weight_bytes_fp32"]),
+                   layer_costs=tuple(LayerCostRow.from_dict(r) for r in d.get("layer_costs") or []))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationDataInfo:
+    """Which data every artifact was validated on."""
+
+    source: str  #: a file path, or "random (seed N)"
+    samples: int
+    steps: int
+    labelled: bool
+
+    def to_dict(self) -> Json:
+        """JSON-ready form."""
+        return {"source": self.source, "samples": self.samples, "steps": self.steps, "labelled": self.labelled}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> ValidationDataInfo:
+        """Inverse of :meth:`to_dict`."""
+        return cls(source=str(d.get("source", "")), samples=int(d.get("samples") or 0),
+                   steps=int(d.get("steps") or 0), labelled=bool(d.get("labelled")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationEntry:
+    """One artifact validated on one runtime (the JSON of :class:`~edge_lstm.validate.ArtifactValidation`)."""
+
+    runtime: str
+    passed: bool
+    samples: int
+    data: str  #: the validation data's source
+    tolerance: Json  #: Tolerance.to_dict(): the gate applied
+    outputs: list[Json] = field(default_factory=list)  #: OutputMetrics.to_dict() per output
+    task: Json | None = None  #: TaskMetrics.to_dict(), when the data is labelled
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> Json:
+        """JSON-ready form."""
+        return {"runtime": self.runtime, "passed": self.passed, "samples": self.samples, "data": self.data,
+                "tolerance": self.tolerance, "outputs": self.outputs, "task": self.task, "notes": self.notes}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> ValidationEntry:
+        """Inverse of :meth:`to_dict`."""
+        return cls(runtime=str(d.get("runtime", "")), passed=bool(d.get("passed")),
+                   samples=int(d.get("samples") or 0), data=str(d.get("data", "")), tolerance=d.get("tolerance") or {},
+                   outputs=list(d.get("outputs") or []), task=d.get("task"), notes=list(d.get("notes") or []))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactEntry:
+    """One artifact as the report lists it: the file, how it was made, its validations and failures."""
+
+    path: str | None  #: where it was published; None when it could not be built
+    file: str
+    format: str
+    precision: str
+    lowering: str | None
+    lowering_reason: str | None
+    streaming: bool
+    size_bytes: int
+    sha256: str | None
+    passed: bool
+    validation: list[ValidationEntry] = field(default_factory=list)  #: one per runtime it was validated on
+    notes: list[str] = field(default_factory=list)
+    io_quant: Json | None = None
+    float_layers: list[str] = field(default_factory=list)
+    calibration: Json | None = None
+    failures: list[Json] = field(default_factory=list)  #: one Failure.to_dict() each
+
+    def to_dict(self) -> Json:
+        """The artifact's entry in ``report.json``."""
+        return {"path": self.path, "file": self.file, "format": self.format, "precision": self.precision,
+                "lowering": self.lowering, "lowering_reason": self.lowering_reason, "streaming": self.streaming,
+                "size_bytes": self.size_bytes, "sha256": self.sha256, "passed": self.passed,
+                "validation": [v.to_dict() for v in self.validation], "notes": self.notes, "io_quant": self.io_quant,
+                "float_layers": self.float_layers, "calibration": self.calibration, "failures": self.failures}
+
+    @classmethod
+    def of(cls, value: ArtifactEntry | Json) -> ArtifactEntry:
+        """``value`` itself, or its JSON (as read back from a file) typed."""
+        return value if isinstance(value, ArtifactEntry) else cls.from_dict(value)
+
+    @classmethod
+    def from_dict(cls, d: Json) -> ArtifactEntry:
+        """Inverse of :meth:`to_dict` (fields a report of an older version lacks take their defaults)."""
+        return cls(path=d.get("path"), file=str(d.get("file", "")), format=str(d.get("format", "")),
+                   precision=str(d.get("precision", "")),
+                   lowering=d.get("lowering"), lowering_reason=d.get("lowering_reason"),
+                   streaming=bool(d.get("streaming")), size_bytes=int(d.get("size_bytes") or 0),
+                   sha256=d.get("sha256"), passed=bool(d.get("passed")),
+                   validation=[ValidationEntry.from_dict(v) for v in d.get("validation") or []],
+                   notes=list(d.get("notes") or []), io_quant=d.get("io_quant"),
+                   float_layers=list(d.get("float_layers") or []), calibration=d.get("calibration"),
+                   failures=list(d.get("failures") or []))
+
+
+@dataclass(kw_only=True)
+class ProfileReport:
+    """What ``edge-lstm profile`` measured (and ``export --profile`` put in the export report)."""
+
+    schema: int = SCHEMA_VERSION
+    tool_version: str
+    created: str
+    host: Json
+    where: str  #: "host", or the device it ran on
+    options: Json
+    artifacts: list[Json] = field(default_factory=list)  #: one entry per artifact × runtime (edge_lstm.profile)
+    target: Json | None = None
+    compare: list[Json] | None = None
+    device: Json | None = None  #: as the device reported itself
+    emulated: bool = False
+
+    def to_dict(self) -> Json:
+        """The report as JSON (``--json``, ``--output``, and the export report's ``profile`` section)."""
+        return {"schema": self.schema, "kind": "profile", "tool": {"name": TOOL, "version": self.tool_version},
+                "created": self.created, "host": self.host, "where": self.where, "options": self.options,
+                "artifacts": self.artifacts, "target": self.target, "compare": self.compare, "device": self.device,
+                "emulated": self.emulated}
+
+    @classmethod
+    def of(cls, value: ProfileReport | Json) -> ProfileReport:
+        """``value`` itself, or its JSON (as read back from a file) typed."""
+        return value if isinstance(value, ProfileReport) else cls.from_dict(value)
+
+    @classmethod
+    def from_dict(cls, d: Json) -> ProfileReport:
+        """Inverse of :meth:`to_dict`."""
+        return cls(schema=int(d.get("schema", SCHEMA_VERSION)), tool_version=str((d.get("tool") or {}).get("version")),
+                   created=str(d.get("created")), host=d.get("host") or {}, where=str(d.get("where", "host")),
+                   options=d.get("options") or {}, artifacts=list(d.get("artifacts") or []), target=d.get("target"),
+                   compare=d.get("compare"), device=d.get("device"), emulated=bool(d.get("emulated")))
+
+
+@dataclass(kw_only=True)
+class ExportReport:
+    """An export's ``report.json``: the model, the validation data, every artifact, the verdict, and the sections
+    the options add (accuracy, device proof, firmware, profile)."""
+
+    schema: int = SCHEMA_VERSION
+    tool_version: str
+    created: str
+    model: Json  #: LoadedModel.summary(): name, format, arch, parameters, layers, inputs, outputs, ...
+    cost: ModelCost | None
+    recipe: str
+    validation_data: ValidationDataInfo
+    artifacts: list[ArtifactEntry]
+    accuracy: Json | None = None
+    proved_on: Json | None = None
+    firmware: Json | None = None  #: present only when --firmware wrote fw/
+    profile: ProfileReport | None = None  #: present only when the artifacts were profiled
+
+    @property
+    def passed(self) -> bool:
+        """True when every artifact passed."""
+        return all(a.passed for a in self.artifacts)
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return str(self.model["name"])
+
+    def to_dict(self) -> Json:
+        """``report.json``: the keys (and their order) it has always had."""
+        d: Json = {"schema": self.schema, "tool": {"name": TOOL, "version": self.tool_version},
+                   "created": self.created, "model": {**self.model, **(self.cost.to_dict() if self.cost else {})},
+                   "recipe": self.recipe, "validation_data": self.validation_data.to_dict(),
+                   "artifacts": [a.to_dict() for a in self.artifacts], "passed": self.passed,
+                   "accuracy": self.accuracy, "proved_on": self.proved_on}
+        if self.firmware is not None:
+            d["firmware"] = self.firmware
+        if self.profile is not None:
+            d["profile"] = self.profile.to_dict()
+        return d
+
+    @classmethod
+    def of(cls, value: ExportReport | Json) -> ExportReport:
+        """``value`` itself, or its JSON (as read back from a file) typed."""
+        return value if isinstance(value, ExportReport) else cls.from_dict(value)
+
+    @classmethod
+    def from_dict(cls, d: Json) -> ExportReport:
+        """A ``report.json`` read back (inverse of :meth:`to_dict`); what a partial one lacks is empty."""
+        model = {k: v for k, v in (d.get("model") or {}).items() if k not in ModelCost.KEYS}
+        return cls(schema=int(d.get("schema", SCHEMA_VERSION)), tool_version=str((d.get("tool") or {}).get("version")),
+                   created=str(d.get("created")), model=model, cost=ModelCost.from_dict(d.get("model") or {}),
+                   recipe=str(d.get("recipe")),
+                   validation_data=ValidationDataInfo.from_dict(d.get("validation_data") or {}),
+                   artifacts=[ArtifactEntry.from_dict(a) for a in d.get("artifacts") or []],
+                   accuracy=d.get("accuracy"), proved_on=d.get("proved_on"), firmware=d.get("firmware"),
+                   profile=ProfileReport.from_dict(d["profile"]) if d.get("profile") else None)
