@@ -1,4 +1,4 @@
-"""CLI commands ``train`` and ``tune``, registered onto the main typer app.
+"""CLI command ``train``, registered onto the main typer app, and the options ``tune`` shares with it.
 
 Errors are :class:`~edge_lstm.errors.EdgeLstmError` subclasses, mapped to exit
 codes by the main CLI: 2 for bad data or options (missing column, non-numeric

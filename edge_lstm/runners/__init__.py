@@ -1,4 +1,5 @@
-"""Runners: one interface over PyTorch, ONNX Runtime, LiteRT / tflite-runtime and TFLite Micro.
+"""Runners: one interface over PyTorch, ONNX Runtime (``.onnx``, ``.ort``), LiteRT / tflite-runtime, TFLite Micro and
+ExecuTorch; :mod:`edge_lstm.registry` says which runner runs which format.
 
 Runner modules import their runtime lazily, so a device with numpy and one
 runtime can import this package.

@@ -49,7 +49,7 @@ def test_api_int16x8_loop_and_unrolled_run_on_litert(forecaster: Any, series_fil
                                                      tmp_path: Path, lowering: str):
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering=lowering)
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
     art = res.report["artifacts"][0]
     v = _validations(art)
     assert v["litert"]["passed"] and v["litert"]["task"]["drop"] <= 0.01, v["litert"]["task"]
@@ -64,25 +64,25 @@ def test_streaming_int16x8_passes_its_gate(forecaster: Any, series_files: tuple[
     pytest.importorskip("tflite_micro")
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering=lowering)
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
                                                 streaming=True))
     stream = {a["file"]: a for a in res.report["artifacts"]}["forecaster.stream.int16x8.tflite"]
     v = _validations(stream)
     assert set(v) == runtimes and all(x["passed"] for x in v.values()), v
 
 
-def test_onnx_int16x8_is_a_usage_error_with_json(forecaster: Any, tmp_path: Path,
+def test_onnx_int16x8_is_an_options_error_with_json(forecaster: Any, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "o"
     code = main(["export", str(forecaster.path), "-o", str(out), "--format", "onnx", "--precision", "int16x8",
                  "--json"])
     err = json.loads(capsys.readouterr().out)["error"]
-    assert code == 2 and err["code"] == 2 and err["kind"] == "usage"
+    assert code == 2 and err["code"] == 2 and err["kind"] == "options"
     assert "int16x8 is not supported for format onnx" in err["message"] and "tflite" in err["hint"]
     assert not out.exists()
     with pytest.raises(UsageError, match="int16x8 needs calibration"):
         recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"])
-        export(forecaster.path, ExportOptions(tmp_path / "p", recipe=recipe))
+        export(forecaster.path, ExportOptions(output_dir=tmp_path / "p", recipe=recipe))
 
 
 def test_an_op_without_a_checked_int16_kernel_is_refused(tmp_path: Path, temps_csv: Path,
@@ -98,7 +98,7 @@ def test_an_op_without_a_checked_int16_kernel_is_refused(tmp_path: Path, temps_c
     assert "int16x8 does not handle the op(s)" in err["message"], err
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"])
     with pytest.raises(UnsupportedModel, match="int16x8 does not handle"):
-        export(path, ExportOptions(tmp_path / "p", recipe=recipe, calib=str(temps_csv)))
+        export(path, ExportOptions(output_dir=tmp_path / "p", recipe=recipe, calib=str(temps_csv)))
 
 
 def test_bundle_leaves_out_the_tflite_micro_only_artifact(forecaster: Any, series_files: tuple[Path, Path],
@@ -110,7 +110,7 @@ def test_bundle_leaves_out_the_tflite_micro_only_artifact(forecaster: Any, serie
 
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["fp32", "int16x8"], lowering="fused")
-    export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
+    export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
     import io
     import zipfile
 
@@ -125,7 +125,7 @@ def test_auto_for_a_litert_target_takes_the_loop_and_says_why(forecaster: Any, s
                                                               tmp_path: Path):
     calib, held = series_files
     recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering="auto")
-    res = export(forecaster.path, ExportOptions(tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib),
                                                 target="rpi4b"))
     art = res.report["artifacts"][0]
     assert art["lowering"] == "loop" and "no 16x8 path" in art["lowering_reason"], art["lowering_reason"]
