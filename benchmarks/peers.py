@@ -189,7 +189,7 @@ def peer_row(label: str, peer: str, python: str, model_dir: Path, timeout: float
             stdout, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill(proc)
-            row.error = f"timed out after {timeout:.0f} s"
+            row.error = f"timed out after {timeout:g} s"
             return row
     last = (stdout.strip().splitlines() or [""])[-1]
     try:
