@@ -67,7 +67,7 @@ $(LITERT_TORCH_VENV)/.installed-stamp: constraints.txt
 
 $(EXECUTORCH_VENV)/.installed-stamp: constraints.txt
 	$(PYTHON) -m venv $(EXECUTORCH_VENV)
-	$(EXECUTORCH_VENV)/bin/python -m pip install $(PIP_FLAGS) 'executorch==1.5.1'
+	$(EXECUTORCH_VENV)/bin/python -m pip install $(PIP_FLAGS) 'executorch==1.5.1' torch  # executorch does not declare torch
 	$(call NO_TF,$(EXECUTORCH_VENV))
 	touch $@
 
