@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 import subprocess
 import sys
 import time
@@ -82,8 +83,11 @@ def onnx2tf(model_dir: Path, out: Path) -> dict[str, Any]:
     export_s = time.perf_counter() - t0
     found = sorted(out.glob("*_float32.tflite"))
     if proc.returncode != 0 or not found:
-        lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        raise RuntimeError(f"onnx2tf exit {proc.returncode}: {lines[-1] if lines else 'no .tflite written'}")
+        (out / "onnx2tf-cli.log").write_text(proc.stdout + proc.stderr)
+        lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr).splitlines()]
+        raised = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception): ", ln)]  # the exception's own line
+        last = raised or [ln for ln in lines if ln] or ["no .tflite written"]
+        raise RuntimeError(f"onnx2tf exit {proc.returncode}: {last[-1]}")
     return {"path": str(found[0]), "export_s": export_s}
 
 
