@@ -78,8 +78,10 @@ def _torch(path: str) -> Callable[[np.ndarray], np.ndarray]:
 
 def _executorch(path: str) -> Callable[[np.ndarray], np.ndarray]:
     import torch
+    from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
 
+    portable_lib._unsafe_reset_threadpool(1)  # one thread, as every runtime here (it sized its pool to the host)
     method = Runtime.get().load_program(path).load_method("forward")
     return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
 
