@@ -11,6 +11,7 @@ Usage: python benchmarks/tflite.py [--runs N]
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import interleaved, p50  # benchmarks/int8.py imports interleaved from here
+
 from edge_lstm import archs, capture, load
 from edge_lstm.lower.tflite import lower
 from edge_lstm.runners.litert import LiteRTRunner
@@ -26,39 +30,6 @@ from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
 
 MODELS = {"2xLSTM(64), T=96": (archs.ArchConfig(hidden=64, layers=2), 96),
           "2xLSTM(256), T=256": (archs.ArchConfig(hidden=256, layers=2), 256)}
-
-
-def p50(fn: Callable[[], object], runs: int, warmup: int = 20) -> float:
-    """Median seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-ROUNDS = 5
-
-
-def interleaved(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median seconds per call of each callable, measured in ``ROUNDS`` interleaved rounds.
-
-    The host is shared, so load drifts between artifacts measured one after the
-    other; interleaving them round by round exposes all of them to the same
-    drift. Returns each callable's median over rounds of its per-round p50, and
-    under ``"<name>/ort"`` the median over rounds of its per-round ratio to "ort".
-    """
-    per: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(ROUNDS):
-        for k, fn in calls.items():
-            per[k].append(p50(fn, max(10, runs // ROUNDS), warmup=10))
-    out = {k: float(np.median(v)) for k, v in per.items()}
-    ort = np.array(per["ort"])
-    out.update({f"{k}/ort": float(np.median(np.array(v) / ort)) for k, v in per.items()})
-    return out
 
 
 def _ratio(t: dict[str, float], name: str) -> str:
