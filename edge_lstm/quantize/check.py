@@ -52,32 +52,30 @@ class WeightReport:
 
 def tflite_weights(data: bytes) -> WeightReport:
     """The stored type of each weight-carrying TFLite op's weights (through DEQUANTIZE for float16)."""
-    from ai_edge_litert import schema_py_generated as s
+    from edge_lstm import tflite_schema as ts
 
-    model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+    model = ts.unpack(data)
     report = WeightReport()
     for gi, graph in enumerate(model.subgraphs):
         ops = graph.operators or []
         producer = {int(o): op for op in ops for o in op.outputs}
         for k, op in enumerate(ops):
-            code = model.operatorCodes[op.opcodeIndex]
-            name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+            name = ts.model_op_name(model, op)
             for slot in _TFLITE_WEIGHTS.get(name, ()):
                 if slot >= len(op.inputs) or op.inputs[slot] < 0:
                     continue
-                stored = _stored(model, graph, producer, int(op.inputs[slot]), names)
+                stored = _stored(model, graph, producer, int(op.inputs[slot]))
                 if stored is None:
                     continue
-                kind, size = types.get(stored.type, str(stored.type)), int(np.prod(stored.shape))
+                # TensorType names (FLOAT16, INT8, ...) are the numpy dtype names upper-cased
+                kind, size = ts.dtype_name(stored.type).upper(), int(np.prod(stored.shape))
                 report.elements[kind] = report.elements.get(kind, 0) + size
                 layer = f"{name} {k}" + (f" (subgraph {gi})" if gi else "")
                 report.layers[layer] = kind if report.layers.get(layer, kind) == kind else "mixed"
     return report
 
 
-def _stored(model: Any, graph: Any, producer: dict[int, Any], index: int, names: dict[int, str]) -> Any:
+def _stored(model: Any, graph: Any, producer: dict[int, Any], index: int) -> Any:
     """The constant tensor a weight input is read from: itself, or the constant a DEQUANTIZE expands."""
     tensor = graph.tensors[index]
     if tensor.buffer > 0 and model.buffers[tensor.buffer].data is not None:
@@ -85,8 +83,9 @@ def _stored(model: Any, graph: Any, producer: dict[int, Any], index: int, names:
     op = producer.get(index)
     if op is None:
         return None
-    code = model.operatorCodes[op.opcodeIndex]
-    if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "DEQUANTIZE":
+    from edge_lstm import tflite_schema as ts
+
+    if ts.model_op_name(model, op) != "DEQUANTIZE":
         return None
     src = graph.tensors[int(op.inputs[0])]
     return src if src.buffer > 0 and model.buffers[src.buffer].data is not None else None

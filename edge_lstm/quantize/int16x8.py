@@ -46,15 +46,11 @@ from typing import Any
 
 import numpy as np
 
+from edge_lstm import tflite_schema as ts
 from edge_lstm.errors import UnsupportedModel
 
 _INT16_MAX = 32767.0
 
-
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
 
 
 def _is_const(model: Any, tensor: Any) -> bool:
@@ -76,15 +72,11 @@ def _scale16(q: Any) -> float:
 
 
 def _quant16(scale: float) -> Any:
-    q = _schema().QuantizationParametersT()
-    q.scale, q.zeroPoint, q.quantizedDimension = [float(scale)], [0], 0
-    return q
+    return ts.quantization([float(scale)], [0], 0)
 
 
 def _op_names(model: Any) -> dict[int, str]:
-    names = {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
-    return {i: str(names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "")) for i, c in
-            enumerate(model.operatorCodes)}
+    return {i: ts.op_name(ts.builtin(c)) for i, c in enumerate(model.operatorCodes)}
 
 
 #: op -> input slots holding int8 weights (kept int8)
@@ -99,10 +91,9 @@ _BIAS_OPERANDS = {("FULLY_CONNECTED", 2): (0, 1), ("UNIDIRECTIONAL_SEQUENCE_LSTM
 
 def widen(int8_model: bytes) -> bytes:
     """The 16x8 form of a full-int8 TFLite model (see the module docstring)."""
-    import flatbuffers
 
-    s = _schema()
-    model = s.ModelT.InitFromPackedBuf(int8_model, 0)
+    s = ts.schema()
+    model = ts.unpack(int8_model)
     ops = _op_names(model)
     _check_ops(model, ops)
     i8, i16, i32, i64 = s.TensorType.INT8, s.TensorType.INT16, s.TensorType.INT32, s.TensorType.INT64
@@ -134,9 +125,7 @@ def widen(int8_model: bytes) -> bytes:
     for i, buf in enumerate(model.buffers):
         if i > 0 and i not in used:  # the int32 biases and int8 constants replaced above
             buf.data = None
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return ts.pack(model)
 
 
 def _set_int16(model: Any, tensor: Any, q: Any, scale: float) -> None:
@@ -146,10 +135,7 @@ def _set_int16(model: Any, tensor: Any, q: Any, scale: float) -> None:
 
 
 def _store(model: Any, tensor: Any, arr: np.ndarray) -> None:
-    buf = _schema().BufferT()
-    buf.data = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8)
-    model.buffers.append(buf)
-    tensor.buffer = len(model.buffers) - 1
+    ts.set_data(model, tensor, arr)
 
 
 def _widen_bias(model: Any, bias: Any, x: Any, w: Any) -> None:
@@ -158,16 +144,14 @@ def _widen_bias(model: Any, bias: Any, x: Any, w: Any) -> None:
     values = np.frombuffer(raw, dtype=np.int32).astype(np.float64) * np.asarray(bias.quantization.scale, np.float64)
     new_scale = float(x.quantization.scale[0]) * np.asarray(w.quantization.scale, np.float64)
     _store(model, bias, np.round(values / new_scale).astype(np.int64))
-    q = _schema().QuantizationParametersT()
-    q.scale, q.zeroPoint = [float(v) for v in np.broadcast_to(new_scale, (len(bias.quantization.scale),))], \
-        [0] * len(bias.quantization.scale)
-    q.quantizedDimension = bias.quantization.quantizedDimension
-    bias.quantization = q
+    n = len(bias.quantization.scale)
+    bias.quantization = ts.quantization([float(v) for v in np.broadcast_to(new_scale, (n,))], [0] * n,
+                                        bias.quantization.quantizedDimension)
 
 
 def _drop_casts(graph: Any, ops: dict[int, str]) -> None:
     """Remove CASTs whose input and output are both int16 now (the int16 cell's int8 -> int16 widening)."""
-    i16 = _schema().TensorType.INT16
+    i16 = ts.schema().TensorType.INT16
     keep, alias = [], {}
     for op in graph.operators:
         if ops[op.opcodeIndex] == "CAST" and all(graph.tensors[t].type == i16 for t in (*op.inputs, *op.outputs)):
@@ -220,7 +204,7 @@ def to_int16x8(float_tflite: bytes, calib: Any, count: int) -> Any:
     int8, cal = tfl.calibrated_int8(float_tflite, calib, count)
     feeds = cal.feeds()[:: max(1, cal.count // _GPTQ_FEEDS)]
     data, rounded = round_weights(float_tflite, widen(int8), feeds)
-    model = _schema().ModelT.InitFromPackedBuf(data, 0)
+    model = ts.unpack(data)
     ops = _op_names(model)
     fused = any(ops[op.opcodeIndex] == "UNIDIRECTIONAL_SEQUENCE_LSTM" for g in model.subgraphs for op in g.operators)
     scales = "per-tensor"
@@ -287,10 +271,8 @@ def round_weights(float_tflite: bytes, data: bytes, feeds: list[list[np.ndarray]
     offset to -0.0002 and its MAE change to -0.2% on TFLite Micro. Scales, and so biases, are unchanged.
     Models with loops, or whose weights several ops share (the unrolled lowering), are left as they are (a loop
     body's inputs are not kept between iterations). Returns the model and how many layers were re-rounded."""
-    import flatbuffers
 
-    s = _schema()
-    model, flt = s.ModelT.InitFromPackedBuf(data, 0), s.ModelT.InitFromPackedBuf(float_tflite, 0)
+    model, flt = ts.unpack(data), ts.unpack(float_tflite)
     qops, fops = _layers(model), _layers(flt)
     if len(model.subgraphs) > 1 or len(flt.subgraphs) > 1 or not feeds or not qops \
             or [n for n, _ in qops] != [n for n, _ in fops] or _shared_weights(qops):
@@ -314,9 +296,7 @@ def round_weights(float_tflite: bytes, data: bytes, feeds: list[list[np.ndarray]
     for i, buf in enumerate(model.buffers):
         if i > 0 and i not in used:
             buf.data = None
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), len(qops)
+    return ts.pack(model), len(qops)
 
 
 def _layers(model: Any) -> list[tuple[str, Any]]:
