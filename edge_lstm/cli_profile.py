@@ -172,7 +172,7 @@ def print_report(report: ProfileReport | dict[str, Any]) -> None:
         macs = f"{c['macs']:,} MACs ({c['macs_per_step']:,} per step), {c['params']:,} params, " if c else ""
         out.print(f"[dim]{a['artifact']}: {a['runtime']} {a['runtime_version']}, {a['threads']} thread(s), "
                   f"{lat.get('runs', 0)} runs (std {_us(lat.get('std'))} µs, p90 {_us(lat.get('p90'))} µs); "
-                  f"{macs}{size['weights_bytes']:,} B weights + {size['graph_bytes']:,} B graph[/dim]")
+                  f"{macs}{_split(size)}[/dim]")
     if report.artifacts:
         out.print(f"[dim]memory: {report.artifacts[0]['memory']['method']}[/dim]")
     if report.target:
@@ -287,3 +287,9 @@ def _bytes(n: int) -> str:
             return f"{n / size:,.3g} {unit}"
     return f"{n} B"
 
+
+def _split(size: dict[str, Any]) -> str:
+    """``W B weights + G B graph``, or the file size where the format's weights are not told apart (.ort, .pte)."""
+    if size.get("weights_bytes") is None:
+        return f"{size['file_bytes']:,} B (weights not split from the program for this format)"
+    return f"{size['weights_bytes']:,} B weights + {size['graph_bytes']:,} B graph"

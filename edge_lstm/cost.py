@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Any
 from edge_lstm.cost_model import Cost, LayerCost
 from edge_lstm.errors import InputFileError
 from edge_lstm.projection import PROJECTION_TAG
+from edge_lstm.registry import FORMATS_TABLE
+
+#: the artifact suffixes, for hints
+_SUFFIXES = ", ".join(f.suffix for f in FORMATS_TABLE)
 
 if TYPE_CHECKING:
     from edge_lstm.reports import ModelCost
@@ -33,7 +37,8 @@ def artifact_format(path: str | Path) -> str:
     :class:`InputFileError` for anything else."""
     p = Path(path)
     if not p.is_file():
-        raise InputFileError(f"Artifact '{p}' does not exist.", "Pass the path of an .onnx or .tflite file.")
+        raise InputFileError(f"Artifact '{p}' does not exist.",
+                             f"Pass the path of an artifact edge-lstm exported ({_SUFFIXES}).")
     with p.open("rb") as f:
         head = f.read(8)
     from edge_lstm.registry import format_of_bytes
@@ -59,7 +64,7 @@ def artifact_format(path: str | Path) -> str:
 def _not_a_model(p: Path) -> InputFileError:
     return InputFileError(
         f"'{p}' is not a model: it is neither a TFLite flatbuffer, an ONNX graph nor a PyTorch file.",
-        "Pass an artifact that `edge-lstm export` wrote (.onnx or .tflite), or a model.pt for the reference.",
+        f"Pass an artifact that `edge-lstm export` wrote ({_SUFFIXES}), or a model.pt for the reference.",
     )
 
 

@@ -66,7 +66,8 @@ def export_executorch(model: LoadedModel, precision: Precision = Precision.FP32)
 
     if isinstance(model, sources.OnnxModel):
         raise UnsupportedModel("ExecuTorch exports a PyTorch module; this model is an ONNX file.",
-                               "Export the PyTorch model (a checkpoint, TorchScript or .pt2 file) instead.")
+                               "Export the PyTorch model (an edge-lstm checkpoint or a torch.export .pt2 file) "
+                               "instead; torch.export does not take TorchScript either.")
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower

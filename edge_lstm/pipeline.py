@@ -80,6 +80,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     model = sources.open_model(model_path, list(options.input_shapes) or None, options.trust_pickle,
                                options.input_dtypes)
     _check_request(options)
+    _check_source(model, options)
     if options.prove_on:
         from edge_lstm import prove_device
 
@@ -291,6 +292,22 @@ def _tflm_verdict(entry: dict[str, Any], art: Artifact) -> None:
     tflm = [v for v in art.validations if v.runtime == "tflm"]
     check["validated_on_tflm"] = bool(tflm) and all(v.passed for v in tflm)
     check["correct"] = bool(check.get("correct")) and check["validated_on_tflm"]
+
+
+def _check_source(model: Any, options: ExportOptions) -> None:
+    """Formats the loaded model cannot be exported to, refused before any work (exit 2): ExecuTorch's exporter
+    takes an ``nn.Module`` through ``torch.export``, which refuses TorchScript, and an ONNX file has no module."""
+    from edge_lstm import sources
+
+    if "executorch" not in options.recipe.formats:
+        return
+    kind = "an ONNX file" if isinstance(model, sources.OnnxModel) else (
+        "a TorchScript archive" if getattr(model, "format", None) == "torchscript" else None)
+    if kind:
+        raise OptionsError(f"--format executorch needs a PyTorch module torch.export can trace; this model is {kind} "
+                           "(torch.export does not take TorchScript or ONNX).",
+                           "Export an edge-lstm checkpoint or a torch.export .pt2 of the model to executorch, or "
+                           "leave executorch out: onnx, ort and tflite take this model.")
 
 
 def _check_request(options: ExportOptions) -> None:

@@ -240,18 +240,22 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
     notes = list(q.notes) + [n for n in lowered.notes if n not in q.notes]  # the lowering's notes hold here too
     reason = lowered.reason or None
-    if prec is Precision.INT16X8 and reason is not None and reason.startswith(_AUTO_INT8_LOOP):
-        reason = _AUTO_16X8_LOOP  # the same choice, for another reason
-        notes = [f"lowering: {reason}" if n.startswith(f"lowering: {_AUTO_INT8_LOOP}") else n for n in notes]
+    said = next((k for k in _AUTO_16X8 if reason is not None and reason.startswith(k)), None)
+    if prec is Precision.INT16X8 and said is not None:
+        reason = _AUTO_16X8[said]  # the same choice as for full int8, for another reason
+        notes = [f"lowering: {reason}" if n.startswith(f"lowering: {said}") else n for n in notes]
     return Artifact(name, "tflite", prec, lowered.lowering, stream, q.data, notes=notes,
                     io_quant=dict(q.io_quant), float_layers=list(q.float_layers),
                     calibration=use.describe() if use is not None else None, lowering_reason=reason)
 
 
-#: the auto lowering's reason for the loop at full int8 on LiteRT, and what it is for 16x8
-_AUTO_INT8_LOOP = "auto: loop for full int8 on LiteRT"
-_AUTO_16X8_LOOP = ("auto: loop for int16x8 on LiteRT: its fused LSTM kernel has no 16x8 path; the loop's int16 ops "
-                   "run on its builtin kernels")
+#: the auto lowering's reasons at full int8 (the lowering is chosen before quantization), and what each is for 16x8
+_AUTO_16X8 = {
+    "auto: loop for full int8 on LiteRT": "auto: loop for int16x8 on LiteRT: its fused LSTM kernel has no 16x8 "
+                                          "path; the loop's int16 ops run on its builtin kernels",
+    "auto: fused for full int8": "auto: fused for int16x8, for TFLite Micro, whose fused LSTM kernel has a 16x8 "
+                                 "path (LiteRT's has none: --lowering loop, or a LiteRT --target, is the LiteRT form)",
+}
 
 
 def _calibration(model: LoadedModel, options: ExportOptions) -> CalibrationSet:

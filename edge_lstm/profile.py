@@ -131,8 +131,15 @@ def input_specs(path: Path, fmt: str, input_shapes: tuple[tuple[int, ...], ...] 
     if fmt in registry.FORMATS:  # another registry format: its runner reads the inputs from the file
         rt = registry.runtimes_for(fmt)[0]
         rt.require()
-        with rt.runner_class().open(path, rt.name) as runner:
-            return [(t.name, t.concrete(1), t.dtype) for t in runner.inputs]
+        try:
+            with rt.runner_class().open(path, rt.name) as runner:
+                return [(t.name, t.concrete(1), t.dtype) for t in runner.inputs]
+        except ImportError as e:  # installed, but broken (e.g. built against another torch)
+            raise UsageError(f"The {rt.name} runtime is installed but does not import: {e}.",
+                             f"Reinstall it: {rt.install}.") from e
+        except Exception as e:  # a truncated or corrupt file: the runtime's loader refuses it
+            raise InputFileError(f"'{path}' looks like {fmt} but {rt.name} cannot load it: "
+                                 f"{' '.join(str(e).split())[:300]}", "Export it again.") from e
     from edge_lstm.load import load
 
     model_pt = load(path, list(input_shapes) or None, trust_pickle)
@@ -223,6 +230,20 @@ def profile_artifact(path: str | Path, options: ProfileOptions, remote: RemoteCo
                                  else None)
 
 
+def _check_runtime_takes(p: Path, fmt: str, runtime: str) -> None:
+    """:class:`UsageError` (exit 2) when ``--runtime`` names a runtime that does not run this file's format."""
+    from edge_lstm import registry
+
+    if fmt not in registry.FORMATS or runtime not in registry.RUNTIMES:
+        return  # a PyTorch file (the torch runner), or an unknown runtime the device runner reports itself
+    r = registry.runtime(runtime)
+    if fmt not in r.formats:
+        able = ", ".join(x.name for x in registry.runtimes_for(fmt))
+        raise UsageError(f"'{p.name}' is a {fmt} file; --runtime {runtime} runs {', '.join(r.formats)} files only.",
+                         f"Profile it with --runtime {able.split(', ')[0]} (the runtimes for {fmt}: {able}), or "
+                         "--runtime auto.")
+
+
 def _profile_artifact(p: Path, options: ProfileOptions, remote: RemoteConfig | None,
                       on_runs: Callable[[int], None] | None) -> dict[str, Any]:
     from edge_lstm import tflm_check
@@ -230,6 +251,7 @@ def _profile_artifact(p: Path, options: ProfileOptions, remote: RemoteConfig | N
 
     fmt = cost_mod.artifact_format(p)
     runtime = resolve_runtime(p, options.runtime)
+    _check_runtime_takes(p, fmt, runtime)
     if runtime == "tflm":
         tflm_check.refuse_unrunnable(p, fmt)
     specs = input_specs(p, fmt, options.input_shapes, options.trust_pickle)
@@ -255,7 +277,7 @@ def _profile_artifact(p: Path, options: ProfileOptions, remote: RemoteConfig | N
     return entry
 
 
-def _static(path: Path, fmt: str) -> tuple[dict[str, Any] | None, dict[str, int]]:
+def _static(path: Path, fmt: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     if fmt == "onnx":
         try:
             c = cost_mod.cost_of(path)
@@ -272,15 +294,25 @@ def _static(path: Path, fmt: str) -> tuple[dict[str, Any] | None, dict[str, int]
 
         data = path.read_bytes()
         return tflite_cost(data).to_dict(), tflite_sizes(data)
-    size = path.stat().st_size
-    return None, {"file_bytes": size, "weights_bytes": size, "graph_bytes": 0, "external_data_bytes": 0}
+    size = path.stat().st_size  # .ort / .pte: their weights are not told apart from the program here
+    return None, {"file_bytes": size, "weights_bytes": None, "graph_bytes": None, "external_data_bytes": 0}
+
+
+def _steps_from_inputs(path: Path, fmt: str, options: ProfileOptions) -> int:
+    """Time steps per window of a file whose static cost is not counted (.ort, .pte): the first input's time axis."""
+    if fmt not in ("ort", "executorch") or options.streaming:
+        return 1
+    from edge_lstm.spec import TensorSpec
+
+    specs = input_specs(path, fmt)
+    return TensorSpec(specs[0][0], specs[0][1], specs[0][2]).steps if specs else 1
 
 
 def summarize(raw: dict[str, Any], path: Path, fmt: str, options: ProfileOptions, where: str) -> dict[str, Any]:
     """One artifact's entry in the profile report, from the device runner's raw JSON."""
     cost, sizes = _static(path, fmt)
     lat = latency_stats(raw["latencies_s"])
-    steps = int(cost["time_steps"]) if cost else 1
+    steps = int(cost["time_steps"]) if cost else _steps_from_inputs(path, fmt, options)
     streaming = options.streaming or (steps == 1 and bool(cost and cost["macs_per_step"]))
     per_sample = (lat["p50"] if streaming else lat["p50"] / max(steps, 1)) if lat["runs"] else None
     baseline, peak = raw.get("rss_baseline_bytes"), raw.get("rss_peak_bytes")

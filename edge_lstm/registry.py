@@ -136,11 +136,13 @@ FORMATS_TABLE: tuple[Format, ...] = (
            ("executorch.exir", "torch"), "pip install 'edge-lstm[executorch]'", identifier=b"ET12",
            why_not="XNNPACK's 8-bit quantizer annotates linear and convolution ops, not the recurrent cell "
                    "torch.export keeps as one aten.lstm op, so an int8 program would leave the LSTM in float"),
-    Format("ort", ".ort", _FLOAT_AND_DYNAMIC,
+    Format("ort", ".ort", (Precision.FP32, Precision.DYNAMIC_INT8),
            "ONNX Runtime Mobile flatbuffer, converted from the ONNX artifact of the same precision",
            ("onnxruntime.tools.convert_onnx_models_to_ort", "onnx", "flatbuffers"), "pip install 'edge-lstm[ort]'",
            identifier=b"ORTM", converts="onnx",
-           why_not="it is converted from the ONNX artifact, and ONNX has no full-integer LSTM"),
+           why_not="it is converted from the ONNX artifact, and ONNX has no full-integer LSTM; an fp16 ONNX "
+                   "artifact is no fp16 .ort either: the converter folds its float16 weights' Casts into float32 "
+                   "weights (measured: the .ort held float32 initializers only, larger than the fp32 .ort)"),
 )
 
 #: the runtimes; ``tflite-runtime`` and ``litert`` share one runner (the same interpreter API)
@@ -232,9 +234,10 @@ def precisions_text(name: str) -> str:
     return ", ".join(p.value for p in fmt(name).precisions)
 
 
-def check_precision(format_name: str, precision: Precision) -> None:
+def check_precision(format_name: str, precision: Precision | str) -> None:
     """Raise :class:`UsageError` when ``format_name`` cannot hold ``precision``, saying why and where it can."""
     f = fmt(format_name)
+    precision = Precision(precision)
     if precision in f.precisions:
         return
     able = [g.name for g in FORMATS_TABLE if precision in g.precisions]

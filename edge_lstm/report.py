@@ -201,7 +201,8 @@ def _profile_rows(prof: ProfileReport) -> list[str]:
         row = (f"| {a['artifact']} | {a['runtime']} {a.get('runtime_version', '')} | {_us(lat['p50'])} | "
                f"{_us(lat['p90'])} | {_us(lat['p99'])} | {_us(a.get('per_sample_s'))} | "
                f"{'–' if peak is None else f'{peak / 2**20:.1f} MiB'} | {_fmt(a.get('arena_bytes'))} | "
-               f"{size.get('weights_bytes', 0):,} / {size.get('graph_bytes', 0):,} |")
+               + " / ".join("–" if size.get(k) is None else f"{size[k]:,}" for k in ("weights_bytes", "graph_bytes"))
+               + " |")
         if target:
             est = a.get("estimate") or {}
             budgets = ", ".join(f"{b['budget']} {b['status']}" for b in a.get("budget") or [])

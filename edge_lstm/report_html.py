@@ -86,7 +86,8 @@ def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
     cells = [
         _esc(a["artifact"]), _esc(a["runtime"]), _esc(a["where"] + (" (EMULATED)" if a.get("emulated") else "")),
         f"{size['file_bytes']:,}",
-        f"{size['weights_bytes']:,}", f"{size['graph_bytes']:,}", _esc(errors.get(a["artifact"], "–")),
+        *("–" if size.get(k) is None else f"{size[k]:,}" for k in ("weights_bytes", "graph_bytes")),
+        _esc(errors.get(a["artifact"], "–")),
         _us(lat.get("p50")), _us(lat.get("p99")), _us(a.get("per_sample_s")),
         _kb(mem.get("peak_rss_bytes")), _kb(a.get("arena_bytes")),
         f'<span class="est">{_us(est["latency_s"])}</span>' if est else "–",

@@ -18,7 +18,7 @@ import torch
 
 pytest.importorskip("executorch.exir", reason="executorch is not installed (pip install 'edge-lstm[executorch]')")
 
-from models import KINDS
+from models import KINDS, write
 
 from edge_lstm import archs, load
 from edge_lstm.cli import main
@@ -107,3 +107,14 @@ def test_cli_refusals_are_json_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     err = json.loads(capsys.readouterr().out)["error"]
     assert rc == 2 and err["kind"] == "missing-runtime" and "edge-lstm[executorch]" in err["hint"]
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_torchscript_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.export takes no TorchScript: exit 2 at once, naming what does work, and nothing is written."""
+    path, shapes = write("stacked", "torchscript", tmp_path)
+    shape = "x".join(str(d) for d in shapes[0])
+    rc = main(["export", str(path), "-o", str(tmp_path / "o"), "--input-shape", shape, "--format", "executorch",
+               "--format", "onnx", "--json"])
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert rc == 2 and err["kind"] == "options" and "TorchScript" in err["message"] and ".pt2" in err["hint"]
+    assert not (tmp_path / "o").exists()

@@ -23,6 +23,7 @@ from models import WINDOW, write
 
 from edge_lstm import archs, load, sources
 from edge_lstm.cli import main
+from edge_lstm.errors import OptionsError
 from edge_lstm.export_ort import to_ort
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
@@ -53,15 +54,23 @@ def test_conversion_computes_what_the_onnx_does(reference_ckpt: Path) -> None:
 
 
 def test_reference_forecaster_validates_at_every_onnx_precision(reference_ckpt: Path, tmp_path: Path) -> None:
-    recipe = load_recipe().with_overrides(formats=["ort"], precisions=["fp32", "fp16", "dynamic-int8"])
+    recipe = load_recipe().with_overrides(formats=["ort"], precisions=["fp32", "dynamic-int8"])
     result = export(reference_ckpt, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, profile=True))
     assert result.passed
-    assert [a.filename for a in result.artifacts] == [f"reference.{p}.ort" for p in ("fp32", "fp16", "dynamic-int8")]
+    assert [a.filename for a in result.artifacts] == [f"reference.{p}.ort" for p in ("fp32", "dynamic-int8")]
     for art in result.artifacts:
         assert [v.runtime for v in art.validations] == ["onnxruntime"] and art.validations[0].passed
         assert "converted from the" in art.notes[-1] and (tmp_path / "out" / art.filename).is_file()
     rows = result.report["profile"]["artifacts"]
-    assert [r["format"] for r in rows] == ["ort"] * 3 and all(r["latency_s"]["p50"] > 0 for r in rows)
+    assert [r["format"] for r in rows] == ["ort"] * 2 and all(r["latency_s"]["p50"] > 0 for r in rows)
+
+
+def test_fp16_ort_is_refused_with_the_reason(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    """The converter folds an fp16 ONNX file's weight Casts into float32 weights: an "fp16" .ort would be float32."""
+    recipe = load_recipe().with_overrides(formats=["ort"], precisions=["fp16"])
+    with pytest.raises(OptionsError, match="float16 weights' Casts into float32"):
+        export(forecaster_ckpt, ExportOptions(output_dir=tmp_path / "out", recipe=recipe))
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("kind", ["gru", "state_io"])
@@ -93,3 +102,24 @@ def test_cli_export_and_missing_converter(forecaster_ckpt: Path, tmp_path: Path,
     rc = main(["export", str(forecaster_ckpt), "-o", str(tmp_path / "c"), "--format", "ort", "--json"])
     err = json.loads(capsys.readouterr().out)["error"]
     assert rc == 2 and err["kind"] == "missing-runtime" and "edge-lstm[ort]" in err["hint"]
+
+
+def test_profile_takes_ort_by_content_and_refuses_broken_files(forecaster_ckpt: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """An .ort renamed .onnx still runs (ONNX Runtime is told the format); a truncated one, or a runtime that does
+    not run the format, is exit 2 with the reason, never an internal error."""
+    data = to_ort(sources.graph_of(load.load(forecaster_ckpt)).SerializeToString())
+    (tmp_path / "renamed.onnx").write_bytes(data)
+    (tmp_path / "cut.ort").write_bytes(data[: len(data) // 2])
+    (tmp_path / "m.ort").write_bytes(data)
+    rc = main(["profile", str(tmp_path / "renamed.onnx"), "--runs", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["artifacts"][0]["format"] == "ort" and out["artifacts"][0]["per_sample_basis"].endswith(
+        f"/ {WINDOW} time steps (amortised)")
+    assert out["artifacts"][0]["size"]["weights_bytes"] is None  # not split for this format, and not pretended
+    rc = main(["profile", str(tmp_path / "cut.ort"), "--json"])
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert rc == 2 and err["code"] == 2 and "cannot load it" in err["message"]
+    rc = main(["profile", str(tmp_path / "m.ort"), "--runtime", "litert", "--json"])
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert rc == 2 and "--runtime litert runs tflite files only" in err["message"] and "onnxruntime" in err["hint"]

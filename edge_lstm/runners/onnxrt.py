@@ -41,6 +41,9 @@ class OnnxRuntimeRunner(Runner):
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         src = self.model if isinstance(self.model, bytes) else str(self.model)
+        head = self.model[:8] if isinstance(self.model, bytes) else _head(Path(self.model))
+        if head[4:8] == b"ORTM":  # ONNX Runtime Mobile's flatbuffer, whatever the file is called
+            opts.add_session_config_entry("session.load_model_format", "ORT")
         self.session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
@@ -63,3 +66,11 @@ class OnnxRuntimeRunner(Runner):
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else str(d) for d in arg.shape)
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, "float32"))
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(8)
+    except OSError:  # ONNX Runtime's own error says what is wrong with the path
+        return b""

@@ -131,3 +131,13 @@ def test_auto_for_a_litert_target_takes_the_loop_and_says_why(forecaster: Any, s
     assert art["lowering"] == "loop" and "no 16x8 path" in art["lowering_reason"], art["lowering_reason"]
     assert "XNNPACK runs" not in " ".join(art["notes"])  # int8's reason does not hold for int16 ops
     assert _validations(art)["litert"]["passed"]
+
+
+def test_auto_without_a_target_is_fused_for_tflite_micro_and_says_so(forecaster: Any, series_files: tuple[Path, Path],
+                                                                     tmp_path: Path):
+    calib, held = series_files
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering="auto")
+    res = export(forecaster.path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=held, calib=str(calib)))
+    art = res.report["artifacts"][0]
+    assert art["lowering"] == "fused" and "for TFLite Micro" in art["lowering_reason"], art["lowering_reason"]
+    assert "which LiteRT and TFLite Micro both run" not in " ".join(art["notes"])  # int8's reason is not 16x8's
