@@ -100,6 +100,8 @@ def export_summary(report: ExportReport | Json, output: Path) -> str:
         lines.append("Notes:")
     for note, files in notes.items():  # one line per distinct note, naming the artifacts it applies to
         lines += _wrap(f"{', '.join(files) if len(files) <= 2 else f'{len(files)} artifacts'}: {note}")
+    for skipped in report.not_built:
+        lines += _wrap(f"Not built: {skipped['format']} {skipped['precision']}: {skipped['why']}")
     if report.firmware:
         lines += _wrap(f"Firmware: {output / 'fw'} (report: {output / 'fw' / 'firmware.md'})", "")
     lines += _wrap(f"Report: {output / 'report.md'} and {output / 'report.json'}", "")

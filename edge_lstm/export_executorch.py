@@ -69,8 +69,14 @@ def export_executorch(model: LoadedModel, precision: Precision = Precision.FP32)
                                "Export the PyTorch model (an edge-lstm checkpoint or a torch.export .pt2 file) "
                                "instead; torch.export does not take TorchScript either.")
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except Exception as e:  # installed but broken (built for another torch, a missing .so): this artifact fails
+        raise UnsupportedModel(f"ExecuTorch is installed but does not import: {' '.join(str(e).split())[:300]}",
+                               f"Reinstall it ({fmt.install}, with torch {torch.__version__.split('+')[0]}), "
+                               "or leave --format executorch out.") from e
 
     args = tuple(torch.zeros(t.concrete(1), dtype=torch.int64 if t.dtype == "int64" else torch.float32)
                  for t in model.inputs.inputs)

@@ -210,6 +210,7 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
         report = build_report(model, vdata, artifacts, model_cost(proto), recipe=options.recipe.name,
                               out_dir=options.output_dir, units=options.units, reference=reference)
         report.proved_on = proof
+        report.not_built = not_built(options.recipe)
         if options.firmware:
             from edge_lstm.firmware import export_firmware
 
@@ -292,6 +293,20 @@ def _tflm_verdict(entry: dict[str, Any], art: Artifact) -> None:
     tflm = [v for v in art.validations if v.runtime == "tflm"]
     check["validated_on_tflm"] = bool(tflm) and all(v.passed for v in tflm)
     check["correct"] = bool(check.get("correct")) and check["validated_on_tflm"]
+
+
+def not_built(recipe: Any) -> list[dict[str, str]]:
+    """The format x precision pairs of ``recipe`` that the format cannot hold, and why (another format asked for
+    holds the precision: a precision no asked format holds is refused by :func:`_check_request`)."""
+    from edge_lstm import registry
+
+    out = []
+    for f in recipe.formats:
+        for p in recipe.precisions:
+            if p not in registry.SUPPORTED[f]:
+                why = registry.fmt(f).why_not or f"{f} holds {registry.precisions_text(f)}"
+                out.append({"format": f, "precision": p.value, "why": why})
+    return out
 
 
 def _check_source(model: Any, options: ExportOptions) -> None:

@@ -124,6 +124,8 @@ def render_markdown(report: ExportReport | Json) -> str:
     notes = [(a.file, n) for a in r.artifacts for n in a.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- `{f}`: {n}" for f, n in notes]
+    if r.not_built:
+        lines += ["", "## Not built", ""] + [f"- {n['format']} {n['precision']}: {n['why']}" for n in r.not_built]
     return "\n".join(lines) + "\n"
 
 

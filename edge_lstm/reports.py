@@ -225,6 +225,8 @@ class ExportReport:
     proved_on: Json | None = None
     firmware: Json | None = None  #: present only when --firmware wrote fw/
     profile: ProfileReport | None = None  #: present only when the artifacts were profiled
+    #: format x precision pairs asked for that the format cannot hold (another format asked for holds them), why
+    not_built: list[Json] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -247,6 +249,8 @@ class ExportReport:
             d["firmware"] = self.firmware
         if self.profile is not None:
             d["profile"] = self.profile.to_dict()
+        if self.not_built:
+            d["not_built"] = self.not_built
         return d
 
     @classmethod
@@ -264,4 +268,5 @@ class ExportReport:
                    validation_data=ValidationDataInfo.from_dict(d.get("validation_data") or {}),
                    artifacts=[ArtifactEntry.from_dict(a) for a in d.get("artifacts") or []],
                    accuracy=d.get("accuracy"), proved_on=d.get("proved_on"), firmware=d.get("firmware"),
-                   profile=ProfileReport.from_dict(d["profile"]) if d.get("profile") else None)
+                   profile=ProfileReport.from_dict(d["profile"]) if d.get("profile") else None,
+                   not_built=list(d.get("not_built") or []))

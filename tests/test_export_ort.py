@@ -123,3 +123,17 @@ def test_profile_takes_ort_by_content_and_refuses_broken_files(forecaster_ckpt: 
     rc = main(["profile", str(tmp_path / "m.ort"), "--runtime", "litert", "--json"])
     err = json.loads(capsys.readouterr().out)["error"]
     assert rc == 2 and "--runtime litert runs tflite files only" in err["message"] and "onnxruntime" in err["hint"]
+
+
+def test_a_precision_one_format_cannot_hold_is_reported_not_built(forecaster_ckpt: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """fp16 is asked for two formats and ort cannot hold it: onnx's is built, ort's is listed with the reason."""
+    rc = main(["export", str(forecaster_ckpt), "-o", str(tmp_path / "o"), "--format", "onnx", "--format", "ort",
+               "--precision", "fp32", "--precision", "fp16"])
+    shown = capsys.readouterr().out
+    assert rc == 0 and "Not built: ort fp16" in " ".join(shown.split())
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [(n["format"], n["precision"]) for n in report["not_built"]] == [("ort", "fp16")]
+    assert "float16 weights' Casts" in report["not_built"][0]["why"]
+    assert {a["file"].split(".", 1)[1] for a in report["artifacts"]} == {"fp32.onnx", "fp16.onnx", "fp32.ort"}
+    assert "## Not built" in (tmp_path / "o" / "report.md").read_text()
