@@ -115,6 +115,11 @@ def render_markdown(report: ExportReport | Json) -> str:
                 f"{_fmt(worst.get('cosine'), '.6f')} | {task} | {'pass' if v.passed else '**FAIL**'} |"
             )
     lines += _accuracy(r.accuracy)
+    if r.accuracy is None and r.validation_data.labelled and r.model.get("task") != "forecast":
+        lines += ["", "No task metric: the validation data has actual values, but this model file does not say it "
+                  "is a forecaster (an edge-lstm checkpoint carries its task and normalisation; a TorchScript, "
+                  "`.pt2` or ONNX file does not), so forecasts are not compared with them and the gates on the "
+                  "task metric do not apply."]
     lines += ["", "## Per-output metrics", "",
               "Each row is judged by its gate (the last column): float artifacts element by element, quantized ones "
               "by aggregate gates, where the elements outside atol/rtol are shown for information only.", ""]

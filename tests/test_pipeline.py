@@ -158,3 +158,14 @@ def test_export_options_take_keywords_only(tmp_path: Path) -> None:
         ExportOptions(tmp_path / "out")  # type: ignore[misc]
     opts = ExportOptions(output_dir=tmp_path / "out", streaming=True)
     assert opts.streaming and opts.recipe.name == load_recipe().name and not opts.force
+
+
+def test_labelled_data_without_a_task_says_why_there_is_no_task_metric(tmp_path: Path) -> None:
+    """A .pt2 carries no task: real data with actual values is still used, and report.md says why no MAE."""
+    path, _ = write("stacked", "pt2", tmp_path)
+    rows = "\n".join(f"{(i * 7) % 11 / 10:.2f}" for i in range(60))
+    (tmp_path / "data.csv").write_text("temp\n" + rows + "\n")
+    recipe = load_recipe().with_overrides(formats=["onnx"], precisions=["fp32"])
+    res = export(path, ExportOptions(output_dir=tmp_path / "o", recipe=recipe, data=tmp_path / "data.csv"))
+    assert res.report["validation_data"]["labelled"] and res.report["accuracy"] is None
+    assert "No task metric" in (tmp_path / "o" / "report.md").read_text()
