@@ -189,11 +189,13 @@ def export(
         try:
             result = run_export(model, opts, say)
         except EdgeLstmError as e:
-            if e.exit_code in (3, 4) and (output / "report.json").exists():
+            if e.exit_code in (3, 4, 5) and (output / "report.json").exists():  # the others were written
                 e.hint = f"Report with every metric: {output / 'report.md'}" + (
                     f" and {output / 'report.html'}" if (output / "report.html").exists() else "")
-                if not as_json:  # the table shows what failed beside what passed
-                    written = jsonio.loads_strict((output / "report.json").read_text())
+                written = jsonio.loads_strict((output / "report.json").read_text())
+                if as_json:  # the error object carries the report as "result"
+                    jsonio.emit(written)
+                else:  # the table shows what failed beside what passed
                     emit(None, False, _export_summary(written, output))
             raise
     summary = _export_summary(result.export_report, output)

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         **runner.describe(),
         "model": os.path.basename(args.model),
         "threads": args.threads,
-        "xnnpack": not args.no_xnnpack,
+        "xnnpack": not args.no_xnnpack and runner.runtime in ("litert", "tflite-runtime"),  # the others have none
         "load_s": runner.load_time_s,
         "first_s": first_s,
         "latencies_s": lat,

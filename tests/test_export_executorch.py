@@ -120,15 +120,18 @@ def test_torchscript_is_refused_before_any_work(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "o").exists()
 
 
-def test_a_broken_executorch_install_fails_its_artifact_not_the_run(tmp_path: Path,
+def test_a_broken_executorch_install_fails_its_artifact_not_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """executorch found but its exporter failing to import (as after a torch upgrade): the .pte fails with the
-    reason, the ONNX artifact is still built and validated, and the exit code is the artifact's (5)."""
+    reason, the ONNX artifact is still built and validated, and the exit code is the artifact's (5); with --json
+    the error object carries the written report as "result"."""
     ckpt = _ckpt(tmp_path, _tiny("stacked"), TINY, "m")
     monkeypatch.setitem(sys.modules, "executorch.exir", None)
     rc = main(["export", str(ckpt), "-o", str(tmp_path / "o"), "--format", "executorch", "--format", "onnx",
-               "--precision", "fp32"])
+               "--precision", "fp32", "--json"])
+    body = json.loads(capsys.readouterr().out)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert body["error"]["code"] == 5 and body["result"] == report
     by_file = {a["file"]: a for a in report["artifacts"]}
     assert rc == 5 and by_file["m.fp32.onnx"]["passed"] and not by_file["m.fp32.pte"]["passed"]
     assert "does not import" in " ".join(by_file["m.fp32.pte"]["notes"])
