@@ -8,6 +8,8 @@ main CLI maps them to exit codes (2 usage, 4 over budget, 6 remote failure).
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +22,9 @@ from edge_lstm.cli_options import ForceOpt, JsonOpt, ShapeOpt, TrustOpt
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.reports import ProfileReport
 
-out = Console(highlight=False)
+#: a pipe or a log gets the 100 columns the tables are laid out for (rich would cut them at 80); a terminal or
+#: COLUMNS keeps its own width
+out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 100)
 
 
 def register(app: typer.Typer) -> None:

@@ -185,6 +185,16 @@ def _print_progress(done: int, total: int) -> None:
     print(f"{PROGRESS_PREFIX}{done} {total}", file=sys.stderr, flush=True)
 
 
+def _check_sample_axis(runner: Runner, feeds: dict[str, np.ndarray]) -> None:
+    """A feed array that is one sample (no leading sample axis) is a clear error, not a shape mismatch."""
+    for spec in runner.inputs:
+        arr = feeds.get(spec.name)
+        if arr is not None and arr.ndim == len(spec.shape):
+            raise ValueError(f"input '{spec.name}' of the feed has shape {tuple(arr.shape)}: the .npz arrays hold "
+                             f"samples along a leading axis, so one sample for this model is shape "
+                             f"(1, {', '.join(str(d) for d in spec.concrete(1))})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the device-side runner."""
     ap = argparse.ArgumentParser(prog="edge-lstm-device", description=__doc__.split("\n\n")[0])
@@ -212,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_baseline, mem_method = memory_baseline()
         runner = make_runner(args.model, runtime, args.threads, not args.no_xnnpack, torch_load)
         runner.activate()
+        _check_sample_axis(runner, feeds)
         t0 = time.perf_counter()
         first = runner.infer({k: v[0] for k, v in feeds.items()})
         first_s = time.perf_counter() - t0

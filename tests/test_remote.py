@@ -41,6 +41,19 @@ def test_zipapp_is_self_contained(tmp_path: Path) -> None:
     assert out.stdout.strip() == "1"  # LOG: float only
 
 
+def test_a_feed_without_its_sample_axis_is_named(onnx_model: Path, tmp_path: Path) -> None:
+    """One window saved as the whole feed: the runner says the arrays need a leading sample axis."""
+    import json
+
+    import numpy as np
+
+    np.savez(tmp_path / "feed.npz", x=np.zeros((1, 12, 1), np.float32))  # the model takes (1, 12, 1) per sample
+    proc = subprocess.run([sys.executable, str(build_zipapp(tmp_path / "r.pyz")), str(onnx_model), "--inputs",
+                           str(tmp_path / "feed.npz")], capture_output=True, text=True, check=False, cwd=tmp_path)
+    reply = json.loads(proc.stdout)
+    assert proc.returncode == 2 and "leading axis" in reply["message"] and "(1, 1, 12, 1)" in reply["message"]
+
+
 def test_zipapp_reads_a_tflite_file_with_what_it_carries(tmp_path: Path) -> None:
     from tflite_models import case
 
