@@ -255,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     as_json = _wants_json(args)
+    rc: Any = None
     try:
         with jsonio.json_stdout() if as_json else _nothing():
-            app(args=args, standalone_mode=False)
+            rc = app(args=args, standalone_mode=False)
     except EdgeLstmError as e:
         if debug:
             raise
@@ -265,10 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return int(e.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        if as_json:
-            jsonio.emit_error(130, "aborted", "Interrupted.", None)
-        return 130
+        return _aborted(as_json)
     except BrokenPipeError:  # `edge-lstm ... --json | head`: the reader has gone; stop quietly, as Unix tools do
         _quiet_stdout()
         return 0
@@ -296,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
                                   "Run edge-lstm COMMAND --help for the accepted options.")
             return 2
         return _internal(e, debug, as_json)
-    return 0
+    if rc == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns it
+        return _aborted(as_json)
+    return int(rc) if isinstance(rc, int) else 0
+
+
+def _aborted(as_json: bool) -> int:
+    err.print("aborted")
+    if as_json:
+        jsonio.emit_error(130, "aborted", "Interrupted.", None)
+    return 130
 
 
 @contextlib.contextmanager

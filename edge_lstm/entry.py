@@ -45,12 +45,13 @@ def device_main(args: list[str]) -> int:
     as_json = "--json" in args
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    rc = None
     try:
         if as_json:
             with jsonio.json_stdout():
-                app(args=args, standalone_mode=False)
+                rc = app(args=args, standalone_mode=False)
         else:
-            app(args=args, standalone_mode=False)
+            rc = app(args=args, standalone_mode=False)
     except EdgeLstmError as e:
         if debug:
             raise
@@ -85,7 +86,12 @@ def device_main(args: list[str]) -> int:
             raise
         print(f"internal error: {type(e).__name__}: {e}\nRun again with --debug and report this bug.", file=sys.stderr)
         return 1
-    return 0
+    if rc == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns it
+        print("aborted", file=sys.stderr)
+        if as_json:
+            jsonio.emit_error(130, "aborted", "Interrupted.", None)
+        return 130
+    return int(rc) if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

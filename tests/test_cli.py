@@ -90,3 +90,23 @@ def test_cli_runner_help_and_info(forecaster_ckpt: Path) -> None:
     assert res.exit_code == 0 and json.loads(res.output)["arch"] == "forecaster"
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.startswith("edge-lstm ")
+
+
+def test_ctrl_c_is_exit_130_with_an_aborted_error_and_nothing_written(forecaster_ckpt: Path, tmp_path: Path) -> None:
+    """SIGINT in the middle of an export: exit 130, "aborted", and no output directory."""
+    import signal
+
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-c", "import sys; from edge_lstm.cli import main; raise SystemExit(main(sys.argv[1:]))",
+           "export", str(forecaster_ckpt), "-o", str(out), "--format", "onnx", "--format", "tflite", "--precision",
+           "fp32", "--precision", "int8", "--calib", "random", "--profile"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the export is under way, then interrupt it
+        if "capturing ONNX" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "aborted" in stderr.splitlines()[-1]
+    assert not out.exists() and not list(tmp_path.glob(".*o*"))  # no output, no staging left behind
