@@ -77,9 +77,24 @@ def resolve_runtime(path: str | Path, runtime: str = "auto") -> str:
     with Path(path).open("rb") as f:
         head = f.read(8)
     fmt = registry.format_of_bytes(head)
+    if fmt == "tflite" and _fused_16x8(Path(path)):
+        return "tflm"  # LiteRT's fused LSTM kernel has no 16x8 path; TFLite Micro's has
     if fmt is not None:
         return registry.runtimes_for(fmt)[0].name
     return "torch" if head[:4] == b"PK\x03\x04" else "onnxruntime"
+
+
+def _fused_16x8(path: Path) -> bool:
+    """True for a TFLite file whose fused LSTM takes int16 activations (edge-lstm's int16x8 for TFLite Micro)."""
+    from edge_lstm import tflite_read
+    from edge_lstm.tflite_schema import TYPE_CODES
+
+    try:
+        model = tflite_read.read(path.read_bytes())
+    except Exception:  # not readable here: the runtime's own error says what is wrong with it
+        return False
+    return any(tflite_read.op_name(model, op) == "UNIDIRECTIONAL_SEQUENCE_LSTM" and op.inputs
+               and g.tensors[op.inputs[0]].type == TYPE_CODES["int16"] for g in model.subgraphs for op in g.operators)
 
 
 def import_runtime(runtime: str) -> None:

@@ -264,7 +264,8 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
     with progress_mod.task(say, "profiling", len(artifacts), "artifact") as count:
         for art in artifacts:
             on_tflm = any(v.runtime == "tflm" and v.passed for v in art.validations)
-            tflm = mcu and "tflm" in [v.runtime for v in art.validations]
+            micro_only = bool(art.validations) and all(v.runtime == "tflm" for v in art.validations)  # fused 16x8
+            tflm = (mcu and "tflm" in [v.runtime for v in art.validations]) or micro_only
             count.item(f"profiling {art.filename}" + (" on TFLite Micro" if tflm else ""))
             # off a microcontroller target, an artifact that also passed on TFLite Micro gets a TFLite Micro row
             # too: its arena measured, its latency that of the host interpreter (the report says so)

@@ -72,7 +72,7 @@ def export_firmware(out: Path, model: LoadedModel, proto: Any, artifacts: list[A
     vdata, reference = checked
     opts = options or FirmwareOptions()
     tflites = [TfliteInput(a.filename, a.data, a.precision.value, a.streaming) for a in artifacts
-               if a.format == "tflite" and a.lowering == "fused" and a.precision.value in ("fp32", "int8")]
+               if a.format == "tflite" and a.lowering == "fused" and a.precision.value in ("fp32", "int8", "int16x8")]
     src = FirmwareSource(model.name, "this export", proto.SerializeToString(), f"{model.name}.fp32.onnx", tflites,
                          model.normalization)
     ref = None

@@ -114,13 +114,14 @@ def _from_export(directory: Path) -> FirmwareSource:
         kind = (entry.get("format"), entry.get("precision"), entry.get("lowering"), bool(entry.get("streaming")))
         if kind[:2] == ("onnx", "fp32") and not kind[3] and src.onnx is None:
             src.onnx, src.onnx_name = _artifact(directory, entry), str(entry["file"])
-        elif kind[0] == "tflite" and kind[1] in ("fp32", "int8") and kind[2] == "fused":
+        elif kind[0] == "tflite" and kind[1] in ("fp32", "int8", "int16x8") and kind[2] == "fused":
             src.tflites.append(TfliteInput(str(entry["file"]), _artifact(directory, entry), str(kind[1]), kind[3]))
         elif kind[0] == "tflite":
             src.skipped.append(str(entry.get("file")))
             src.notes.append(f"{entry.get('file')} is not used for TFLite Micro: it is a {kind[1]} "
-                             f"{kind[2] or 'unknown'}-lowered artifact, and TFLite Micro takes the fused float32 "
-                             "and int8 forms (export with --lowering fused, or a microcontroller --target, for them)")
+                             f"{kind[2] or 'unknown'}-lowered artifact, and TFLite Micro takes the fused float32, "
+                             "int8 and int16x8 forms (export with --lowering fused, or a microcontroller --target, "
+                             "for them)")
     if src.onnx is None:
         src.notes.append("the export holds no float32 window ONNX, so no dependency-free C: export with "
                          "--format onnx as well")

@@ -141,3 +141,22 @@ def test_auto_without_a_target_is_fused_for_tflite_micro_and_says_so(forecaster:
     art = res.report["artifacts"][0]
     assert art["lowering"] == "fused" and "for TFLite Micro" in art["lowering_reason"], art["lowering_reason"]
     assert "which LiteRT and TFLite Micro both run" not in " ".join(art["notes"])  # int8's reason is not 16x8's
+
+
+def test_profile_and_firmware_take_the_fused_16x8_artifact_on_tflite_micro(forecaster: Any, tmp_path: Path,
+                                                                           series_files: tuple[Path, Path],
+                                                                           capsys: pytest.CaptureFixture[str]):
+    """--profile measures the TFLite Micro-only file on TFLite Micro (LiteRT refuses it), `profile`'s auto picks
+    TFLite Micro for it, and `firmware` builds from it."""
+    calib, held = series_files
+    out = tmp_path / "o"
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int16x8"], lowering="fused")
+    res = export(forecaster.path, ExportOptions(output_dir=out, recipe=recipe, data=held, calib=str(calib),
+                                                profile=True))
+    rows = res.report["profile"]["artifacts"]
+    assert res.passed and [r["runtime"] for r in rows] == ["tflm"] and rows[0]["arena_bytes"] > 0
+    rc = main(["profile", str(out / "forecaster.int16x8.tflite"), "--runs", "2", "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["artifacts"][0]["runtime"] == "tflm"
+    rc = main(["firmware", str(out), "-o", str(tmp_path / "fw"), "--target", "stm32h7", "--json"])
+    fw = json.loads(capsys.readouterr().out)
+    assert rc == 0 and any("int16x8" in str(f) for f in (tmp_path / "fw").rglob("*")), fw
