@@ -108,7 +108,7 @@ def predict_command(
     runtime: Annotated[str, typer.Option(help="auto | litert | tflite-runtime | onnxruntime.")] = "auto",
     artifact: Annotated[Optional[str], typer.Option(help="Run this artifact of the bundle.")] = None,  # noqa: UP045
     precision: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Run an artifact of this precision (fp32, fp16, dynamic-int8, int8).")] = None,
+        help="Run an artifact of this precision (fp32, fp16, dynamic-int8, int8, int16x8).")] = None,
     warmup: Annotated[str, typer.Option(help="Forecast from the N-th reading on (a streaming model then has a "
                                         "shorter history; a window model repeats the first reading), or 'window': "
                                         "only once a full window was seen.")] = "window",

@@ -59,7 +59,9 @@ def profile_command(
     ssh_config: Annotated[Path | None, typer.Option(help="ssh config file (-F); default: your own.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per artifact.")] = 600.0,
     compare: Annotated[Path | None, typer.Option(help="A previous profile report.json: show the changes.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write the JSON report here, and report.html beside it.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Write the JSON report here, and its HTML page beside it (report.html for report.json, "
+             "else NAME.html).")] = None,
     force: ForceOpt = False,
     export_report: Annotated[Path | None, typer.Option(help="An export report.json whose errors go into the "
                                                             "HTML table.")] = None,

@@ -348,7 +348,8 @@ def _check_request(options: ExportOptions) -> None:
     if options.io not in ("float", "int8"):
         raise OptionsError(f"Unknown --io '{options.io}'.", "Accepted: float, int8.")
     if options.io == "int8" and ("tflite" not in r.formats or Precision.INT8 not in r.precisions):
-        raise OptionsError("--io int8 applies to full-integer TFLite only.", "Add --format tflite --precision int8.")
+        raise OptionsError("--io int8 applies to --precision int8 TFLite only (int16x8 artifacts keep float32 "
+                           "inputs and outputs).", "Add --format tflite --precision int8.")
     calibrated = [p.value for p in (Precision.INT8, Precision.INT16X8) if p in r.precisions]
     if calibrated and "tflite" in r.formats and options.calib is None:
         raise OptionsError(

@@ -124,9 +124,12 @@ def recommend(report: ExportReport | Json) -> dict[str, Any]:
     else:  # TFLite Micro's host interpreter times reference kernels on this CPU: no basis for a CPU choice
         rows = [r for r in rows if r["runtime"] != "tflm"]
     if not rows:
+        micro = not target and any(r["passed"] and r["runtime"] == "tflm" for r in runtime_rows(rep))
         return {"file": None, "runtime": None, "target": where,
-                "rule": "no whole-window artifact passed validation" + (" and the target's budgets on a runtime it "
-                                                                         "runs" if target else "")}
+                "rule": ("the artifacts that passed run on TFLite Micro only, which is no runtime of this host: give "
+                         "a microcontroller --target to choose among them") if micro else
+                "no whole-window artifact passed validation" + (" and the target's budgets on a runtime it "
+                                                                "runs" if target else "")}
     timed = [r for r in rows if r["p50_s"] is not None and not r["emulated"]]
     scope = "passed validation" + (", within every budget, on a runtime the target runs" if target else "")
     if target and target.get("kind") == "mcu":
