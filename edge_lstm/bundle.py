@@ -369,7 +369,23 @@ def write(out_dir: Path, output: Path, names: list[str] | None = None, features:
     summary = open_bundle(target).summary()
     summary["bytes"] = len(data)
     summary["sha256"] = hashlib.sha256(data).hexdigest()
+    if not names:
+        summary["left_out"] = left_out(read_report(out_dir))
     return summary
+
+
+def left_out(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The artifacts that passed validation but that a default bundle leaves out, and why (predict cannot run them)."""
+    out = []
+    for a in report["artifacts"]:
+        if not (a.get("passed") and a.get("sha256")):
+            continue
+        if a.get("format") not in _RUNTIMES:
+            out.append({"file": str(a.get("file")), "why": f"{a.get('format')}: no device-side runtime of "
+                                                           "`edge-lstm predict` runs it"})
+        elif _micro_only(a):
+            out.append({"file": str(a.get("file")), "why": "runs on TFLite Micro only (use `edge-lstm firmware`)"})
+    return out
 
 
 def default_name(out_dir: Path) -> str:

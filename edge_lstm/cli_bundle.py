@@ -70,6 +70,7 @@ def bundle_create(
     lines = [f"Wrote {target} ({summary['bytes']:,} bytes, sha256 {summary['sha256'][:16]}...): model "
              f"{summary['model']}, window {summary['window']}, features {', '.join(summary['features'])}"]
     lines += [_artifact_line(a) for a in summary["artifacts"]]
+    lines += [f"  left out: {a['file']}: {a['why']}" for a in summary.get("left_out", [])]
     _print("\n".join(lines))
 
 

@@ -129,8 +129,9 @@ def human_summary(s: dict[str, Any]) -> str:
         for key, label in (("persistence", "persistence"), ("seasonal_naive", "seasonal naive")):
             if key in t:
                 b = t[key]
-                gain = (f"model lower by {b['model_improvement']:.1%}" if "model_improvement" in b
-                        else "exact on the test rows: nothing to improve on")
+                imp = b.get("model_improvement")
+                gain = ("exact on the test rows: nothing to improve on" if imp is None
+                        else f"model lower by {imp:.1%}" if imp >= 0 else f"model HIGHER by {-imp:.1%}: worse")
                 lines.append(f"  {label:<15} MAE {b['mae']:.4g}  ({gain})")
     else:
         m = t["model"]

@@ -219,3 +219,14 @@ def test_python_api_writes_atomically(temps_1200: Path, tmp_path: Path) -> None:
     paths = train_io.write_outputs(result, tmp_path / "h.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.pt", "h.train.html", "h.train.json"]
     assert load(paths["checkpoint"]).outputs[0].shape[-1] == 2
+
+
+def test_a_model_worse_than_a_baseline_is_said_to_be_worse() -> None:
+    from edge_lstm.cli_train import human_summary
+
+    s = {"best_epoch": 3, "stopped": "ran all 3 epochs", "lr": 1e-3, "notes": [], "checkpoint": "m.pt", "log": "l",
+         "report": "r",
+         "test": {"windows": 10, "model": {"mae": 3.3, "rmse": 4.0},
+                  "persistence": {"mae": 1.0, "rmse": 1.2, "model_improvement": -2.3}}}
+    text = human_summary(s)
+    assert "model HIGHER by 230.0%: worse" in text and "lower by -" not in text

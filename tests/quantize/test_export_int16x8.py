@@ -119,6 +119,9 @@ def test_bundle_leaves_out_the_tflite_micro_only_artifact(forecaster: Any, serie
     assert not any("int16x8" in n for n in names)
     with pytest.raises(UsageError, match="runs only on TFLite Micro"):
         bundle.build(tmp_path / "o", ["forecaster.int16x8.tflite"])
+    summary = bundle.write(tmp_path / "o", tmp_path / "b.zip")  # and `bundle` says what it left out, and why
+    assert [a["file"] for a in summary["left_out"]] == ["forecaster.int16x8.tflite"]
+    assert "TFLite Micro only" in summary["left_out"][0]["why"]
 
 
 def test_auto_for_a_litert_target_takes_the_loop_and_says_why(forecaster: Any, series_files: tuple[Path, Path],
