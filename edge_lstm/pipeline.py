@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_lstm import __version__
+from edge_lstm import __version__, lowering_choice
 from edge_lstm import feeds as feeds_mod
 from edge_lstm import progress as progress_mod
 from edge_lstm.artifact import Artifact, Failure
@@ -81,6 +81,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
                                options.input_dtypes)
     _check_request(options)
     _check_source(model, options)
+    choice = lowering_choice.plan(options)  # --lowering auto for a --target: both forms, timed here (or why not)
     if options.prove_on:
         from edge_lstm import prove_device
 
@@ -91,10 +92,14 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = reference_outputs(model, vdata)
     artifacts = _build(model, proto, step, options, say)
-    with progress_mod.task(say, "validating", len(artifacts), "artifact") as count:
-        for art in artifacts:
-            count.item(f"validating {art.filename}")
+    rivals = _rivals(model, proto, artifacts, options, say) if choice is not None and choice.runtime else {}
+    extra = [a for a in rivals.values() if isinstance(a, Artifact)]
+    with progress_mod.task(say, "validating", len(artifacts) + len(extra), "artifact") as count:
+        for art in artifacts + extra:
+            count.item(f"validating {art.filename}" + (f" ({art.lowering}, a candidate)" if art in extra else ""))
             prove.prove(art, model, options.recipe, vdata, reference, step, say)
+    if choice is not None:
+        artifacts = lowering_choice.settle(artifacts, rivals, choice, vdata.samples[0], say)
     proof = None
     if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
         from edge_lstm import prove_device
@@ -194,6 +199,16 @@ def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | No
         message, _, hint = first.partition("\nHint: ")
         raise UnsupportedModel(message, hint or None)
     return artifacts
+
+
+def _rivals(model: LoadedModel, proto: onnx.ModelProto, artifacts: list[Artifact], options: ExportOptions,
+            say: Progress) -> dict[str, Artifact | str]:
+    """The other lowering of each whole-window TFLite artifact (:func:`edge_lstm.produce.rivals`), counted."""
+    from edge_lstm import produce
+
+    n = sum(a.format == "tflite" and not a.streaming and a.built for a in artifacts)
+    with progress_mod.task(say, "building the other lowering", n, "artifact"):
+        return produce.rivals(model, proto, artifacts, options, say)
 
 
 def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, vdata: feeds_mod.ValidationData,
