@@ -56,9 +56,10 @@ def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, lit
     if streaming:
         return with_reason(fused, "auto", "auto: fused for streaming (state in variable tensors, x -> y)")
     if int8 and not litert:
-        return with_reason(fused, "auto", "auto: fused for full int8, which LiteRT and TFLite Micro both run; for "
-                                          "LiteRT alone --lowering loop (or a LiteRT --target) is several times "
-                                          "faster: int8 fully-connected ops XNNPACK runs, int16 cell state")
+        return with_reason(fused, "auto", "auto: fused for full int8, which LiteRT and TFLite Micro both run (a "
+                                          "rule, not timed here); for LiteRT alone --lowering loop (or a LiteRT "
+                                          "--target) is several times faster: int8 fully-connected ops XNNPACK "
+                                          "runs, int16 cell state")
     loop = build(proto, "loop", streaming, int8=int8)
     if int8:
         return with_reason(loop, "auto", "auto: loop for full int8 on LiteRT: int8 fully-connected ops XNNPACK runs, "
