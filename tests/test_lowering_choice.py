@@ -111,3 +111,24 @@ def test_streaming_artifacts_keep_the_rule_untimed(forecaster_ckpt: Path) -> Non
     c = got.lowering_choice
     assert got is art and got.lowering == "fused" and c is not None and not c.measured
     assert c.reason.startswith("streaming: the rule's form, not timed") and c.candidates[0].p50_s is None
+
+
+def test_no_rival_where_there_is_one_form_or_litert_has_no_kernel(model_dir: Path, tmp_path: Path) -> None:
+    from models import write
+
+    from edge_lstm import capture, load, produce
+    from edge_lstm.artifact import Artifact
+    from edge_lstm.lower.tflite import lower
+    from edge_lstm.progress import silent
+    from edge_lstm.spec import Precision
+
+    gru = load.load(write("gru", "checkpoint", model_dir)[0])
+    proto = capture.to_onnx(gru)
+    low = lower(proto, "auto", litert=True)
+    assert low.lowering == "loop"
+    opts = ExportOptions(output_dir=tmp_path / "out", recipe=_recipe("fp32", "int16x8"), target="rpi4b")
+    arts = [Artifact("g.fp32.tflite", "tflite", Precision.FP32, "loop", False, low.data),
+            Artifact("g.int16x8.tflite", "tflite", Precision.INT16X8, "loop", False, low.data)]
+    got = produce.rivals(gru, proto, arts, opts, silent)
+    assert got["g.fp32.tflite"] == "fused: the same graph as loop (no layer the fused op can express)"
+    assert str(got["g.int16x8.tflite"]).startswith("fused: not built: LiteRT and tflite-runtime have no 16x8 fused")
