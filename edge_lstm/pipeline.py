@@ -12,7 +12,9 @@ artifact. The order of work:
 3. run the reference (PyTorch, or ONNX Runtime on the source ONNX file) on the feeds;
 4. build every artifact; one that a lowering or quantizer refuses does not stop the others;
 5. open and run each artifact once in a child process per runtime (:mod:`edge_lstm.preflight`),
-   then validate it here on the runtimes that ran it;
+   then validate it here on the runtimes that ran it; with ``--lowering auto`` and a LiteRT
+   ``--target``, the other lowering of each whole-window TFLite artifact is built and validated
+   too, both are timed side by side here, and one is kept (:mod:`edge_lstm.lowering_choice`);
 6. write the artifacts that were built and the report, and profile them when asked.
 
 Then the failures are raised, most serious first: artifacts that could not be
