@@ -22,11 +22,12 @@ def _recipe(*precisions: str) -> Recipe:
 
 def test_a_litert_target_times_both_forms_and_reports_them(forecaster_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    export(forecaster_ckpt, ExportOptions(output_dir=out, recipe=_recipe("fp32", "int8"), calib="random",
-                                          target="rpi4b"))
+    # full int8 (one precision, to keep the test short): its rival is calibrated too; the float precisions share
+    # the same path through produce.rivals and settle
+    export(forecaster_ckpt, ExportOptions(output_dir=out, recipe=_recipe("int8"), calib="random", target="rpi4b"))
     rep = json.loads((out / "report.json").read_text())
     window = rep["artifacts"]
-    assert [a["file"] for a in window] == ["stacked.fp32.tflite", "stacked.int8.tflite"]
+    assert [a["file"] for a in window] == ["stacked.int8.tflite"]
     for a in window:
         c = a["lowering_choice"]
         assert c["measured"] and c["runtime"] == "litert" and c["target"] == "rpi4b" and c["rule"] == "loop"
