@@ -11,8 +11,8 @@ artifact. The order of work:
    (a model whose output needs the whole window is refused here, exit 5);
 3. run the reference (PyTorch, or ONNX Runtime on the source ONNX file) on the feeds;
 4. build every artifact; one that a lowering or quantizer refuses does not stop the others;
-5. open and run each artifact once in a child process per runtime (:mod:`edge_lstm.preflight`),
-   then validate it here on the runtimes that ran it;
+5. open and run each artifact once on each runtime, all in one child process
+   (:mod:`edge_lstm.preflight`), then validate each here on the runtimes that ran it;
 6. write the artifacts that were built and the report, and profile them when asked.
 
 Then the failures are raised, most serious first: artifacts that could not be
@@ -91,10 +91,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = reference_outputs(model, vdata)
     artifacts = _build(model, proto, step, options, say)
-    with progress_mod.task(say, "validating", len(artifacts), "artifact") as count:
-        for art in artifacts:
-            count.item(f"validating {art.filename}")
-            prove.prove(art, model, options.recipe, vdata, reference, step, say)
+    prove.prove_all(artifacts, model, options.recipe, vdata, reference, step, say)
     proof = None
     if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
         from edge_lstm import prove_device
