@@ -22,7 +22,7 @@ from rich.console import Console
 
 from edge_lstm import __version__, jsonio, registry
 from edge_lstm.cli_options import DtypeOpt, JsonOpt, ShapeOpt, TrustOpt
-from edge_lstm.errors import EdgeLstmError, UsageError
+from edge_lstm.errors import EdgeLstmError, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
     from edge_lstm.reports import ExportReport
@@ -190,8 +190,10 @@ def export(
             result = run_export(model, opts, say)
         except EdgeLstmError as e:
             if e.exit_code in (3, 4, 5) and (output / "report.json").exists():  # the others were written
+                advice = e.advice if isinstance(e, ValidationFailed) else ""
                 e.hint = f"Report with every metric: {output / 'report.md'}" + (
-                    f" and {output / 'report.html'}" if (output / "report.html").exists() else "")
+                    f" and {output / 'report.html'}" if (output / "report.html").exists() else "") + (
+                    f". {advice}" if advice else "")
                 written = jsonio.loads_strict((output / "report.json").read_text())
                 if as_json:  # the error object carries the report as "result"
                     jsonio.emit(written)
