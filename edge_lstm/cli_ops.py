@@ -31,13 +31,17 @@ def register(app: typer.Typer) -> None:
 
 def formats_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
+    recheck: Annotated[bool, typer.Option("--recheck", help="Import every runtime and exporter again instead of "
+                                                            "using the results cached for this environment.")] = False,
 ) -> None:
-    """List the formats edge-lstm writes (with their precisions) and the runtimes that run them: available here,
-    or the command that installs them."""
-    from edge_lstm import registry
+    """List the formats edge-lstm writes (with their precisions) and the runtimes that run them: available here
+    (its package imports, checked in a child process), installed but broken (the import error), or the command
+    that installs it."""
+    from edge_lstm import import_probe, registry
 
-    payload = {"formats": [f.to_dict() for f in registry.FORMATS_TABLE],
-               "runtimes": [r.to_dict() for r in registry.RUNTIMES_TABLE],
+    errors = import_probe.probe(registry.probe_modules(), recheck=recheck)
+    payload = {"formats": [f.to_dict(errors) for f in registry.FORMATS_TABLE],
+               "runtimes": [r.to_dict(errors) for r in registry.RUNTIMES_TABLE],
                "lowerings": dict(registry.LOWERINGS_TABLE)}
     if as_json:
         jsonio.emit(payload)
@@ -48,15 +52,21 @@ def formats_command(
     for f in registry.FORMATS_TABLE:
         t.add_row(f.name, f.suffix, ", ".join(p.value for p in f.precisions),
                   ", ".join(r.name for r in registry.runtimes_for(f.name)),
-                  "installed" if f.buildable() else escape(f"install with {f.install}"))
+                  _exporter(f, f.unusable(errors)))
     out.print(t)
     r_table = Table(title="runtimes", title_justify="left")
     for col in ("runtime", "device side", "status"):
         r_table.add_column(col, overflow="fold")
     for r in registry.RUNTIMES_TABLE:
-        r_table.add_row(r.name, "yes" if r.device else "no", escape(r.status()))  # 'edge-lstm[x]' is not markup
+        r_table.add_row(r.name, "yes" if r.device else "no", escape(r.status(errors)))  # 'edge-lstm[x]' is not markup
     out.print(r_table)
     out.print("TFLite lowerings (--lowering): " + "; ".join(f"{k}: {v}" for k, v in registry.LOWERINGS_TABLE.items()))
+
+
+def _exporter(f: Any, why: str | None) -> str:
+    if why is None:
+        return "installed"
+    return escape(f"install with {f.install}" if why == "not installed" else f"installed but broken: {why}")
 
 
 #: the formats whose ops edge-lstm's own tables describe (the others are written by their runtimes' exporters)
