@@ -75,7 +75,7 @@ def _dtypes(items: list[str] | None) -> tuple[str, ...]:
 @app.command()
 def info(
     model: Annotated[Path, typer.Argument(help="model.pt (checkpoint, TorchScript, .pt2, pickled module), or an "
-                                               ".onnx or .tflite file.")],
+                                               ".onnx, .tflite, .pte or .ort file.")],
     input_shape: ShapeOpt = None,
     input_dtype: DtypeOpt = None,
     trust_pickle: TrustOpt = False,
@@ -86,18 +86,12 @@ def info(
     The input shapes are checked against the model's layers as ``export`` checks them.
     """
     kind = _artifact_kind(model)
-    if kind not in (None, "onnx", "tflite"):
-        f = registry.fmt(kind)
-        raise UsageError(f"'{model}' is an {f.suffix} artifact ({f.description}); info describes models, .onnx and "
-                         ".tflite files.",
-                         f"Profile it instead: edge-lstm profile {model} (runs on "
-                         f"{', '.join(r.name for r in registry.runtimes_for(kind))}).")
-    if kind == "tflite" or (kind == "onnx" and not input_shape and not input_dtype):
+    if kind in ("tflite", "executorch", "ort") or (kind == "onnx" and not input_shape and not input_dtype):
         from edge_lstm.inspect_artifact import describe, render
 
         if input_shape or input_dtype:
-            raise UsageError("--input-shape and --input-dtype do not apply to a .tflite file: it carries its own "
-                             "inputs.", "Drop --input-shape and --input-dtype.")
+            raise UsageError(f"--input-shape and --input-dtype do not apply to a {registry.fmt(kind).suffix} file: "
+                             "it carries its own inputs.", "Drop --input-shape and --input-dtype.")
         described = describe(model)
         emit(described, as_json, render(described))
         return
