@@ -5,7 +5,8 @@ unreadable input; 3 a validation tolerance failed; 4 over a device budget;
 5 the model uses something that cannot be exported; 6 a remote device run
 failed; 7 the emulated device could not be built, started or stopped; 1 only
 for internal bugs. A user error prints one message, never a
-traceback, unless ``--debug``.
+traceback, unless ``--debug``: then the traceback is printed on stderr first, and the
+message, the JSON error and the exit code are the same as without it.
 """
 
 from __future__ import annotations
@@ -254,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         with jsonio.json_stdout() if as_json else _nothing():
             rc = app(args=args, standalone_mode=False)
     except EdgeLstmError as e:
-        if debug:
-            raise
+        _trace(e, debug)
         return _fail(e, as_json)
     except typer.Exit as e:
         return int(e.exit_code or 0)
@@ -265,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_stdout()
         return 0
     except OSError as e:
-        if debug:
-            raise
+        _trace(e, debug)
         if e.errno in _PATH_ERRORS and e.filename:
             return _fail(UsageError(f"Cannot use '{e.filename}': {e.strerror}.", "Check the path."), as_json)
         if e.errno not in _DISK_ERRORS:
@@ -274,9 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         from edge_lstm.outputs import io_error
 
         return _fail(io_error(e), as_json)
-    except MemoryError:
-        if debug:
-            raise
+    except MemoryError as e:
+        _trace(e, debug)
         return _fail(UsageError("Ran out of memory: the input (or a size it declares) is too large for this "
                                 "machine.", "Check --input-shape and the sizes of the data and model files."), as_json)
     except Exception as e:
@@ -320,9 +318,18 @@ def _fail(e: EdgeLstmError, as_json: bool) -> int:
     return e.exit_code
 
 
-def _internal(e: BaseException, debug: bool, as_json: bool) -> int:
+def _trace(e: BaseException, debug: bool) -> None:
+    """With ``--debug``, the traceback on stderr, before the same message and exit code as without it."""
     if debug:
-        raise e
+        import traceback
+
+        sys.stderr.flush()
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+
+
+def _internal(e: BaseException, debug: bool, as_json: bool) -> int:
+    _trace(e, debug)
     from rich.text import Text
 
     err.print(Text("internal error: ", style="red") + Text(f"{type(e).__name__}: {e}\nRun again with --debug and "
