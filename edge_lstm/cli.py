@@ -170,10 +170,12 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
+    from edge_lstm.outputs import shown
     from edge_lstm.pipeline import ExportOptions
     from edge_lstm.pipeline import export as run_export
     from edge_lstm.recipes import load_recipe
 
+    output = shown(output)  # every message and path printed names it as written: a/../c as c
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output_dir=output, recipe=rec, streaming=streaming, data=data, calib=calib, io=io,
                          input_shapes=tuple(_shapes(input_shape)), trust_pickle=trust_pickle, force=force,

@@ -56,6 +56,9 @@ def firmware_command(
     opts = firmware.FirmwareOptions(precisions=tuple(precision) if precision else firmware.FirmwareOptions.precisions,
                                     prefix=prefix, c=not no_c, tflm=not no_tflm, cortex_m=not no_cortex_m,
                                     windows=windows, recipe=load_recipe(recipe))
+    from edge_lstm.outputs import shown
+
+    output = shown(output)  # printed as written: a/../c as c
     say = (lambda _m: None) if as_json else (lambda m: err.print(escape(f"· {m}"), soft_wrap=True))
     result = firmware.firmware(source, output, opts, target, force, say, check=False)
     if as_json:

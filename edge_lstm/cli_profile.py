@@ -86,6 +86,9 @@ def profile_command(
                                   input_shapes=tuple(parse_shape(s) for s in input_shape or ()),
                                   trust_pickle=trust_pickle, reference=str(reference) if reference else None)
     if output:
+        from edge_lstm.outputs import shown
+
+        output = shown(output)  # printed as written: a/../c as c
         _check_outputs(output, force)  # before the (possibly long) measurement
     tgt = None
     if target:  # targets read TOML (tomllib, Python 3.11+): imported only when asked for
