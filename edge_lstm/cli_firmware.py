@@ -90,8 +90,11 @@ def print_summary(report: dict[str, Any], output: Path) -> None:
         out.print(escape(line), soft_wrap=True)
     for t in report["tflm"]:
         a = t["arena"]
-        arena = f"arena {a['measured_bytes']:,} B measured, MODEL_ARENA_SIZE {a['recommended_bytes']:,} B" \
-            if a.get("measured_bytes") else "arena not measured"
+        in_use = a.get("recording_allocator_bytes")
+        arena = (f"arena {a['measured_bytes']:,} B (the smallest that allocates and invokes"
+                 + (f"; {in_use:,} B in use after allocation, the figure profile shows" if in_use else "")
+                 + f"), MODEL_ARENA_SIZE {a['recommended_bytes']:,} B") if a.get("measured_bytes") \
+            else "arena not measured"
         out.print(escape(f"TFLite Micro {t['artifact']}: array {t['bytes']:,} B, {arena}"), soft_wrap=True)
     if report["c"] and report["c"][0]["cortex_m"].get("model"):
         out.print(f"[dim]C flash/RAM: {escape(report['c'][0]['cortex_m']['model']['label'])}[/dim]", soft_wrap=True)
