@@ -217,8 +217,9 @@ def _us(v: float | None) -> str:
 
 def _profile_rows(prof: ProfileReport) -> list[str]:
     target = prof.target
-    rows = ["| file | runtime | p50 µs | p90 µs | p99 µs | per sample µs | peak memory over baseline | TFLM arena | "
-            "weights / graph bytes |" + (f" estimate on {target['name']} µs | budgets |" if target else ""),
+    rows = ["| file | runtime | p50 µs | p90 µs | p99 µs | per sample µs | peak memory over baseline | "
+            "TFLM arena in use | weights / graph bytes |"
+            + (f" estimate on {target['name']} µs | budgets |" if target else ""),
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | --- |" if target else "")]
     for a in prof.artifacts:
         lat, mem, size = a["latency_s"], a.get("memory") or {}, a.get("size") or {}

@@ -170,6 +170,8 @@ def test_export_for_a_microcontroller_measures_the_arena_on_tflm(
     tfl = prof["multi_horizon.fp32.tflite"]
     assert tfl["runtime"] == "tflm" and tfl["arena_bytes"] and tfl["outputs_check"]["validated_on_tflm"]
     assert {c["budget"]: c["status"] for c in tfl["budget"]} == {"flash": "ok", "ram": "ok"}
+    ram = next(c for c in tfl["budget"] if c["budget"] == "ram")
+    assert "in use" in ram["measure"] and "--firmware measures" in ram["note"]  # not the smallest working arena
     hybrid = prof["multi_horizon.dynamic-int8.tflite"]
     assert hybrid["runtime"] == "litert"
     assert {c["budget"]: c["status"] for c in hybrid["budget"]} == {"flash": "unverified", "ram": "not-measured",
