@@ -51,7 +51,9 @@ def lower(
     across ``invoke()`` until reset. ``micro`` says the artifact is for TFLite
     Micro (``auto`` then takes the fused form). ``precision`` is what the float
     model will be quantized to: for ``int8`` the layers TFLite's integer
-    quantizer has no fused kernel for (``nn.RNN``) go to the loop. ``litert`` says
+    quantizer has no fused kernel for (``nn.RNN``) go to the loop; for ``dynamic-int8`` the
+    loop runs a stacked LSTM pair as one wavefront cell (:mod:`.wavefront`), faster with int8 weights (the
+    artifact is float until :func:`edge_lstm.quantize.quantize_tflite` makes it dynamic int8). ``litert`` says
     the artifact is for LiteRT / tflite-runtime (``auto`` then takes the loop for
     full int8, see :mod:`.auto`).
     """
@@ -60,13 +62,14 @@ def lower(
     from edge_lstm.spec import Precision
 
     int8 = precision is not None and Precision(precision) is Precision.INT8
+    dynamic = precision is not None and Precision(precision) is Precision.DYNAMIC_INT8
     if lowering == "auto":
         from edge_lstm.lower.tflite.auto import choose
 
         return choose(proto, streaming, micro, int8, litert and not micro)
     from edge_lstm.lower.tflite.build import build
 
-    return build(proto, lowering, streaming, int8=int8, micro=micro)
+    return build(proto, lowering, streaming, int8=int8, micro=micro, dynamic=dynamic)
 
 
 __all__ = ["LOWERINGS", "LoweredTFLite", "lower"]
