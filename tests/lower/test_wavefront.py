@@ -8,6 +8,7 @@ from ai_edge_litert import schema_py_generated as schema
 from tflite_models import KINDS, assert_close, case
 
 from edge_lstm.lower.tflite import lower
+from edge_lstm.lower.tflite.loop import LoopLayer, pairable
 from edge_lstm.lower.tflite.wavefront import combine, step0_feature
 from edge_lstm.quantize import quantize_tflite
 from edge_lstm.runners.litert import LiteRTRunner
@@ -100,3 +101,13 @@ def test_hybrid_weights_shared_between_the_loop_and_its_last_step_are_stored_onc
     assert len(hybrid) < 0.4 * len(paired)
     assert quantize_tflite(paired, Precision.DYNAMIC_INT8).data == hybrid  # deterministic
     assert lower(c.proto, "loop", precision=Precision.DYNAMIC_INT8).data == paired
+
+
+def test_only_small_pairs_run_as_one_cell() -> None:
+    def layer(h: int, i: int) -> LoopLayer:
+        return LoopLayer("lstm", h, np.zeros((4 * h, i), np.float32), np.zeros(4 * h, np.float32),
+                         np.zeros((4 * h, h), np.float32), None, False, None, None)
+
+    assert pairable([layer(64, 1), layer(64, 64)])  # the reference forecaster: 64 KiB of int8 combined weights
+    assert not pairable([layer(128, 1), layer(128, 128)])
+    assert not pairable([layer(16, 1), layer(16, 16), layer(16, 16)])

@@ -12,10 +12,22 @@ time is mostly its fully-connected ops streaming their weights from cache;
 this reads an upper layer's input weights once per ``u`` steps instead of
 once per step. Each iteration gathers its row of the projection (viewed as
 ``[T/u, u*G]``) and splits it into steps. Inside the body every weight is
-one constant tensor, so XNNPACK packs each weight once and runs the steps as
-one delegate kernel (fully-connected ops without a run-time bias, the adds
-and the gate activations); the gather, the counter and the sequence update
-stay on builtin kernels.
+one constant tensor, written once in the file; XNNPACK runs the steps as one
+delegate kernel (fully-connected ops without a run-time bias: one with a
+run-time bias stays on the builtin kernel, 2x slower; the adds and the gate
+activations), the gather, the counter and the sequence update stay on builtin
+kernels. XNNPACK packs a private copy of a weight for each op that reads it,
+so ``u`` steps keep ``u`` copies of each recurrent matrix in cache: measured
+on the reference forecaster (LiteRT, one thread), 8 steps an iteration ran
+1.1-1.3x slower than 4, even with every split and concatenation kept to the
+4 parts XNNPACK takes.
+
+For dynamic int8 (``ctx.dynamic``) a pair of small stacked LSTM layers read
+only at the upper layer's last step runs as *one* cell, the upper layer a step
+behind (:func:`run_pair`, :mod:`.wavefront`): half the ops a step, which is
+what the time goes to once the weights are int8. In float the combined
+matrix's extra bytes (the zero block, the upper layer's input weights read
+every step) cost more than the ops saved, so float keeps the layers apart.
 
 Loop variables: ``[t, xp, h_1, (c_1), ..., h_n, (c_n), (ys)]``; ``t`` is an
 int32 ``[1]`` iteration counter, ``xp`` the first layer's projection (passed
@@ -189,11 +201,20 @@ def _steps(
 
 
 # ---------------------------------------------------------------- dynamic int8: a stacked pair as one cell
+#: the largest combined recurrent matrix, in int8 bytes, a pair runs as one cell with: measured on LiteRT
+#: (XNNPACK, one thread, dynamic int8), 2 x LSTM(32) and 2 x LSTM(64) (64 KiB) ran 1.9x and 1.2x faster as one
+#: cell, 2 x LSTM(128) (256 KiB) and 2 x LSTM(256) 1.2x slower: there the zero block and the upper layer's
+#: input weights read at every step cost more than the ops saved
+PAIR_BYTES = 64 * 1024
+
+
 def pairable(layers: list[LoopLayer]) -> bool:
-    """Whether the loop's layers are a pair :mod:`.wavefront` runs as one cell: two LSTM layers without
-    projection, the upper one starting from zeros."""
-    return (len(layers) == 2 and all(la.kind == "lstm" and la.proj is None for la in layers)
-            and layers[1].h0 is None and layers[1].c0 is None)
+    """Whether the loop's layers are a pair :mod:`.wavefront` runs as one cell: two small LSTM layers (see
+    :data:`PAIR_BYTES`) without projection, the upper one starting from zeros."""
+    if len(layers) != 2 or any(la.kind != "lstm" or la.proj is not None for la in layers):
+        return False
+    n = layers[0].hidden + layers[1].hidden
+    return layers[1].h0 is None and layers[1].c0 is None and 4 * n * n <= PAIR_BYTES
 
 
 def run_pair(ctx: Context, x: TensorRef, layers: list[LoopLayer], steps: int, tag: str, batch: int) -> TensorRef:

@@ -17,10 +17,12 @@ zero (``c = f*0 + i*0``, ``h = o*tanh(0)``). The weight is the size of a bias,
 so per-tensor int8 weight scales (dynamic int8) are not stretched by it. At
 step ``T`` the lower layer's half computes a step nobody reads.
 
-Used for whole windows (not one-step streaming models, whose state would
-then lag a step) of a single-direction pair with zero initial state, at float
-precisions (fp32, fp16, dynamic int8); full int8 keeps the layers apart, as
-the quantizer's per-layer ranges need.
+Used by the loop lowering for dynamic int8 (:func:`edge_lstm.lower.tflite.loop.run_pair`): whole windows
+(not one-step streaming models, whose state would then lag a step) of a small forward pair, the upper layer
+starting from zeros, read only at its last step. In float, and for larger layers, the combined matrix's
+extra bytes cost more than the ops saved; full int8 keeps the layers apart, as the quantizer's per-layer
+ranges and the int16 cell rewrite need. (A fused ``UNIDIRECTIONAL_SEQUENCE_LSTM`` of the combined cell ran
+1.2x slower than two fused ops on TFLite's builtin kernel, whose time is its matrix-vector products.)
 """
 
 from __future__ import annotations
