@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
@@ -111,3 +115,25 @@ def test_only_small_pairs_run_as_one_cell() -> None:
     assert pairable([layer(64, 1), layer(64, 64)])  # the reference forecaster: 64 KiB of int8 combined weights
     assert not pairable([layer(128, 1), layer(128, 128)])
     assert not pairable([layer(16, 1), layer(16, 16), layer(16, 16)])
+
+
+@pytest.mark.skipif(not os.environ.get("EDGE_LSTM_TFLRT_PYTHON"),
+                    reason="EDGE_LSTM_TFLRT_PYTHON is not set (make test creates .venv-tflrt with tflite-runtime 2.14)")
+def test_dynamic_int8_pair_runs_on_tflite_runtime(tmp_path: Path) -> None:
+    """tflite-runtime 2.14 (what Raspberry Pi images ship) runs the pair's hybrid artifact like LiteRT does."""
+    c = case("reference")
+    hybrid = quantize_tflite(lower(c.proto, "loop", precision=Precision.DYNAMIC_INT8).data,
+                             Precision.DYNAMIC_INT8).data
+    feeds = [c.feeds(seed) for seed in range(3)]
+    (tmp_path / "m.tflite").write_bytes(hybrid)
+    np.savez(tmp_path / "feed.npz", x=np.stack([f["x"] for f in feeds]))
+    cmd = [os.environ["EDGE_LSTM_TFLRT_PYTHON"], "-m", "edge_lstm.device", str(tmp_path / "m.tflite"), "--inputs",
+           str(tmp_path / "feed.npz"), "--outputs", str(tmp_path / "out.npz"), "--runtime", "tflite-runtime"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with np.load(tmp_path / "out.npz") as z:
+        got = {k: z[k] for k in z.files}
+    for n, f in enumerate(feeds):
+        for name, want in _run(hybrid, f).items():
+            np.testing.assert_allclose(got[name][n].reshape(want.shape), want, atol=1e-4)
