@@ -1,11 +1,15 @@
 """TFLite export benchmark: export time, file size, p50 latency vs ONNX Runtime, from one run.
 
 For the reference forecaster (2 x LSTM(64), window 96) and a larger one
-(2 x LSTM(256), window 256), batch 1, one thread: PyTorch eager, ONNX Runtime,
-fused and loop TFLite (ai-edge-litert, XNNPACK on), and the fused
-streaming model per new sample. Ratios are to ONNX Runtime in the same run.
+(2 x LSTM(256), window 256), batch 1, one thread: PyTorch eager, ONNX Runtime
+(fp32 and dynamic int8), fused and loop TFLite (ai-edge-litert, XNNPACK on) in
+fp32 and dynamic int8 (the loop both as lowered for fp32 and as lowered for
+dynamic int8, where a small stacked pair runs as one wavefront cell), and the
+fused streaming model per new sample. Ratios are to ONNX Runtime fp32 in the
+same interleaved rounds; dynamic int8 is timed, not validated, here (its error
+is the export's validation and benchmarks/int8.py's).
 
-Usage: python benchmarks/tflite.py [--runs N]
+Usage: python benchmarks/tflite.py [--runs N] [--rounds N] [--model '2xLSTM(64), T=96']
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from timing import interleaved, p50  # benchmarks/int8.py imports interleaved fr
 
 from edge_lstm import archs, capture, load
 from edge_lstm.lower.tflite import lower
+from edge_lstm.quantize import quantize_onnx, quantize_tflite
 from edge_lstm.runners.litert import LiteRTRunner
 from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
+from edge_lstm.spec import Precision
 
 MODELS = {"2xLSTM(64), T=96": (archs.ArchConfig(hidden=64, layers=2), 96),
           "2xLSTM(256), T=256": (archs.ArchConfig(hidden=256, layers=2), 256)}
@@ -36,7 +42,15 @@ def _ratio(t: dict[str, float], name: str) -> str:
     return f"{t[name + '/ort']:.2f}x"
 
 
-def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) -> list[tuple[str, ...]]:
+#: the TFLite artifacts timed per model: name -> (lowering, the precision it is lowered for, dynamic int8 or not)
+ARTIFACTS = {"fused": ("fused", Precision.FP32, False), "loop": ("loop", Precision.FP32, False),
+             "fused dynamic int8": ("fused", Precision.FP32, True),
+             "loop dynamic int8 (lowered for fp32)": ("loop", Precision.FP32, True),
+             "loop dynamic int8": ("loop", Precision.DYNAMIC_INT8, True)}
+
+
+def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path,
+          rounds: int) -> list[tuple[str, ...]]:
     """Rows for one model."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -49,36 +63,50 @@ def bench(label: str, cfg: archs.ArchConfig, window: int, runs: int, tmp: Path) 
     xt = torch.from_numpy(x)
     ort = OnnxRuntimeRunner(proto.SerializeToString(), threads=1)
     ort.activate()
-    calls: dict[str, Callable[[], object]] = {"ort": lambda: ort.infer({"x": x})}
+    ort8 = OnnxRuntimeRunner(quantize_onnx(proto, Precision.DYNAMIC_INT8).data, threads=1)
+    ort8.activate()
+    calls: dict[str, Callable[[], object]] = {"ort": lambda: ort.infer({"x": x}),
+                                              "ort8": lambda: ort8.infer({"x": x})}
     exports: dict[str, tuple[float, int]] = {}
-    for lowering in ("fused", "loop"):
+    same: dict[str, str] = {}  # an artifact whose bytes equal an earlier one's: timed once, under that name
+    files: dict[bytes, str] = {}
+    for name, (lowering, precision, hybrid) in ARTIFACTS.items():
         t0 = time.perf_counter()
-        lowered = lower(proto, lowering)
-        exports[lowering] = (time.perf_counter() - t0, len(lowered.data))
-        r = LiteRTRunner(lowered.data, threads=1)
+        data = lower(proto, lowering, precision=precision).data
+        if hybrid:
+            data = quantize_tflite(data, Precision.DYNAMIC_INT8).data
+        exports[name] = (time.perf_counter() - t0, len(data))
+        if data in files:
+            same[name] = files[data]
+            continue
+        files[data] = name
+        r = LiteRTRunner(data, threads=1)
         r.activate()
 
         def window_call(r: LiteRTRunner = r) -> None:
             r.reset_state()
             r.infer({"x": x})
 
-        calls[lowering] = window_call
+        calls[name] = window_call
 
     def torch_call() -> None:
         with torch.no_grad():
             module(xt)
 
     calls["torch"] = torch_call
-    t = interleaved(calls, runs)
+    t = interleaved(calls, runs, rounds=rounds)
     t_ort = t["ort"]
     onnx_bytes = len(proto.SerializeToString())
     rows.append((label, "PyTorch eager", "-", "-", _us(t["torch"]), _ratio(t, "torch")))
     rows.append((label, "ONNX Runtime", "-", f"{onnx_bytes / param_bytes:.2f}x", _us(t_ort), "1.00x"))
-    for lowering in ("fused", "loop"):
-        export_s, nbytes = exports[lowering]
+    rows.append((label, "ONNX Runtime dynamic int8", "-", "-", _us(t["ort8"]), _ratio(t, "ort8")))
+    for name in ARTIFACTS:
+        export_s, nbytes = exports[name]
         size = f"{nbytes / param_bytes:.3f}x"
-        rows.append((label, f"TFLite {lowering}", f"{export_s * 1000:.0f} ms", size, _us(t[lowering]),
-                     _ratio(t, lowering)))
+        timed = same.get(name, name)
+        note = f" (the same file as {timed})" if timed != name else ""
+        rows.append((label, f"TFLite {name}", f"{export_s * 1000:.0f} ms", size, _us(t[timed]),
+                     _ratio(t, timed) + note))
     fused_t = t["fused"]
     step_model = capture.streaming_model(model, proto)
     t0 = time.perf_counter()
@@ -101,13 +129,17 @@ def main() -> None:
     """Print the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (more on a busy host)")
+    ap.add_argument("--model", choices=list(MODELS), action="append", help="only these models (default: all)")
     args = ap.parse_args()
     header = ("model", "artifact", "export", "file / float params", "p50 latency", "vs ONNX Runtime")
     rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, (cfg, window) in MODELS.items():
+            if args.model and label not in args.model:
+                continue
             runs = args.runs if cfg.hidden <= 64 else max(20, args.runs // 5)
-            rows += bench(label, cfg, window, runs, Path(tmp))
+            rows += bench(label, cfg, window, runs, Path(tmp), args.rounds)
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:

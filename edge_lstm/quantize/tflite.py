@@ -176,6 +176,7 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
     ops = s.BuiltinOperator
     lstm_ops = (ops.UNIDIRECTIONAL_SEQUENCE_LSTM, ops.BIDIRECTIONAL_SEQUENCE_LSTM, ops.LSTM)
     quantized, floats = 0, []
+    done: dict[int, tuple[int, Any]] = {}  # float buffer -> its int8 buffer and quantization, for shared weights
     for gi, graph in enumerate(model.subgraphs):
         # only the model's own outputs: a loop body's outputs are its state, computed like any other step
         outputs = set(graph.outputs) if gi == 0 else set()
@@ -203,7 +204,7 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
                 if builtin in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.TRANSPOSE_CONV):
                     floats.append(f"{model_op_name(model, op)} '{tensor_name(graph.tensors[op.outputs[0]])}'")
                 continue
-            quantized += sum(_int8_weight(model, graph.tensors[i]) for i in weights)
+            quantized += sum(_int8_weight(model, graph.tensors[i], done) for i in weights)
     if not quantized:
         raise UnsupportedModel(
             "dynamic-int8 found no recurrent, fully-connected or convolution weights to quantize in this TFLite "
@@ -219,14 +220,24 @@ def to_hybrid(float_tflite: bytes) -> QuantizedArtifact:
     return QuantizedArtifact(data, Precision.DYNAMIC_INT8, notes, floats)
 
 
-def _int8_weight(model: Any, tensor: Any) -> int:
-    """Quantize one float32 constant to int8, symmetric, one scale per tensor; 1 if done."""
+def _int8_weight(model: Any, tensor: Any, done: dict[int, tuple[int, Any]]) -> int:
+    """Quantize one float32 constant to int8, symmetric, one scale per tensor; 1 if done.
+
+    Tensors that share a float buffer (a weight read inside a loop body and again after it) share one int8
+    buffer: ``done`` maps each float buffer quantized so far to its int8 buffer and scale."""
     s = schema()
-    arr = _const(model, tensor)
-    if arr is None:
+    if tensor.type == s.TensorType.INT8:
         return 0
-    scale = float(np.abs(arr).max()) / 127.0 or 1.0
-    set_data(model, tensor, np.clip(np.round(arr / scale), -127, 127).astype(np.int8))
+    if tensor.buffer in done:
+        tensor.buffer, scale = done[tensor.buffer]
+    else:
+        arr = _const(model, tensor)
+        if arr is None:
+            return 0
+        source = tensor.buffer
+        scale = float(np.abs(arr).max()) / 127.0 or 1.0
+        set_data(model, tensor, np.clip(np.round(arr / scale), -127, 127).astype(np.int8))
+        done[source] = (tensor.buffer, scale)
     tensor.type = s.TensorType.INT8
     tensor.quantization = quantization([scale], [0])
     return 1

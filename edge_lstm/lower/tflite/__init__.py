@@ -12,7 +12,8 @@ Lowerings of the recurrent layers (:data:`LOWERINGS`, the list in
   express (GRU, an initial state that is an input, a final cell state that is an
   output) go to the loop, with a note.
 * ``loop``: a ``WHILE`` loop over the time steps whose body is the cell in plain
-  ops; each weight is stored once.
+  ops; each weight is stored once. Lowered for dynamic int8, a small stacked LSTM
+  pair is one cell, the upper layer a step behind (:mod:`.wavefront`).
 * ``unrolled``: every time step written out (hundreds of ops); only when asked.
 * ``auto``: fused for TFLite Micro, streaming and full int8 (on a LiteRT target the loop); otherwise the loop
   (a fixed rule, not a timing, so artifacts do not depend on the machine; see
@@ -51,7 +52,11 @@ def lower(
     across ``invoke()`` until reset. ``micro`` says the artifact is for TFLite
     Micro (``auto`` then takes the fused form). ``precision`` is what the float
     model will be quantized to: for ``int8`` the layers TFLite's integer
-    quantizer has no fused kernel for (``nn.RNN``) go to the loop. ``litert`` says
+    quantizer has no fused kernel for (``nn.RNN``) go to the loop; for
+    ``dynamic-int8`` the ``loop`` lowering runs a small stacked LSTM pair as one
+    wavefront cell (:mod:`.wavefront`), faster once the weights are int8 (the
+    artifact is float until :func:`edge_lstm.quantize.quantize_tflite` makes it
+    dynamic int8; ``auto`` does not pass it on). ``litert`` says
     the artifact is for LiteRT / tflite-runtime (``auto`` then takes the loop for
     full int8, see :mod:`.auto`).
     """
@@ -60,13 +65,14 @@ def lower(
     from edge_lstm.spec import Precision
 
     int8 = precision is not None and Precision(precision) is Precision.INT8
+    dynamic = precision is not None and Precision(precision) is Precision.DYNAMIC_INT8
     if lowering == "auto":
         from edge_lstm.lower.tflite.auto import choose
 
         return choose(proto, streaming, micro, int8, litert and not micro)
     from edge_lstm.lower.tflite.build import build
 
-    return build(proto, lowering, streaming, int8=int8, micro=micro)
+    return build(proto, lowering, streaming, int8=int8, micro=micro, dynamic=dynamic)
 
 
 __all__ = ["LOWERINGS", "LoweredTFLite", "lower"]

@@ -17,7 +17,7 @@ from edge_lstm.lower.tflite.result import LoweredTFLite
 
 
 def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = False,
-          micro: bool = False) -> LoweredTFLite:
+          micro: bool = False, dynamic: bool = False) -> LoweredTFLite:
     """Lower ``proto`` with ``lowering`` ("fused" | "loop" | "unrolled"); see :func:`edge_lstm.lower.tflite.lower`."""
     graph = prepare(proto)
     fold_batchnorm(graph)
@@ -29,7 +29,7 @@ def build(proto: onnx.ModelProto, lowering: str, streaming: bool, int8: bool = F
             f"Streaming: state inputs {', '.join(removed)} became variable tensors; the state persists across "
             "invoke() calls until reset_all_variables()."
         )
-    ctx = Context(graph, lowering, lower_node, int8=int8, micro=micro)
+    ctx = Context(graph, lowering, lower_node, int8=int8, micro=micro, dynamic=dynamic)
     inputs = [ctx.output(name, dtype=graph.dtypes.get(name, np.float32)) for name in graph.inputs]
     for node in graph.nodes:
         if id(node) not in ctx.done:

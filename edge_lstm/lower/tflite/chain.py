@@ -16,7 +16,7 @@ from edge_lstm.lower.tflite import recurrent as rc
 from edge_lstm.lower.tflite.cells import plain_weights
 from edge_lstm.lower.tflite.context import Context
 from edge_lstm.lower.tflite.graph import attr
-from edge_lstm.lower.tflite.loop import LoopLayer, run_loop
+from edge_lstm.lower.tflite.loop import LoopLayer, pairable, run_loop, run_pair
 from edge_lstm.lower.tflite.recurrent import Recurrent
 
 _RESHAPES = ("Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten")
@@ -45,6 +45,14 @@ def looped(ctx: Context, rec: Recurrent) -> None:
     last = chain[-1]
     shortcut = None if rec.reverse_only or rec.batch != 1 or not last.y else _last_step_reads(ctx, last.y, last.steps)
     need_seq = bool(last.y) and ctx.graph.used(last.y) and shortcut is None
+    if _pair(ctx, chain, layers, need_seq):
+        h = run_pair(ctx, rc.x_rows(ctx, rec), layers, rec.steps, rec.name, rec.batch)
+        rc.bind_outputs(ctx, last, [], [h], [])
+        if shortcut:
+            out = shortcut[-1].output[0]
+            ctx.bind(out, ctx.reshape(h, ctx.graph.shapes[out], out))
+        ctx.done.update(id(n) for n in [*(r.node for r in chain[1:]), *glue, *(shortcut or [])])
+        return
     seq, states = run_loop(ctx, rc.x_rows(ctx, rec), layers, rec.steps, rec.reverse_only, need_seq, rec.name,
                            rec.batch)
     for r, (h, c) in zip(chain, states, strict=True):
@@ -53,6 +61,15 @@ def looped(ctx: Context, rec: Recurrent) -> None:
         out = shortcut[-1].output[0]
         ctx.bind(out, ctx.reshape(states[-1][0], ctx.graph.shapes[out], out))
     ctx.done.update(id(n) for n in [*(r.node for r in chain[1:]), *glue, *(shortcut or [])])
+
+
+def _pair(ctx: Context, chain: list[Recurrent], layers: list[LoopLayer], need_seq: bool) -> bool:
+    """Whether a dynamic-int8 stack runs as one wavefront cell (:func:`run_pair`): a pair of forward LSTM layers
+    of which the graph reads only the upper layer's last step or final ``h``."""
+    if not ctx.dynamic or need_seq or chain[0].reverse_only or not pairable(layers):
+        return False
+    read = [chain[0].y_h, chain[0].y_c, chain[1].y_c]
+    return not any(name and ctx.graph.used(name) for name in read)
 
 
 def loop_layer(ctx: Context, rec: Recurrent, d: int) -> LoopLayer:

@@ -19,7 +19,7 @@ class Context:
     """Maps ONNX value names to TFLite tensors and emits operators through a :class:`ModelWriter`."""
 
     def __init__(self, graph: Graph, lowering: str, lower_node: Callable[[Context, onnx.NodeProto], None],
-                 int8: bool = False, micro: bool = False) -> None:
+                 int8: bool = False, micro: bool = False, dynamic: bool = False) -> None:
         self.graph = graph
         #: lowers one ONNX node (the op table's dispatch, :func:`edge_lstm.lower.tflite.ops.lower_node`): the loop
         #: lowering calls it for a stacked layer's initial state, without importing the op table
@@ -27,6 +27,9 @@ class Context:
         self.lowering = lowering  #: "fused", "loop" or "unrolled"
         self.int8 = int8  #: the model will be quantized to full int8: only ops TFLite's quantizer takes
         self.micro = micro  #: the artifact is for TFLite Micro: only ops it has kernels for
+        #: the model will be quantized to dynamic int8: a stacked LSTM pair's loop is one wavefront cell
+        #: (:mod:`.wavefront`), which pays with int8 weights and not in float
+        self.dynamic = dynamic
         self.writer = ModelWriter()
         self.values: dict[str, TensorRef] = {}
         self.notes: list[str] = []

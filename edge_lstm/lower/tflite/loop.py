@@ -12,10 +12,22 @@ time is mostly its fully-connected ops streaming their weights from cache;
 this reads an upper layer's input weights once per ``u`` steps instead of
 once per step. Each iteration gathers its row of the projection (viewed as
 ``[T/u, u*G]``) and splits it into steps. Inside the body every weight is
-one constant tensor, so XNNPACK packs each weight once and runs the steps as
-one delegate kernel (fully-connected ops without a run-time bias, the adds
-and the gate activations); the gather, the counter and the sequence update
-stay on builtin kernels.
+one constant tensor, written once in the file; XNNPACK runs the steps as one
+delegate kernel (fully-connected ops without a run-time bias: one with a
+run-time bias stays on the builtin kernel, 2x slower; the adds and the gate
+activations), the gather, the counter and the sequence update stay on builtin
+kernels. XNNPACK packs a private copy of a weight for each op that reads it,
+so ``u`` steps keep ``u`` copies of each recurrent matrix in cache: measured
+on the reference forecaster (LiteRT, one thread), 8 steps an iteration ran
+1.1-1.3x slower than 4, even with every split and concatenation kept to the
+4 parts XNNPACK takes.
+
+For dynamic int8 (``ctx.dynamic``) a pair of small stacked LSTM layers read
+only at the upper layer's last step runs as *one* cell, the upper layer a step
+behind (:func:`run_pair`, :mod:`.wavefront`): half the ops a step, which is
+what the time goes to once the weights are int8. In float the combined
+matrix's extra bytes (the zero block, the upper layer's input weights read
+every step) cost more than the ops saved, so float keeps the layers apart.
 
 Loop variables: ``[t, xp, h_1, (c_1), ..., h_n, (c_n), (ys)]``; ``t`` is an
 int32 ``[1]`` iteration counter, ``xp`` the first layer's projection (passed
@@ -28,6 +40,7 @@ reversed input and reverses its sequence back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +48,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from edge_lstm.lower.tflite.cells import gru_step, gru_weights, lstm_step, reverse_time, rnn_step
 from edge_lstm.lower.tflite.context import OP, Context
+from edge_lstm.lower.tflite.wavefront import combine, step0_feature
 from edge_lstm.lower.tflite.writer import TensorRef
 
 
@@ -87,42 +101,20 @@ def run_loop(
                          ctx.const_tensor(tag + "_zero", np.array(0.0, np.float32))], [ys0])
         init.append(ys0)
 
-    types = [np.int32] + [np.float32] * (len(init) - 1)
-    writer = ctx.writer
-    cond, body = writer.add_subgraph(tag + "_cond"), writer.add_subgraph(tag + "_body")
-    with writer.in_subgraph(cond):
-        ins = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
-        keep_going = writer.add_tensor("", (1,), np.bool_)
-        ctx.op(OP.LESS, [ins[0], ctx.int32("steps", [iters])], [keep_going], schema.LessOptionsT())
-        writer.set_io(cond, [r.index for r in ins], [keep_going.index])
-    with writer.in_subgraph(body):
-        ins = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
-        t, xp_in = ins[0], ins[1]
-        t_next = writer.add_tensor("", (1,), np.int32)
-        ctx.op(OP.ADD, [t, ctx.int32("one", [1])], [t_next], schema.AddOptionsT())
-        row = ctx.temp((1, u * width))
-        gopts = schema.GatherOptionsT()
-        gopts.axis = 0
-        ctx.op(OP.GATHER, [xp_in, t], [row], gopts)
-        projs = ctx.split(row, 1, [width] * u, "xt") if u > 1 else [row]
-        projs = [ctx.reshape(p, (batch, width // batch), "xt") for p in projs]
-        state, tops = _steps(ctx, layers, projs, ins[2 : len(ins) - (1 if need_seq else 0)], tag)
+    def step(t: TensorRef, xp_in: TensorRef, state: list[TensorRef]) -> list[TensorRef]:
+        projs = _rows(ctx, xp_in, t, u, batch)
+        new, tops = _steps(ctx, layers, projs, state[: len(state) - (1 if need_seq else 0)], tag)
+        if not need_seq:
+            return new
         tops = [ctx.reshape(h, (1, last_h), "top") for h in tops]
-        outs: list[TensorRef] = [t_next, xp_in, *state]
-        if need_seq:
-            h_top = ctx.concat(tops, 1) if u > 1 else tops[0]
-            pos = writer.add_tensor("", (2,), np.int32)
-            ctx.concat([t, ctx.int32("zero", [0])], 0, out=pos)
-            ys = ctx.temp((iters, u * last_h))
-            ctx.op(OP.DYNAMIC_UPDATE_SLICE, [ins[-1], h_top, pos], [ys], schema.DynamicUpdateSliceOptionsT())
-            outs.append(ys)
-        writer.set_io(body, [r.index for r in ins], [r.index for r in outs])
+        h_top = ctx.concat(tops, 1) if u > 1 else tops[0]
+        pos = ctx.writer.add_tensor("", (2,), np.int32)
+        ctx.concat([t, ctx.int32("zero", [0])], 0, out=pos)
+        ys = ctx.temp((iters, u * last_h))
+        ctx.op(OP.DYNAMIC_UPDATE_SLICE, [state[-1], h_top, pos], [ys], schema.DynamicUpdateSliceOptionsT())
+        return [*new, ys]
 
-    final = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
-    opts = schema.WhileOptionsT()
-    opts.condSubgraphIndex, opts.bodySubgraphIndex = cond, body
-    loop_inputs: list[TensorRef | None] = list(init)
-    ctx.op(OP.WHILE, loop_inputs, final, opts)
+    final = _while(ctx, init, iters, tag, step)
     states: list[tuple[TensorRef, TensorRef | None]] = []
     k = 2
     for layer in layers:
@@ -206,3 +198,89 @@ def _steps(
             new.append(h)
             k += 1
     return new, outs
+
+
+# ---------------------------------------------------------------- dynamic int8: a stacked pair as one cell
+#: the largest combined recurrent matrix, in int8 bytes, a pair runs as one cell with: measured on LiteRT
+#: (XNNPACK, one thread, dynamic int8), 2 x LSTM(32) and 2 x LSTM(64) (64 KiB) ran 1.9x and 1.2x faster as one
+#: cell, 2 x LSTM(128) (256 KiB) and 2 x LSTM(256) 1.2x slower: there the zero block and the upper layer's
+#: input weights read at every step cost more than the ops saved
+PAIR_BYTES = 64 * 1024
+
+
+def pairable(layers: list[LoopLayer]) -> bool:
+    """Whether the loop's layers are a pair :mod:`.wavefront` runs as one cell: two small LSTM layers (see
+    :data:`PAIR_BYTES`) without projection, the upper one starting from zeros."""
+    if len(layers) != 2 or any(la.kind != "lstm" or la.proj is not None for la in layers):
+        return False
+    n = layers[0].hidden + layers[1].hidden
+    return layers[1].h0 is None and layers[1].c0 is None and 4 * n * n <= PAIR_BYTES
+
+
+def run_pair(ctx: Context, x: TensorRef, layers: list[LoopLayer], steps: int, tag: str, batch: int) -> TensorRef:
+    """The pair's loop over ``x`` ([T*B, F], time-major rows): ``steps`` wavefront steps (``u`` an iteration),
+    then the upper layer's last step after the loop; returns the upper layer's final ``h`` ([B, H2]), the one
+    value of the pair the graph may read."""
+    pair = combine(*(a for layer in layers for a in (layer.w, layer.r, layer.b)))
+    n, first = pair.h1 + pair.h2, layers[0]
+    u = next((k for k in _UNROLL if steps % k == 0), 1)
+    iters = steps // u
+    step0 = ctx.const_tensor(tag + "_step0", step0_feature(steps, batch)[: steps * batch])
+    xp = ctx.fully_connected(ctx.concat([x, step0], 1), ctx.const_tensor(tag + "_w", pair.w),
+                             ctx.const_tensor(tag + "_b", pair.b))
+    init: list[TensorRef] = [ctx.int32(tag + "_t0", [0]), ctx.reshape(xp, (iters, u * batch * 4 * n), tag + "_xp")]
+    zeros = np.zeros((batch, n), np.float32)
+    upper0 = ctx.const_tensor(tag + "_zeros", zeros[:, pair.h1 :])
+    for lower0 in (first.h0, first.c0):
+        init.append(ctx.const_tensor(tag + "_zeros", zeros) if lower0 is None else ctx.concat([lower0, upper0], 1))
+
+    def step(t: TensorRef, xp_in: TensorRef, state: list[TensorRef]) -> list[TensorRef]:
+        h, c = state
+        for p in _rows(ctx, xp_in, t, u, batch):
+            h, c = lstm_step(ctx, p, (h, c), ctx.const_tensor(tag + "_r", pair.r), "step", runtime_bias=False)
+        return [h, c]
+
+    final = _while(ctx, init, iters, tag, step)
+    # the upper layer's step T-1; the lower half computes a step past the window, read by nothing
+    bias = ctx.const_tensor(tag + "_b_last", np.tile(pair.b, (batch, 1)))
+    h, _ = lstm_step(ctx, bias, (final[2], final[3]), ctx.const_tensor(tag + "_r", pair.r), "last",
+                     runtime_bias=False)
+    out = ctx.temp((batch, pair.h2))
+    ctx.slice_to(h, 1, pair.h1, n, out)
+    return out
+
+
+def _while(ctx: Context, init: list[TensorRef], iters: int, tag: str,
+           step: Callable[[TensorRef, TensorRef, list[TensorRef]], list[TensorRef]]) -> list[TensorRef]:
+    """A ``WHILE`` over loop variables ``[t, xp, *state]`` running ``iters`` iterations; ``step(t, xp, state)``
+    writes one iteration's ops into the body and returns the new state. Returns the final loop variables."""
+    types = [np.int32] + [np.float32] * (len(init) - 1)
+    writer = ctx.writer
+    cond, body = writer.add_subgraph(tag + "_cond"), writer.add_subgraph(tag + "_body")
+    with writer.in_subgraph(cond):
+        ins = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
+        keep_going = writer.add_tensor("", (1,), np.bool_)
+        ctx.op(OP.LESS, [ins[0], ctx.int32("steps", [iters])], [keep_going], schema.LessOptionsT())
+        writer.set_io(cond, [r.index for r in ins], [keep_going.index])
+    with writer.in_subgraph(body):
+        ins = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
+        t_next = writer.add_tensor("", (1,), np.int32)
+        ctx.op(OP.ADD, [ins[0], ctx.int32("one", [1])], [t_next], schema.AddOptionsT())
+        outs = [t_next, ins[1], *step(ins[0], ins[1], ins[2:])]
+        writer.set_io(body, [r.index for r in ins], [r.index for r in outs])
+    final = [writer.add_tensor("", v.shape, d) for v, d in zip(init, types, strict=True)]
+    opts = schema.WhileOptionsT()
+    opts.condSubgraphIndex, opts.bodySubgraphIndex = cond, body
+    ctx.op(OP.WHILE, list(init), final, opts)
+    return final
+
+
+def _rows(ctx: Context, xp: TensorRef, t: TensorRef, u: int, batch: int) -> list[TensorRef]:
+    """Iteration ``t``'s ``u`` steps of the input projection ``xp`` ([iters, u*B*G]), each ``[B, G]``."""
+    width = xp.shape[1] // u
+    row = ctx.temp((1, u * width))
+    gopts = schema.GatherOptionsT()
+    gopts.axis = 0
+    ctx.op(OP.GATHER, [xp, t], [row], gopts)
+    projs = ctx.split(row, 1, [width] * u, "xt") if u > 1 else [row]
+    return [ctx.reshape(p, (batch, width // batch), "xt") for p in projs]
