@@ -121,13 +121,14 @@ def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel
                 say: Progress) -> list[Artifact]:
     """Every TFLite precision: one float lowering for fp32/fp16/dynamic-int8, one for int8 (which may differ)."""
     out = []
-    lowered: dict[bool, LoweredTFLite | list[str]] = {}
+    lowered: dict[Precision, LoweredTFLite | list[str]] = {}
     for prec, name in names.items():
         int8 = prec in (Precision.INT8, Precision.INT16X8)  # calibrated: lowered (and calibrated) alike
-        if int8 not in lowered:
-            lowered[int8] = _lower(proto, lowering, step is not None, name, say, _micro(options), int8,
+        kind = lowered_for(prec)
+        if kind not in lowered:
+            lowered[kind] = _lower(proto, lowering, step is not None, name, say, _micro(options), kind,
                                    _litert(options))
-        got = lowered[int8]
+        got = lowered[kind]
         if isinstance(got, list):
             out.append(_refused(name, "tflite", prec, lowering, step is not None, got[0]))
             continue
@@ -150,7 +151,7 @@ def rivals(model: LoadedModel, proto: onnx.ModelProto, artifacts: list[Artifact]
     from edge_lstm.quantize.int16x8 import FUSED_LITERT_REFUSAL
 
     out: dict[str, Artifact | str] = {}
-    lowered: dict[tuple[str, bool], LoweredTFLite | list[str]] = {}
+    lowered: dict[tuple[str, Precision], LoweredTFLite | list[str]] = {}
     calib: CalibrationSet | None = None
     for art in artifacts:
         if art.format != "tflite" or art.streaming or not art.built or art.lowering is None:
@@ -160,9 +161,10 @@ def rivals(model: LoadedModel, proto: onnx.ModelProto, artifacts: list[Artifact]
             out[art.filename] = f"fused: not built: {FUSED_LITERT_REFUSAL}"
             continue
         int8 = art.precision in (Precision.INT8, Precision.INT16X8)
-        if (other, int8) not in lowered:
-            lowered[other, int8] = _lower(proto, other, False, art.filename, say, False, int8, True)
-        got = lowered[other, int8]
+        kind = lowered_for(art.precision)
+        if (other, kind) not in lowered:
+            lowered[other, kind] = _lower(proto, other, False, art.filename, say, False, kind, True)
+        got = lowered[other, kind]
         if isinstance(got, list):
             out[art.filename] = f"{other}: not built: {' '.join(got[0].split())}"
         elif got.lowering == art.lowering:
@@ -201,15 +203,24 @@ def _refused(name: str, fmt: str, prec: Precision, lowering: str | None, stream:
     return Artifact(name, fmt, prec, lowering, stream, b"", failures=[Failure("build", why)])
 
 
+def lowered_for(prec: Precision) -> Precision:
+    """The precision a TFLite artifact's float graph is lowered for: int8 for the calibrated ones (int8, 16x8),
+    dynamic int8 for dynamic int8 (the loop then runs a small stacked LSTM pair as one cell,
+    :mod:`edge_lstm.lower.tflite.wavefront`), else float32."""
+    if prec in (Precision.INT8, Precision.INT16X8):
+        return Precision.INT8
+    return Precision.DYNAMIC_INT8 if prec is Precision.DYNAMIC_INT8 else Precision.FP32
+
+
 def _lower(proto: onnx.ModelProto, lowering: str, stream: bool, name: str, say: Progress, micro: bool,
-           int8: bool, litert: bool = False) -> LoweredTFLite | list[str]:
-    """The float TFLite lowering, or ``[reason]`` when the lowering refuses the graph."""
+           precision: Precision, litert: bool = False) -> LoweredTFLite | list[str]:
+    """The float TFLite lowering for ``precision`` (:func:`lowered_for`), or ``[reason]`` when the lowering
+    refuses the graph."""
     from edge_lstm.lower.tflite import lower
 
     say(f"lowering to TFLite ({lowering}) for {name}")
     try:
-        return lower(proto, lowering, streaming=stream, micro=micro,
-                     precision=Precision.INT8 if int8 else Precision.FP32, litert=litert)
+        return lower(proto, lowering, streaming=stream, micro=micro, precision=precision, litert=litert)
     except UnsupportedModel as e:
         return [e.render()]
     except ShapeError as e:  # the inputs passed every check and the reference ran: the lowering is what failed

@@ -56,7 +56,7 @@ def lower(
     ``dynamic-int8`` the ``loop`` lowering runs a small stacked LSTM pair as one
     wavefront cell (:mod:`.wavefront`), faster once the weights are int8 (the
     artifact is float until :func:`edge_lstm.quantize.quantize_tflite` makes it
-    dynamic int8; ``auto`` does not pass it on). ``litert`` says
+    dynamic int8; ``auto`` passes it on to the loop). ``litert`` says
     the artifact is for LiteRT / tflite-runtime (``auto`` then takes the loop for
     full int8, see :mod:`.auto`).
     """
@@ -69,7 +69,7 @@ def lower(
     if lowering == "auto":
         from edge_lstm.lower.tflite.auto import choose
 
-        return choose(proto, streaming, micro, int8, litert and not micro)
+        return choose(proto, streaming, micro, int8, litert and not micro, dynamic)
     from edge_lstm.lower.tflite.build import build
 
     return build(proto, lowering, streaming, int8=int8, micro=micro, dynamic=dynamic)

@@ -42,15 +42,17 @@ from edge_lstm.lower.tflite.build import build, with_reason
 from edge_lstm.lower.tflite.result import LoweredTFLite
 
 
-def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, litert: bool = False) -> LoweredTFLite:
+def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, litert: bool = False,
+           dynamic: bool = False) -> LoweredTFLite:
     """The ``auto`` lowering of ``proto``; see the module docstring (``litert``: the target runs LiteRT or
-    tflite-runtime, not TFLite Micro)."""
+    tflite-runtime, not TFLite Micro; ``dynamic``: the float model will be quantized to dynamic int8, which the
+    loop lowers for, :mod:`.wavefront`)."""
     fused = build(proto, "fused", streaming, int8=int8, micro=micro)
     if micro:
         partly = "" if fused.lowering == "fused" else f" (as {fused.lowering}: some layers cannot be fused)"
         return with_reason(fused, "auto", "auto: fused for TFLite Micro, which has fused LSTM kernels" + partly)
     if fused.lowering != "fused":
-        loop = build(proto, "loop", streaming, int8=int8, micro=micro)
+        loop = build(proto, "loop", streaming, int8=int8, micro=micro, dynamic=dynamic)
         why = "no layer the fused op can express" if "fused" not in fused.lowering else "some layers cannot be fused"
         return with_reason(loop, "auto", f"auto: loop ({why})")
     if streaming:
@@ -60,7 +62,7 @@ def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, lit
                                           "rule, not timed here); for LiteRT alone --lowering loop (or a LiteRT "
                                           "--target) is several times faster: int8 fully-connected ops XNNPACK "
                                           "runs, int16 cell state")
-    loop = build(proto, "loop", streaming, int8=int8)
+    loop = build(proto, "loop", streaming, int8=int8, dynamic=dynamic)
     if int8:
         return with_reason(loop, "auto", "auto: loop for full int8 on LiteRT: int8 fully-connected ops XNNPACK runs, "
                                          "int16 cell state (TFLite's fused integer LSTM kernel is not delegated)")

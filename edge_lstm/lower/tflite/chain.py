@@ -47,6 +47,9 @@ def looped(ctx: Context, rec: Recurrent) -> None:
     need_seq = bool(last.y) and ctx.graph.used(last.y) and shortcut is None
     if _pair(ctx, chain, layers, need_seq):
         h = run_pair(ctx, rc.x_rows(ctx, rec), layers, rec.steps, rec.name, rec.batch)
+        ctx.notes.append(f"LSTM '{rec.name}' and '{last.name}' run as one cell, the upper layer a step behind (the "
+                         "loop lowered for dynamic int8: half the operators a step; the recurrent matrix holds a "
+                         "zero block, so the file is larger)")
         rc.bind_outputs(ctx, last, [], [h], [])
         if shortcut:
             out = shortcut[-1].output[0]
