@@ -39,7 +39,7 @@ from edge_lstm.quantize.tflite_edit import (
     whiles,
     with_slot,
 )
-from edge_lstm.tflite_schema import const_array, copy_quantization, is_const, schema, set_data
+from edge_lstm.tflite_schema import const_array, copy_quantization, is_const, model_op_name, schema, set_data
 
 
 def has_loops(model: Any) -> bool:
@@ -108,7 +108,35 @@ def calibration_ready(model: Any) -> Any:
         body.graph.outputs = outs
     for graph in model.subgraphs:
         _split_runtime_biases(model, graph)
+        _calibratable_adds(model, graph)
     return model
+
+
+#: ops whose int8 output takes its input's scale: the range recorded for their output does not matter
+_TIED = ("SPLIT", "SPLIT_V", "GATHER", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "STRIDED_SLICE", "SLICE")
+
+
+def _calibratable_adds(model: Any, graph: Any) -> None:
+    """An ADD's first input gets its own range recorded, not the sum's.
+
+    TFLite's float ADD runs in place when its first input has no other reader, and the calibrator then records
+    the sum's range for that input: a loop body's recurrent fully-connected output (``h @ R``) took the gate
+    pre-activation's range, 1.5x wider than its own. Where the other input's recorded range does not matter (it
+    comes from an op whose output takes its input's scale, a split of the input projection), the inputs swap.
+    """
+    s = schema()
+    sub = SubgraphView(model, graph)
+    sub.refresh()
+    for k, op in enumerate(graph.operators):
+        if sub.code(k) != s.BuiltinOperator.ADD or len(op.inputs) != 2 or op.builtinOptions is None:
+            continue
+        a, b = (int(t) for t in op.inputs)
+        pa, pb = sub.producer.get(a), sub.producer.get(b)
+        alone = len(sub.consumers.get(a, [])) == 1 and a not in graph.outputs
+        tied = pb is not None and model_op_name(model, graph.operators[pb]) in _TIED
+        if alone and pa is not None and tied and graph.tensors[a].shape is not None \
+                and list(graph.tensors[a].shape) == list(graph.tensors[b].shape):
+            op.inputs = [b, a]
 
 
 def _split_runtime_biases(model: Any, graph: Any) -> None:

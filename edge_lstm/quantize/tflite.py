@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
-from edge_lstm.quantize import cell16, loops
+from edge_lstm.quantize import cell8, cell16, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.quantize.ranges import set_output_ranges
@@ -266,6 +266,8 @@ def to_int8(
     io_type = i8 if io == "int8" and not loops.has_loops(unpack(float_tflite)) else f32
     prepared = unpack(float_tflite)
     looped = loops.has_loops(prepared)
+    # a loop's LSTM cells: the residual int8 cell (cell8, every op XNNPACK's), rewritten in float before calibration
+    residual = looped and int16_cell and _residual_rewrite(prepared, float_tflite, cal)
     # TFLite's calibrator crashes on pass-through loop variables and its quantizer wants constant biases
     source = pack(loops.calibration_ready(prepared))
     try:
@@ -278,8 +280,12 @@ def to_int8(
             f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
             "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
         ) from e
-    built, cells = _pick_cells(float_tflite, raw, looped, cal) if int16_cell else \
-        ({pt: _finish(data, looped, cells=False) for pt, data in raw.items()}, [])
+    if residual:
+        built, cells = {pt: _finish(data, looped, cells=False, residual=True) for pt, data in raw.items()}, []
+    elif int16_cell:
+        built, cells = _pick_cells(float_tflite, raw, looped, cal)
+    else:
+        built, cells = {pt: _finish(data, looped, cells=False) for pt, data in raw.items()}, []
     data, scales = built[False], "per-channel"
     if looped:
         data, scales = _pick_scales(float_tflite, built, cal)
@@ -331,10 +337,15 @@ def _state_kind(model: Any, looped: bool) -> str:
     fused = [model_op_name(model, op) for g in model.subgraphs for op in g.operators
              if model_op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
     cells = any(t.type == schema().TensorType.INT16 for g in model.subgraphs for t in g.tensors)
+    residual = cell8.residual_chains(model)
     recurrent = looped or any(model_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs
                               for op in g.operators)
     parts = ["int16 LSTM cell state"] if fused else []
-    if cells:
+    if residual:
+        parts.append(f"the LSTM cell state int8 with its rounding residual a second int8 loop variable and the forget "
+                     f"gate computed as 1 - f (edge-lstm's residual cell, {residual} layer(s): every op in XNNPACK's "
+                     "int8 set), the hidden state int8 across iterations")
+    elif cells:
         parts.append("the LSTM cell state and gate arithmetic int16 (edge-lstm's cell rewrite), the hidden state "
                      "int8" + (" across iterations" if looped else ""))
     elif looped:
@@ -385,10 +396,31 @@ def _pick_cells(float_tflite: bytes, raw: dict[bool, bytes], looped: bool,
     return out, notes
 
 
-def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
-    """The quantizer's output with int8 loop state (and int16 LSTM cells when ``cells``), constants shared again
-    and the recorded ranges dropped."""
+def _residual_rewrite(model: Any, float_tflite: bytes, cal: CalibrationSet) -> bool:
+    """Rewrite ``model``'s loop LSTM cells as :mod:`.cell8`'s residual cells (float, before calibration), kept only
+    when the float model still computes what it did on a few calibration windows; True if rewritten."""
+    trial = unpack(float_tflite)
+    try:
+        if not cell8.residual_cells(trial):
+            return False
+    except ValueError:  # a forget gate whose weights could not be traced
+        return False
+    data = pack(trial)
+    feeds = cal.feeds()[:: max(1, cal.count // 4)][:4]
+    ref, got = _run_all(float_tflite, feeds), _run_all(data, feeds)
+    if any(not np.allclose(r, g, rtol=1e-4, atol=1e-4 * (float(np.abs(r).max()) + 1.0)) for r, g in
+           zip(ref, got, strict=True)):
+        return False
+    model.subgraphs, model.buffers, model.operatorCodes = trial.subgraphs, trial.buffers, trial.operatorCodes
+    return True
+
+
+def _finish(data: bytes, looped: bool, cells: bool = True, residual: bool = False) -> bytes:
+    """The quantizer's output with int8 loop state (and int16 LSTM cells when ``cells``, the residual cells' scales
+    when ``residual``), constants shared again and the recorded ranges dropped."""
     model = unpack(data)
+    if residual:
+        cell8.residual_scales(model)
     if looped:
         loops.int8_loop_state(model)
     if cells:
