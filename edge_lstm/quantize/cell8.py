@@ -46,6 +46,8 @@ from edge_lstm.tflite_schema import FLOAT32, const_array, copy_quantization, is_
 
 #: the residual's int8 step is the cell state's divided by this
 _RESIDUAL_STEPS = 128.0
+#: tanh(3.2) is within half an int8 TANH output step (1/256) of 1: the TANH input needs no wider range
+_TANH_FLAT = 3.2
 #: names of the tensors this rewrite adds (the calibrator keys ranges by name; loops.drop_temp_names clears them)
 PREFIX = TEMP_NAME + "res"
 
@@ -215,7 +217,12 @@ def _rewrite_chain(main: SubgraphView, body: SubgraphView, cond: SubgraphView, l
         at = _binary(body, at, ops.ADD, e1, e2, e)
         at = _binary(body, at, ops.ADD, cell.c_prev, e, c_out)
         at = _binary(body, at, ops.SUB, c_out, cell.c_prev, dd)
-        _binary(body, at, ops.SUB, e, dd, r_new)
+        at = _binary(body, at, ops.SUB, e, dd, r_new)
+        # tanh reads c' + r' (c to its residual's precision) over the range where tanh is not yet flat
+        full = _new(body, like, f"{tag}:cr{k}")
+        _binary(body, at, ops.ADD, c_out, r_new, full)
+        tanh = _ops(body, cell.tanh)
+        tanh.inputs = [full]
         r = r_new
     # the residual becomes the loop's last variable: zero at the start, unused after the loop
     body.graph.inputs = [*body.graph.inputs, r_in]
@@ -303,12 +310,16 @@ def _fix_chain(body: SubgraphView, tag: str) -> None:
         e = _named(body, f"{tag}:e{k}")
         lo, hi = _real_range(body.tensor(e).quantization)
         body.tensor(e).quantization = _asym(lo - step / 2, hi + step / 2)
+        cr = _named(body, f"{tag}:cr{k}")
+        if cr is not None:
+            lo, hi = _real_range(cq)
+            body.tensor(cr).quantization = _asym(max(lo, -_TANH_FLAT), min(hi, _TANH_FLAT))
 
 
 def residual_chains(model: Any) -> int:
     """How many residual cell chains (a layer's steps in a loop body) ``model`` holds, read from its ops: a chain
-    step subtracts two int8 cell states on one grid (the new one read by a TANH) into an exact difference (same
-    scale, zero point 0)."""
+    step subtracts two int8 cell states on one grid into an exact difference (same scale, zero point 0) that a SUB
+    takes from the state's change (the new residual)."""
     s = schema()
     chains = 0
     for _, body, _, _ in while_loops(model):
@@ -320,8 +331,10 @@ def residual_chains(model: Any) -> int:
                 continue
             a, b, o = (body.tensor(int(t)) for t in (*op.inputs, op.outputs[0]))
             qa, qb, qo = a.quantization, b.quantization, o.quantization
-            tanh = any(body.code(u) == s.BuiltinOperator.TANH for u in body.consumers.get(int(op.inputs[0]), []))
-            if not tanh or a.type != s.TensorType.INT8 or None in (qa, qb, qo) or not same_quantization(qa, qb) \
+            out = int(op.outputs[0])
+            into_sub = any(body.code(u) == s.BuiltinOperator.SUB and int(body.graph.operators[u].inputs[1]) == out
+                           for u in body.consumers.get(out, []))
+            if not into_sub or a.type != s.TensorType.INT8 or None in (qa, qb, qo) or not same_quantization(qa, qb) \
                     or not np.isclose(float(qo.scale[0]), float(qa.scale[0])) or int(qo.zeroPoint[0]) != 0:
                 continue
             outs.add(int(op.inputs[0]))
