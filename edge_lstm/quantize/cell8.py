@@ -46,8 +46,10 @@ from edge_lstm.tflite_schema import FLOAT32, const_array, copy_quantization, is_
 
 #: the residual's int8 step is the cell state's divided by this
 _RESIDUAL_STEPS = 128.0
-#: tanh(3.2) is within half an int8 TANH output step (1/256) of 1: the TANH input needs no wider range
-_TANH_FLAT = 3.2
+#: ranges [-x, x] the TANH of the cell state may read c + r over (where tanh flattens, a narrower range rounds c more
+#: finely and clips it less than it gains: 2.2 measured best of these on both Seattle forecasters);
+#: :func:`edge_lstm.quantize.tflite.to_int8` keeps the one most accurate on the calibration windows
+TANH_RANGES = (1.8, 2.2, 3.2)
 #: names of the tensors this rewrite adds (the calibrator keys ranges by name; loops.drop_temp_names clears them)
 PREFIX = TEMP_NAME + "res"
 
@@ -221,8 +223,7 @@ def _rewrite_chain(main: SubgraphView, body: SubgraphView, cond: SubgraphView, l
         # tanh reads c' + r' (c to its residual's precision) over the range where tanh is not yet flat
         full = _new(body, like, f"{tag}:cr{k}")
         _binary(body, at, ops.ADD, c_out, r_new, full)
-        tanh = _ops(body, cell.tanh)
-        tanh.inputs = [full]
+        _ops(body, cell.tanh).inputs = [full]
         r = r_new
     # the residual becomes the loop's last variable: zero at the start, unused after the loop
     body.graph.inputs = [*body.graph.inputs, r_in]
@@ -244,25 +245,38 @@ def _new(sub: SubgraphView, like: Any, name: str) -> int:
 # ---------------------------------------------------------------- after quantization
 
 
-def residual_scales(model: Any) -> int:
+@dataclass
+class TanhInput:
+    """The input of a cell state's TANH (``c + r``) and the cell state's range: its range is chosen last."""
+
+    tensor: Any  #: the TensorT (it survives the later edits of the model)
+    lo: float
+    hi: float
+
+    def clip(self, x: float) -> None:
+        """Quantize over the cell state's range clipped to [-x, x]."""
+        self.tensor.quantization = _asym(max(self.lo, -x), min(self.hi, x))
+
+
+def residual_scales(model: Any, tanh_range: float = TANH_RANGES[1]) -> list[TanhInput]:
     """Scales for the rewritten cells in the quantizer's output (before the loop state is made int8): one
-    quantization for a chain's cell states, exact differences on that grid, the residual at 1/255 of its step.
-    Returns how many chains were fixed."""
-    done = 0
-    for _, body, cond, op in while_loops(model):
-        body.refresh()
-        tags = sorted({bytes(t.name).split(b":")[0] for t in body.graph.tensors
-                       if t.name and bytes(t.name).startswith(PREFIX.encode()) and b":D" in bytes(t.name)})
+    quantization for a chain's cell states, exact differences on that grid, the residual at 1/128 of its step,
+    the cell states' TANH inputs over [-tanh_range, tanh_range]. Returns those TANH inputs (to try other ranges
+    with :meth:`TanhInput.clip`)."""
+    inputs: list[TanhInput] = []
+    for _, body, _, _ in while_loops(model):
+        names = {bytes(t.name): i for i, t in enumerate(body.graph.tensors) if t.name}
+        tags = sorted({n.split(b":")[0] for n in names if n.startswith(PREFIX.encode()) and b":D" in n})
         for tag in tags:
-            _fix_chain(body, tag.decode())
-            done += 1
-    return done
+            inputs += _fix_chain(body, names, tag.decode())
+    for t in inputs:
+        t.clip(tanh_range)
+    return inputs
 
 
-def _named(body: SubgraphView, name: str) -> int | None:
+def _named(names: dict[bytes, int], name: str) -> int | None:
     """The int8 tensor holding ``name``: the quantizer renames a subgraph input's or output's int8 copy
     ``<name>_int8`` (the float tensor keeps the name)."""
-    names = {bytes(t.name): i for i, t in enumerate(body.graph.tensors) if t.name}
     return names.get(f"{name}_int8".encode(), names.get(name.encode()))
 
 
@@ -274,23 +288,21 @@ def _real_range(q: Any) -> tuple[float, float]:
 
 
 def _asym(lo: float, hi: float) -> Any:
+    """TFLite's asymmetric int8 quantization of [lo, hi] widened to hold 0."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     sc = (hi - lo) / 255.0 or 1.0
     return quantization([sc], [int(np.clip(np.round(-128 - lo / sc), -128, 127))])
 
 
-def _fix_chain(body: SubgraphView, tag: str) -> None:
-    s = schema()
+def _fix_chain(body: SubgraphView, names: dict[bytes, int], tag: str) -> list[TanhInput]:
     steps = []
-    k = 0
-    while _named(body, f"{tag}:D{k}") is not None:
-        steps.append(k)
-        k += 1
+    while _named(names, f"{tag}:D{len(steps)}") is not None:
+        steps.append(len(steps))
+    producer = {int(t): op for op in body.graph.operators for t in op.outputs}
     # the cell states of the chain: each D = SUB(c', c_prev) names both (int8 tensors now)
     states: list[int] = []
     for k in steps:
-        d = _named(body, f"{tag}:D{k}")
-        sub = next(op for op in body.graph.operators if d in [int(t) for t in op.outputs])
+        sub = producer[_named(names, f"{tag}:D{k}")]  # type: ignore[index]
         states += [int(t) for t in sub.inputs if int(t) not in states]
     ranges = [_real_range(body.tensor(t).quantization) for t in states]
     cq = _asym(min(r[0] for r in ranges), max(r[1] for r in ranges))
@@ -301,19 +313,18 @@ def _fix_chain(body: SubgraphView, tag: str) -> None:
     # whose input scale is below 256x its output's: e - D with D on c's grid)
     fine = quantization([step / _RESIDUAL_STEPS], [0])
     for name in ["r_in", *[f"{n}{k}" for k in steps for n in ("qq", "e2", "r")]]:
-        t = _named(body, f"{tag}:{name}")
+        t = _named(names, f"{tag}:{name}")
         if t is not None:
             body.tensor(t).quantization = copy_quantization(fine)
+    lo, hi = _real_range(cq)
+    tanh_inputs = []
     for k in steps:
-        d = _named(body, f"{tag}:D{k}")
-        body.tensor(d).quantization = quantization([step], [0])  # c' - c_prev: an integer number of steps
-        e = _named(body, f"{tag}:e{k}")
-        lo, hi = _real_range(body.tensor(e).quantization)
-        body.tensor(e).quantization = _asym(lo - step / 2, hi + step / 2)
-        cr = _named(body, f"{tag}:cr{k}")
-        if cr is not None:
-            lo, hi = _real_range(cq)
-            body.tensor(cr).quantization = _asym(max(lo, -_TANH_FLAT), min(hi, _TANH_FLAT))
+        body.tensor(_named(names, f"{tag}:D{k}")).quantization = quantization([step], [0])  # whole steps of c
+        e = body.tensor(_named(names, f"{tag}:e{k}"))
+        e_lo, e_hi = _real_range(e.quantization)
+        e.quantization = _asym(e_lo - step / 2, e_hi + step / 2)  # the float range, with the residual's
+        tanh_inputs.append(TanhInput(body.tensor(_named(names, f"{tag}:cr{k}")), lo, hi))
+    return tanh_inputs
 
 
 def residual_chains(model: Any) -> int:

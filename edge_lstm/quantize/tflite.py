@@ -280,8 +280,9 @@ def to_int8(
             f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
             "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
         ) from e
+    tanh_notes: dict[bool, str] = {}
     if residual:
-        built, cells = {pt: _finish(data, looped, cells=False, residual=True) for pt, data in raw.items()}, []
+        (built, tanh_notes), cells = _pick_tanh_range(float_tflite, raw, cal), []
     elif int16_cell:
         built, cells = _pick_cells(float_tflite, raw, looped, cal)
     else:
@@ -289,6 +290,7 @@ def to_int8(
     data, scales = built[False], "per-channel"
     if looped:
         data, scales = _pick_scales(float_tflite, built, cal)
+        cells += [note for pt, note in tanh_notes.items() if built[pt] is data]
         if io == "int8":
             data = pack(loops.int8_io(unpack(data)))
     kind = f"{scales} int8 weights, {_state_kind(unpack(data), looped)}"
@@ -415,17 +417,41 @@ def _residual_rewrite(model: Any, float_tflite: bytes, cal: CalibrationSet) -> b
     return True
 
 
-def _finish(data: bytes, looped: bool, cells: bool = True, residual: bool = False) -> bytes:
-    """The quantizer's output with int8 loop state (and int16 LSTM cells when ``cells``, the residual cells' scales
-    when ``residual``), constants shared again and the recorded ranges dropped."""
+def _pick_tanh_range(float_tflite: bytes, raw: dict[bool, bytes],
+                     cal: CalibrationSet) -> tuple[dict[bool, bytes], dict[bool, str]]:
+    """Each quantized candidate with the residual cells' scales, the TANH of the cell state reading over the range
+    of :data:`.cell8.TANH_RANGES` most accurate on the calibration windows (deterministic: measured error, no
+    timing); and a note saying which."""
+    feeds = cal.feeds()[:: max(1, cal.count // 16)][:16]
+    ref = _run_all(float_tflite, feeds)
+    out, notes = {}, {}
+    for pt, data in raw.items():
+        model = unpack(data)
+        tanh_inputs = cell8.residual_scales(model)
+        loops.int8_loop_state(model)
+        model = _no_ranges(loops.dedupe_buffers(loops.drop_temp_names(model)))
+        errors = {}
+        for x in cell8.TANH_RANGES:
+            for t in tanh_inputs:
+                t.clip(x)
+            built = pack(model)
+            errors[x] = (_rel_l2(ref, _run_all(built, feeds)), built)
+        best = min(errors, key=lambda x: (errors[x][0], x))
+        out[pt] = errors[best][1]
+        notes[pt] = (f"LSTM cell state's TANH over [-{best:g}, {best:g}] (relative L2 on the calibration windows "
+                     + ", ".join(f"{errors[x][0]:.3g} over +-{x:g}" for x in cell8.TANH_RANGES) + ").")
+    return out, notes
+
+
+def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
+    """The quantizer's output with int8 loop state (and int16 LSTM cells when ``cells``), constants shared again
+    and the recorded ranges dropped."""
     model = unpack(data)
-    if residual:
-        cell8.residual_scales(model)
     if looped:
         loops.int8_loop_state(model)
     if cells:
         cell16.int16_cells(model)
-    return _strip_ranges(pack(loops.dedupe_buffers(loops.drop_temp_names(model))))
+    return pack(_no_ranges(loops.dedupe_buffers(loops.drop_temp_names(model))))
 
 
 #: per-tensor weight scales are kept unless their error on the calibration windows exceeds per-channel's by this
@@ -472,14 +498,13 @@ def _rel_l2(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     return max(float(np.linalg.norm(r - g)) / (float(np.linalg.norm(r)) or 1.0) for r, g in zip(ref, got, strict=True))
 
 
-def _strip_ranges(data: bytes) -> bytes:
+def _no_ranges(model: Any) -> Any:
     """Drop the calibrator's recorded min/max: kernels read only scale and zero point (~5% of a small file)."""
-    model = unpack(data)
     for graph in model.subgraphs:
         for tensor in graph.tensors:
             if tensor.quantization is not None:
                 tensor.quantization.min = tensor.quantization.max = None
-    return pack(model)
+    return model
 
 
 def _first_line(e: Exception) -> str:
