@@ -212,7 +212,7 @@ def _rewrite_chain(main: SubgraphView, body: SubgraphView, cond: SubgraphView, l
         c_out = int(add.outputs[0])
         body.graph.operators.remove(add)
         names = ("qq", "e1", "e2", "e", "D", "r")
-        qq, e1, e2, e, dd, r_new = (_new(body, like, f"{tag}:{n}{k}") for n in names)
+        qq, e1, e2, e, dd, r_new = (_new(body, like, f"{tag}:{n}.{k}") for n in names)
         at = _binary(body, at, ops.MUL, nf, r, qq)
         at = _binary(body, at, ops.SUB, ig, d, e1)
         at = _binary(body, at, ops.SUB, r, qq, e2)
@@ -221,7 +221,7 @@ def _rewrite_chain(main: SubgraphView, body: SubgraphView, cond: SubgraphView, l
         at = _binary(body, at, ops.SUB, c_out, cell.c_prev, dd)
         at = _binary(body, at, ops.SUB, e, dd, r_new)
         # tanh reads c' + r' (c to its residual's precision) over the range where tanh is not yet flat
-        full = _new(body, like, f"{tag}:cr{k}")
+        full = _new(body, like, f"{tag}:cr.{k}")
         _binary(body, at, ops.ADD, c_out, r_new, full)
         _ops(body, cell.tanh).inputs = [full]
         r = r_new
@@ -266,7 +266,7 @@ def residual_scales(model: Any, tanh_range: float = TANH_RANGES[1]) -> list[Tanh
     inputs: list[TanhInput] = []
     for _, body, _, _ in while_loops(model):
         names = {bytes(t.name): i for i, t in enumerate(body.graph.tensors) if t.name}
-        tags = sorted({n.split(b":")[0] for n in names if n.startswith(PREFIX.encode()) and b":D" in n})
+        tags = sorted({n.split(b":")[0] for n in names if n.startswith(PREFIX.encode()) and b":D." in n})
         for tag in tags:
             inputs += _fix_chain(body, names, tag.decode())
     for t in inputs:
@@ -278,6 +278,13 @@ def _named(names: dict[bytes, int], name: str) -> int | None:
     """The int8 tensor holding ``name``: the quantizer renames a subgraph input's or output's int8 copy
     ``<name>_int8`` (the float tensor keeps the name)."""
     return names.get(f"{name}_int8".encode(), names.get(name.encode()))
+
+
+def _need(names: dict[bytes, int], name: str) -> int:
+    t = _named(names, name)
+    if t is None:
+        raise ValueError(f"the quantized model has no tensor {name!r}: not a residual cell this module wrote")
+    return t
 
 
 def _real_range(q: Any) -> tuple[float, float]:
@@ -295,35 +302,35 @@ def _asym(lo: float, hi: float) -> Any:
 
 
 def _fix_chain(body: SubgraphView, names: dict[bytes, int], tag: str) -> list[TanhInput]:
-    steps = []
-    while _named(names, f"{tag}:D{len(steps)}") is not None:
+    steps: list[int] = []
+    while _named(names, f"{tag}:D.{len(steps)}") is not None:
         steps.append(len(steps))
     producer = {int(t): op for op in body.graph.operators for t in op.outputs}
     # the cell states of the chain: each D = SUB(c', c_prev) names both (int8 tensors now)
     states: list[int] = []
     for k in steps:
-        sub = producer[_named(names, f"{tag}:D{k}")]  # type: ignore[index]
+        sub = producer[_need(names, f"{tag}:D.{k}")]
         states += [int(t) for t in sub.inputs if int(t) not in states]
     ranges = [_real_range(body.tensor(t).quantization) for t in states]
     cq = _asym(min(r[0] for r in ranges), max(r[1] for r in ranges))
     step = float(cq.scale[0])
-    for t in states:
-        body.tensor(t).quantization = copy_quantization(cq)
+    for state in states:
+        body.tensor(state).quantization = copy_quantization(cq)
     # the residual: |r| <= step/2 (what one rounding to c's grid drops), at step/128 (XNNPACK takes an ADD or SUB
     # whose input scale is below 256x its output's: e - D with D on c's grid)
     fine = quantization([step / _RESIDUAL_STEPS], [0])
-    for name in ["r_in", *[f"{n}{k}" for k in steps for n in ("qq", "e2", "r")]]:
-        t = _named(names, f"{tag}:{name}")
-        if t is not None:
-            body.tensor(t).quantization = copy_quantization(fine)
+    for name in ["r_in", *[f"{n}.{k}" for k in steps for n in ("qq", "e2", "r")]]:
+        found = _named(names, f"{tag}:{name}")
+        if found is not None:
+            body.tensor(found).quantization = copy_quantization(fine)
     lo, hi = _real_range(cq)
     tanh_inputs = []
     for k in steps:
-        body.tensor(_named(names, f"{tag}:D{k}")).quantization = quantization([step], [0])  # whole steps of c
-        e = body.tensor(_named(names, f"{tag}:e{k}"))
+        body.tensor(_need(names, f"{tag}:D.{k}")).quantization = quantization([step], [0])  # whole steps of c
+        e = body.tensor(_need(names, f"{tag}:e.{k}"))
         e_lo, e_hi = _real_range(e.quantization)
         e.quantization = _asym(e_lo - step / 2, e_hi + step / 2)  # the float range, with the residual's
-        tanh_inputs.append(TanhInput(body.tensor(_named(names, f"{tag}:cr{k}")), lo, hi))
+        tanh_inputs.append(TanhInput(body.tensor(_need(names, f"{tag}:cr.{k}")), lo, hi))
     return tanh_inputs
 
 

@@ -281,6 +281,7 @@ def to_int8(
             "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
         ) from e
     tanh_notes: dict[bool, str] = {}
+    cells: list[str]
     if residual:
         (built, tanh_notes), cells = _pick_tanh_range(float_tflite, raw, cal), []
     elif int16_cell:
