@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
-from edge_lstm.quantize import cell8, cell16, loops
+from edge_lstm.quantize import cell8, cell16, channels, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.quantize.ranges import set_output_ranges
@@ -65,6 +65,7 @@ def quantize_tflite(
     io: str = "float",
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
+    residual: bool = True,
 ) -> QuantizedArtifact:
     """Return ``float_tflite`` at ``precision``.
 
@@ -74,7 +75,9 @@ def quantize_tflite(
     (e.g. from :func:`~edge_lstm.quantize.calibration.random_calibration`).
     ``io`` is "float" or "int8" (int8 only). ``int16_cell`` (int8 only) gives an LSTM cell written in plain ops
     an int16 cell state and gate arithmetic where that is measurably more accurate (:mod:`.cell16`; the export
-    pipeline asks for it); without it the cell is TFLite's quantizer's, all int8.
+    pipeline asks for it); without it the cell is TFLite's quantizer's, all int8. With ``int16_cell``, a loop's LSTM
+    cells are :mod:`.cell8`'s residual int8 cells (every op one XNNPACK runs: as fast as the all-int8 cell, about
+    as accurate as the int16 one) unless ``residual=False``, which keeps :mod:`.cell16`'s int16 cells.
     """
     precision = check_request(precision, io, calib)
     if precision is Precision.FP32:
@@ -87,7 +90,7 @@ def quantize_tflite(
         raise UsageError("int16x8 widens this module's int8 model: build it with edge_lstm.quantize.quantize_tflite "
                          "(edge_lstm.quantize.int16x8).")
     assert calib is not None  # check_request refused full int8 without calibration data
-    return to_int8(float_tflite, calib, io, count, int16_cell)
+    return to_int8(float_tflite, calib, io, count, int16_cell, residual)
 
 
 def check_request(precision: Precision | str, io: str, calib: Any) -> Precision:
@@ -250,8 +253,10 @@ def to_int8(
     io: str = "float",
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
+    residual: bool = True,
 ) -> QuantizedArtifact:
-    """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell, int32 bias."""
+    """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell (or a loop's residual int8
+    cell), int32 bias; see :func:`quantize_tflite`."""
     from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as wrapper
 
     specs = input_specs(float_tflite)
@@ -267,14 +272,19 @@ def to_int8(
     prepared = unpack(float_tflite)
     looped = loops.has_loops(prepared)
     # a loop's LSTM cells: the residual int8 cell (cell8, every op XNNPACK's), rewritten in float before calibration
-    residual = looped and int16_cell and _residual_rewrite(prepared, float_tflite, cal)
+    residual = residual and looped and int16_cell and _residual_rewrite(prepared, float_tflite, cal)
     # TFLite's calibrator crashes on pass-through loop variables and its quantizer wants constant biases
     source = pack(loops.calibration_ready(prepared))
     try:
-        # a loop's weights: one scale a tensor, or one a channel (each needs its own calibrator: the
-        # quantizer changes the calibrator's model)
+        # a loop's weights: one scale a tensor, or one a channel; the per-channel model is derived from the
+        # per-tensor one where it can be (channels.py), else calibrated again (the quantizer changes the
+        # calibrator's model: each needs its own calibrator)
         raw = {pt: _calibrated(wrapper, source, specs, cal, (io_type, i8, i32), looped, pt)
-               for pt in ([True, False] if looped else [False])}
+               for pt in ([True] if looped else [False])}
+        if looped:
+            derived = channels.per_channel(raw[True], source)
+            raw[False] = derived if derived is not None else \
+                _calibrated(wrapper, source, specs, cal, (io_type, i8, i32), looped, False)
     except Exception as e:  # the calibrator names the op it has no int8 kernel for
         raise UnsupportedModel(
             f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
