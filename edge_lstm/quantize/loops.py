@@ -13,7 +13,8 @@ So, around the quantizer:
 1. :func:`calibration_ready` gives every pass-through loop variable a copy
    (``RESHAPE`` to the same shape) and splits each fully-connected op with a
    run-time bias into the op and an ``ADD`` (the quantizer wants constant 1-D
-   biases);
+   biases), and puts an ``ADD``'s computed operand second where TFLite's in-place
+   ``ADD`` would make the calibrator record the sum's range for it;
 2. the calibrator records ranges, inside the body too, and the quantizer
    quantizes with ``allow_float``;
 3. :func:`int8_loop_state` makes each loop variable int8 with the scale the

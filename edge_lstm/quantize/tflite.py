@@ -16,10 +16,12 @@
   We use it rather than re-deriving the integer LSTM's many scales: it is the
   reference those kernels were written against. ``io="int8"`` makes inputs and
   outputs int8 too; their scale and zero point go into ``io_quant``. An LSTM cell
-  written in plain ops (the loop lowering, one-step explicit-state graphs) then
-  gets an int16 cell state and int16 gate arithmetic (:mod:`.cell16`); known
-  output ranges (a one-step model's latest-step outputs) are applied last
-  (:mod:`.ranges`).
+  written in plain ops gets, in a loop (the loop lowering), :mod:`.cell8`'s residual
+  int8 cell (rewritten in float before calibration; every op one XNNPACK runs), and
+  in a one-step explicit-state graph an int16 cell state and int16 gate arithmetic
+  (:mod:`.cell16`); a loop's per-channel candidate is derived from the per-tensor
+  one (:mod:`.channels`); known output ranges (a one-step model's latest-step
+  outputs) are applied last (:mod:`.ranges`).
 * **int16x8**: the same calibration, widened to int16 activations with int8 weights and int64 biases by
   :mod:`.int16x8` (TFLite's quantizer refuses 16x8 for the fused LSTM).
 """
