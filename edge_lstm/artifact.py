@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_lstm.reports import ArtifactEntry, ValidationEntry
+from edge_lstm.reports import ArtifactEntry, LoweringChoice, ValidationEntry
 
 if TYPE_CHECKING:
     from edge_lstm.spec import Precision
@@ -44,6 +44,7 @@ class Artifact:
     calibration: dict[str, Any] | None = None
     failures: list[Failure] = field(default_factory=list)
     lowering_reason: str | None = None  #: why this TFLite lowering was used (asked for, or what auto measured)
+    lowering_choice: LoweringChoice | None = None  #: the measured auto lowering's candidates, for a --target
 
     @property
     def built(self) -> bool:
@@ -84,6 +85,7 @@ class Artifact:
             float_layers=self.float_layers,
             calibration=self.calibration,
             failures=[f.to_dict() for f in self.failures],
+            lowering_choice=self.lowering_choice,
         )
 
     def to_dict(self, out_dir: Path) -> dict[str, Any]:

@@ -5,7 +5,8 @@ unreadable input; 3 a validation tolerance failed; 4 over a device budget;
 5 the model uses something that cannot be exported; 6 a remote device run
 failed; 7 the emulated device could not be built, started or stopped; 1 only
 for internal bugs. A user error prints one message, never a
-traceback, unless ``--debug``.
+traceback, unless ``--debug``: then the traceback is printed on stderr first, and the
+message, the JSON error and the exit code are the same as without it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.console import Console
 
 from edge_lstm import __version__, jsonio, registry
 from edge_lstm.cli_options import DtypeOpt, JsonOpt, ShapeOpt, TrustOpt
-from edge_lstm.errors import EdgeLstmError, UsageError
+from edge_lstm.errors import EdgeLstmError, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
     from edge_lstm.reports import ExportReport
@@ -75,7 +76,7 @@ def _dtypes(items: list[str] | None) -> tuple[str, ...]:
 @app.command()
 def info(
     model: Annotated[Path, typer.Argument(help="model.pt (checkpoint, TorchScript, .pt2, pickled module), or an "
-                                               ".onnx or .tflite file.")],
+                                               ".onnx, .tflite, .pte or .ort file.")],
     input_shape: ShapeOpt = None,
     input_dtype: DtypeOpt = None,
     trust_pickle: TrustOpt = False,
@@ -86,18 +87,12 @@ def info(
     The input shapes are checked against the model's layers as ``export`` checks them.
     """
     kind = _artifact_kind(model)
-    if kind not in (None, "onnx", "tflite"):
-        f = registry.fmt(kind)
-        raise UsageError(f"'{model}' is an {f.suffix} artifact ({f.description}); info describes models, .onnx and "
-                         ".tflite files.",
-                         f"Profile it instead: edge-lstm profile {model} (runs on "
-                         f"{', '.join(r.name for r in registry.runtimes_for(kind))}).")
-    if kind == "tflite" or (kind == "onnx" and not input_shape and not input_dtype):
+    if kind in ("tflite", "executorch", "ort") or (kind == "onnx" and not input_shape and not input_dtype):
         from edge_lstm.inspect_artifact import describe, render
 
         if input_shape or input_dtype:
-            raise UsageError("--input-shape and --input-dtype do not apply to a .tflite file: it carries its own "
-                             "inputs.", "Drop --input-shape and --input-dtype.")
+            raise UsageError(f"--input-shape and --input-dtype do not apply to a {registry.fmt(kind).suffix} file: "
+                             "it carries its own inputs.", "Drop --input-shape and --input-dtype.")
         described = describe(model)
         emit(described, as_json, render(described))
         return
@@ -175,10 +170,12 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL to ONNX/TFLite, quantize as asked, and validate every artifact against PyTorch."""
+    from edge_lstm.outputs import shown
     from edge_lstm.pipeline import ExportOptions
     from edge_lstm.pipeline import export as run_export
     from edge_lstm.recipes import load_recipe
 
+    output = shown(output)  # every message and path printed names it as written: a/../c as c
     rec = load_recipe(recipe).with_overrides(formats=fmt, precisions=precision, lowering=lowering)
     opts = ExportOptions(output_dir=output, recipe=rec, streaming=streaming, data=data, calib=calib, io=io,
                          input_shapes=tuple(_shapes(input_shape)), trust_pickle=trust_pickle, force=force,
@@ -190,8 +187,10 @@ def export(
             result = run_export(model, opts, say)
         except EdgeLstmError as e:
             if e.exit_code in (3, 4, 5) and (output / "report.json").exists():  # the others were written
+                advice = e.advice if isinstance(e, ValidationFailed) else ""
                 e.hint = f"Report with every metric: {output / 'report.md'}" + (
-                    f" and {output / 'report.html'}" if (output / "report.html").exists() else "")
+                    f" and {output / 'report.html'}" if (output / "report.html").exists() else "") + (
+                    f". {advice}" if advice else "")
                 written = jsonio.loads_strict((output / "report.json").read_text())
                 if as_json:  # the error object carries the report as "result"
                     jsonio.emit(written)
@@ -260,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         with jsonio.json_stdout() if as_json else _nothing():
             rc = app(args=args, standalone_mode=False)
     except EdgeLstmError as e:
-        if debug:
-            raise
+        _trace(e, debug)
         return _fail(e, as_json)
     except typer.Exit as e:
         return int(e.exit_code or 0)
@@ -271,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_stdout()
         return 0
     except OSError as e:
-        if debug:
-            raise
+        _trace(e, debug)
         if e.errno in _PATH_ERRORS and e.filename:
             return _fail(UsageError(f"Cannot use '{e.filename}': {e.strerror}.", "Check the path."), as_json)
         if e.errno not in _DISK_ERRORS:
@@ -280,9 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         from edge_lstm.outputs import io_error
 
         return _fail(io_error(e), as_json)
-    except MemoryError:
-        if debug:
-            raise
+    except MemoryError as e:
+        _trace(e, debug)
         return _fail(UsageError("Ran out of memory: the input (or a size it declares) is too large for this "
                                 "machine.", "Check --input-shape and the sizes of the data and model files."), as_json)
     except Exception as e:
@@ -326,9 +322,18 @@ def _fail(e: EdgeLstmError, as_json: bool) -> int:
     return e.exit_code
 
 
-def _internal(e: BaseException, debug: bool, as_json: bool) -> int:
+def _trace(e: BaseException, debug: bool) -> None:
+    """With ``--debug``, the traceback on stderr, before the same message and exit code as without it."""
     if debug:
-        raise e
+        import traceback
+
+        sys.stderr.flush()
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+
+
+def _internal(e: BaseException, debug: bool, as_json: bool) -> int:
+    _trace(e, debug)
     from rich.text import Text
 
     err.print(Text("internal error: ", style="red") + Text(f"{type(e).__name__}: {e}\nRun again with --debug and "

@@ -62,7 +62,9 @@ def bundle_create(
     from edge_lstm import bundle
 
     names = [f.strip() for f in features.split(",")] if features else None
-    target = output or Path(bundle.default_name(out_dir))
+    from edge_lstm.outputs import shown
+
+    target = shown(output or Path(bundle.default_name(out_dir)))  # printed as written: a/../c as c
     summary = bundle.write(out_dir, target, list(artifact or []) or None, names, force)
     if as_json:
         jsonio.emit(summary)
@@ -125,8 +127,11 @@ def predict_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Forecast from readings with a bundle: normalised, one reading at a time, in the data's units."""
+    from edge_lstm.outputs import shown
     from edge_lstm.predict_run import PredictRequest, run
 
+    if output and output != "-":
+        output = str(shown(output))  # printed as written: a/../c as c
     req = PredictRequest(bundle_path, readings, streaming, output or None, runtime, artifact or None, precision or None,
                          warmup, on_nan, on_gap, [c.strip() for c in columns.split(",")] if columns else None,
                          timestamp_column or None, threads, force, as_json)

@@ -56,6 +56,9 @@ def firmware_command(
     opts = firmware.FirmwareOptions(precisions=tuple(precision) if precision else firmware.FirmwareOptions.precisions,
                                     prefix=prefix, c=not no_c, tflm=not no_tflm, cortex_m=not no_cortex_m,
                                     windows=windows, recipe=load_recipe(recipe))
+    from edge_lstm.outputs import shown
+
+    output = shown(output)  # printed as written: a/../c as c
     say = (lambda _m: None) if as_json else (lambda m: err.print(escape(f"· {m}"), soft_wrap=True))
     result = firmware.firmware(source, output, opts, target, force, say, check=False)
     if as_json:
@@ -87,8 +90,11 @@ def print_summary(report: dict[str, Any], output: Path) -> None:
         out.print(escape(line), soft_wrap=True)
     for t in report["tflm"]:
         a = t["arena"]
-        arena = f"arena {a['measured_bytes']:,} B measured, MODEL_ARENA_SIZE {a['recommended_bytes']:,} B" \
-            if a.get("measured_bytes") else "arena not measured"
+        in_use = a.get("recording_allocator_bytes")
+        arena = (f"arena {a['measured_bytes']:,} B (the smallest that allocates and invokes"
+                 + (f"; {in_use:,} B in use after allocation, the figure profile shows" if in_use else "")
+                 + f"), MODEL_ARENA_SIZE {a['recommended_bytes']:,} B") if a.get("measured_bytes") \
+            else "arena not measured"
         out.print(escape(f"TFLite Micro {t['artifact']}: array {t['bytes']:,} B, {arena}"), soft_wrap=True)
     if report["c"] and report["c"][0]["cortex_m"].get("model"):
         out.print(f"[dim]C flash/RAM: {escape(report['c'][0]['cortex_m']['model']['label'])}[/dim]", soft_wrap=True)

@@ -9,6 +9,7 @@ the ops a model may contain for that artifact.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
@@ -31,13 +32,17 @@ def register(app: typer.Typer) -> None:
 
 def formats_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
+    recheck: Annotated[bool, typer.Option("--recheck", help="Import every runtime and exporter again instead of "
+                                                            "using the results cached for this environment.")] = False,
 ) -> None:
-    """List the formats edge-lstm writes (with their precisions) and the runtimes that run them: available here,
-    or the command that installs them."""
-    from edge_lstm import registry
+    """List the formats edge-lstm writes (with their precisions) and the runtimes that run them: available here
+    (its package imports, checked in a child process), installed but broken (the import error), or the command
+    that installs it."""
+    from edge_lstm import import_probe, registry
 
-    payload = {"formats": [f.to_dict() for f in registry.FORMATS_TABLE],
-               "runtimes": [r.to_dict() for r in registry.RUNTIMES_TABLE],
+    errors = import_probe.probe(registry.probe_modules(), recheck=recheck)
+    payload = {"formats": [f.to_dict(errors) for f in registry.FORMATS_TABLE],
+               "runtimes": [r.to_dict(errors) for r in registry.RUNTIMES_TABLE],
                "lowerings": dict(registry.LOWERINGS_TABLE)}
     if as_json:
         jsonio.emit(payload)
@@ -48,15 +53,21 @@ def formats_command(
     for f in registry.FORMATS_TABLE:
         t.add_row(f.name, f.suffix, ", ".join(p.value for p in f.precisions),
                   ", ".join(r.name for r in registry.runtimes_for(f.name)),
-                  "installed" if f.buildable() else escape(f"install with {f.install}"))
+                  _exporter(f, f.unusable(errors)))
     out.print(t)
     r_table = Table(title="runtimes", title_justify="left")
     for col in ("runtime", "device side", "status"):
         r_table.add_column(col, overflow="fold")
     for r in registry.RUNTIMES_TABLE:
-        r_table.add_row(r.name, "yes" if r.device else "no", escape(r.status()))  # 'edge-lstm[x]' is not markup
+        r_table.add_row(r.name, "yes" if r.device else "no", escape(r.status(errors)))  # 'edge-lstm[x]' is not markup
     out.print(r_table)
     out.print("TFLite lowerings (--lowering): " + "; ".join(f"{k}: {v}" for k, v in registry.LOWERINGS_TABLE.items()))
+
+
+def _exporter(f: Any, why: str | None) -> str:
+    if why is None:
+        return "installed"
+    return escape(f"install with {f.install}" if why == "not installed" else f"installed but broken: {why}")
 
 
 #: the formats whose ops edge-lstm's own tables describe (the others are written by their runtimes' exporters)
@@ -66,7 +77,8 @@ OP_FORMATS = ("onnx", "tflite")
 def ops_command(
     fmt: Annotated[str | None, typer.Option("--format", help="onnx or tflite: only the ops this format takes "
                                                              "(with --precision).")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, fp16, dynamic-int8 or int8 (with --format).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16, dynamic-int8, int8 or int16x8 (with "
+                                                       "--format).")] = None,
     micro: Annotated[bool, typer.Option("--micro", help="TFLite Micro: only the ops it has kernels for.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -91,14 +103,39 @@ def ops_command(
     if as_json:
         jsonio.emit(payload)
         return
-    _print(entries)
+    _print(entries, prec is not None and prec.value == "int16x8")
+
+
+_BUILTIN = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*\b")
+#: how the op table's "lowered to" text separates alternative forms ("A or B", "A / B", "A, else B")
+_ALTERNATIVES = re.compile(r"\s+or\s+|\s*/\s*|,?\s+else\s+")
+
+
+def int16x8_forms(lowered_to: str) -> list[str]:
+    """The forms of an op's lowering (the op table's "lowered to" text) whose TFLite builtins all have the int16
+    kernels the 16x8 quantizer widens (:data:`edge_lstm.quantize.int16x8._INT16_OPS`); a form with no builtin
+    (folded, an alias, nothing at inference) counts."""
+    from edge_lstm.quantize.int16x8 import _INT16_OPS
+    from edge_lstm.tflite_schema import OP_CODES
+
+    forms = []
+    for alt in _ALTERNATIVES.split(lowered_to):
+        builtins = {t for t in _BUILTIN.findall(alt) if t in OP_CODES}
+        if builtins <= _INT16_OPS and "projection" not in alt:  # the quantizer refuses a projected fused LSTM
+            forms.append(alt.strip(" ,"))
+    return forms
 
 
 def _entry(op: str, s: Any) -> dict[str, Any]:
+    # 16x8 is made from the full-int8 model (the same calibration, then widened): an op needs its int8 form, and
+    # a form whose builtins all have int16 kernels; on TFLite Micro, its int8 kernels too (the fused LSTM is the
+    # TFLite Micro form, the WHILE loop the LiteRT one: LiteRT's fused LSTM kernel has no 16x8 path)
+    forms = int16x8_forms(s.tflite_ops) if s.int8 else []
     return {
         "op": op,
-        "tflite": {"fp32": True, "fp16": True, "dynamic-int8": True, "int8": s.int8},
-        "tflite_micro": {"fp32": s.micro, "int8": s.micro_int8},
+        "tflite": {"fp32": True, "fp16": True, "dynamic-int8": True, "int8": s.int8, "int16x8": bool(forms)},
+        "tflite_micro": {"fp32": s.micro, "int8": s.micro_int8, "int16x8": bool(forms) and s.micro_int8},
+        "int16x8_forms": forms,
         "onnx": {"fp32": True, "fp16": True, "dynamic-int8": True, "dynamic-int8 weights": s.onnx_dynamic_int8},
         "lowered_to": s.tflite_ops,
         "notes": s.note,
@@ -107,21 +144,33 @@ def _entry(op: str, s: Any) -> dict[str, Any]:
 
 def _keeps(entry: dict[str, Any], fmt: str, prec: Any, micro: bool) -> bool:
     if micro:
-        return bool(entry["tflite_micro"]["int8" if prec is not None and prec.value == "int8" else "fp32"])
+        integer = prec is not None and prec.value in ("int8", "int16x8")
+        return bool(entry["tflite_micro"][prec.value if integer else "fp32"])
     return bool(entry[fmt].get(prec.value, False)) if prec is not None else True
 
 
-def _print(entries: list[dict[str, Any]]) -> None:
+def _print(entries: list[dict[str, Any]], int16x8: bool = False) -> None:
     t = Table(title=f"{len(entries)} ONNX ops", title_justify="left")
     t.add_column("ONNX op", no_wrap=True)
-    for col in ("TFLite", "TFLite int8", "Micro", "Micro int8", "ONNX int8 weights"):
+    cols = ("TFLite int16x8", "Micro int16x8") if int16x8 else ("TFLite", "TFLite int8", "Micro", "Micro int8",
+                                                                "ONNX int8 weights")
+    for col in cols:
         t.add_column(col, no_wrap=True)
-    t.add_column("lowered to", overflow="fold")
+    t.add_column("16x8 form" if int16x8 else "lowered to", overflow="fold")
     yes = {True: "yes", False: "no"}
     for e in entries:
-        t.add_row(e["op"], "yes", yes[e["tflite"]["int8"]], yes[e["tflite_micro"]["fp32"]],
-                  yes[e["tflite_micro"]["int8"]], e["onnx"]["dynamic-int8 weights"], e["lowered_to"])
+        if int16x8:
+            t.add_row(e["op"], yes[e["tflite"]["int16x8"]], yes[e["tflite_micro"]["int16x8"]],
+                      "; ".join(e["int16x8_forms"]))
+        else:
+            t.add_row(e["op"], "yes", yes[e["tflite"]["int8"]], yes[e["tflite_micro"]["fp32"]],
+                      yes[e["tflite_micro"]["int8"]], e["onnx"]["dynamic-int8 weights"], e["lowered_to"])
     out.print(t)
+    if int16x8:
+        out.print("int16x8 is the int8 model widened to int16 activations: an op needs its int8 form and a form "
+                  "whose TFLite ops all have int16 kernels. A recurrent layer is the fused op on TFLite Micro "
+                  "and the WHILE loop on LiteRT (LiteRT's fused LSTM kernel has no 16x8 path).")
+        return
     out.print("TFLite: fp32, fp16 and dynamic-int8; Micro: TFLite Micro at float32. ONNX takes every op PyTorch's "
               "exporter writes at fp32, fp16 and dynamic-int8; its last column says whether dynamic-int8 stores the "
               "op's weights in int8. Notes per op: edge-lstm ops --json.")

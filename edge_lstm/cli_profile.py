@@ -86,6 +86,9 @@ def profile_command(
                                   input_shapes=tuple(parse_shape(s) for s in input_shape or ()),
                                   trust_pickle=trust_pickle, reference=str(reference) if reference else None)
     if output:
+        from edge_lstm.outputs import shown
+
+        output = shown(output)  # printed as written: a/../c as c
         _check_outputs(output, force)  # before the (possibly long) measurement
     tgt = None
     if target:  # targets read TOML (tomllib, Python 3.11+): imported only when asked for
@@ -152,6 +155,13 @@ def _us(v: float | None) -> str:
     return "–" if v is None else f"{v * 1e6:,.1f}"
 
 
+#: what profile's arena figure is (the runner's arena_used_bytes), beside what firmware measures
+ARENA_IN_USE = ("TFLite Micro's recording allocator after allocating the tensors (planned tensor buffers, "
+                "persistent structures, variables) in an ample arena. The arena must be larger while the "
+                "allocator plans tensor memory (a temporary scratch for every tensor): edge-lstm firmware "
+                "measures the smallest arena that allocates and invokes, which can be the larger figure.")
+
+
 def _kib(v: int | None) -> str:
     return "–" if v is None else f"{v / 1024:,.1f}"
 
@@ -165,7 +175,7 @@ def print_report(report: ProfileReport | dict[str, Any]) -> None:
     tag = " EMULATED" if emulated else ""  # emulated time and memory measure qemu-user, not the device
     t = Table(title=f"Profile ({where}){' - EMULATED: not device latency' if emulated else ''}", title_justify="left")
     for col in ("artifact", "runtime", "load ms", f"first µs{tag}", f"p50 µs{tag}", f"p99 µs{tag}",
-                f"per sample µs{tag}", f"peak RSS KiB{tag}", "arena KiB", "file KiB"):
+                f"per sample µs{tag}", f"peak RSS KiB{tag}", "arena in use KiB", "file KiB"):
         t.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
     for a in report.artifacts:
         lat = a["latency_s"]
@@ -181,6 +191,8 @@ def print_report(report: ProfileReport | dict[str, Any]) -> None:
                   f"{macs}{_split(size)}[/dim]")
     if report.artifacts:
         out.print(f"[dim]memory: {report.artifacts[0]['memory']['method']}[/dim]")
+    if any(a.get("arena_bytes") is not None for a in report.artifacts):
+        out.print(f"[dim]arena in use: {ARENA_IN_USE}[/dim]")
     if report.target:
         _print_target_checks(report, report.target)
     if report.compare:

@@ -76,6 +76,33 @@ def _wrap(text: str, indent: str = "  ") -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ") or [indent]
 
 
+def _lowering_lines(report: ExportReport) -> list[str]:
+    """Per artifact whose ``--lowering auto`` was settled for the target: each candidate's p50 and size, the choice
+    and why (artifacts with the same untimed reason share a line)."""
+    rows = facts.lowering_rows(report)
+    if not rows:
+        return []
+    by_file: dict[str, list[Json]] = {}
+    for row in rows:
+        by_file.setdefault(row["file"], []).append(row)
+    timed = next((r for r in rows if r["measured"]), None)
+    lines = [f"Lowering (auto) for {rows[0]['target']}" + (f", timed here on {timed['runtime']} (one thread, "
+                                                          f"{timed['runs']} runs per candidate):" if timed else ":")]
+    untimed: dict[str, list[str]] = {}
+    for file, cands in by_file.items():
+        chosen = next(c for c in cands if c["chosen"])
+        if not chosen["measured"]:
+            untimed.setdefault(f"{chosen['lowering']} ({chosen['why']})", []).append(file)
+            continue
+        figures = ", ".join(f"{c['lowering']} " + (f"{_us(c['p50_s'])} µs" if c["p50_s"] is not None else
+                                                   "not timed") + f" {c['size_bytes'] / 1024:,.0f} KiB"
+                            for c in cands)
+        lines += _wrap(f"{file}: {figures} -> {chosen['lowering']} ({chosen['why']})")
+    for text, files in untimed.items():
+        lines += _wrap(f"{', '.join(files) if len(files) <= 2 else f'{len(files)} artifacts'}: {text}")
+    return lines
+
+
 def export_summary(report: ExportReport | Json, output: Path) -> str:
     """The headline, the table, the recommendation, notes and where the reports are."""
     report = ExportReport.of(report)
@@ -89,6 +116,7 @@ def export_summary(report: ExportReport | Json, output: Path) -> str:
     if acc:
         lines += _wrap(f"Forecast MAE in {acc['units']}: float model {acc['float']['mae']:.4g}, persistence "
                        f"{acc['persistence']['mae']:.4g} ({acc['persistence_rule']}).", "")
+    lines += _lowering_lines(report)
     rec = facts.recommend(report)
     lines += _wrap(f"Recommended for {rec['target']}: {rec['file'] or 'none'}"
                    + (f" on {rec['runtime']}" if rec["file"] else "") + f" ({rec['rule']}).", "")

@@ -106,6 +106,9 @@ def train_command(
     cfg = TrainConfig(opts, cell, hidden, layers, dropout, epochs, batch_size, lr, weight_decay, schedule, clip,
                       patience, seed, threads, find_lr, class_weights, season)
     cfg.check()
+    from edge_lstm.outputs import shown
+
+    output = shown(output)  # printed as written: a/../c as c
     train_io.check_outputs(output, force)  # before the (long) training
     with EpochBars(quiet=as_json) as bars:
         result = train(data, cfg, bars)

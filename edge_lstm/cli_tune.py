@@ -111,6 +111,9 @@ def tune_command(
                        _range(dropout_range, "dropout-range"))
     cfg = tune.TuneConfig(data, base, target, precision, fmt, tune.Budget(max_latency_ms, max_flash_kb, max_ram_kb),
                           space, trials, workers, storage, study, pick, heartbeat)
+    from edge_lstm.outputs import shown
+
+    output = shown(output)  # printed as written: a/../c as c
     summary = run(cfg, output, force, quiet=as_json)
     if as_json:
         jsonio.emit(summary)

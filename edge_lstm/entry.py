@@ -53,8 +53,7 @@ def device_main(args: list[str]) -> int:
         else:
             rc = app(args=args, standalone_mode=False)
     except EdgeLstmError as e:
-        if debug:
-            raise
+        _trace(e, debug)
         print(f"error: {e.render()}", file=sys.stderr)
         if as_json:
             jsonio.emit_failure(e)
@@ -69,8 +68,7 @@ def device_main(args: list[str]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:  # a full disk or an unreadable path: the user's to fix, exit 2 as in the full CLI
-        if debug:
-            raise
+        _trace(e, debug)
         from edge_lstm.outputs import io_error
 
         err = io_error(e)
@@ -82,8 +80,7 @@ def device_main(args: list[str]) -> int:
         if hasattr(e, "show") and hasattr(e, "exit_code"):  # click's usage errors
             e.show()
             return 2
-        if debug:
-            raise
+        _trace(e, debug)
         print(f"internal error: {type(e).__name__}: {e}\nRun again with --debug and report this bug.", file=sys.stderr)
         return 1
     if rc == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns it
@@ -92,6 +89,14 @@ def device_main(args: list[str]) -> int:
             jsonio.emit_error(130, "aborted", "Interrupted.", None)
         return 130
     return int(rc) if isinstance(rc, int) else 0
+
+
+def _trace(e: BaseException, debug: bool) -> None:
+    """With ``--debug``, the traceback on stderr; the message and exit code stay those of a run without it."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -101,9 +101,10 @@ class ValidationFailed(EdgeLstmError):
 
     exit_code = 3
 
-    def __init__(self, message: str, table: str = "", hint: str | None = None) -> None:
-        super().__init__(message, hint)
+    def __init__(self, message: str, table: str = "", hint: str | None = None, advice: str = "") -> None:
+        super().__init__(message, " ".join(p for p in (hint, advice) if p) or None)
         self.table = table
+        self.advice = advice  #: what to try instead, kept when a caller replaces the hint
 
     def render(self) -> str:
         """The message, then the table of every failure."""

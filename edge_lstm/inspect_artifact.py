@@ -1,5 +1,7 @@
 """What is inside an ``.onnx`` or ``.tflite`` file: ops, parameters, sizes, inputs and outputs (``edge-lstm info``).
 
+``.pte`` and ``.ort`` files are described by :mod:`edge_lstm.inspect_mobile`, from their bytes alone.
+
 ONNX files are read with ``onnx``; TFLite files with :mod:`edge_lstm.tflite_read`
 (numpy only). MACs come from :mod:`edge_lstm.cost` and :mod:`edge_lstm.cost_tflite`,
 so ``info`` on an artifact and ``profile`` on it count the same way.
@@ -56,7 +58,7 @@ def load_external(proto: onnx.ModelProto, path: Path) -> None:
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    """A JSON-ready description of an ``.onnx`` or ``.tflite`` artifact."""
+    """A JSON-ready description of an ``.onnx``, ``.tflite``, ``.pte`` or ``.ort`` artifact."""
     from edge_lstm.cost import artifact_format
 
     p = Path(path)
@@ -65,7 +67,11 @@ def describe(path: str | Path) -> dict[str, Any]:
         return _describe_onnx(p)
     if fmt == "tflite":
         return _describe_tflite(p)
-    raise InputFileError(f"'{p}' is neither an ONNX nor a TFLite file.")
+    if fmt in ("executorch", "ort"):
+        from edge_lstm import inspect_mobile
+
+        return inspect_mobile.describe_pte(p) if fmt == "executorch" else inspect_mobile.describe_ort(p)
+    raise InputFileError(f"'{p}' is neither an ONNX, TFLite, ExecuTorch nor ONNX Runtime format file.")
 
 
 def _describe_onnx(p: Path) -> dict[str, Any]:
@@ -130,6 +136,10 @@ def _describe_tflite(p: Path) -> dict[str, Any]:
 
 def render(info: dict[str, Any]) -> str:
     """Human-readable lines for ``edge-lstm info`` on an artifact."""
+    if info["format"] in ("executorch", "ort"):
+        from edge_lstm import inspect_mobile
+
+        return inspect_mobile.render(info)
     size = info["size"]
     lines = [
         f"{info['name']} ({info['format']}, {info.get('precision') or 'unknown'} precision)",

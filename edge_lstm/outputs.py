@@ -100,6 +100,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def shown(path: Path | str) -> Path:
+    """How an output path is printed and passed on: its parent resolved (symlinks followed, ``..`` gone) and its
+    own name kept, as :func:`resolve_output` resolves it; relative to the working directory when it is inside it,
+    else absolute. ``a/../c`` is shown as ``c``."""
+    p = Path(path)
+    try:
+        full = Path(os.path.realpath(p)) if p.name in ("", ".", "..") else Path(os.path.realpath(p.parent)) / p.name
+        here = Path.cwd().resolve()
+    except OSError:  # a working directory that was removed: keep what was given
+        return p
+    try:
+        return full.relative_to(here)
+    except ValueError:
+        return full
+
+
 def resolve_output(out: Path) -> Path:
     """The absolute output path: parent resolved (symlinks followed), the last component kept as given."""
     text = str(out)
@@ -114,10 +130,10 @@ def resolve_output(out: Path) -> Path:
     except OSError as e:
         raise UsageError(f"Cannot use output '{out}': {e.strerror or e}.") from e
     if is_link:
-        raise UsageError(f"Output '{out}' is a symbolic link; edge-lstm does not write through links.",
+        raise UsageError(f"Output '{shown(target)}' is a symbolic link; edge-lstm does not write through links.",
                          "Pass the real directory path, or a new name.")
     if target in (Path.cwd().resolve(), Path.home().resolve()) or target == target.parent:
-        raise UsageError(f"Output '{out}' is the current, home or root directory.",
+        raise UsageError(f"Output '{out}' ({target}) is the current, home or root directory.",
                          "Choose a new directory for the export, e.g. -o out.")
     return target
 
@@ -175,6 +191,7 @@ def check_destination(out: Path, force: bool) -> Path:
     Returns the resolved output path. Stale staging directories of killed runs are removed here.
     """
     target = resolve_output(out)
+    out = shown(target)  # messages name the path as it is written, a/../c as c
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"Cannot write '{out}': the directory '{parent}' does not exist.")

@@ -11,8 +11,11 @@ artifact. The order of work:
    (a model whose output needs the whole window is refused here, exit 5);
 3. run the reference (PyTorch, or ONNX Runtime on the source ONNX file) on the feeds;
 4. build every artifact; one that a lowering or quantizer refuses does not stop the others;
-5. open and run each artifact once in a child process per runtime (:mod:`edge_lstm.preflight`),
-   then validate it here on the runtimes that ran it;
+5. open and run each artifact once on each runtime, all in one child process
+   (:mod:`edge_lstm.preflight`), then validate each here on the runtimes that ran it; with
+   ``--lowering auto`` and a LiteRT ``--target``, the other lowering of each whole-window TFLite
+   artifact is built and validated too, both are timed side by side here, and one is kept
+   (:mod:`edge_lstm.lowering_choice`);
 6. write the artifacts that were built and the report, and profile them when asked.
 
 Then the failures are raised, most serious first: artifacts that could not be
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_lstm import __version__
+from edge_lstm import __version__, lowering_choice
 from edge_lstm import feeds as feeds_mod
 from edge_lstm import progress as progress_mod
 from edge_lstm.artifact import Artifact, Failure
@@ -81,6 +84,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
                                options.input_dtypes)
     _check_request(options)
     _check_source(model, options)
+    choice = lowering_choice.plan(options)  # --lowering auto for a --target: both forms, timed here (or why not)
     if options.prove_on:
         from edge_lstm import prove_device
 
@@ -91,10 +95,11 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     vdata = feeds_mod.validation_feeds(model, options.recipe, options.data)
     reference = reference_outputs(model, vdata)
     artifacts = _build(model, proto, step, options, say)
-    with progress_mod.task(say, "validating", len(artifacts), "artifact") as count:
-        for art in artifacts:
-            count.item(f"validating {art.filename}")
-            prove.prove(art, model, options.recipe, vdata, reference, step, say)
+    rivals = _rivals(model, proto, artifacts, options, say) if choice is not None and choice.runtime else {}
+    extra = [a for a in rivals.values() if isinstance(a, Artifact)]
+    prove.prove_all(artifacts, model, options.recipe, vdata, reference, step, say, candidates=extra)
+    if choice is not None:
+        artifacts = lowering_choice.settle(artifacts, rivals, choice, vdata.samples[0], say)
     proof = None
     if options.prove_on:  # every artifact again on the device's runtimes, as its own validation rows
         from edge_lstm import prove_device
@@ -108,7 +113,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     report = _publish(model, proto, options, vdata, artifacts, target, say, proof, reference)
     result = ExportResult(options.output_dir, model, artifacts, report.to_dict(), report)
     _raise_failures(artifacts, options.output_dir)
-    raise_on_failures([v for a in artifacts for v in a.validations])
+    raise_on_failures([v for a in artifacts for v in a.validations],
+                      frozenset(a.filename for a in artifacts if a.precision == Precision.INT8))
     if report.profile is not None and target is not None:
         from edge_lstm.profile import enforce_budgets
 
@@ -194,6 +200,16 @@ def _build(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel | No
         message, _, hint = first.partition("\nHint: ")
         raise UnsupportedModel(message, hint or None)
     return artifacts
+
+
+def _rivals(model: LoadedModel, proto: onnx.ModelProto, artifacts: list[Artifact], options: ExportOptions,
+            say: Progress) -> dict[str, Artifact | str]:
+    """The other lowering of each whole-window TFLite artifact (:func:`edge_lstm.produce.rivals`), counted."""
+    from edge_lstm import produce
+
+    n = sum(a.format == "tflite" and not a.streaming and a.built for a in artifacts)
+    with progress_mod.task(say, "building the other lowering", n, "artifact"):
+        return produce.rivals(model, proto, artifacts, options, say)
 
 
 def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, vdata: feeds_mod.ValidationData,

@@ -51,9 +51,34 @@ def _warmup(text: str) -> int | None:
     return n
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are one file: the same resolved path, or (hard or symbolic links) the same inode."""
+    try:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_is_not_an_input(req: PredictRequest) -> None:
+    """Refuse ``-o`` naming the readings file or the bundle itself (with ``--force`` too: it would replace the input
+    with forecasts)."""
+    if req.output in (None, "-"):
+        return
+    out = Path(str(req.output))
+    inputs = [("readings file", Path(req.readings))] if req.readings != "-" else []
+    for what, path in [*inputs, ("bundle", Path(req.bundle))]:
+        if _same_file(out, path):
+            raise UsageError(f"Output '{req.output}' is the {what} '{path}' itself: writing the forecasts there "
+                             f"would destroy the {what}{' (even with --force)' if req.force else ''}.",
+                             "Pass another -o file, e.g. forecasts.csv.")
+
+
 def run(req: PredictRequest) -> dict[str, Any]:
     """Run the predictor over the readings; the summary (with the forecasts themselves under ``--json`` without
     ``-o``)."""
+    check_output_is_not_an_input(req)
     if req.on_nan not in ON_NAN:
         raise UsageError(f"Unknown --on-nan '{req.on_nan}'.", f"Accepted: {', '.join(ON_NAN)}.")
     gaps = GapCheck(req.on_gap, "")

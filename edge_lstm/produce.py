@@ -142,6 +142,39 @@ def _tflite_all(model: LoadedModel, proto: onnx.ModelProto, step: StreamingModel
     return out
 
 
+def rivals(model: LoadedModel, proto: onnx.ModelProto, artifacts: list[Artifact], options: ExportOptions,
+           say: Progress) -> dict[str, Artifact | str]:
+    """For the measured ``auto`` lowering (:mod:`edge_lstm.lowering_choice`): per whole-window TFLite artifact the
+    rule lowered, the same precision in the other form (fused for the loop, the loop for fused), or why there is
+    none. Built as the rule's artifacts are, each deterministic; the caller validates and times both."""
+    from edge_lstm.quantize.int16x8 import FUSED_LITERT_REFUSAL
+
+    out: dict[str, Artifact | str] = {}
+    lowered: dict[tuple[str, bool], LoweredTFLite | list[str]] = {}
+    calib: CalibrationSet | None = None
+    for art in artifacts:
+        if art.format != "tflite" or art.streaming or not art.built or art.lowering is None:
+            continue
+        other = "fused" if art.lowering == "loop" else "loop"
+        if art.precision is Precision.INT16X8 and other == "fused":
+            out[art.filename] = f"fused: not built: {FUSED_LITERT_REFUSAL}"
+            continue
+        int8 = art.precision in (Precision.INT8, Precision.INT16X8)
+        if (other, int8) not in lowered:
+            lowered[other, int8] = _lower(proto, other, False, art.filename, say, False, int8, True)
+        got = lowered[other, int8]
+        if isinstance(got, list):
+            out[art.filename] = f"{other}: not built: {' '.join(got[0].split())}"
+        elif got.lowering == art.lowering:
+            out[art.filename] = f"{other}: the same graph as {art.lowering} (no layer the fused op can express)"
+        else:
+            if int8 and calib is None:
+                calib = _calibration(model, options)
+            out[art.filename] = _tflite(art.filename, got, art.precision, False, options, calib if int8 else None,
+                                        say)
+    return out
+
+
 def _target_of(options: ExportOptions) -> Target | None:
     from edge_lstm.targets import Target, load_target
 

@@ -112,12 +112,23 @@ def first_feed(art: Artifact, sample: dict[str, np.ndarray], step: StreamingMode
 def smoke(art: Artifact, runtimes: list[str], sample: dict[str, np.ndarray],
           step: StreamingModel | None) -> list[str]:
     """Run ``art`` once in a child per the runtimes; record failures; the runtimes it ran on."""
+    present = _installed(art, runtimes)
+    results = preflight.check(art.data, registry.fmt(art.format).suffix, first_feed(art, sample, step), present)
+    return _judge_smoke(art, present, results)
+
+
+def _installed(art: Artifact, runtimes: list[str]) -> list[str]:
+    """The runtimes that are installed; a failure saying how to install each that is not (not a crash)."""
     missing = [rt for rt in runtimes if not registry.runtime(rt).available()]
-    for rt in missing:  # not a crash: the runtime is absent, and the failure says how to install it
+    for rt in missing:
         r = registry.runtime(rt)
         art.failures.append(Failure("run", f"runtime {rt} is not installed: install it with {r.install}", rt))
-    runtimes = [rt for rt in runtimes if rt not in missing]
-    results = preflight.check(art.data, registry.fmt(art.format).suffix, first_feed(art, sample, step), runtimes)
+    return [rt for rt in runtimes if rt not in missing]
+
+
+def _judge_smoke(art: Artifact, runtimes: list[str], results: dict[str, str | None]) -> list[str]:
+    """Record what the child run found (a failure, or a note where the ops rule a runtime out); the runtimes that
+    ran the artifact."""
     for rt in runtimes:
         why = results.get(rt)
         if why is not None and rt == "tflm" and _NO_KERNEL in why:  # the ops do not allow it: not a failure
@@ -141,21 +152,61 @@ _CANNOT = "TFLite Micro cannot run this model:"
 _LACKS = " cannot run this model: it has no kernel for "
 
 
-def prove(art: Artifact, model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,
-          reference: dict[str, np.ndarray], step: StreamingModel | None, say: Progress) -> None:
-    """Child-run ``art`` on each of its runtimes, then validate it in this process on the ones that ran it."""
-    if not art.built:
+def prove_all(artifacts: list[Artifact], model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,
+              reference: dict[str, np.ndarray], step: StreamingModel | None, say: Progress,
+              candidates: list[Artifact] | None = None) -> None:
+    """:func:`prove` every artifact and every lowering candidate (:mod:`edge_lstm.lowering_choice`), their child
+    runs all in one child process (:func:`preflight.check_many`): a child per artifact cost most of a second each,
+    most of an export's time."""
+    extra = list(candidates or [])
+    planned: list[tuple[Artifact, list[str]]] = []
+    for art in artifacts + extra:
+        runtimes = _runtimes_or_fail(art)
+        if runtimes is not None:
+            planned.append((art, _installed(art, runtimes)))
+    if not planned:
         return
-    say(f"opening {art.filename} in a child process")
+    say(f"opening {len(planned)} artifact(s) in a child process, once on each runtime")
+    jobs = [preflight.Job(art.data, registry.fmt(art.format).suffix, first_feed(art, vdata.samples[0], step), rts)
+            for art, rts in planned]
+    found = preflight.check_many(jobs)
+    with progress.task(say, "validating", len(planned), "artifact") as count:
+        for (art, rts), results in zip(planned, found, strict=True):
+            rival = any(art is e for e in extra)
+            count.item(f"validating {art.filename}" + (f" ({art.lowering}, a candidate)" if rival else ""))
+            ok = _judge_smoke(art, rts, results)
+            if ok:
+                _validate(art, ok, model, recipe, vdata, reference, step, say)
+
+
+def _runtimes_or_fail(art: Artifact) -> list[str] | None:
+    """The runtimes to prove ``art`` on; None (and a failure where one is due) when it is not to be run."""
+    if not art.built:
+        return None
     runtimes = runtimes_for(art)
     if not runtimes:  # never passed unchecked: a fused 16x8 LSTM without TFLite Micro installed
         art.failures.append(Failure("run", "the tflite-micro package is not installed, and no other runtime runs it "
                                     "(LiteRT's fused LSTM kernel has no 16x8 path): pip install 'edge-lstm[micro]'",
                                     "tflm"))
+        return None
+    return runtimes
+
+
+def prove(art: Artifact, model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,
+          reference: dict[str, np.ndarray], step: StreamingModel | None, say: Progress) -> None:
+    """Child-run ``art`` on each of its runtimes, then validate it in this process on the ones that ran it."""
+    runtimes = _runtimes_or_fail(art)
+    if runtimes is None:
         return
+    say(f"opening {art.filename} in a child process")
     ok = smoke(art, runtimes, vdata.samples[0], step)
-    if not ok:
-        return
+    if ok:
+        _validate(art, ok, model, recipe, vdata, reference, step, say)
+
+
+def _validate(art: Artifact, ok: list[str], model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,
+              reference: dict[str, np.ndarray], step: StreamingModel | None, say: Progress) -> None:
+    """Validate ``art`` in this process on the runtimes ``ok`` that ran it in the child."""
     say(f"validating {art.filename}" + (" step by step" if art.streaming else ""))
     runners = [runner(art, rt) for rt in ok]
     if art.streaming:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,30 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module.split(".")[0]) is not None
     except (ImportError, ValueError):
         return False
+
+
+def probe_modules() -> list[str]:
+    """The modules of every runtime and exporter that are installed (found), to import-check them."""
+    mods = [m for f in FORMATS_TABLE for m in f.build_modules] + [m for r in RUNTIMES_TABLE for m in r.modules]
+    return [m for m in dict.fromkeys(mods) if installed(m)]
+
+
+def _unusable(modules: tuple[str, ...], errors: Mapping[str, str | None], every: bool) -> str | None:
+    """None when the modules import (``every`` one, else at least one); else ``not installed`` or the import
+    error of the first one found that failed."""
+    reasons = [_reason(m, errors) for m in modules]
+    if every:
+        return next((r for r in reasons if r is not None), None)
+    if any(r is None for r in reasons):
+        return None
+    return next((r for r in reasons if r != "not installed"), "not installed")
+
+
+def _reason(module: str, errors: Mapping[str, str | None]) -> str | None:
+    if not installed(module):
+        return "not installed"
+    err = errors.get(module)
+    return None if err is None else f"import {module} failed: {err}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +88,10 @@ class Format:
         """True when every module the exporter needs is installed."""
         return all(installed(m) for m in self.build_modules)
 
+    def unusable(self, errors: Mapping[str, str | None]) -> str | None:
+        """Why the exporter cannot run here, given :func:`edge_lstm.import_probe.probe`'s ``errors`` (None: it can)."""
+        return _unusable(self.build_modules, errors, every=True)
+
     def require(self) -> None:
         """Raise :class:`RuntimeUnavailable` when the exporter's package is absent."""
         if not self.buildable():
@@ -70,11 +99,13 @@ class Format:
             raise RuntimeUnavailable(f"--format {self.name} needs {', '.join(missing)}, which is not installed.",
                                  f"Install it with: {self.install}.")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``edge-lstm formats --json``)."""
+    def to_dict(self, errors: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+        """JSON-ready form (``edge-lstm formats --json``); with ``errors`` (the import probe's), ``buildable``
+        means the exporter's modules import, and ``why_not`` says why they do not."""
+        why = self.unusable(errors) if errors is not None else (None if self.buildable() else "not installed")
         return {"name": self.name, "suffix": self.suffix, "precisions": [p.value for p in self.precisions],
                 "lowered": self.lowered, "converts": self.converts, "description": self.description,
-                "buildable": self.buildable(), "install": self.install or None,
+                "buildable": why is None, "why_not": why, "install": self.install or None,
                 "runtimes": [r.name for r in runtimes_for(self.name)]}
 
 
@@ -99,9 +130,19 @@ class Runtime:
         """True when one of its modules is installed (nothing is imported)."""
         return any(installed(m) for m in self.modules)
 
-    def status(self) -> str:
-        """``available``, or ``unavailable, install with ...``."""
-        return "available" if self.available() else f"unavailable, install with {self.install}"
+    def status(self, errors: Mapping[str, str | None] | None = None) -> str:
+        """``available``, ``unavailable, install with ...``, or (given the import probe's ``errors``)
+        ``installed but broken: <the import error>``."""
+        why = self.unusable(errors) if errors is not None else (None if self.available() else "not installed")
+        if why is None:
+            return "available"
+        if why == "not installed":
+            return f"unavailable, install with {self.install}"
+        return f"installed but broken: {why}"
+
+    def unusable(self, errors: Mapping[str, str | None]) -> str | None:
+        """Why the runtime cannot run here, given :func:`edge_lstm.import_probe.probe`'s ``errors`` (None: it can)."""
+        return _unusable(self.modules, errors, every=False)
 
     def require(self) -> None:
         """Raise :class:`RuntimeUnavailable` (with the install hint) when the runtime is not installed."""
@@ -114,11 +155,13 @@ class Runtime:
         module, _, cls = self.runner.partition(":")
         return getattr(importlib.import_module(module), cls)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``edge-lstm formats --json``)."""
+    def to_dict(self, errors: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+        """JSON-ready form (``edge-lstm formats --json``); with ``errors`` (the import probe's), ``available``
+        means one of its modules imports, and ``why_not`` says why none does."""
+        why = self.unusable(errors) if errors is not None else (None if self.available() else "not installed")
         return {"name": self.name, "runner": self.runner, "packages": list(self.packages), "install": self.install,
-                "formats": list(self.formats), "device": self.device, "available": self.available(),
-                "status": self.status(), "description": self.description}
+                "formats": list(self.formats), "device": self.device, "available": why is None, "why_not": why,
+                "status": self.status(errors), "description": self.description}
 
 
 _FLOAT_AND_DYNAMIC = (Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8)

@@ -124,6 +124,7 @@ def render_markdown(report: ExportReport | Json) -> str:
               "Each row is judged by its gate (the last column): float artifacts element by element, quantized ones "
               "by aggregate gates, where the elements outside atol/rtol are shown for information only.", ""]
     lines += _per_output(r.artifacts)
+    lines += _lowering_choice(r)
     if r.profile:
         lines += ["", "## Profile (measured on this host)", "", *_profile_rows(r.profile)]
     notes = [(a.file, n) for a in r.artifacts for n in a.notes]
@@ -132,6 +133,23 @@ def render_markdown(report: ExportReport | Json) -> str:
     if r.not_built:
         lines += ["", "## Not built", ""] + [f"- {n['format']} {n['precision']}: {n['why']}" for n in r.not_built]
     return "\n".join(lines) + "\n"
+
+
+def _lowering_choice(report: ExportReport) -> list[str]:
+    """The candidates ``--lowering auto`` weighed for the target: size, validation, p50 timed here, and why."""
+    from edge_lstm.report_facts import lowering_method, lowering_rows
+
+    method = lowering_method(report)
+    if method is None:
+        return []
+    lines = ["", "## Lowering choice", "", method, "",
+             "| artifact | candidate | size (bytes) | validated | p50 µs (timed here) | chosen | why |",
+             "| --- | --- | ---: | --- | ---: | --- | --- |"]
+    for row in lowering_rows(report):
+        p50 = f"{_us(row['p50_s'])} ({row['runs']} runs)" if row["p50_s"] is not None else "not timed"
+        lines.append(f"| {row['file']} | {row['lowering']} | {row['size_bytes']:,} | {row['validated']} | {p50} | "
+                     f"{'**yes**' if row['chosen'] else 'no'} | {row['why'] or '–'} |")
+    return lines
 
 
 def _recommended(report: ExportReport) -> str:
@@ -199,8 +217,9 @@ def _us(v: float | None) -> str:
 
 def _profile_rows(prof: ProfileReport) -> list[str]:
     target = prof.target
-    rows = ["| file | runtime | p50 µs | p90 µs | p99 µs | per sample µs | peak memory over baseline | TFLM arena | "
-            "weights / graph bytes |" + (f" estimate on {target['name']} µs | budgets |" if target else ""),
+    rows = ["| file | runtime | p50 µs | p90 µs | p99 µs | per sample µs | peak memory over baseline | "
+            "TFLM arena in use | weights / graph bytes |"
+            + (f" estimate on {target['name']} µs | budgets |" if target else ""),
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | --- |" if target else "")]
     for a in prof.artifacts:
         lat, mem, size = a["latency_s"], a.get("memory") or {}, a.get("size") or {}

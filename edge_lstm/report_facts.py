@@ -178,3 +178,37 @@ def versus(gain: float | None) -> str:
     if gain >= 0:
         return f" The float model's MAE is {gain:.1%} lower than persistence's."
     return f" The float model's MAE is {-gain:.1%} HIGHER than persistence's: it does worse than the baseline."
+
+
+def lowering_rows(report: ExportReport | Json) -> list[dict[str, Any]]:
+    """One row per candidate form of each artifact whose ``--lowering auto`` was settled for a ``--target``
+    (:class:`~edge_lstm.reports.LoweringChoice`): its size, validation, p50 timed for the choice, and why; the
+    chosen row carries the choice's reason, the others their own note."""
+    rows = []
+    for a in ExportReport.of(report).artifacts:
+        c = a.lowering_choice
+        if c is None:
+            continue
+        for cand in c.candidates:
+            rows.append({"file": a.file, "precision": a.precision, "target": c.target, "measured": c.measured,
+                         "runtime": c.runtime, "lowering": cand.lowering, "size_bytes": cand.size_bytes,
+                         "validated": ", ".join(f"{v['runtime']} {'pass' if v['passed'] else 'FAIL'}"
+                                                for v in cand.validation) or "–",
+                         "p50_s": cand.p50_s, "runs": cand.runs, "chosen": cand.chosen,
+                         "why": c.reason if cand.chosen else cand.note})
+    return rows
+
+
+def lowering_method(report: ExportReport | Json) -> str | None:
+    """How the candidates were timed, in one sentence; None when no artifact's lowering was settled by a target."""
+    choices = [a.lowering_choice for a in ExportReport.of(report).artifacts if a.lowering_choice]
+    if not choices:
+        return None
+    timed = next((c for c in choices if c.measured), None)
+    if timed is None:
+        return f"--lowering auto for {choices[0].target}: nothing timed (each artifact's row says why)."
+    return (f"--lowering auto for {timed.target}: both forms of each whole-window TFLite artifact were built and "
+            f"validated, then timed here on {timed.runtime} (one thread, {timed.rounds} interleaved rounds of "
+            f"{timed.runs_per_round} runs each, one validation window); the rule's form is kept unless the other is "
+            f"at least {timed.margin:.0%} faster in p50. These p50s were measured in this process for the choice; "
+            "the profile measures the published files in fresh processes.")

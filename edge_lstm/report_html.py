@@ -121,8 +121,8 @@ def render(report: ProfileReport | Json, export_report: ExportReport | Json | No
     errors = _errors(ExportReport.of(export_report) if export_report is not None else None)
     target = report.target
     head = ["artifact", "runtime", "where", "file B", "weights B", "graph B", "max abs err", "p50 µs", "p99 µs",
-            "per sample µs", "peak RSS KiB", "arena KiB", "estimate µs" + (f" ({target['name']})" if target else ""),
-            "budget"]
+            "per sample µs", "peak RSS KiB", "arena in use KiB",
+            "estimate µs" + (f" ({target['name']})" if target else ""), "budget"]
     rows = "".join(_row(a, errors) for a in report.artifacts)
     figures = _log_latencies(report) or "".join(
         f"<figure>{latency_svg(a['latencies_s'])}<figcaption>{_esc(a['artifact'])} · {_esc(a['runtime'])} · "

@@ -98,6 +98,20 @@ def _runtime_table(report: ExportReport, rows: list[dict[str, Any]], units: str)
                    "drop", "p50 µs", "p99 µs", "target µs"], out, {4, 6, 7, 8})
 
 
+def _lowering(report: ExportReport) -> str:
+    """The candidates ``--lowering auto`` weighed for the target (nothing when no target settled a lowering)."""
+    method = facts.lowering_method(report)
+    if method is None:
+        return ""
+    out = [[f"<code>{esc(r['file'])}</code>", esc(r["lowering"]), f"{r['size_bytes']:,}", esc(r["validated"]),
+            f"{_us(r['p50_s'])} <small>({r['runs']} runs)</small>" if r["p50_s"] is not None else "not timed",
+            '<span class="passed">chosen</span>' if r["chosen"] else "–", esc(r["why"] or "–")]
+           for r in facts.lowering_rows(report)]
+    return ("<h2 id=\"lowering\">Lowering choice</h2>" + f"<p>{esc(method)}</p>"
+            + _table(["artifact", "candidate", "size (B)", "validated", "p50 µs (timed here)", "chosen", "why"],
+                     out, {2, 4}))
+
+
 def _model(report: ExportReport) -> str:
     m, cost = report.model, report.cost
     facts_rows = [["name", esc(m["name"])], ["format", esc(m["format"]) + (f" ({esc(m['arch'])})" if m.get("arch")
@@ -209,6 +223,7 @@ def render_export(report: ExportReport | Json) -> str:
         + _recommendation(rec)
         + "<h2 id=\"verdicts\">Verdict per artifact</h2>" + _verdicts(report)
         + "<h2 id=\"runtimes\">Per runtime</h2>" + _runtime_table(report, rows, units)
+        + _lowering(report)
         + "<h2 id=\"model\">Model</h2>" + _model(report)
         + "<h2 id=\"accuracy\">Accuracy</h2>" + _accuracy(report)
         + "<h2 id=\"tradeoff\">Trade-off: size, latency, accuracy</h2>" + _tradeoff(rows, rec)

@@ -124,6 +124,66 @@ class ValidationEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoweringCandidate:
+    """One form the measured ``auto`` lowering built for an artifact: its file, validation and measured latency."""
+
+    lowering: str  #: "fused", "loop", or e.g. "fused+loop"
+    size_bytes: int  #: 0 when it was not built
+    sha256: str | None
+    validation: list[Json] = field(default_factory=list)  #: {"runtime", "passed"} per runtime it was validated on
+    p50_s: float | None = None  #: median seconds per window on the timing runtime, measured here; None: not timed
+    runs: int = 0  #: timed runs behind ``p50_s``
+    chosen: bool = False
+    note: str = ""  #: why it was not built, validated or timed
+
+    def to_dict(self) -> Json:
+        """JSON-ready form."""
+        return {"lowering": self.lowering, "size_bytes": self.size_bytes, "sha256": self.sha256,
+                "validation": self.validation, "p50_s": self.p50_s, "runs": self.runs, "chosen": self.chosen,
+                "note": self.note}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> LoweringCandidate:
+        """Inverse of :meth:`to_dict`."""
+        return cls(lowering=str(d.get("lowering", "")), size_bytes=int(d.get("size_bytes") or 0),
+                   sha256=d.get("sha256"), validation=list(d.get("validation") or []), p50_s=d.get("p50_s"),
+                   runs=int(d.get("runs") or 0), chosen=bool(d.get("chosen")), note=str(d.get("note") or ""))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoweringChoice:
+    """How ``--lowering auto`` chose an artifact's form for a ``--target``: timed side by side on the host runtime
+    the target runs (``measured``), or by the rule, and why (:mod:`edge_lstm.lowering_choice`)."""
+
+    target: str
+    measured: bool  #: True when the candidates were timed here
+    runtime: str | None  #: the host runtime they were timed on
+    rule: str  #: the form the fixed rule picks (:mod:`edge_lstm.lower.tflite.auto`)
+    chosen: str
+    reason: str
+    rounds: int = 0  #: interleaved rounds, ``runs_per_round`` timed runs of each candidate in each
+    runs_per_round: int = 0
+    margin: float = 0.0  #: how much faster (in p50) a candidate must be to overrule the rule
+    candidates: list[LoweringCandidate] = field(default_factory=list)
+
+    def to_dict(self) -> Json:
+        """JSON-ready form."""
+        return {"target": self.target, "measured": self.measured, "runtime": self.runtime, "rule": self.rule,
+                "chosen": self.chosen, "reason": self.reason, "rounds": self.rounds,
+                "runs_per_round": self.runs_per_round, "margin": self.margin,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> LoweringChoice:
+        """Inverse of :meth:`to_dict`."""
+        return cls(target=str(d.get("target", "")), measured=bool(d.get("measured")), runtime=d.get("runtime"),
+                   rule=str(d.get("rule", "")), chosen=str(d.get("chosen", "")), reason=str(d.get("reason", "")),
+                   rounds=int(d.get("rounds") or 0), runs_per_round=int(d.get("runs_per_round") or 0),
+                   margin=float(d.get("margin") or 0.0),
+                   candidates=[LoweringCandidate.from_dict(c) for c in d.get("candidates") or []])
+
+
+@dataclass(frozen=True, kw_only=True)
 class ArtifactEntry:
     """One artifact as the report lists it: the file, how it was made, its validations and failures."""
 
@@ -143,6 +203,8 @@ class ArtifactEntry:
     float_layers: list[str] = field(default_factory=list)
     calibration: Json | None = None
     failures: list[Json] = field(default_factory=list)  #: one Failure.to_dict() each
+    #: how ``--lowering auto`` chose the form for a ``--target`` (the candidates' figures); None without one
+    lowering_choice: LoweringChoice | None = None
 
     def to_dict(self) -> Json:
         """The artifact's entry in ``report.json``."""
@@ -150,7 +212,8 @@ class ArtifactEntry:
                 "lowering": self.lowering, "lowering_reason": self.lowering_reason, "streaming": self.streaming,
                 "size_bytes": self.size_bytes, "sha256": self.sha256, "passed": self.passed,
                 "validation": [v.to_dict() for v in self.validation], "notes": self.notes, "io_quant": self.io_quant,
-                "float_layers": self.float_layers, "calibration": self.calibration, "failures": self.failures}
+                "float_layers": self.float_layers, "calibration": self.calibration, "failures": self.failures,
+                "lowering_choice": self.lowering_choice.to_dict() if self.lowering_choice else None}
 
     @classmethod
     def of(cls, value: ArtifactEntry | Json) -> ArtifactEntry:
@@ -168,7 +231,9 @@ class ArtifactEntry:
                    validation=[ValidationEntry.from_dict(v) for v in d.get("validation") or []],
                    notes=list(d.get("notes") or []), io_quant=d.get("io_quant"),
                    float_layers=list(d.get("float_layers") or []), calibration=d.get("calibration"),
-                   failures=list(d.get("failures") or []))
+                   failures=list(d.get("failures") or []),
+                   lowering_choice=LoweringChoice.from_dict(d["lowering_choice"]) if d.get("lowering_choice")
+                   else None)
 
 
 @dataclass(kw_only=True)

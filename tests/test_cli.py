@@ -110,3 +110,34 @@ def test_ctrl_c_is_exit_130_with_an_aborted_error_and_nothing_written(forecaster
     assert proc.returncode == 130, stderr[-2000:]
     assert "aborted" in stderr.splitlines()[-1]
     assert not out.exists() and not list(tmp_path.glob(".*o*"))  # no output, no staging left behind
+
+
+def test_debug_keeps_the_exit_code_on_the_python_3_9_device_entry(capsys: pytest.CaptureFixture[str],
+                                                                  tmp_path: Path) -> None:
+    from edge_lstm.entry import device_main
+
+    missing = str(tmp_path / "none.bundle.zip")
+    assert device_main(["predict", missing, "-"]) == 2
+    plain = capsys.readouterr().err
+    assert device_main(["--debug", "predict", missing, "-"]) == 2
+    debug = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in debug and debug.rstrip().endswith(plain.rstrip())
+
+
+@pytest.mark.parametrize("entry", ["edge_lstm.cli", "edge_lstm.entry"])
+def test_debug_adds_the_traceback_but_keeps_the_message_and_exit_code(entry: str, tmp_path: Path) -> None:
+    """An expected failure (a missing file, an unknown runtime, a runtime that is not installed) is the same exit
+    code and message with --debug; the traceback is extra, on stderr, and stdout's JSON is unchanged."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    art = tmp_path / "m.tflite"
+    art.write_bytes(b"\x00" * 4 + b"TFL3" + b"\x00" * 8)
+    cases = [["info", str(tmp_path / "missing.onnx")], ["profile", str(art), "--runtime", "nope"],
+             ["ops", "--format", "tflite", "--precision", "nope"]]
+    for args in cases:
+        plain, debug = (subprocess.run([sys.executable, "-m", entry, *pre, *args, "--json"], env=env, cwd=tmp_path,
+                                       capture_output=True, text=True, timeout=120, check=False)
+                        for pre in ([], ["--debug"]))
+        assert plain.returncode == debug.returncode == 2, (args, debug.stderr[-2000:])
+        assert debug.stdout == plain.stdout and json.loads(debug.stdout)["error"]["code"] == 2
+        assert "Traceback (most recent call last)" in debug.stderr and "Traceback" not in plain.stderr
+        assert debug.stderr.rstrip().endswith(plain.stderr.rstrip())  # the same message, after the traceback

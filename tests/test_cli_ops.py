@@ -61,3 +61,53 @@ def test_readme_support_matrix_is_the_generated_one() -> None:
     found = re.search(r"<!-- ops-table:begin -->\n(.*?)\n<!-- ops-table:end -->", text, re.S)
     assert found, "README.md lacks the ops table markers"
     assert found.group(1) == markdown(), "README's matrix is stale: paste edge_lstm.lower.tflite.support.markdown()"
+
+
+def test_ops_lists_what_an_int16x8_artifact_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = _run(["ops", "--format", "tflite", "--precision", "int16x8", "--json"], capsys)
+    ops = {e["op"]: e for e in json.loads(out)["ops"]}
+    _, out, _ = _run(["ops", "--format", "tflite", "--precision", "int8", "--json"], capsys)
+    int8 = {e["op"] for e in json.loads(out)["ops"]}
+    assert {"LSTM", "GRU", "Gemm", "Tanh", "Sigmoid", "Concat"} <= set(ops) < int8  # 16x8 is int8, widened
+    assert not {"Conv", "Softmax", "Relu", "Clip", "Div"} & set(ops)  # no int16 kernel checked for these
+    assert ops["LSTM"]["int16x8_forms"] == ["UNIDIRECTIONAL_SEQUENCE_LSTM (fused)", "a WHILE loop (loop)"]
+    assert ops["MatMul"]["int16x8_forms"] == ["FULLY_CONNECTED (constant weight)"]  # not BATCH_MATMUL
+    assert ops["Scan"]["int16x8_forms"] == ["a WHILE loop"]  # the projected fused LSTM is refused at 16x8
+    _, out, _ = _run(["ops", "--format", "tflite", "--precision", "int16x8", "--micro", "--json"], capsys)
+    micro = {e["op"] for e in json.loads(out)["ops"]}
+    assert "LSTM" in micro and micro <= set(ops)
+    _, text, _ = _run(["ops", "--precision", "int16x8"], capsys)
+    assert f"{len(ops)} ONNX ops" in text and "TFLite int16x8" in text and "WHILE loop on LiteRT" in text
+
+
+@pytest.mark.parametrize("name", ["linear", "add_sub_mul", "concat_split", "movement", "batchnorm_alone",
+                                  "relu_tanh_sigmoid", "clip", "softmax_time_axis", "layernorm"])
+def test_int16x8_claims_hold_on_litert(name: str) -> None:
+    """What ``ops --precision int16x8`` claims is what the 16x8 quantizer makes and LiteRT runs."""
+    import numpy as np
+    import torch
+    from op_cases import CASES
+    from test_ops import _capture
+    from test_support import _onnx_ops, _works
+
+    from edge_lstm.cli_ops import _entry
+    from edge_lstm.errors import EdgeLstmError
+    from edge_lstm.lower.tflite import lower
+    from edge_lstm.quantize import quantize_tflite
+    from edge_lstm.spec import Precision
+
+    c = CASES[name]
+    module, proto, names = _capture(c)
+    claimed = all(_entry(op, table()[op])["tflite"]["int16x8"] for op in _onnx_ops(proto, name))
+    rng = np.random.default_rng(1)
+    samples = []
+    for _ in range(4):
+        feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, c.shapes, strict=True)}
+        with torch.no_grad():
+            samples.append((feeds, module(*[torch.from_numpy(feeds[n]) for n in names]).numpy()))
+    calib = {n: rng.standard_normal((32, *s)).astype(np.float32) for n, s in zip(names, c.shapes, strict=True)}
+    try:
+        data = quantize_tflite(lower(proto, "loop", precision=Precision.INT16X8).data, Precision.INT16X8, calib).data
+    except EdgeLstmError:
+        data = None
+    assert (data is not None and _works(data, samples, micro=False, int8=True)) == claimed

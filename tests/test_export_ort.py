@@ -92,8 +92,8 @@ def test_cli_export_and_missing_converter(forecaster_ckpt: Path, tmp_path: Path,
     rep = json.loads(capsys.readouterr().out)
     assert rc == 0 and [a["file"] for a in rep["artifacts"]] == ["stacked.fp32.ort"]
     rc = main(["info", str(tmp_path / "a" / "stacked.fp32.ort"), "--json"])
-    err = json.loads(capsys.readouterr().out)["error"]
-    assert rc == 2 and "is an .ort artifact" in err["message"] and "edge-lstm profile" in err["hint"]
+    described = json.loads(capsys.readouterr().out)
+    assert rc == 0 and described["format"] == "ort" and described["ops"]["LSTM"] >= 1
     rc = main(["export", str(forecaster_ckpt), "-o", str(tmp_path / "b"), "--format", "ort", "--precision", "int8",
                "--json"])
     err = json.loads(capsys.readouterr().out)["error"]

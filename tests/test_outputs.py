@@ -198,3 +198,36 @@ def test_outputs_is_light_enough_for_the_device_side() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.stdout.strip() == "['edge_lstm', 'edge_lstm.errors', 'edge_lstm.outputs']"
+
+
+def test_shown_resolves_dot_dot_and_links_in_the_parent_and_keeps_the_name(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert outputs.shown(Path("a/../c")) == Path("c")
+    assert outputs.shown("a/./../a/out.zip") == Path("a/out.zip")
+    assert outputs.shown(Path("link/x")) == Path("real/x")  # the parent's link followed, as resolve_output does
+    assert outputs.shown(tmp_path / "a" / ".." / "c") == Path("c")
+    outside = tmp_path.parent / "elsewhere"
+    assert outputs.shown(tmp_path / ".." / "elsewhere") == outside.resolve()  # outside the working dir: absolute
+    (tmp_path / "c").mkdir()
+    with pytest.raises(OutputExistsError, match="Output 'c' already exists"):
+        outputs.check_destination(Path("a/../c"), force=False)
+
+
+def test_export_and_bundle_print_output_paths_normalised(forecaster_ckpt: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_lstm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    assert main(["export", str(forecaster_ckpt), "-o", "a/../c", "--format", "onnx", "--precision", "fp32"]) == 0
+    text = capsys.readouterr().out
+    assert "Report: c/report.md and c/report.json" in text and ".." not in text
+    assert main(["bundle", "a/../c", "-o", "a/../b.zip", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bundle"] == str(tmp_path.resolve() / "b.zip")
+    assert main(["bundle", "a/../c", "-o", "a/../b.zip", "--force"]) == 0
+    assert capsys.readouterr().out.startswith("Wrote b.zip ")

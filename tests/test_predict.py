@@ -317,3 +317,22 @@ def test_forecast_rows_quote_what_csv_must() -> None:
     assert format_row(6, 'a "b"', [0.5]) == '6,"a ""b""",0.5\n'
     assert format_row(7, "2010-03-14 04:00", [1.5, 2.25]) == "7,2010-03-14 04:00,1.5,2.25\n"
     assert format_row(8, None, [0.1]) == "8,0.1\n"
+
+
+def test_output_that_is_an_input_is_refused_with_and_without_force(demo_bundle: DemoBundle, tmp_path: Path) -> None:
+    """-o naming the readings file (by another spelling, or a hard link) or the bundle would replace the input with
+    forecasts: refused, exit 2, the input untouched."""
+    readings = tmp_path / "readings.csv"
+    readings.write_bytes(demo_bundle.heldout.read_bytes())
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "hard.csv").hardlink_to(readings)
+    bundle = tmp_path / "m.bundle.zip"
+    bundle.write_bytes(demo_bundle.bundle.read_bytes())
+    before = readings.read_bytes(), bundle.read_bytes()
+    for out, force in ((readings, False), (tmp_path / "sub" / ".." / "readings.csv", True),
+                       (tmp_path / "hard.csv", True), (bundle, True)):
+        p = run_cli("predict", str(bundle), str(readings), "-o", str(out), *(["--force"] if force else []), "--json")
+        assert p.returncode == 2, p.stderr
+        err = json.loads(p.stdout)["error"]
+        assert "itself" in err["message"] and "another -o file" in err["hint"], err
+    assert (readings.read_bytes(), bundle.read_bytes()) == before

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from edge_lstm.pipeline import ExportOptions, _check_request
 from edge_lstm.recipes import SCHEMA, load_recipe
 from edge_lstm.runners.base import Runner
 from edge_lstm.spec import Precision
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("rt", registry.RUNTIMES_TABLE, ids=lambda r: r.name)
@@ -124,3 +129,27 @@ def test_profile_refuses_an_unknown_runtime_listing_the_registry(capsys: pytest.
     rc = main(["profile", str(art), "--runtime", "nope", "--json"])
     err = json.loads(capsys.readouterr().out)["error"]
     assert rc == 2 and err["message"] == "Unknown runtime 'nope'." and all(r in err["hint"] for r in registry.RUNTIMES)
+
+
+def test_formats_reports_an_installed_runtime_or_exporter_that_fails_to_import_as_broken(tmp_path: Path) -> None:
+    """Two packages that ``find_spec`` finds but that break when imported: one raises ImportError (a missing
+    native library), one kills its process (a crashing native library); ``formats`` survives both."""
+    fake = tmp_path / "site"
+    for package, body in (("tflite_micro", "raise ImportError('libtflm.so: cannot open shared object file')\n"),
+                          ("onnx", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")):
+        (fake / package).mkdir(parents=True)
+        (fake / package / "__init__.py").write_text(body)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(ROOT)]), XDG_CACHE_HOME=str(tmp_path / "c"))
+    proc = subprocess.run([sys.executable, "-m", "edge_lstm.entry", "formats", "--json"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    runtimes = {r["name"]: r for r in doc["runtimes"]}
+    tflm = runtimes["tflm"]
+    assert tflm["available"] is False and "libtflm.so: cannot open shared object file" in tflm["why_not"]
+    assert tflm["status"].startswith("installed but broken: import tflite_micro failed: ImportError")
+    assert runtimes["onnxruntime"]["available"] is True  # the others still import
+    onnx = {f["name"]: f for f in doc["formats"]}["onnx"]
+    assert onnx["buildable"] is False and f"signal {int(signal.SIGSEGV)}" in onnx["why_not"]
+    cache = json.loads((tmp_path / "c" / "edge-lstm" / "imports.json").read_text())
+    assert "libtflm.so" in cache["results"]["tflite_micro"]

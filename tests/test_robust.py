@@ -61,6 +61,20 @@ def test_a_runtime_that_dies_is_reported_not_fatal(forecaster: tuple[Path, list[
     assert preflight.check(_fused(*forecaster), ".tflite", feed, ["tflm", "litert"]) == {"tflm": None, "litert": None}
 
 
+def test_one_child_checks_many_artifacts_and_a_crash_is_pinned_on_its_own(
+        forecaster: tuple[Path, list[tuple[int, ...]]]) -> None:
+    good = _fused(*forecaster)
+    feed = {"x": np.zeros((1, 48, 1), np.float32)}
+    jobs = [preflight.Job(good, ".tflite", feed, ["litert", "tflm"]),
+            preflight.Job(crashing_tflite(good), ".tflite", feed, ["tflm", "litert"]),
+            preflight.Job(good, ".tflite", feed, ["tflm"])]
+    first, bad, after = preflight.check_many(jobs)
+    assert first == {"litert": None, "tflm": None}
+    assert bad["tflm"] == "killed by SIGSEGV (signal 11)"  # dies alone too: blamed
+    assert bad["litert"] is not None and str(2**26) in bad["litert"]  # checked after the crash, in a new child
+    assert after == {"tflm": None}  # the pair after the crash ran in a fresh child
+
+
 def test_one_crashing_artifact_is_exit_5_and_loses_nothing_else(
         forecaster: tuple[Path, list[tuple[int, ...]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, shapes = forecaster
@@ -156,6 +170,8 @@ def test_export_for_a_microcontroller_measures_the_arena_on_tflm(
     tfl = prof["multi_horizon.fp32.tflite"]
     assert tfl["runtime"] == "tflm" and tfl["arena_bytes"] and tfl["outputs_check"]["validated_on_tflm"]
     assert {c["budget"]: c["status"] for c in tfl["budget"]} == {"flash": "ok", "ram": "ok"}
+    ram = next(c for c in tfl["budget"] if c["budget"] == "ram")
+    assert "in use" in ram["measure"] and "--firmware measures" in ram["note"]  # not the smallest working arena
     hybrid = prof["multi_horizon.dynamic-int8.tflite"]
     assert hybrid["runtime"] == "litert"
     assert {c["budget"]: c["status"] for c in hybrid["budget"]} == {"flash": "unverified", "ram": "not-measured",

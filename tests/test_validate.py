@@ -103,3 +103,15 @@ def test_fp16_tolerance_scales_with_the_output_magnitude() -> None:
     assert not worse.passed and "of the output's peak" in worse.reasons[0]
     # small outputs keep the plain atol
     assert Tolerance(atol=1e-3, magnitude=2e-3).atol_for(0.1) == 1e-3
+
+
+def test_a_failed_full_int8_artifact_names_int16x8_and_others_do_not() -> None:
+    ref = np.ones(3)
+    tol = Tolerance()
+    bad = ArtifactValidation("m.int8.tflite", "tflm", tol, [compare("y", ref, ref + 1, tol)], 1, "x")
+    with pytest.raises(ValidationFailed) as e:
+        raise_on_failures([bad], frozenset({"m.int8.tflite"}))
+    assert "--precision int16x8" in e.value.advice and "--precision int16x8" in (e.value.hint or "")
+    with pytest.raises(ValidationFailed) as e:
+        raise_on_failures([bad], frozenset({"other.int8.tflite"}))
+    assert e.value.advice == "" and "int16x8" not in (e.value.hint or "")

@@ -24,6 +24,11 @@ from edge_lstm.firmware.clit import cfloat, comment
 from edge_lstm.firmware.tflm_text import main_cc
 
 ARENA_MARGIN = 0.10  # added to the measured arena, then rounded up to 16 bytes
+#: why the smallest working arena exceeds the recording allocator's total (what ``profile`` reports)
+ARENA_IN_USE_NOTE = ("The recording allocator's total (what edge-lstm profile shows as the arena in use) counts the "
+                     "arena once tensors are allocated; while it plans their memory the allocator also needs a "
+                     "temporary scratch in the arena (bookkeeping for every tensor), so the smallest arena that "
+                     "works can be larger, by as much as that scratch exceeds the planned tensor buffers.")
 #: the op registration methods of tflite::MicroMutableOpResolver (tensorflow/lite/micro/micro_mutable_op_resolver.h)
 TFLM_RESOLVER = (
     "Abs", "Add", "AddN", "ArgMax", "ArgMin", "AssignVariable", "AveragePool2D", "BatchMatMul", "BatchToSpaceNd",
@@ -151,7 +156,8 @@ def measure_arena(data: bytes, timeout: float = 120.0) -> dict[str, Any]:
         "method": f"TFLite Micro host interpreter (tflite-micro, 64-bit x86-64 build, reference kernels): the "
                   f"smallest arena (16-byte steps) that allocates and invokes, each size tried in a fresh process; "
                   f"{high - 16} bytes fail",
-        "note": f"MODEL_ARENA_SIZE = measured + {ARENA_MARGIN:.0%}, rounded up to 16 bytes. A 32-bit Cortex-M "
+        "note": f"MODEL_ARENA_SIZE = measured + {ARENA_MARGIN:.0%}, rounded up to 16 bytes. {ARENA_IN_USE_NOTE} "
+                "A 32-bit Cortex-M "
                 "stores smaller pointers in the arena's bookkeeping and usually needs less; optimized kernels "
                 "(e.g. CMSIS-NN) can ask for scratch the reference kernels do not: check "
                 "interpreter.arena_used_bytes() on the device.",

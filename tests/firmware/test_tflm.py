@@ -3,6 +3,7 @@ model's."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -164,3 +165,29 @@ def test_describe_refuses_what_is_not_tflite() -> None:
 
     with pytest.raises(InputFileError, match="TFL3"):
         tflm.describe("x.tflite", np.zeros(64, np.uint8).tobytes())
+
+
+def test_profile_and_firmware_label_their_two_arena_figures(tflites, arenas, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """profile shows the recording allocator's arena in use after allocation; firmware the smallest arena that
+    allocates and invokes (larger: the allocator's planning scratch). Both are printed under their own label, and
+    firmware shows profile's figure beside its own."""
+    from edge_lstm.cli import main
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tflites["fp32"])
+    assert main(["profile", str(path), "--runtime", "tflm", "--runs", "3", "--json"]) == 0
+    in_use = json.loads(capsys.readouterr().out)["artifacts"][0]["arena_bytes"]
+    assert in_use == arenas["fp32"]["recording_allocator_bytes"]
+    assert main(["profile", str(path), "--runtime", "tflm", "--runs", "3"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "arena in use" in text and "smallest arena that allocates and invokes" in text
+    assert main(["firmware", str(path), "-o", str(tmp_path / "fw"), "--no-c", "--no-cortex-m"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    smallest = json.loads((tmp_path / "fw" / "firmware.json").read_text())["tflm"][0]["arena"]["measured_bytes"]
+    assert smallest == arenas["fp32"]["measured_bytes"] >= in_use
+    assert (f"arena {smallest:,} B (the smallest that allocates and invokes; {in_use:,} B in use after allocation, "
+            "the figure profile shows)") in said
+    md = (tmp_path / "fw" / "firmware.md").read_text()
+    assert "| smallest arena that allocates and invokes | arena in use after allocation (profile's figure) |" in md
+    assert f"| {smallest:,} B | {in_use:,} B |" in md and "temporary scratch" in md

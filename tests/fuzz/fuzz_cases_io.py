@@ -159,7 +159,7 @@ TARGETS: dict[str, Callable[[str], str]] = {
     "throughput-inf": lambda s: s.replace("int8_macs_per_s = 3.0e9", "int8_macs_per_s = inf"),
     "unknown-key": lambda s: s.replace("[software]", "[software]\nruntime = 1"),
     "unknown-table": lambda s: s + "\n[extra]\nx = 1\n",
-    "lowering-unknown": lambda s: s.replace('preferred_lowering = "fused"', 'preferred_lowering = "fusd"'),
+    "lowering-unknown": lambda s: s.replace('preferred_lowering = "loop"', 'preferred_lowering = "fusd"'),
     "runtime-unknown": lambda s: s.replace('"litert",', '"tensorrt",'),
     "runtimes-empty": lambda s: s.replace('runtimes = ["litert", "tflite-runtime", "onnxruntime"]', "runtimes = []"),
     "missing-field": lambda s: s.replace("clock_hz = 1_500_000_000", ""),

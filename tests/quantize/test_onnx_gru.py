@@ -75,3 +75,25 @@ def test_a_gru_pytorch_does_not_export_stays_refused_saying_why() -> None:
     with pytest.raises(UnsupportedModel, match=r"linear_before_reset=0 \(PyTorch exports 1\)") as e:
         quantize_onnx(proto, Precision.DYNAMIC_INT8)
     assert e.value.exit_code == 5 and "no quantized GRU or RNN op" in e.value.message
+
+
+@pytest.mark.parametrize("name", ["gru", "rnn_bidirectional_all_steps"])
+def test_the_note_says_why_the_loop_is_slow_from_the_files_own_op_kinds(name: str) -> None:
+    """Not a timing: the Scan body's node count and kinds as the file holds them, and the steps the window runs."""
+    import re
+    from collections import Counter
+
+    c = case(name)
+    art = quantize_onnx(c.proto, Precision.DYNAMIC_INT8)
+    model = onnx.load_from_string(art.data)
+    scans = [n for n in model.graph.node if n.op_type == "Scan"]
+    body = next(a.g for a in scans[0].attribute if a.name == "body")
+    note = next(n for n in art.notes if "Scan loops" in n)
+    kinds = Counter(n.op_type for n in body.node)
+    assert f"a body of {len(body.node)} nodes in this file" in note
+    assert f"MatMulInteger x{kinds['MatMulInteger']}" in note
+    steps = next(t for t in c.model.inputs.inputs).concrete(1)[1]  # batch-first [1, T, features]
+    assert f"a {steps}-step window runs the {len(scans)} loop body(ies) {steps} times each" in note
+    total = int(re.search(r"([\d,]+) node steps", note).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert total == steps * sum(len(next(a.g for a in s.attribute if a.name == "body").node) for s in scans)
+    assert "saves file size, not time" in note and "µs" not in note  # computed from the file, never a timing

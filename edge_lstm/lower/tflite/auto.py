@@ -1,10 +1,19 @@
 """The ``auto`` lowering: fused for TFLite Micro, streaming and full int8 (the loop for full int8 on LiteRT), else
-the loop.
+the loop; with a LiteRT ``--target``, the faster form where it is clearly faster.
 
-The choice is a rule over the model and the request, never a timing, so the
+:func:`choose` is a rule over the model and the request, never a timing, so the
 same inputs give the same artifact on every machine (an earlier version timed
 both forms on LiteRT and kept the faster, which made the artifact depend on the
-machine that ran the export and its load at that moment).
+machine that ran the export and its load at that moment). Without a ``--target``
+(or with a microcontroller one) the rule is the whole story.
+
+With a ``--target`` that runs LiteRT or tflite-runtime, the export also builds
+the other form of each whole-window artifact, validates both and times both side
+by side on that runtime here (:mod:`edge_lstm.lowering_choice`); :func:`pick`
+then keeps the rule's form unless the other one is faster by at least
+:data:`MARGIN` in p50, so the choice flips only where the rule is clearly wrong on
+this host, and the report says which it was and shows both candidates' figures.
+Each candidate's bytes are themselves deterministic.
 
 * TFLite Micro targets get the fused form: it is the form TFLite Micro has
   kernels for and the smallest graph.
@@ -47,13 +56,43 @@ def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, lit
     if streaming:
         return with_reason(fused, "auto", "auto: fused for streaming (state in variable tensors, x -> y)")
     if int8 and not litert:
-        return with_reason(fused, "auto", "auto: fused for full int8, which LiteRT and TFLite Micro both run; for "
-                                          "LiteRT alone --lowering loop (or a LiteRT --target) is several times "
-                                          "faster: int8 fully-connected ops XNNPACK runs, int16 cell state")
+        return with_reason(fused, "auto", "auto: fused for full int8, which LiteRT and TFLite Micro both run (a "
+                                          "rule, not timed here); for LiteRT alone --lowering loop (or a LiteRT "
+                                          "--target) is several times faster: int8 fully-connected ops XNNPACK "
+                                          "runs, int16 cell state")
     loop = build(proto, "loop", streaming, int8=int8)
     if int8:
         return with_reason(loop, "auto", "auto: loop for full int8 on LiteRT: int8 fully-connected ops XNNPACK runs, "
                                          "int16 cell state (TFLite's fused integer LSTM kernel is not delegated)")
     return with_reason(loop, "auto", "auto: loop, which ran faster than the fused op on LiteRT with XNNPACK in "
-                                     "edge-lstm's benchmark (a rule, not timed here; pin the other with --lowering "
-                                     "fused)")
+                                     "edge-lstm's benchmark (a rule, not timed here: a LiteRT --target times both "
+                                     "forms; pin the other with --lowering fused)")
+
+
+#: how much faster (in p50) the other form must measure than the rule's to be chosen instead
+MARGIN = 0.15
+
+
+def pick(rule: str, p50_s: dict[str, float], runtime: str) -> tuple[str, str]:
+    """The form to keep and why, from the measured p50 (seconds) of each candidate that passed validation.
+
+    ``rule`` is the form :func:`choose` took; a candidate missing from ``p50_s`` was not timed (it failed, or did
+    not run on ``runtime``). The rule's form stays unless another is at least :data:`MARGIN` faster.
+    """
+    if rule not in p50_s:
+        if not p50_s:
+            return rule, f"auto: {rule}, the rule's choice: no candidate passed validation and ran on {runtime}"
+        form = min(p50_s, key=lambda k: p50_s[k])
+        return form, f"auto: {form}, the only candidate that passed validation and ran on {runtime} here"
+    others = {k: v for k, v in p50_s.items() if k != rule}
+    if not others:
+        return rule, f"auto: {rule}, the rule's choice: the only candidate that passed validation on {runtime}"
+    rival = min(others, key=lambda k: others[k])
+    if p50_s[rule] >= (1 + MARGIN) * others[rival]:
+        return rival, f"auto: measured: {rival} {p50_s[rule] / others[rival]:.2f}x faster than {rule} on {runtime} here"
+    if others[rival] >= (1 + MARGIN) * p50_s[rule]:
+        return rule, (f"auto: measured: {rule} {others[rival] / p50_s[rule]:.2f}x faster than {rival} on {runtime} "
+                      "here (the rule's choice)")
+    ratio = others[rival] / p50_s[rule]
+    return rule, (f"auto: within {MARGIN:.0%}: the rule's choice, {rule} ({rival} {ratio:.2f}x its time on "
+                  f"{runtime} here)")
