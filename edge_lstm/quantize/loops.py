@@ -13,7 +13,8 @@ So, around the quantizer:
 1. :func:`calibration_ready` gives every pass-through loop variable a copy
    (``RESHAPE`` to the same shape) and splits each fully-connected op with a
    run-time bias into the op and an ``ADD`` (the quantizer wants constant 1-D
-   biases);
+   biases), and puts an ``ADD``'s computed operand second where TFLite's in-place
+   ``ADD`` would make the calibrator record the sum's range for it;
 2. the calibrator records ranges, inside the body too, and the quantizer
    quantizes with ``allow_float``;
 3. :func:`int8_loop_state` makes each loop variable int8 with the scale the
@@ -39,7 +40,7 @@ from edge_lstm.quantize.tflite_edit import (
     whiles,
     with_slot,
 )
-from edge_lstm.tflite_schema import const_array, copy_quantization, is_const, schema, set_data
+from edge_lstm.tflite_schema import const_array, copy_quantization, is_const, model_op_name, schema, set_data
 
 
 def has_loops(model: Any) -> bool:
@@ -108,7 +109,35 @@ def calibration_ready(model: Any) -> Any:
         body.graph.outputs = outs
     for graph in model.subgraphs:
         _split_runtime_biases(model, graph)
+        _calibratable_adds(model, graph)
     return model
+
+
+#: ops whose int8 output takes its input's scale: the range recorded for their output does not matter
+_TIED = ("SPLIT", "SPLIT_V", "GATHER", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "STRIDED_SLICE", "SLICE")
+
+
+def _calibratable_adds(model: Any, graph: Any) -> None:
+    """An ADD's first input gets its own range recorded, not the sum's.
+
+    TFLite's float ADD runs in place when its first input has no other reader, and the calibrator then records
+    the sum's range for that input: a loop body's recurrent fully-connected output (``h @ R``) took the gate
+    pre-activation's range, 1.5x wider than its own. Where the other input's recorded range does not matter (it
+    comes from an op whose output takes its input's scale, a split of the input projection), the inputs swap.
+    """
+    s = schema()
+    sub = SubgraphView(model, graph)
+    sub.refresh()
+    for k, op in enumerate(graph.operators):
+        if sub.code(k) != s.BuiltinOperator.ADD or len(op.inputs) != 2 or op.builtinOptions is None:
+            continue
+        a, b = (int(t) for t in op.inputs)
+        pa, pb = sub.producer.get(a), sub.producer.get(b)
+        alone = len(sub.consumers.get(a, [])) == 1 and a not in graph.outputs
+        tied = pb is not None and model_op_name(model, graph.operators[pb]) in _TIED
+        if alone and pa is not None and tied and graph.tensors[a].shape is not None \
+                and list(graph.tensors[a].shape) == list(graph.tensors[b].shape):
+            op.inputs = [b, a]
 
 
 def _split_runtime_biases(model: Any, graph: Any) -> None:

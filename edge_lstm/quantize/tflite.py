@@ -16,10 +16,12 @@
   We use it rather than re-deriving the integer LSTM's many scales: it is the
   reference those kernels were written against. ``io="int8"`` makes inputs and
   outputs int8 too; their scale and zero point go into ``io_quant``. An LSTM cell
-  written in plain ops (the loop lowering, one-step explicit-state graphs) then
-  gets an int16 cell state and int16 gate arithmetic (:mod:`.cell16`); known
-  output ranges (a one-step model's latest-step outputs) are applied last
-  (:mod:`.ranges`).
+  written in plain ops gets, in a loop (the loop lowering), :mod:`.cell8`'s residual
+  int8 cell (rewritten in float before calibration; every op one XNNPACK runs), and
+  in a one-step explicit-state graph an int16 cell state and int16 gate arithmetic
+  (:mod:`.cell16`); a loop's per-channel candidate is derived from the per-tensor
+  one (:mod:`.channels`); known output ranges (a one-step model's latest-step
+  outputs) are applied last (:mod:`.ranges`).
 * **int16x8**: the same calibration, widened to int16 activations with int8 weights and int64 biases by
   :mod:`.int16x8` (TFLite's quantizer refuses 16x8 for the fused LSTM).
 """
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
-from edge_lstm.quantize import cell16, loops
+from edge_lstm.quantize import cell8, cell16, channels, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.quantize.ranges import set_output_ranges
@@ -65,6 +67,7 @@ def quantize_tflite(
     io: str = "float",
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
+    residual: bool = True,
 ) -> QuantizedArtifact:
     """Return ``float_tflite`` at ``precision``.
 
@@ -74,7 +77,9 @@ def quantize_tflite(
     (e.g. from :func:`~edge_lstm.quantize.calibration.random_calibration`).
     ``io`` is "float" or "int8" (int8 only). ``int16_cell`` (int8 only) gives an LSTM cell written in plain ops
     an int16 cell state and gate arithmetic where that is measurably more accurate (:mod:`.cell16`; the export
-    pipeline asks for it); without it the cell is TFLite's quantizer's, all int8.
+    pipeline asks for it); without it the cell is TFLite's quantizer's, all int8. With ``int16_cell``, a loop's LSTM
+    cells are :mod:`.cell8`'s residual int8 cells (every op one XNNPACK runs: as fast as the all-int8 cell, about
+    as accurate as the int16 one) unless ``residual=False``, which keeps :mod:`.cell16`'s int16 cells.
     """
     precision = check_request(precision, io, calib)
     if precision is Precision.FP32:
@@ -87,7 +92,7 @@ def quantize_tflite(
         raise UsageError("int16x8 widens this module's int8 model: build it with edge_lstm.quantize.quantize_tflite "
                          "(edge_lstm.quantize.int16x8).")
     assert calib is not None  # check_request refused full int8 without calibration data
-    return to_int8(float_tflite, calib, io, count, int16_cell)
+    return to_int8(float_tflite, calib, io, count, int16_cell, residual)
 
 
 def check_request(precision: Precision | str, io: str, calib: Any) -> Precision:
@@ -261,8 +266,10 @@ def to_int8(
     io: str = "float",
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
+    residual: bool = True,
 ) -> QuantizedArtifact:
-    """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell, int32 bias."""
+    """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell (or a loop's residual int8
+    cell), int32 bias; see :func:`quantize_tflite`."""
     from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as wrapper
 
     specs = input_specs(float_tflite)
@@ -277,23 +284,37 @@ def to_int8(
     io_type = i8 if io == "int8" and not loops.has_loops(unpack(float_tflite)) else f32
     prepared = unpack(float_tflite)
     looped = loops.has_loops(prepared)
+    # a loop's LSTM cells: the residual int8 cell (cell8, every op XNNPACK's), rewritten in float before calibration
+    residual = residual and looped and int16_cell and _residual_rewrite(prepared, float_tflite, cal)
     # TFLite's calibrator crashes on pass-through loop variables and its quantizer wants constant biases
     source = pack(loops.calibration_ready(prepared))
     try:
-        # a loop's weights: one scale a tensor, or one a channel (each needs its own calibrator: the
-        # quantizer changes the calibrator's model)
+        # a loop's weights: one scale a tensor, or one a channel; the per-channel model is derived from the
+        # per-tensor one where it can be (channels.py), else calibrated again (the quantizer changes the
+        # calibrator's model: each needs its own calibrator)
         raw = {pt: _calibrated(wrapper, source, specs, cal, (io_type, i8, i32), looped, pt)
-               for pt in ([True, False] if looped else [False])}
+               for pt in ([True] if looped else [False])}
+        if looped:
+            derived = channels.per_channel(raw[True], source)
+            raw[False] = derived if derived is not None else \
+                _calibrated(wrapper, source, specs, cal, (io_type, i8, i32), looped, False)
     except Exception as e:  # the calibrator names the op it has no int8 kernel for
         raise UnsupportedModel(
             f"TFLite's int8 quantizer refused this model: {_first_line(e)}",
             "Some op has no full-integer kernel; use --precision dynamic-int8 or fp16 for TFLite.",
         ) from e
-    built, cells = _pick_cells(float_tflite, raw, looped, cal) if int16_cell else \
-        ({pt: _finish(data, looped, cells=False) for pt, data in raw.items()}, [])
+    tanh_notes: dict[bool, str] = {}
+    cells: list[str]
+    if residual:
+        (built, tanh_notes), cells = _pick_tanh_range(float_tflite, raw, cal), []
+    elif int16_cell:
+        built, cells = _pick_cells(float_tflite, raw, looped, cal)
+    else:
+        built, cells = {pt: _finish(data, looped, cells=False) for pt, data in raw.items()}, []
     data, scales = built[False], "per-channel"
     if looped:
         data, scales = _pick_scales(float_tflite, built, cal)
+        cells += [note for pt, note in tanh_notes.items() if built[pt] is data]
         if io == "int8":
             data = pack(loops.int8_io(unpack(data)))
     kind = f"{scales} int8 weights, {_state_kind(unpack(data), looped)}"
@@ -342,10 +363,15 @@ def _state_kind(model: Any, looped: bool) -> str:
     fused = [model_op_name(model, op) for g in model.subgraphs for op in g.operators
              if model_op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
     cells = any(t.type == schema().TensorType.INT16 for g in model.subgraphs for t in g.tensors)
+    residual = cell8.residual_chains(model)
     recurrent = looped or any(model_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs
                               for op in g.operators)
     parts = ["int16 LSTM cell state"] if fused else []
-    if cells:
+    if residual:
+        parts.append(f"the LSTM cell state int8 with its rounding residual a second int8 loop variable and the forget "
+                     f"gate computed as 1 - f (edge-lstm's residual cell, {residual} layer(s): every op in XNNPACK's "
+                     "int8 set), the hidden state int8 across iterations")
+    elif cells:
         parts.append("the LSTM cell state and gate arithmetic int16 (edge-lstm's cell rewrite), the hidden state "
                      "int8" + (" across iterations" if looped else ""))
     elif looped:
@@ -396,6 +422,51 @@ def _pick_cells(float_tflite: bytes, raw: dict[bool, bytes], looped: bool,
     return out, notes
 
 
+def _residual_rewrite(model: Any, float_tflite: bytes, cal: CalibrationSet) -> bool:
+    """Rewrite ``model``'s loop LSTM cells as :mod:`.cell8`'s residual cells (float, before calibration), kept only
+    when the float model still computes what it did on a few calibration windows; True if rewritten."""
+    trial = unpack(float_tflite)
+    try:
+        if not cell8.residual_cells(trial):
+            return False
+    except ValueError:  # a forget gate whose weights could not be traced
+        return False
+    data = pack(trial)
+    feeds = cal.feeds()[:: max(1, cal.count // 4)][:4]
+    ref, got = _run_all(float_tflite, feeds), _run_all(data, feeds)
+    if any(not np.allclose(r, g, rtol=1e-4, atol=1e-4 * (float(np.abs(r).max()) + 1.0)) for r, g in
+           zip(ref, got, strict=True)):
+        return False
+    model.subgraphs, model.buffers, model.operatorCodes = trial.subgraphs, trial.buffers, trial.operatorCodes
+    return True
+
+
+def _pick_tanh_range(float_tflite: bytes, raw: dict[bool, bytes],
+                     cal: CalibrationSet) -> tuple[dict[bool, bytes], dict[bool, str]]:
+    """Each quantized candidate with the residual cells' scales, the TANH of the cell state reading over the range
+    of :data:`.cell8.TANH_RANGES` most accurate on the calibration windows (deterministic: measured error, no
+    timing); and a note saying which."""
+    feeds = cal.feeds()[:: max(1, cal.count // 16)][:16]
+    ref = _run_all(float_tflite, feeds)
+    out, notes = {}, {}
+    for pt, data in raw.items():
+        model = unpack(data)
+        tanh_inputs = cell8.residual_scales(model)
+        loops.int8_loop_state(model)
+        model = _no_ranges(loops.dedupe_buffers(loops.drop_temp_names(model)))
+        errors = {}
+        for x in cell8.TANH_RANGES:
+            for t in tanh_inputs:
+                t.clip(x)
+            built = pack(model)
+            errors[x] = (_rel_l2(ref, _run_all(built, feeds)), built)
+        best = min(errors, key=lambda x: (errors[x][0], x))
+        out[pt] = errors[best][1]
+        notes[pt] = (f"LSTM cell state's TANH over [-{best:g}, {best:g}] (relative L2 on the calibration windows "
+                     + ", ".join(f"{errors[x][0]:.3g} over +-{x:g}" for x in cell8.TANH_RANGES) + ").")
+    return out, notes
+
+
 def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
     """The quantizer's output with int8 loop state (and int16 LSTM cells when ``cells``), constants shared again
     and the recorded ranges dropped."""
@@ -404,7 +475,7 @@ def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
         loops.int8_loop_state(model)
     if cells:
         cell16.int16_cells(model)
-    return _strip_ranges(pack(loops.dedupe_buffers(loops.drop_temp_names(model))))
+    return pack(_no_ranges(loops.dedupe_buffers(loops.drop_temp_names(model))))
 
 
 #: per-tensor weight scales are kept unless their error on the calibration windows exceeds per-channel's by this
@@ -451,14 +522,13 @@ def _rel_l2(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     return max(float(np.linalg.norm(r - g)) / (float(np.linalg.norm(r)) or 1.0) for r, g in zip(ref, got, strict=True))
 
 
-def _strip_ranges(data: bytes) -> bytes:
+def _no_ranges(model: Any) -> Any:
     """Drop the calibrator's recorded min/max: kernels read only scale and zero point (~5% of a small file)."""
-    model = unpack(data)
     for graph in model.subgraphs:
         for tensor in graph.tensors:
             if tensor.quantization is not None:
                 tensor.quantization.min = tensor.quantization.max = None
-    return pack(model)
+    return model
 
 
 def _first_line(e: Exception) -> str:

@@ -60,12 +60,12 @@ def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, lit
     if int8 and not litert:
         return with_reason(fused, "auto", "auto: fused for full int8, which LiteRT and TFLite Micro both run (a "
                                           "rule, not timed here); for LiteRT alone --lowering loop (or a LiteRT "
-                                          "--target) is several times faster: int8 fully-connected ops XNNPACK "
-                                          "runs, int16 cell state")
+                                          "--target) is several times faster: every op of its loop body int8 and "
+                                          "of a kind XNNPACK runs")
     loop = build(proto, "loop", streaming, int8=int8, dynamic=dynamic)
     if int8:
-        return with_reason(loop, "auto", "auto: loop for full int8 on LiteRT: int8 fully-connected ops XNNPACK runs, "
-                                         "int16 cell state (TFLite's fused integer LSTM kernel is not delegated)")
+        return with_reason(loop, "auto", "auto: loop for full int8 on LiteRT: every op of its loop body int8 and of a "
+                                         "kind XNNPACK runs (TFLite's fused integer LSTM kernel is not delegated)")
     return with_reason(loop, "auto", "auto: loop, which ran faster than the fused op on LiteRT with XNNPACK in "
                                      "edge-lstm's benchmark (a rule, not timed here: a LiteRT --target times both "
                                      "forms; pin the other with --lowering fused)")
