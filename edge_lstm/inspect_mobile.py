@@ -15,6 +15,7 @@ import hashlib
 import json
 import struct
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,7 @@ def _common(p: Path, data: bytes, fmt: str) -> dict[str, Any]:
 
 def describe_pte(p: Path) -> dict[str, Any]:
     """A JSON-ready description of an ExecuTorch program: version, methods, operators, delegates, I/O."""
-    data = p.read_bytes()
-    try:
-        return _pte(p, data)
-    except (struct.error, IndexError, UnicodeError, ValueError) as e:
-        raise InputFileError(f"'{p}' is truncated or corrupted as an ExecuTorch program ({e}).") from e
+    return _parsed(p, _pte, "an ExecuTorch program")
 
 
 def _pte(p: Path, data: bytes) -> dict[str, Any]:
@@ -141,11 +138,16 @@ def _constant(data: bytes, root: Table, idx: int, n: int, base: int) -> bytes:
 
 def describe_ort(p: Path) -> dict[str, Any]:
     """A JSON-ready description of an ONNX Runtime format model: versions, opsets, ops, parameters, I/O."""
+    return _parsed(p, _ort, "an ONNX Runtime format model")
+
+
+def _parsed(p: Path, parse: Callable[[Path, bytes], dict[str, Any]], what: str) -> dict[str, Any]:
+    """``parse`` of the file's bytes; a file the reader cannot follow is :class:`InputFileError` (exit 2)."""
     data = p.read_bytes()
     try:
-        return _ort(p, data)
+        return parse(p, data)
     except (struct.error, IndexError, UnicodeError, ValueError) as e:
-        raise InputFileError(f"'{p}' is truncated or corrupted as an ONNX Runtime format model ({e}).") from e
+        raise InputFileError(f"'{p}' is truncated or corrupted as {what} ({e}).") from e
 
 
 def _ort(p: Path, data: bytes) -> dict[str, Any]:

@@ -85,10 +85,9 @@ def test_ops_lists_what_an_int16x8_artifact_needs(capsys: pytest.CaptureFixture[
 def test_int16x8_claims_hold_on_litert(name: str) -> None:
     """What ``ops --precision int16x8`` claims is what the 16x8 quantizer makes and LiteRT runs."""
     import numpy as np
-    import torch
     from op_cases import CASES
     from test_ops import _capture
-    from test_support import _onnx_ops, _works
+    from test_support import _onnx_ops, _works, reference_samples
 
     from edge_lstm.cli_ops import _entry
     from edge_lstm.errors import EdgeLstmError
@@ -100,11 +99,7 @@ def test_int16x8_claims_hold_on_litert(name: str) -> None:
     module, proto, names = _capture(c)
     claimed = all(_entry(op, table()[op])["tflite"]["int16x8"] for op in _onnx_ops(proto, name))
     rng = np.random.default_rng(1)
-    samples = []
-    for _ in range(4):
-        feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, c.shapes, strict=True)}
-        with torch.no_grad():
-            samples.append((feeds, module(*[torch.from_numpy(feeds[n]) for n in names]).numpy()))
+    samples = reference_samples(c, module, names, rng)
     calib = {n: rng.standard_normal((32, *s)).astype(np.float32) for n, s in zip(names, c.shapes, strict=True)}
     try:
         data = quantize_tflite(lower(proto, "loop", precision=Precision.INT16X8).data, Precision.INT16X8, calib).data

@@ -86,16 +86,21 @@ def _measure(proto, names, shapes, samples) -> dict[str, bool]:  # type: ignore[
     }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_op_claims_hold(name: str) -> None:
-    c = CASES[name]
-    module, proto, names = _capture(c)
-    rng = np.random.default_rng(1)
+def reference_samples(c, module, names, rng):  # type: ignore[no-untyped-def]
+    """Four random feeds of case ``c`` and the module's outputs on each."""
     samples = []
     for _ in range(4):
         feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, c.shapes, strict=True)}
         with torch.no_grad():
             samples.append((feeds, module(*[torch.from_numpy(feeds[n]) for n in names]).numpy()))
+    return samples
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_op_claims_hold(name: str) -> None:
+    c = CASES[name]
+    module, proto, names = _capture(c)
+    samples = reference_samples(c, module, names, np.random.default_rng(1))
     assert _measure(proto, names, list(c.shapes), samples) == _claims(_onnx_ops(proto, name))
 
 
