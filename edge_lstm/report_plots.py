@@ -118,8 +118,9 @@ def tradeoff_plot(rows: list[dict[str, Any]], recommended: dict[str, Any]) -> st
         x = r["size_bytes"] / 1024
         y = (r["p50_s"] * 1e6) if timed else (r["task_drop"] or 0.0) * 100
         color = "#bbbbbb" if r["task_drop"] is None else cmap(norm(r["task_drop"] * 100))
-        ax.scatter([x], [y], s=70, color=color, edgecolors="black", linewidths=0.6,
-                   marker="^" if r["streaming"] else ("x" if not r["passed"] else "o"), zorder=3)
+        marker = "^" if r["streaming"] else ("x" if not r["passed"] else "o")
+        edge = {} if marker == "x" else {"edgecolors": "black"}  # an "x" has no face: its colour is its edge
+        ax.scatter([x], [y], s=70, color=color, linewidths=0.6, marker=marker, zorder=3, **edge)
         host = " (host interp.)" if r["runtime"] == "tflm" else ""
         failed = " FAILED" if not r["passed"] else ""
         kind = f"{r['precision']} {r['format']}{' stream' if r['streaming'] else ''}"
