@@ -92,15 +92,20 @@ def known_names() -> list[str]:
 
 
 def load_target(name_or_path: str | Path) -> Target:
-    """A built-in target by name, or a target TOML file by path."""
+    """A built-in target by name or a unique prefix of one (``rpi4`` -> ``rpi4b``), or a target TOML file by
+    path."""
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith(".toml") or path.is_file()):
         path = _targets_dir() / f"{text}.toml"
+        matches = [n for n in known_names() if n.startswith(text)] if text else []
+        if not path.is_file() and len(matches) == 1:
+            path = _targets_dir() / f"{matches[0]}.toml"
         if not path.is_file():
+            which = f"'{text}' is the start of {', '.join(matches)}: name one. " if len(matches) > 1 else ""
             raise UsageError(
                 f"Unknown target '{text}'.",
-                f"Known targets: {', '.join(known_names())}; or pass the path of a target .toml file.",
+                f"{which}Known targets: {', '.join(known_names())}; or pass the path of a target .toml file.",
             )
     if not path.is_file():
         raise TargetError(f"Target file '{path}' does not exist.", "Pass a built-in name or an existing .toml file.")

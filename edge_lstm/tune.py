@@ -135,16 +135,11 @@ class TuneConfig:
 
 
 def resolve_target(name: str) -> Target:
-    """A target by name, path, or a unique prefix of a built-in name (``rpi4`` -> ``rpi4b``)."""
-    from edge_lstm.targets import known_names, load_target
+    """A target by name, path, or a unique prefix of a built-in name (``rpi4`` -> ``rpi4b``):
+    :func:`edge_lstm.targets.load_target`."""
+    from edge_lstm.targets import load_target
 
-    try:
-        return load_target(name)
-    except UsageError:
-        matches = [n for n in known_names() if n.startswith(name)]
-        if len(matches) != 1:
-            raise
-        return load_target(matches[0])
+    return load_target(name)
 
 
 def export_choice(cfg: TuneConfig, target: Target) -> tuple[str, str]:

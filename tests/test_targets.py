@@ -74,3 +74,10 @@ def test_bad_values_rejected(tmp_path: Path) -> None:
     bad.write_text("name = [")
     with pytest.raises(InputFileError, match="not valid TOML"):
         load_target(bad)
+
+
+def test_a_unique_prefix_names_a_built_in_target_and_an_ambiguous_one_lists_the_matches() -> None:
+    assert load_target("rpi4").name == load_target("rpi4b").name
+    with pytest.raises(UsageError, match="Unknown target 'rpi'") as e:
+        load_target("rpi")
+    assert "rpi3b, rpi4b, rpi5" in (e.value.hint or "")
