@@ -360,9 +360,15 @@ def calibrated_int8(float_tflite: bytes, calib: np.ndarray | Mapping[str, np.nda
 
 def _state_kind(model: Any, looped: bool) -> str:
     """How the quantized model holds its recurrent state, read from the model (the report says what is there)."""
+    lstm_ops = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
     fused = [model_op_name(model, op) for g in model.subgraphs for op in g.operators
-             if model_op_name(model, op) in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")]
-    cells = any(t.type == schema().TensorType.INT16 for g in model.subgraphs for t in g.tensors)
+             if model_op_name(model, op) in lstm_ops]
+    int16 = schema().TensorType.INT16
+    # int16 tensors of ops other than the fused LSTM (whose own cell state is int16): edge-lstm's int16 cell
+    cells = any(g.tensors[i].type == int16 for g in model.subgraphs for op in g.operators
+                if model_op_name(model, op) not in lstm_ops
+                for i in [*(op.inputs if op.inputs is not None else []),
+                          *(op.outputs if op.outputs is not None else [])] if i >= 0)
     residual = cell8.residual_chains(model)
     recurrent = looped or any(model_op_name(model, op) in ("TANH", "LOGISTIC") for g in model.subgraphs
                               for op in g.operators)

@@ -110,6 +110,7 @@ def test_streaming_int8_passes_the_task_gate(forecaster: Any, series_files: tupl
     for v in stream["validation"]:
         assert v["task"]["metric"] == "mae" and v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
     assert "int16 LSTM cell state" in " ".join(stream["notes"])
+    assert "cell rewrite" not in " ".join(stream["notes"])  # the fused op's own int16 cell, not edge-lstm's
     assert "output y quantized over" in " ".join(stream["notes"])  # its range at each window's last step
 
 
