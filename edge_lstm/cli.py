@@ -336,10 +336,11 @@ def _internal(e: BaseException, debug: bool, as_json: bool) -> int:
     _trace(e, debug)
     from rich.text import Text
 
-    err.print(Text("internal error: ", style="red") + Text(f"{type(e).__name__}: {e}\nRun again with --debug and "
-                                                           "report this bug."), soft_wrap=True)
+    ask = ("Report this bug with the traceback above." if debug else
+           "Run again with --debug (before the command: edge-lstm --debug ...) and report this bug.")
+    err.print(Text("internal error: ", style="red") + Text(f"{type(e).__name__}: {e}\n{ask}"), soft_wrap=True)
     if as_json:
-        jsonio.emit_error(1, "internal", f"{type(e).__name__}: {e}", "Run again with --debug and report this bug.")
+        jsonio.emit_error(1, "internal", f"{type(e).__name__}: {e}", ask)
     return 1
 
 

@@ -49,6 +49,9 @@ def choose(proto: onnx.ModelProto, streaming: bool, micro: bool, int8: bool, lit
     loop lowers for, :mod:`.wavefront`)."""
     fused = build(proto, "fused", streaming, int8=int8, micro=micro)
     if micro:
+        if "fused" not in fused.lowering:  # a GRU, an RNN, a projection: nothing the fused op expresses
+            return with_reason(fused, "auto", f"auto: {fused.lowering} for TFLite Micro: no layer the fused op can "
+                                              "express (TFLite Micro runs the loop's ops)")
         partly = "" if fused.lowering == "fused" else f" (as {fused.lowering}: some layers cannot be fused)"
         return with_reason(fused, "auto", "auto: fused for TFLite Micro, which has fused LSTM kernels" + partly)
     if fused.lowering != "fused":
