@@ -96,7 +96,10 @@ def info(
         described = describe(model)
         emit(described, as_json, render(described))
         return
-    from edge_lstm.cost import model_cost
+    from edge_lstm.cost import model_cost, refuse_unknown
+
+    if kind is None:
+        refuse_unknown(model)  # neither an artifact nor a PyTorch file: say so, as profile does
     from edge_lstm.pipeline import prepare
     from edge_lstm.sources import open_model
 
