@@ -96,11 +96,14 @@ def info(
         described = describe(model)
         emit(described, as_json, render(described))
         return
-    from edge_lstm.cost import model_cost
+    from edge_lstm.cost import model_cost, refuse_unknown
     from edge_lstm.pipeline import prepare
     from edge_lstm.sources import open_model
 
-    loaded = open_model(model, _shapes(input_shape) or None, trust_pickle, _dtypes(input_dtype))
+    shapes, dtypes = _shapes(input_shape) or None, _dtypes(input_dtype)  # a bad option is named first
+    if kind is None:
+        refuse_unknown(model)  # neither an artifact nor a PyTorch file: say so, as profile does
+    loaded = open_model(model, shapes, trust_pickle, dtypes)
     proto, _step = prepare(loaded, streaming=False)
     summary = {**loaded.summary(), **model_cost(proto).to_dict()}
     lines = [

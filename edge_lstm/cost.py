@@ -22,6 +22,10 @@ from edge_lstm.registry import FORMATS_TABLE
 
 #: the artifact suffixes, for hints
 _SUFFIXES = ", ".join(f.suffix for f in FORMATS_TABLE)
+#: how a PyTorch file starts: a zip archive (checkpoint, TorchScript, .pt2)
+_ZIP_HEAD = b"PK\x03\x04"
+#: a legacy (non-zip) torch.save pickle: its protocol opcode
+_PICKLE_HEAD = b"\x80"
 
 if TYPE_CHECKING:
     from edge_lstm.reports import ModelCost
@@ -46,22 +50,36 @@ def artifact_format(path: str | Path) -> str:
     known = format_of_bytes(head)  # the flatbuffer formats carry an identifier; ONNX (a protobuf) does not
     if known is not None:
         return known
-    if head[:4] == b"PK\x03\x04":
+    if head[:4] == _ZIP_HEAD:
         return "torch"
     try:
         proto = _load_onnx(p)
     except ImportError:  # a device with onnxruntime only: the protobuf's first field is the IR version
         if head[:1] == b"\x08":
             return "onnx"
-        raise _not_a_model(p) from None
+        raise not_a_model(p) from None
     except Exception as e:  # protobuf's parse error is not readable to users
-        raise _not_a_model(p) from e
+        raise not_a_model(p) from e
     if not proto.graph.node or proto.ir_version <= 0:
-        raise _not_a_model(p)
+        raise not_a_model(p)
     return "onnx"
 
 
-def _not_a_model(p: Path) -> InputFileError:
+def refuse_unknown(path: str | Path) -> None:
+    """:func:`not_a_model` for a file that starts like no PyTorch file (a zip archive or a pickle), called once the
+    artifacts' identifiers and ONNX's first byte did not match, so ``info`` says what ``profile`` says rather than
+    "not a PyTorch model". A missing or unreadable file passes: the PyTorch loader says why."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return
+    if head != _ZIP_HEAD and head[:1] != _PICKLE_HEAD:
+        raise not_a_model(Path(path))
+
+
+def not_a_model(p: Path) -> InputFileError:
+    """The one refusal of a file that is no model edge-lstm reads, whichever command was given it."""
     return InputFileError(
         f"'{p}' is not a model: it is neither a TFLite flatbuffer, an ONNX graph nor a PyTorch file.",
         f"Pass an artifact that `edge-lstm export` wrote ({_SUFFIXES}), or a model.pt for the reference.",

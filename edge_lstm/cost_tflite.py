@@ -16,9 +16,10 @@ once, however many ops read it.
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from edge_lstm.cost_model import Cost, LayerCost
+from edge_lstm.errors import InputFileError
 from edge_lstm.tflite_read import Model, Operator, Subgraph, Tensor, op_name, read
 from edge_lstm.tflite_schema import FLOAT16, FLOAT32, INT8, UINT8
 
@@ -30,13 +31,48 @@ _ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "TANH", "LOGISTIC", "RELU", "RELU6",
 _WEIGHT_TYPES = {FLOAT32, FLOAT16, INT8, UINT8}
 
 
+#: the hint of every corrupted-file error here
+CORRUPT_HINT = "The file may be truncated or corrupted; export it again (or copy it again from where it was written)."
+
+
 def parse(data: bytes) -> Model:
-    """The flatbuffer's tables; :class:`InputFileError` when it is not TFLite."""
-    return read(data)
+    """The flatbuffer's tables, their cross references checked; :class:`InputFileError` when it is not TFLite or
+    is truncated or corrupted (a tensor, buffer, operator code or subgraph index out of range, no subgraph)."""
+    try:
+        model = read(data)
+    except InputFileError as e:
+        raise InputFileError(e.message, e.hint or CORRUPT_HINT) from e
+    problem = _dangling(model)
+    if problem:
+        raise InputFileError(f"The TFLite flatbuffer is truncated or corrupted ({problem}).", CORRUPT_HINT)
+    return model
+
+
+def _dangling(model: Model) -> str:
+    """The first index in ``model`` that points nowhere, described; ``""`` when every one resolves."""
+    if not model.subgraphs:
+        return "it has no subgraph"
+    for gi, g in enumerate(model.subgraphs):
+        n = len(g.tensors)
+        for t in g.tensors:
+            if not 0 <= t.buffer < len(model.buffer_sizes):
+                return f"tensor '{t.name}' of subgraph {gi} refers to buffer {t.buffer} of {len(model.buffer_sizes)}"
+        for where, idx in (("input", g.inputs), ("output", g.outputs)):
+            if any(not 0 <= i < n for i in idx):
+                return f"a subgraph {gi} {where} refers to a tensor outside its {n}"
+        for k, op in enumerate(g.operators):
+            if not 0 <= op.opcode_index < len(model.operator_codes):
+                return f"operator {k} of subgraph {gi} has operator code {op.opcode_index} of " \
+                       f"{len(model.operator_codes)}"
+            if any(not -1 <= i < n for i in op.inputs) or any(not 0 <= i < n for i in op.outputs):
+                return f"operator {k} of subgraph {gi} refers to a tensor outside its {n}"
+            if any(not 0 <= s < len(model.subgraphs) for s in op.subgraphs):
+                return f"operator {k} of subgraph {gi} calls a subgraph outside the {len(model.subgraphs)}"
+    return ""
 
 
 def _numel(shape: list[int]) -> int:
-    return int(np.prod(shape)) if len(shape) else 1
+    return math.prod(int(d) for d in shape)
 
 
 def tflite_cost(data: bytes) -> Cost:
@@ -102,7 +138,10 @@ def _loop_projections(model: Model, g: Subgraph) -> set[int]:
             continue
         for t in op.inputs:
             k = producer.get(t)
-            while k is not None and op_name(model, g.operators[k]) == "RESHAPE":
+            passed: set[int] = set()  # a corrupted graph can feed a RESHAPE its own output
+            while k is not None and k not in passed and op_name(model, g.operators[k]) == "RESHAPE" \
+                    and g.operators[k].inputs:
+                passed.add(k)
                 k = producer.get(g.operators[k].inputs[0])
             if k is not None and op_name(model, g.operators[k]) == "FULLY_CONNECTED":
                 out.add(k)
@@ -119,8 +158,11 @@ def _iterations(body: Subgraph) -> int:
 
 def _loop_steps(model: Model, g: Subgraph, op: Operator, iters: int) -> int:
     """Time steps a loop covers: the rows of the all-steps projection before it (``[T, G]``), else its iterations."""
+    if len(op.inputs) < 2:
+        return iters
     for producer in g.operators:
-        if op.inputs[1] in producer.outputs and op_name(model, producer) == "RESHAPE":
+        if op.inputs[1] in producer.outputs and op_name(model, producer) == "RESHAPE" and producer.inputs \
+                and producer.inputs[0] >= 0:
             src = g.tensors[producer.inputs[0]].shape
             return int(src[0]) if len(src) == 2 else iters
     return iters
@@ -136,28 +178,39 @@ def _op_cost(k: int, name: str, op: Operator, tensors: list[Tensor], const: set[
     label = f"{name}:{k}"
     out_n = _numel(tensors[op.outputs[0]].shape) if op.outputs else 0
     if name in _SEQUENCE_OPS:
-        x = tensors[ins[0]].shape
+        x = _shape(tensors, ins, 0, 2, label)
         time_major = op.time_major
         t, b = (int(x[0]), int(x[1])) if time_major or len(x) < 3 else (int(x[1]), int(x[0]))
         mats = sum(_numel(tensors[i].shape) for i in ins[1:] if i >= 0 and i in const and _rank(tensors[i]) == 2)
         return LayerCost(label, name, params, t * b * mats, out_n * 9, recurrent=True), t
     if name == "FULLY_CONNECTED" and len(ins) > 1:
-        w = tensors[ins[1]].shape
-        rows = _numel(tensors[ins[0]].shape) // max(int(w[-1]), 1)
+        w = _shape(tensors, ins, 1, 1, label)
+        rows = _numel(_shape(tensors, ins, 0, 0, label)) // max(int(w[-1]), 1)
         return LayerCost(label, name, params, rows * _numel(w)), 0
     if name == "BATCH_MATMUL":
-        k_dim = int(tensors[ins[0]].shape[-1])
+        k_dim = int(_shape(tensors, ins, 0, 1, label)[-1])
         return LayerCost(label, name, params, out_n * k_dim), 0
     if name in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(ins) > 1:  # filter [O, H, W, I] / [1, H, W, O]
-        f = tensors[ins[1]].shape
+        f = _shape(tensors, ins, 1, 4, label)
         per_out = int(f[1]) * int(f[2]) * (int(f[3]) if name == "CONV_2D" else 1)
         return LayerCost(label, name, params, out_n * per_out), 0
     if name == "TRANSPOSE_CONV" and len(ins) > 2:  # filter [O, H, W, I]: every input value meets O x H x W
-        f = tensors[ins[1]].shape
-        return LayerCost(label, name, params, _numel(tensors[ins[2]].shape) * int(f[0]) * int(f[1]) * int(f[2])), 0
+        f = _shape(tensors, ins, 1, 3, label)
+        x = _shape(tensors, ins, 2, 0, label)
+        return LayerCost(label, name, params, _numel(x) * int(f[0]) * int(f[1]) * int(f[2])), 0
     if name in _ELEMENTWISE:
         return LayerCost(label, name, params, 0, out_n), 0
     return LayerCost(label, name, params, 0), 0
+
+
+def _shape(tensors: list[Tensor], ins: list[int], j: int, rank: int, label: str) -> list[int]:
+    """The shape of an op's ``j``-th input, of rank ``rank`` or more; :class:`InputFileError` when the op has no such
+    input (the file's graph is corrupted: no converter writes one)."""
+    i = ins[j] if j < len(ins) else -1
+    if i < 0 or len(tensors[i].shape) < rank:
+        raise InputFileError(f"The TFLite flatbuffer is truncated or corrupted (operator {label} has no input {j} "
+                             f"of rank {rank} or more).", CORRUPT_HINT)
+    return tensors[i].shape
 
 
 def _input_steps(g: Subgraph) -> int:

@@ -110,13 +110,16 @@ def _describe_onnx(p: Path) -> dict[str, Any]:
 
 def _describe_tflite(p: Path) -> dict[str, Any]:
     from edge_lstm import tflite_read
-    from edge_lstm.cost_tflite import tflite_cost, tflite_sizes
+    from edge_lstm.cost_tflite import parse, tflite_cost, tflite_sizes
 
     data = p.read_bytes()
-    model = tflite_read.read(data)
+    try:
+        model = parse(data)  # every index checked, so nothing below reads past a list
+        c = tflite_cost(data)
+    except InputFileError as e:
+        raise InputFileError(f"'{p}': {e.message}", e.hint) from e
     g = model.subgraphs[0]
     counts = Counter(tflite_read.op_name(model, op) for sub in model.subgraphs for op in sub.operators)
-    c = tflite_cost(data)
 
     def spec(i: int) -> dict[str, Any]:
         t = g.tensors[i]
