@@ -111,6 +111,10 @@ def export_summary(report: ExportReport | Json, output: Path) -> str:
     failed = [a.file for a in report.artifacts if not a.passed]
     head = (f"All {n} artifact(s) passed validation" if not failed else f"{len(failed)} of {n} artifact(s) FAILED")
     lines = _wrap(f"{head} ({vd.source}, {vd.samples} windows).", "")
+    for a in report.artifacts:  # passed, but not on a runtime the --target runs: exit 4 (BudgetExceeded)
+        cannot = facts.not_runnable(report.profile, a.file)
+        if cannot:
+            lines += _wrap(f"{a.file}: {cannot}.")
     lines.append(table_text(report))
     acc = report.accuracy
     if acc:
@@ -123,7 +127,8 @@ def export_summary(report: ExportReport | Json, output: Path) -> str:
     notes: dict[str, list[str]] = {}
     for a in report.artifacts:
         for note in a.notes:
-            notes.setdefault(note, []).append(a.file)
+            if not (note.startswith("not runnable on ") and facts.not_runnable(report.profile, a.file)):  # above
+                notes.setdefault(note, []).append(a.file)
     if notes:
         lines.append("Notes:")
     for note, files in notes.items():  # one line per distinct note, naming the artifacts it applies to

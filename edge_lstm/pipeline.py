@@ -41,7 +41,7 @@ from edge_lstm.errors import EdgeLstmError, OptionsError, ShapeError, Unsupporte
 from edge_lstm.load import LoadedModel
 from edge_lstm.options import ExportOptions
 from edge_lstm.outputs import staged_dir, write_into
-from edge_lstm.reports import ExportReport, ProfileReport
+from edge_lstm.reports import ExportReport, ProfileReport, Recommendation
 from edge_lstm.spec import Precision
 from edge_lstm.validate import raise_on_failures
 
@@ -110,6 +110,10 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     for art in artifacts:  # report.md shows notes: the failures go there too
         art.notes += [f"FAILED: {line}" for line in art.describe_failure().splitlines()]
     target = _target(options)
+    unrunnable = _not_runnable(artifacts, target)
+    for art in artifacts:  # exit 4 below (enforce_budgets), after every file is written
+        if art.filename in unrunnable:
+            art.notes.append(unrunnable[art.filename])
     report = _publish(model, proto, options, vdata, artifacts, target, say, proof, reference)
     result = ExportResult(options.output_dir, model, artifacts, report.to_dict(), report)
     _raise_failures(artifacts, options.output_dir)
@@ -236,6 +240,9 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
         if options.profile or target is not None:
             runnable = [a for a in artifacts if a.built and not a.failures]
             report.profile = _profile(stage, options.output_dir, runnable, target, say)
+        from edge_lstm.report_facts import recommend
+
+        report.recommendation = Recommendation.from_dict(recommend(report))
         say("writing report.html" if options.html else "writing reports")
         write_reports(report, stage, options.html)
         if options.bundle and any(a.passed for a in artifacts):
@@ -272,7 +279,7 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
     For a microcontroller target, TFLite artifacts TFLite Micro can run are profiled on it (the arena is
     measured there), and a budget counts only when the artifact also validated on TFLite Micro.
     """
-    from edge_lstm.profile import ProfileOptions, apply_target, profile_report
+    from edge_lstm.profile import ProfileOptions, apply_target, mark_not_runnable, profile_report
 
     mcu = target is not None and target.kind == "mcu"
     entries: list[dict[str, Any]] = []
@@ -299,7 +306,25 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
     rep.options["streaming"] = None  # per artifact
     if target is not None:
         apply_target(rep, target)
+        mark_not_runnable(rep, _not_runnable(artifacts, target))
     return rep
+
+
+def _not_runnable(artifacts: list[Artifact], target: Any) -> dict[str, str]:
+    """The file names of the artifacts that passed validation only on runtimes ``target`` does not run, and why (see
+    :func:`edge_lstm.profile.not_runnable`)."""
+    if target is None:
+        return {}
+    from edge_lstm.profile import not_runnable
+
+    out = {}
+    for art in artifacts:
+        if art.built and not art.failures and art.passed:
+            why = not_runnable([v.runtime for v in art.validations if v.passed], target, art.precision.value,
+                               art.lowering)
+            if why:
+                out[art.filename] = why
+    return out
 
 
 def _tflm_verdict(entry: dict[str, Any], art: Artifact) -> None:

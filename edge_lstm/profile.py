@@ -20,7 +20,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -468,6 +468,42 @@ def budget_checks(entry: dict[str, Any], target: Target) -> list[dict[str, Any]]
     return checks
 
 
+def runs_there(runtime: str, target_runtimes: Sequence[str]) -> bool:
+    """True when ``runtime`` is one the target runs (LiteRT and tflite-runtime run the same .tflite kernels)."""
+    ok = set(target_runtimes)
+    return runtime in ok or (runtime == "litert" and "tflite-runtime" in ok) or (
+        runtime == "tflite-runtime" and "litert" in ok)
+
+
+def not_runnable(validated: Sequence[str], target: Target, precision: str, lowering: str | None) -> str | None:
+    """Why an artifact that passed validation on ``validated`` (its runtimes) cannot run on ``target``, and what
+    would; ``None`` when one of them is a runtime the target runs (or nothing passed: it failed anyway)."""
+    if not validated or any(runs_there(rt, target.runtimes) for rt in validated):
+        return None
+    tflite = any(runs_there(rt, target.runtimes) for rt in ("litert", "tflite-runtime"))
+    if target.kind == "mcu":
+        fix = ("TFLite Micro runs only a .tflite that validates on it: export --format tflite --precision int8 "
+               "(full integer) for this target")
+    elif lowering == "fused" and tflite:
+        fix = f"--lowering loop (or unrolled) at --precision {precision} runs on LiteRT/tflite-runtime"
+    elif not tflite:
+        fix = f"{target.name} runs no TFLite runtime: export --format onnx for it"
+    else:
+        fix = "export a --precision that validates on one of those runtimes"
+    return (f"not runnable on {target.name}: validated on {', '.join(dict.fromkeys(validated))} only; "
+            f"{target.name} runs {', '.join(target.runtimes)} ({fix})")
+
+
+def mark_not_runnable(report: ProfileReport, why: dict[str, str]) -> None:
+    """Turn the "runtime" budget check of each artifact in ``why`` (file name -> :func:`not_runnable`'s text) from
+    "warn" into "not-runnable": no row of the artifact is on a runtime the target runs. Budgets fail on it."""
+    for a in report.artifacts:
+        text = why.get(Path(str(a.get("artifact"))).name)
+        for c in a.get("budget") or [] if text else []:
+            if c["budget"] == "runtime":
+                c.update(status="not-runnable", note=text)
+
+
 def _check(kind: str, used: int, budget: int, measure: str) -> dict[str, Any]:
     over = int(used) - int(budget)
     return {"budget": kind, "status": "over" if over > 0 else "ok", "measure": measure,
@@ -476,21 +512,30 @@ def _check(kind: str, used: int, budget: int, measure: str) -> dict[str, Any]:
 
 
 def enforce_budgets(report: ProfileReport | dict[str, Any]) -> None:
-    """Raise :class:`BudgetExceeded` naming every artifact and budget that is over, and by how much."""
+    """Raise :class:`BudgetExceeded` naming every artifact and budget that is over, and by how much, and every
+    artifact the target cannot run at all (a "runtime" check "not-runnable", see :func:`mark_not_runnable`)."""
     if isinstance(report, ProfileReport):
         report = report.to_dict()
-    lines = []
+    lines, unrunnable = [], []
     for a in report["artifacts"]:
         for c in a.get("budget") or []:
+            line = f"{Path(str(a['artifact'])).name}: {c.get('note')}"
+            if c["status"] == "not-runnable" and line not in unrunnable:
+                unrunnable.append(line)
             if c["status"] == "over":
                 lines.append(f"{a['artifact']}: {c['budget']} {c['used_bytes']:,} B ({c['measure']}) exceeds "
                              f"the budget of {c['budget_bytes']:,} B by {c['over_bytes']:,} B "
                              f"({c['over_bytes'] / c['budget_bytes']:.1%})")
+    name = report["target"]["name"] if report.get("target") else "the target"
     if lines:
-        name = report["target"]["name"] if report.get("target") else "the target"
-        raise BudgetExceeded(f"Over budget on {name}:\n  " + "\n  ".join(lines),
+        more = "".join(f"\n  {u}" for u in unrunnable)
+        raise BudgetExceeded(f"Over budget on {name}:\n  " + "\n  ".join(lines) + more,
                              "Quantize (int8 quarters the weights), shrink hidden size or layers, or pick a "
                              "larger target.")
+    if unrunnable:
+        raise BudgetExceeded(f"{len(unrunnable)} artifact(s) cannot run on {name}:\n  " + "\n  ".join(unrunnable),
+                             "The artifacts and reports were written; export the precision/lowering named above "
+                             "for this target, or drop --target.")
 
 
 # ---------------------------------------------------------------- comparisons

@@ -89,6 +89,7 @@ def render_markdown(report: ExportReport | Json) -> str:
         f"- inputs: {', '.join(_spec(t) for t in m['inputs'])}; outputs: {', '.join(_spec(t) for t in m['outputs'])}",
         f"- validation data: {vd.source}, {vd.samples} windows of {vd.steps} steps",
         f"- verdict: **{'PASS' if r.passed else 'FAIL'}**",
+        *_not_runnable(r),
         _recommended(r),
         *_proved_on(r.proved_on),
         "",
@@ -150,6 +151,18 @@ def _lowering_choice(report: ExportReport) -> list[str]:
         lines.append(f"| {row['file']} | {row['lowering']} | {row['size_bytes']:,} | {row['validated']} | {p50} | "
                      f"{'**yes**' if row['chosen'] else 'no'} | {row['why'] or '–'} |")
     return lines
+
+
+def _not_runnable(report: ExportReport) -> list[str]:
+    """One line per artifact that passed validation only on runtimes the --target does not run."""
+    from edge_lstm.report_facts import not_runnable
+
+    out = []
+    for a in report.artifacts:
+        cannot = not_runnable(report.profile, a.file)
+        if cannot:
+            out.append(f"- `{a.file}`: **{cannot}**")
+    return out
 
 
 def _recommended(report: ExportReport) -> str:

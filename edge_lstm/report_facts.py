@@ -46,6 +46,17 @@ def _entries(profile: ProfileReport | Json | None) -> list[Json]:
     return ProfileReport.of(profile).artifacts if profile else []
 
 
+def not_runnable(profile: ProfileReport | Json | None, file: str) -> str | None:
+    """Why the target cannot run ``file`` at all ("not runnable on <target>: validated on X only; <target> runs
+    Y (what would)"), from its "runtime" budget check; ``None`` when it can, or no target was given."""
+    for entry in _entries(profile):
+        if entry.get("artifact") == file:
+            for c in entry.get("budget") or []:
+                if c["budget"] == "runtime" and c["status"] == "not-runnable":
+                    return str(c.get("note") or "not runnable on the target")
+    return None
+
+
 def _budget_problems(profile: ProfileReport | Json | None, file: str) -> tuple[list[str], list[str]]:
     """(over, unverified) budget lines of one artifact from the profile's budget checks."""
     over, unsure = [], []
@@ -76,8 +87,9 @@ def verdict(artifact: ArtifactEntry | Json, profile: ProfileReport | Json | None
             reasons.append(f"task {t['metric']} dropped {t['drop']:.2%} > {gate:.0%}")
         why.append(f"{v.runtime}: " + ("; ".join(reasons) or "failed"))
     over, unsure = _budget_problems(profile, a.file)
-    status = "failed" if why else ("over budget" if over else "passed")
-    return {"status": status, "why": why + over, "unverified": unsure}
+    cannot = not_runnable(profile, a.file)
+    status = "failed" if why else "not runnable" if cannot else "over budget" if over else "passed"
+    return {"status": status, "why": why + ([cannot] if cannot else []) + over, "unverified": unsure}
 
 
 def runtime_rows(report: ExportReport | Json) -> list[dict[str, Any]]:
@@ -113,23 +125,22 @@ def recommend(report: ExportReport | Json) -> dict[str, Any]:
     prof = rep.profile
     target = prof.target if prof else None
     where = f"{target['display_name']} ({target['name']})" if target else "this host (no --target given)"
-    rows = [row for row in runtime_rows(rep) if row["passed"] and not row["streaming"]]
+    passed = [row for row in runtime_rows(rep) if row["passed"] and not row["streaming"]]
+    rows = passed
+    cannot: set[str] = set()
     if target:
         ok = set(target.get("runtimes") or [])
         over = {a.file for a in rep.artifacts if verdict(a, prof)["status"] == "over budget"}
-        rows = [row for row in rows if row["file"] not in over and (
+        cannot = {r["file"] for r in passed if not_runnable(prof, r["file"])}
+        rows = [row for row in rows if row["file"] not in over | cannot and (
             not ok or row["runtime"] in ok or (row["runtime"] == "litert" and "tflite-runtime" in ok))]
     if target and target.get("kind") == "mcu":
         rows = [r for r in rows if r["runtime"] == "tflm"]
     else:  # TFLite Micro's host interpreter times reference kernels on this CPU: no basis for a CPU choice
         rows = [r for r in rows if r["runtime"] != "tflm"]
     if not rows:
-        micro = not target and any(r["passed"] and r["runtime"] == "tflm" for r in runtime_rows(rep))
-        return {"file": None, "runtime": None, "target": where,
-                "rule": ("the artifacts that passed run on TFLite Micro only, which is no runtime of this host: give "
-                         "a microcontroller --target to choose among them") if micro else
-                "no whole-window artifact passed validation" + (" and the target's budgets on a runtime it "
-                                                                "runs" if target else "")}
+        return {"file": None, "runtime": None, "target": where, "rule": _none_reason(passed, cannot, target),
+                "candidates": 0}
     timed = [r for r in rows if r["p50_s"] is not None and not r["emulated"]]
     scope = "passed validation" + (", within every budget, on a runtime the target runs" if target else "")
     if target and target.get("kind") == "mcu":
@@ -140,13 +151,33 @@ def recommend(report: ExportReport | Json) -> dict[str, Any]:
         fastest = min(r["p50_s"] for r in timed)
         close = [r for r in timed if r["p50_s"] <= fastest * (1 + LATENCY_TIE)]
         best = min(close, key=lambda r: (r["size_bytes"], r["p50_s"]))
-        rule = (f"lowest measured p50 latency on this host among whole-window artifacts that {scope}; within "
-                f"{LATENCY_TIE:.0%} of the fastest, the smaller file")
+        rule = f"lowest measured p50 latency on this host among whole-window artifacts that {scope}"
+        if best["p50_s"] > fastest:  # the tie rule decided: say so
+            rule += f"; within {LATENCY_TIE:.0%} of the fastest, the smaller file"
     else:
         best = min(rows, key=lambda r: r["size_bytes"])
         rule = f"smallest file among whole-window artifacts that {scope} (latency not measured: pass --profile)"
     return {"file": best["file"], "runtime": best["runtime"], "target": where, "rule": rule,
             "candidates": len(rows)}
+
+
+def _none_reason(passed: list[dict[str, Any]], cannot: set[str], target: Json | None) -> str:
+    """Why no artifact is recommended: the real reason, from the rows that passed validation."""
+    if not passed:
+        return "no whole-window artifact passed validation"
+    if not target:  # what passed, passed on TFLite Micro only
+        return ("the artifacts that passed run on TFLite Micro only, which is no runtime of this host: give "
+                "a microcontroller --target to choose among them")
+    name, runs = target["name"], ", ".join(target.get("runtimes") or [])
+    files = {r["file"] for r in passed}
+    if files <= cannot:
+        return (f"every whole-window artifact that passed validation is not runnable on {name}: none passed on a "
+                f"runtime {name} runs ({runs})")
+    if target.get("kind") == "mcu":
+        return (f"no whole-window artifact passed validation on TFLite Micro within {name}'s budgets "
+                + (f"({len(cannot)} not runnable there)" if cannot else "(see the budget checks)"))
+    return (f"the whole-window artifacts that passed validation are over {name}'s budgets"
+            + (f" or not runnable there ({len(cannot)})" if cannot else "") + f" on the runtimes it runs ({runs})")
 
 
 def budget_rows(profile: ProfileReport | Json | None) -> list[dict[str, str]]:

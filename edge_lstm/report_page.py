@@ -48,7 +48,7 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int] | None = No
 
 
 def _status(status: str) -> str:
-    css = {"passed": "passed", "failed": "failed", "over budget": "over"}[status]
+    css = {"passed": "passed", "failed": "failed", "over budget": "over", "not runnable": "over"}[status]
     return f'<span class="{css}">{esc(status)}</span>'
 
 

@@ -236,6 +236,30 @@ class ArtifactEntry:
                    else None)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    """The artifact to ship for the target (or this host) and the rule that picked it
+    (:func:`edge_lstm.report_facts.recommend`); ``file`` and ``runtime`` are ``None`` when none qualifies, and
+    ``rule`` then says why."""
+
+    file: str | None
+    runtime: str | None
+    target: str  #: "<display name> (<name>)", or "this host (no --target given)"
+    rule: str
+    candidates: int  #: the artifact × runtime rows it chose among
+
+    def to_dict(self) -> Json:
+        """JSON-ready form."""
+        return {"file": self.file, "runtime": self.runtime, "target": self.target, "rule": self.rule,
+                "candidates": self.candidates}
+
+    @classmethod
+    def from_dict(cls, d: Json) -> Recommendation:
+        """Inverse of :meth:`to_dict`."""
+        return cls(file=d.get("file"), runtime=d.get("runtime"), target=str(d.get("target", "")),
+                   rule=str(d.get("rule", "")), candidates=int(d.get("candidates") or 0))
+
+
 @dataclass(kw_only=True)
 class ProfileReport:
     """What ``edge-lstm profile`` measured (and ``export --profile`` put in the export report)."""
@@ -292,6 +316,8 @@ class ExportReport:
     profile: ProfileReport | None = None  #: present only when the artifacts were profiled
     #: format x precision pairs asked for that the format cannot hold (another format asked for holds them), why
     not_built: list[Json] = field(default_factory=list)
+    #: the artifact the reports recommend, set once the profile (and its budget checks) is in
+    recommendation: Recommendation | None = None
 
     @property
     def passed(self) -> bool:
@@ -316,6 +342,8 @@ class ExportReport:
             d["profile"] = self.profile.to_dict()
         if self.not_built:
             d["not_built"] = self.not_built
+        if self.recommendation is not None:
+            d["recommendation"] = self.recommendation.to_dict()
         return d
 
     @classmethod
@@ -334,4 +362,5 @@ class ExportReport:
                    artifacts=[ArtifactEntry.from_dict(a) for a in d.get("artifacts") or []],
                    accuracy=d.get("accuracy"), proved_on=d.get("proved_on"), firmware=d.get("firmware"),
                    profile=ProfileReport.from_dict(d["profile"]) if d.get("profile") else None,
-                   not_built=list(d.get("not_built") or []))
+                   not_built=list(d.get("not_built") or []),
+                   recommendation=Recommendation.from_dict(d["recommendation"]) if d.get("recommendation") else None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_lstm.errors import UsageError
+from edge_lstm.errors import BudgetExceeded, UsageError
 from edge_lstm.lower.tflite.auto import MARGIN
 from edge_lstm.lowering_choice import ROUNDS, RUNS_PER_ROUND
 from edge_lstm.pipeline import ExportOptions, export
@@ -83,7 +83,10 @@ def test_a_target_without_tflite_says_nothing_was_timed(forecaster_ckpt: Path, t
     onnx_only.write_text(text.replace('runtimes = ["litert", "tflite-runtime", "onnxruntime"]',
                                       'runtimes = ["onnxruntime"]'))
     out = tmp_path / "out"
-    export(forecaster_ckpt, ExportOptions(output_dir=out, recipe=_recipe("fp32"), target=str(onnx_only)))
+    # the .tflite validated on LiteRT (and TFLite Micro) only, which this target does not run: exit 4 after the
+    # artifact and its reports are written, naming it and what would run there
+    with pytest.raises(BudgetExceeded, match=r"stacked.fp32.tflite: not runnable on rpi4b: .*--format onnx"):
+        export(forecaster_ckpt, ExportOptions(output_dir=out, recipe=_recipe("fp32"), target=str(onnx_only)))
     (a,) = json.loads((out / "report.json").read_text())["artifacts"]
     c = a["lowering_choice"]
     assert not c["measured"] and "runs no TFLite runtime (its runtimes: onnxruntime)" in c["reason"]

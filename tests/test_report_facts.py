@@ -106,3 +106,64 @@ def test_page_without_profile_or_labels_says_what_is_not_measured() -> None:
     assert expected_plots(report) == ["tradeoff"] and 'data-plot="tradeoff"' in html
     assert "Latency not measured" in html and "No forecast against actual values" in html
     assert "No <code>--target</code> given" in html and "<script" not in html
+
+
+def test_the_tie_rule_is_named_only_when_it_decided() -> None:
+    arts = [_artifact("m.fp32.onnx", 200_000, "onnxruntime", FLOAT_TOL, 0.0),
+            _artifact("m.dynamic-int8.onnx", 60_000, "onnxruntime", INT8_TOL, 0.002)]
+    fastest = facts.recommend(_report(arts, _profile([("m.fp32.onnx", "onnxruntime", 65e-6),
+                                                      ("m.dynamic-int8.onnx", "onnxruntime", 106e-6)])))
+    assert fastest["file"] == "m.fp32.onnx" and "lowest measured p50" in fastest["rule"]
+    assert "smaller file" not in fastest["rule"]  # simply the fastest: 65 against 106 µs
+    tie = facts.recommend(_report(arts, _profile([("m.fp32.onnx", "onnxruntime", 100e-6),
+                                                  ("m.dynamic-int8.onnx", "onnxruntime", 103e-6)])))
+    assert tie["file"] == "m.dynamic-int8.onnx" and "within 5% of the fastest, the smaller file" in tie["rule"]
+
+
+def _target_entry(file: str, runtime: str) -> dict[str, Any]:
+    return {"artifact": file, "runtime": runtime, "latency_s": {"p50": 1e-4, "p99": 2e-4, "runs": 3},
+            "latencies_s": [1e-4], "per_sample_s": None, "estimate": None, "emulated": False,
+            "where": "host", "size": {"file_bytes": 11_000}, "memory": {"peak_rss_bytes": None}}
+
+
+def test_an_artifact_the_target_cannot_run_is_not_runnable_fails_its_budgets_and_is_never_recommended() -> None:
+    import pytest
+
+    from edge_lstm.errors import BudgetExceeded
+    from edge_lstm.profile import budget_checks, enforce_budgets, mark_not_runnable, not_runnable
+    from edge_lstm.report_page import render_export
+    from edge_lstm.reports import ProfileReport
+    from edge_lstm.targets import load_target
+
+    rpi = load_target("rpi4b")
+    fused = _artifact("m.int16x8.tflite", 11_000, "tflm", INT8_TOL, 0.0)  # fused 16x8: TFLite Micro only
+    fused["lowering"] = "fused"
+    why = not_runnable(["tflm"], rpi, "int16x8", "fused")
+    assert why and why.startswith("not runnable on rpi4b: validated on tflm only; rpi4b runs litert")
+    assert "--lowering loop" in why and "--precision int16x8" in why
+    assert not_runnable(["tflm", "litert"], rpi, "int16x8", "fused") is None
+    assert not_runnable(["litert"], load_target("rpi3b"), "fp32", "loop") is None
+    assert "--precision int8" in (not_runnable(["litert"], load_target("stm32h7"), "dynamic-int8", "fused") or "")
+    entry = _target_entry("m.int16x8.tflite", "tflm")
+    entry["budget"] = budget_checks(entry, rpi)
+    assert [c["status"] for c in entry["budget"] if c["budget"] == "runtime"] == ["warn"]
+    prof = ProfileReport.from_dict({"where": "host", "artifacts": [entry], "target": rpi.to_dict()})
+    mark_not_runnable(prof, {"m.int16x8.tflite": why})
+    assert [c["status"] for c in entry["budget"] if c["budget"] == "runtime"] == ["not-runnable"]
+    report = _report([fused], prof.to_dict())
+    v = facts.verdict(fused, prof)
+    assert v["status"] == "not runnable" and why in v["why"]
+    rec = facts.recommend(report)
+    assert rec["file"] is None and "not runnable on rpi4b" in rec["rule"]
+    assert "no whole-window artifact passed validation" not in rec["rule"]  # every one passed
+    text = export_summary(report, Path("out"))
+    assert "m.int16x8.tflite: not runnable on rpi4b: validated on tflm only" in text.replace("\n   ", "")
+    assert "not runnable on rpi4b" in render_export(report)
+    with pytest.raises(BudgetExceeded, match=r"cannot run on rpi4b:\n  m.int16x8.tflite: not runnable"):
+        enforce_budgets(prof)
+
+
+def test_no_recommendation_says_why_when_nothing_passed() -> None:
+    arts = [_artifact("m.int8.tflite", 58_000, "litert", INT8_TOL, 0.2, passed=False)]
+    rec = facts.recommend(_report(arts))
+    assert rec["file"] is None and rec["rule"] == "no whole-window artifact passed validation"

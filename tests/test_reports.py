@@ -17,7 +17,7 @@ from edge_lstm.pipeline import export
 from edge_lstm.report import render_markdown
 from edge_lstm.report_html import render as render_profile
 from edge_lstm.report_page import render_export
-from edge_lstm.reports import ArtifactEntry, ExportReport, ProfileReport
+from edge_lstm.reports import ArtifactEntry, ExportReport, ProfileReport, Recommendation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,9 +35,16 @@ def test_a_real_report_round_trips_and_renders_the_same(forecaster_ckpt: Path, t
     typed = res.export_report
     assert _json(typed.to_dict()) == written == _json(res.report)
     assert list(written) == ["schema", "tool", "created", "model", "recipe", "validation_data", "artifacts", "passed",
-                             "accuracy", "proved_on", "profile"]  # the keys, in the order report.json always had
+                             "accuracy", "proved_on", "profile", "recommendation"]  # the order it always had,
+    # then the recommendation the reports show (a typed field, what `export --json` prints too)
+    rec = written["recommendation"]
+    assert rec == {"file": "stacked.fp32.onnx", "runtime": "onnxruntime", "target": "this host (no --target given)",
+                   "rule": rec["rule"], "candidates": 1} and rec["rule"].startswith("lowest measured p50")
+    assert typed.recommendation == Recommendation.from_dict(rec) and typed.recommendation.to_dict() == rec
+    assert f"Recommended for this host (no --target given): {rec['file']} on {rec['runtime']}" in (
+        export_summary(typed, out).replace("\n", " "))
     back = ExportReport.from_dict(written)
-    assert _json(back.to_dict()) == written
+    assert _json(back.to_dict()) == written and back.recommendation == typed.recommendation
     assert [a.file for a in back.artifacts] == ["stacked.fp32.onnx"] and back.passed and back.accuracy
     assert back.cost is not None and back.cost.macs_per_inference == written["model"]["macs_per_inference"] > 0
     assert [r.to_dict() for r in back.cost.layer_costs] == written["model"]["layer_costs"]
@@ -58,7 +65,7 @@ def test_a_partial_report_reads_with_empty_sections() -> None:
     r = ExportReport.from_dict({"artifacts": [{"file": "m.onnx", "validation": []}]})
     assert r.artifacts[0].file == "m.onnx" and r.cost is None and r.profile is None
     assert r.validation_data.samples == 0 and r.passed is False  # an artifact that says nothing did not pass
-    assert "firmware" not in r.to_dict() and "profile" not in r.to_dict()
+    assert "firmware" not in r.to_dict() and "profile" not in r.to_dict() and "recommendation" not in r.to_dict()
 
 
 def test_reports_module_needs_only_the_standard_library() -> None:
