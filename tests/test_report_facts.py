@@ -159,7 +159,7 @@ def test_an_artifact_the_target_cannot_run_is_not_runnable_fails_its_budgets_and
     text = export_summary(report, Path("out"))
     assert "m.int16x8.tflite: not runnable on rpi4b: validated on tflm only" in text.replace("\n   ", "")
     assert "not runnable on rpi4b" in render_export(report)
-    with pytest.raises(BudgetExceeded, match=r"cannot run on rpi4b:\n  m.int16x8.tflite: not runnable"):
+    with pytest.raises(BudgetExceeded, match=r"No artifact can run on rpi4b:\n  m.int16x8.tflite: not runnable"):
         enforce_budgets(prof)
 
 

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_lstm import preflight, produce
 from edge_lstm.artifact import Artifact
 from edge_lstm.cli import main
-from edge_lstm.errors import BudgetExceeded, UnsupportedModel
+from edge_lstm.errors import UnsupportedModel
 from edge_lstm.lower.tflite import lower
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
@@ -164,14 +164,14 @@ def test_export_for_a_microcontroller_measures_the_arena_on_tflm(
         forecaster: tuple[Path, list[tuple[int, ...]]], tmp_path: Path) -> None:
     path, shapes = forecaster
     recipe = load_recipe().with_overrides(formats=["onnx", "tflite"], precisions=["fp32", "dynamic-int8"])
-    # the .onnx files and the hybrid .tflite cannot run on TFLite Micro: exit 4 (BudgetExceeded) naming each,
-    # after every artifact and the reports were written; the fp32 .tflite is measured on TFLite Micro
-    with pytest.raises(BudgetExceeded, match=r"3 artifact\(s\) cannot run on stm32h7") as e:
-        export(path, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, input_shapes=tuple(shapes),
-                                   target="stm32h7"))
-    assert "multi_horizon.dynamic-int8.tflite: not runnable on stm32h7: validated on litert only" in str(e.value)
-    assert "multi_horizon.fp32.tflite" not in str(e.value) and "--precision int8" in str(e.value)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # the .onnx files and the hybrid .tflite cannot run on TFLite Micro: each says so in its notes and its runtime
+    # row; the fp32 .tflite runs there, is measured on TFLite Micro and recommended, so the export passes
+    res = export(path, ExportOptions(output_dir=tmp_path / "out", recipe=recipe, input_shapes=tuple(shapes),
+                                     target="stm32h7"))
+    report = res.report
+    notes = {a["file"]: " ".join(a["notes"]) for a in report["artifacts"]}
+    assert "not runnable on stm32h7: validated on litert only" in notes["multi_horizon.dynamic-int8.tflite"]
+    assert "not runnable" not in notes["multi_horizon.fp32.tflite"]
     assert report["recommendation"]["file"] == "multi_horizon.fp32.tflite"
     prof = {a["artifact"]: a for a in report["profile"]["artifacts"]}
     tfl = prof["multi_horizon.fp32.tflite"]
