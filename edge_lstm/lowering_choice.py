@@ -93,11 +93,11 @@ def settle(artifacts: list[Artifact], rivals: dict[str, Artifact | str], how: Pl
     """``artifacts`` with each auto-lowered TFLite artifact replaced by the candidate :func:`pick` keeps, every one
     carrying its :class:`LoweringChoice`. ``rivals`` are the other forms (validated) or why there is none; ``feed``
     is one validation window, the input every candidate is timed on."""
-    todo = [a for a in artifacts if a.format == "tflite" and a.built and a.lowering]
+    todo = {id(a) for a in artifacts if a.format == "tflite" and a.built and a.lowering}
     out: list[Artifact] = []
     with progress.task(say, "timing the lowerings", len(todo), "artifact") as count:
         for art in artifacts:
-            if art not in todo:
+            if id(art) not in todo:  # by identity: an Artifact's equality compares its bytes
                 out.append(art)
                 continue
             count.item(f"timing {art.filename}: fused and loop side by side on {how.runtime}"

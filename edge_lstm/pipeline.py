@@ -114,7 +114,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     for art in artifacts:  # exit 4 below (enforce_budgets), after every file is written
         if art.filename in unrunnable:
             art.notes.append(unrunnable[art.filename])
-    report = _publish(model, proto, options, vdata, artifacts, target, say, proof, reference)
+    report = _publish(model, proto, options, vdata, artifacts, target, say, proof, reference, unrunnable)
     result = ExportResult(options.output_dir, model, artifacts, report.to_dict(), report)
     _raise_failures(artifacts, options.output_dir)
     raise_on_failures([v for a in artifacts for v in a.validations],
@@ -218,8 +218,10 @@ def _rivals(model: LoadedModel, proto: onnx.ModelProto, artifacts: list[Artifact
 
 def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions, vdata: feeds_mod.ValidationData,
              artifacts: list[Artifact], target: Any, say: Progress, proof: dict[str, Any] | None,
-             reference: dict[str, np.ndarray] | None = None) -> ExportReport:
-    """Write the built artifacts and the reports (and profile them) into the staged output."""
+             reference: dict[str, np.ndarray] | None = None,
+             unrunnable: dict[str, str] | None = None) -> ExportReport:
+    """Write the built artifacts and the reports (and profile them) into the staged output; ``unrunnable``: the
+    artifacts the target cannot run, and why (:func:`_not_runnable`)."""
     from edge_lstm.cost import model_cost
     from edge_lstm.report import build_report, write_reports
 
@@ -239,7 +241,7 @@ def _publish(model: LoadedModel, proto: onnx.ModelProto, options: ExportOptions,
             report.firmware = fw.report
         if options.profile or target is not None:
             runnable = [a for a in artifacts if a.built and not a.failures]
-            report.profile = _profile(stage, options.output_dir, runnable, target, say)
+            report.profile = _profile(stage, options.output_dir, runnable, target, say, unrunnable or {})
         from edge_lstm.report_facts import recommend
 
         report.recommendation = Recommendation.from_dict(recommend(report))
@@ -273,7 +275,8 @@ def _target(options: ExportOptions) -> Any:
     return load_target(options.target)
 
 
-def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any, say: Progress) -> ProfileReport:
+def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any, say: Progress,
+             unrunnable: dict[str, str]) -> ProfileReport:
     """Profile each staged artifact in a fresh process; paths in the result point at the published files.
 
     For a microcontroller target, TFLite artifacts TFLite Micro can run are profiled on it (the arena is
@@ -306,7 +309,7 @@ def _profile(stage: Path, out_dir: Path, artifacts: list[Artifact], target: Any,
     rep.options["streaming"] = None  # per artifact
     if target is not None:
         apply_target(rep, target)
-        mark_not_runnable(rep, _not_runnable(artifacts, target))
+        mark_not_runnable(rep, unrunnable)
     return rep
 
 
