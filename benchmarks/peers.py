@@ -9,8 +9,11 @@ timed by benchmarks/timing.py); .tflite files from every converter run on
 ai-edge-litert (XNNPACK on, one thread), the .pte on ExecuTorch's runtime.
 
 edge-lstm's artifacts are built here (main venv): ONNX fp32 / dynamic int8 for
-ONNX Runtime, TFLite fused and loop at fp32 / fp16 / dynamic int8 / full int8
-(calibrated on 64 random windows, int16 cell, as the export pipeline does);
+ONNX Runtime, TFLite fused and loop at fp32 / fp16 / dynamic int8 / full int8 /
+int16x8 (the loop's only: the fused 16x8 LSTM is TFLite Micro's, LiteRT has no
+kernel for it), each lowered and quantized as the export pipeline does (full int8 and
+16x8 calibrated on 64 random windows; the loop's full int8 runs the residual
+int8 cell, its dynamic int8 a stacked pair as one wavefront cell);
 their export time is the ONNX capture plus the lowering and quantization. The
 peers convert in their own venvs (benchmarks/peers/export.py, under ``nice``
 and ``--peer-timeout``): litert-torch and ExecuTorch (XNNPACK) from the PyTorch
@@ -125,6 +128,7 @@ def edge_rows(label: str, model_dir: Path, calib: np.ndarray) -> list[Row]:
     """Build edge-lstm's artifacts from the checkpoint in ``model_dir``; each timed from the checkpoint."""
     from edge_lstm import capture, load
     from edge_lstm.lower.tflite import lower
+    from edge_lstm.produce import lowered_for
     from edge_lstm.quantize import quantize_onnx, quantize_tflite
     from edge_lstm.spec import Precision
 
@@ -137,18 +141,23 @@ def edge_rows(label: str, model_dir: Path, calib: np.ndarray) -> list[Row]:
         "ONNX dynamic int8": ("ort", lambda: quantize_onnx(proto, Precision.DYNAMIC_INT8).data),
     }
     for lowering in ("fused", "loop"):
-        def fp32(lowering: str = lowering) -> bytes:
-            return lower(proto, lowering).data
+        def build(prec: Precision, lowering: str = lowering) -> bytes:
+            # lowered for its precision as the export pipeline lowers it (edge_lstm.produce.lowered_for: the
+            # loop's dynamic int8 may run a stacked pair as one wavefront cell)
+            data = lower(proto, lowering, precision=lowered_for(prec)).data
+            if prec is Precision.FP32:
+                return data
+            if prec in (Precision.INT8, Precision.INT16X8):  # the export's cells (residual int8 in a loop)
+                kw = {"int16_cell": True} if prec is Precision.INT8 else {}
+                return quantize_tflite(data, prec, calib, **kw).data
+            return quantize_tflite(data, prec).data
 
-        def int8(lowering: str = lowering) -> bytes:
-            return quantize_tflite(lower(proto, lowering, precision=Precision.INT8).data, Precision.INT8, calib,
-                                   int16_cell=True).data
-
-        builds[f"TFLite {lowering} fp32"] = ("litert", fp32)
-        builds[f"TFLite {lowering} fp16"] = ("litert", lambda f=fp32: quantize_tflite(f(), Precision.FP16).data)
-        builds[f"TFLite {lowering} dynamic int8"] = (
-            "litert", lambda f=fp32: quantize_tflite(f(), Precision.DYNAMIC_INT8).data)
-        builds[f"TFLite {lowering} full int8"] = ("litert", int8)
+        for prec, what in ((Precision.FP32, "fp32"), (Precision.FP16, "fp16"),
+                           (Precision.DYNAMIC_INT8, "dynamic int8"), (Precision.INT8, "full int8"),
+                           (Precision.INT16X8, "int16x8")):
+            if lowering == "fused" and prec is Precision.INT16X8:
+                continue  # TFLite Micro's artifact: LiteRT's fused LSTM kernel has no 16x8 path
+            builds[f"TFLite {lowering} {what}"] = ("litert", lambda p=prec, b=build: b(p))
     rows = []
     for i, (name, (kind, build)) in enumerate(builds.items()):
         row = Row(label, f"edge-lstm {name}", kind)
