@@ -90,6 +90,26 @@ def test_dynamic_int8_loop_runs_the_pair_as_one_cell(name: str) -> None:
             assert float(np.abs(got - ref[name_]).max()) < 0.02 * scale
 
 
+def test_the_pair_cell_applies_each_activation_only_to_its_gates() -> None:
+    """The pair's step slices the gates first: LOGISTIC reads i, f, o (3 x 128 values) and TANH the cell gate
+    (128), not all 512 each (the plain loop's cell, whose ops are counted by XNNPACK's per-op cost)."""
+    c = case("reference")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(lower(c.proto, "loop", precision=Precision.DYNAMIC_INT8).data),
+                                            0)
+    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    body = model.subgraphs[-1]
+    width = {code: sorted({int(np.prod(body.tensors[op.inputs[0]].shape)) for op in body.operators
+                           if codes[op.opcodeIndex] == code}) for code in (OP.LOGISTIC, OP.TANH)}
+    n = 4 * 128  # the combined cell's gates: 2 x 64 units, 4 gates
+    assert width[OP.LOGISTIC] == [3 * n // 4]
+    assert width[OP.TANH] == [n // 4]  # the cell gate, and the cell state (the same width)
+    plain = schema.ModelT.InitFromPackedBuf(bytearray(lower(c.proto, "loop").data), 0)
+    pcodes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in plain.operatorCodes]
+    pbody = plain.subgraphs[-1]
+    assert {int(np.prod(pbody.tensors[op.inputs[0]].shape)) for op in pbody.operators
+            if pcodes[op.opcodeIndex] == OP.LOGISTIC} == {4 * 64}  # float keeps its cell (measured no faster)
+
+
 def test_dynamic_int8_loop_keeps_the_layers_apart_where_more_than_the_top_h_is_read() -> None:
     for name in ("all_steps", "gru"):
         if name not in KINDS:

@@ -79,6 +79,7 @@ def lstm_step(
     tag: str,
     runtime_bias: bool = True,
     proj: TensorRef | None = None,
+    split_first: bool = False,
 ) -> tuple[TensorRef, TensorRef]:
     """One LSTM step from the step's input projection ``xt`` ([B, 4H], gates i, f, o, c) and the state.
 
@@ -86,13 +87,20 @@ def lstm_step(
     (no ADD); otherwise an ADD follows a bias-free fully-connected op, which
     XNNPACK takes (inside a loop body, where its packed weights are shared).
     ``proj`` ([P, H]) projects the new hidden state (``proj_size``).
+    ``split_first``: slice the gates into i, f, o and c before the activations, so LOGISTIC reads 3H values and
+    TANH H, not 4H each (one op more: a second slice); the same values, computed by the same elementwise ops.
     """
     h_prev, c_prev = hc
     gates = xt if h_prev is None else _recurrent_product(ctx, h_prev, r, xt, runtime_bias)
-    sig = ctx.unary(OP.LOGISTIC, gates)
-    tnh = ctx.unary(OP.TANH, gates)
-    i, f, o, _ = ctx.split(sig, 1, [xt.shape[1] // 4] * 4, tag + "_s")
-    g = ctx.split(tnh, 1, [xt.shape[1] // 4] * 4, tag + "_t")[3]
+    q = xt.shape[1] // 4
+    if split_first:
+        ifo, pre_g = ctx.split(gates, 1, [3 * q, q], tag + "_g")
+        i, f, o = ctx.split(ctx.unary(OP.LOGISTIC, ifo), 1, [q] * 3, tag + "_s")
+        g = ctx.unary(OP.TANH, pre_g)
+    else:
+        sig, tnh = ctx.unary(OP.LOGISTIC, gates), ctx.unary(OP.TANH, gates)
+        i, f, o, _ = ctx.split(sig, 1, [q] * 4, tag + "_s")
+        g = ctx.split(tnh, 1, [q] * 4, tag + "_t")[3]
     c = ctx.binary(OP.MUL, i, g)
     if c_prev is not None:
         c = ctx.binary(OP.ADD, ctx.binary(OP.MUL, f, c_prev), c)
