@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
-from edge_lstm.quantize import cell8, cell16, channels, loops
+from edge_lstm.quantize import cell8, cell16, channels, edges16, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.quantize.ranges import set_output_ranges
@@ -317,6 +317,9 @@ def to_int8(
         cells += [note for pt, note in tanh_notes.items() if built[pt] is data]
         if io == "int8":
             data = pack(loops.int8_io(unpack(data)))
+        else:
+            data, edge_note = _widen_edges(data)
+            cells += edge_note
     kind = f"{scales} int8 weights, {_state_kind(unpack(data), looped)}"
     notes = [f"int8 activations and {kind}, int32 bias; "
              f"calibrated by TFLite's quantizer on {cal.count} {cal.unit} ({cal.source}).", *cells]
@@ -471,6 +474,17 @@ def _pick_tanh_range(float_tflite: bytes, raw: dict[bool, bytes],
         notes[pt] = (f"LSTM cell state's TANH over [-{best:g}, {best:g}] (relative L2 on the calibration windows "
                      + ", ".join(f"{errors[x][0]:.3g} over +-{x:g}" for x in cell8.TANH_RANGES) + ").")
     return out, notes
+
+
+def _widen_edges(data: bytes) -> tuple[bytes, list[str]]:
+    """A float-I/O loop model's input projection and head in 16x8 (:mod:`.edges16`), and a note saying so."""
+    model = unpack(data)
+    n = edges16.widen_edges(model)
+    if not n:
+        return data, []
+    return pack(model), [f"{n} fully-connected op(s) outside the loop (the input projection, the head) 16x8: int16 "
+                         "activations, int8 weights, int64 bias (they run once a window; the input's and the "
+                         "output's int8 rounding were the largest shares of the int8 error)."]
 
 
 def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
