@@ -6,7 +6,8 @@ and TFLite at float32, dynamic int8 and full int8 (both lowerings; the loop's
 full int8 with each LSTM cell edge-lstm can write: the residual int8 cell of
 ``quantize/cell8.py``, what the export pipeline writes now; the int16 cell of
 ``quantize/cell16.py``, what it wrote before; TFLite's quantizer's all-int8
-cell), and prints per artifact: file size, the loop body's op count and how many
+cell; the first two also with int8 edges, the input projection and the head int8 rather than
+``quantize/edges16.py``'s 16x8, as before), and prints per artifact: file size, the loop body's op count and how many
 kernels LiteRT runs it as (XNNPACK delegate kernels + builtin ops), p50 latency
 per window (batch 1, one thread, XNNPACK on, 5 interleaved rounds) and its ratio
 to ONNX Runtime fp32 measured in the same rounds, and the forecast MAE
@@ -64,6 +65,10 @@ def artifacts(f: object, calib: np.ndarray) -> dict[str, tuple[str, bytes]]:
         out[f"TFLite {lowering} full int8"] = ("tflite", quantize_tflite(int8.data, Precision.INT8, calib,
                                                                           int16_cell=True).data)
         if lowering == "loop":  # the cells the loop had before: int16 (cell16), and the quantizer's all-int8 one
+            out["TFLite loop full int8, int8 edges"] = ("tflite", quantize_tflite(
+                int8.data, Precision.INT8, calib, int16_cell=True, wide_edges=False).data)
+            out["TFLite loop full int8, int16 cell, int8 edges"] = ("tflite", quantize_tflite(
+                int8.data, Precision.INT8, calib, int16_cell=True, residual=False, wide_edges=False).data)
             out["TFLite loop full int8, int16 cell"] = ("tflite", quantize_tflite(
                 int8.data, Precision.INT8, calib, int16_cell=True, residual=False).data)
             out["TFLite loop full int8, all-int8 cell"] = ("tflite", quantize_tflite(

@@ -68,6 +68,7 @@ def quantize_tflite(
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
     residual: bool = True,
+    wide_edges: bool = True,
 ) -> QuantizedArtifact:
     """Return ``float_tflite`` at ``precision``.
 
@@ -79,7 +80,8 @@ def quantize_tflite(
     an int16 cell state and gate arithmetic where that is measurably more accurate (:mod:`.cell16`; the export
     pipeline asks for it); without it the cell is TFLite's quantizer's, all int8. With ``int16_cell``, a loop's LSTM
     cells are :mod:`.cell8`'s residual int8 cells (every op one XNNPACK runs: as fast as the all-int8 cell, about
-    as accurate as the int16 one) unless ``residual=False``, which keeps :mod:`.cell16`'s int16 cells.
+    as accurate as the int16 one) unless ``residual=False``, which keeps :mod:`.cell16`'s int16 cells. A loop model
+    with float I/O gets its input projection and head in 16x8 (:mod:`.edges16`) unless ``wide_edges=False``.
     """
     precision = check_request(precision, io, calib)
     if precision is Precision.FP32:
@@ -92,7 +94,7 @@ def quantize_tflite(
         raise UsageError("int16x8 widens this module's int8 model: build it with edge_lstm.quantize.quantize_tflite "
                          "(edge_lstm.quantize.int16x8).")
     assert calib is not None  # check_request refused full int8 without calibration data
-    return to_int8(float_tflite, calib, io, count, int16_cell, residual)
+    return to_int8(float_tflite, calib, io, count, int16_cell, residual, wide_edges)
 
 
 def check_request(precision: Precision | str, io: str, calib: Any) -> Precision:
@@ -267,6 +269,7 @@ def to_int8(
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
     residual: bool = True,
+    wide_edges: bool = True,
 ) -> QuantizedArtifact:
     """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell (or a loop's residual int8
     cell), int32 bias; see :func:`quantize_tflite`."""
@@ -317,7 +320,7 @@ def to_int8(
         cells += [note for pt, note in tanh_notes.items() if built[pt] is data]
         if io == "int8":
             data = pack(loops.int8_io(unpack(data)))
-        else:
+        elif wide_edges:
             data, edge_note = _widen_edges(data)
             cells += edge_note
     kind = f"{scales} int8 weights, {_state_kind(unpack(data), looped)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from edge_lstm.cli import main
 from edge_lstm.errors import DataError, UsageError
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
+from edge_lstm.spec import Precision
 
 
 def _csv(path: Path, values: np.ndarray) -> Path:
@@ -131,7 +133,7 @@ def test_full_int8_for_a_litert_target_is_the_loop_with_the_residual_int8_cell(
     assert "auto: loop for full int8 on LiteRT" in notes or "measured: loop" in notes, notes
     assert "residual cell" in notes, notes
     model = read(Path(art["path"]).read_bytes())
-    assert not any(t.type == 7 for g in model.subgraphs for t in g.tensors)  # no INT16 anywhere
+    assert not any(t.type == 7 for g in model.subgraphs[1:] for t in g.tensors)  # no INT16 in the loop
     for v in art["validation"]:
         print(v["runtime"], v["task"])
         assert v["task"]["metric"] == "mae" and v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
@@ -154,3 +156,58 @@ def test_explicit_state_streaming_int8_keeps_an_int16_cell(forecaster: Any, seri
     assert "cell state and gate arithmetic int16" in " ".join(stream["notes"])
     for v in stream["validation"]:
         assert v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
+
+
+def _cell_export(f: Any, series_files: tuple[Path, Path], out: Path, gate: float | None = None) -> dict[str, Any]:
+    """The full-int8 loop export of ``f`` on the real series (``gate``: the int8 task gate, else the recipe's);
+    its artifact's report entry, whether it passed or not."""
+    from dataclasses import replace
+
+    from edge_lstm.errors import ValidationFailed
+
+    calib, held = series_files
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering="loop")
+    if gate is not None:
+        tol = {**recipe.tolerances, Precision.INT8: replace(recipe.tolerances[Precision.INT8], max_task_drop=gate)}
+        recipe = replace(recipe, tolerances=tol)
+    try:
+        res = export(f.path, ExportOptions(output_dir=out, recipe=recipe, data=held, calib=str(calib)))
+        report = res.report
+    except ValidationFailed:
+        report = json.loads((out / "report.json").read_text())
+    return report["artifacts"][0]
+
+
+def _drops(art: dict[str, Any]) -> list[float]:
+    return [v["task"]["drop"] for v in art["validation"]]
+
+
+def test_a_residual_cell_missing_its_task_gate_falls_back_to_the_int16_cell(
+        three_layers: Any, series_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """3 x LSTM(32): the residual int8 cell's task-metric drop is over 3%; the export rebuilds the artifact with the
+    int16 cell, which passes, and says so."""
+    from edge_lstm.quantize import cell8
+    from edge_lstm.tflite_schema import unpack
+
+    art = _cell_export(three_layers, series_files, tmp_path / "o")
+    notes = " ".join(art["notes"])
+    assert "LSTM cell: edge-lstm's int16 cell, not the residual int8 one" in notes, notes
+    assert max(_drops(art)) <= 0.03, art["validation"]
+    assert cell8.residual_chains(unpack(Path(art["path"]).read_bytes())) == 0
+    assert "cell state and gate arithmetic int16" in notes
+    again = _cell_export(three_layers, series_files, tmp_path / "again")
+    assert Path(again["path"]).read_bytes() == Path(art["path"]).read_bytes()  # deterministic, fallback included
+
+
+def test_a_residual_cell_within_its_gate_is_kept_and_one_over_every_gate_says_so(
+        forecaster: Any, series_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """The tests' forecaster: the residual cell is kept when it passes; with a gate no form can meet (a drop below
+    -100%), the int16 form is tried, and the note names both drops."""
+    passed = _cell_export(forecaster, series_files, tmp_path / "o")
+    if max(_drops(passed)) <= 0.03:
+        assert "residual cell" in " ".join(passed["notes"]) and not any(
+            n.startswith("LSTM cell:") for n in passed["notes"])
+    art = _cell_export(forecaster, series_files, tmp_path / "strict", gate=-1.0)
+    note = next(n for n in art["notes"] if n.startswith("LSTM cell:"))
+    assert "residual int8 cell; its task-metric drop is" in note and "the int16 cell's was" in note, note
+    assert "residual cell" in " ".join(art["notes"])  # the faster form is the one kept
