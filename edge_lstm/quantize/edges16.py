@@ -1,29 +1,34 @@
-"""16-bit edges for a full-int8 loop model with float I/O: the input projection and the head in 16x8.
+"""The edges of a full-int8 loop model with float I/O made nearly exact: its input projection and its head.
 
 Measured on the reference forecaster (2 x LSTM(64), window 96, the loop lowering with
 :mod:`.cell8`'s residual cells) by switching off one tensor group's rounding at a time in
-a numpy model of the int8 graph: the largest single share of the int8 model's error
-against PyTorch is the rounding of the **input** to int8 (19% of the squared error: a
-one-step-ahead forecaster carries its latest input almost straight to its output), then
-the gate pre-activations (16%), the cell state as the TANH reads it (11%), the rounding
-of the **output** (9%), the hidden state (8%) and the recurrent fully-connected output
-(8%); the head re-reading the last hidden state at a scale of its own adds 2%.
+a numpy model of the int8 graph (the method is in the README's full-int8 section): the
+largest single share of the int8 model's squared error against PyTorch was the rounding
+of the **input** to int8 (19%: a one-step-ahead forecaster carries its latest input
+almost straight to its output), then the gate pre-activations (16%), the cell state as
+the TANH reads it (11%), the rounding of the **output** (9%), the hidden state (8%) and
+the recurrent fully-connected output (8%); the head re-reading the last hidden state at a
+scale of its own added 2%. Clipping any of those ranges (a fraction of the calibrated
+min/max) measured no better than the calibrated ranges.
 
-The ops before and after the loop run once a window, not once a step: they can be
-16x8 (int16 activations, int8 weights, int64 bias: kernels LiteRT, tflite-runtime and
-TFLite Micro all have) at no cost the loop body sees, and the body stays one XNNPACK
-kernel. :func:`widen_edges` does that in the main graph, for a model whose inputs and
-outputs are float (an int8 I/O model's edges are int8 by contract):
+The ops before and after the loop run once a window, not once a step, and the loop body
+is not touched (it stays one XNNPACK kernel). :func:`widen_edges`, in the main graph of a
+model whose inputs and outputs are float (an int8 I/O model's edges are int8 by contract):
 
-* an input's QUANTIZE (float to int8) and the shape-only ops after it become int16, and
-  the fully-connected op reading them (the input projection) becomes 16x8, its int16
-  output requantized to the int8 quantization the loop reads;
-* a fully-connected op whose int8 output a DEQUANTIZE turns into a model output (the
-  head) reads its input as int16 (the int8 value widened exactly, or requantized from
-  another int8 scale without a second rounding to int8) and writes int16.
+* **the input projection** stays one int8 fully-connected op (XNNPACK's: the same op in
+  16x8 ran on TFLite's int16 kernels, one value at a time, and cost 0.8x the whole loop),
+  reading the input quantized to int16 and split, by int16 ops over the input's few
+  values, into its int8 value ``x_hi`` and ``K`` times its rounding residual, against the
+  weights ``[W, W / K]`` (:data:`SPLIT`): the input's error is ~1/16 of int8's;
+* **the head** (a fully-connected op whose int8 output a DEQUANTIZE makes a model output)
+  is 16x8: int16 input (the loop's int8 hidden state dequantized and quantized to int16,
+  exact; it was requantized to another int8 scale), int8 weights, int64 bias, int16
+  output.
 
 int16 tensors are symmetric (zero point 0, as TFLite's int16 kernels require) over the
 range their int8 quantization represented: what the calibration saw, 256 times finer.
+The kernels are LiteRT's, tflite-runtime 2.14's and TFLite Micro's (none of them has an
+int8 to int16 QUANTIZE, or an int8-in int16-out fully-connected op, in all three).
 """
 
 from __future__ import annotations
@@ -54,8 +59,8 @@ _SHAPE_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
 def widen_edges(model: Any) -> int:
-    """Make the main graph's input projections and heads 16x8 (module docstring); returns how many
-    fully-connected ops became 16x8 (0 leaves the model as it was)."""
+    """Split the main graph's input projections' inputs and make its heads 16x8 (module docstring); returns how
+    many fully-connected ops changed (0 leaves the model as it was)."""
     s = schema()
     main = SubgraphView(model, model.subgraphs[0])
     main.refresh()
@@ -65,15 +70,13 @@ def widen_edges(model: Any) -> int:
         if main.code(k) != s.BuiltinOperator.FULLY_CONNECTED or not _int8_weights(main, op):
             continue
         chain = _input_chain(main, int(op.inputs[0]))
-        head = _dequantized_output(main, int(op.outputs[0]))
-        if chain is None and not head:
-            continue
-        if chain is None and not _widen_head_input(main, op):
-            continue
         if chain is not None:
             _split_input(main, op, chain)
+        elif _dequantized_output(main, int(op.outputs[0])):
+            _widen_head_input(main, op)
+            _widen_head(main, op)
         else:
-            _widen_fc(main, op, head)
+            continue
         done += 1
         main.refresh()
     if done:
@@ -125,7 +128,7 @@ def _dequantized_output(sub: SubgraphView, t: int) -> bool:
         _name(sub, u) == "DEQUANTIZE" and int(sub.graph.operators[u].outputs[0]) in outs for u in users)
 
 
-def _widen_head_input(sub: SubgraphView, op: Any) -> bool:
+def _widen_head_input(sub: SubgraphView, op: Any) -> None:
     """The head's input as int16: its int8 value (before any requantizing QUANTIZE, which is then dropped: its
     rounding is not needed) dequantized and quantized to int16, exact at int16's step (tflite-runtime 2.14 has no
     int8 to int16 QUANTIZE, and TFLite Micro's integer CAST is not one edge-lstm has checked)."""
@@ -142,7 +145,6 @@ def _widen_head_input(sub: SubgraphView, op: Any) -> bool:
     sub.add_op(at, s.BuiltinOperator.DEQUANTIZE, [src], [real])
     sub.add_op(at + 1, s.BuiltinOperator.QUANTIZE, [real], [wide])
     op.inputs = [wide, *[int(i) for i in op.inputs[1:]]]
-    return True
 
 
 def _quant16(q: Any) -> Any:
@@ -155,8 +157,9 @@ def _to_int16(tensor: Any) -> None:
     tensor.type, tensor.quantization = schema().TensorType.INT16, _quant16(tensor.quantization)
 
 
-def _widen_fc(sub: SubgraphView, op: Any, head: bool) -> None:
-    """The op 16x8: int16 input (already), int64 bias, int16 output; an output read by int8 ops is requantized."""
+def _widen_head(sub: SubgraphView, op: Any) -> None:
+    """The head 16x8: int16 input (already), int64 bias at the int16 input's scale times the weights', int16
+    output."""
     s = schema()
     x, w = sub.tensor(int(op.inputs[0])), sub.tensor(int(op.inputs[1]))
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
@@ -170,15 +173,7 @@ def _widen_fc(sub: SubgraphView, op: Any, head: bool) -> None:
         op.inputs = [int(op.inputs[0]), int(op.inputs[1]), wide]
     if op.builtinOptions is not None:
         op.builtinOptions.quantizedBiasType = s.TensorType.INT64  # LiteRT checks the bias against this
-    y = int(op.outputs[0])
-    if head:
-        _to_int16(sub.tensor(y))
-        return
-    wide_y = sub.add_tensor(sub.tensor(y), s.TensorType.INT16, _quant16(sub.tensor(y).quantization), "_int16")
-    op.outputs = [wide_y]
-    at = sub.index(op) + 1
-    sub.add_op(at, s.BuiltinOperator.QUANTIZE, [wide_y], [y])
-    sub.tensor(y).quantization = copy_quantization(sub.tensor(y).quantization)
+    _to_int16(sub.tensor(int(op.outputs[0])))
 
 
 def _split_input(sub: SubgraphView, op: Any, chain: list[int]) -> None:

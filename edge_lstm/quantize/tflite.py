@@ -20,8 +20,9 @@
   int8 cell (rewritten in float before calibration; every op one XNNPACK runs), and
   in a one-step explicit-state graph an int16 cell state and int16 gate arithmetic
   (:mod:`.cell16`); a loop's per-channel candidate is derived from the per-tensor
-  one (:mod:`.channels`); known output ranges (a one-step model's latest-step
-  outputs) are applied last (:mod:`.ranges`).
+  one (:mod:`.channels`); a loop model with float I/O gets its input projection and
+  head, outside the loop, nearly exact (:mod:`.edges16`); known output ranges (a
+  one-step model's latest-step outputs) are applied last (:mod:`.ranges`).
 * **int16x8**: the same calibration, widened to int16 activations with int8 weights and int64 biases by
   :mod:`.int16x8` (TFLite's quantizer refuses 16x8 for the fused LSTM).
 """
@@ -480,14 +481,15 @@ def _pick_tanh_range(float_tflite: bytes, raw: dict[bool, bytes],
 
 
 def _widen_edges(data: bytes) -> tuple[bytes, list[str]]:
-    """A float-I/O loop model's input projection and head in 16x8 (:mod:`.edges16`), and a note saying so."""
+    """A float-I/O loop model's input projection and head nearly exact (:mod:`.edges16`), and a note saying so."""
     model = unpack(data)
     n = edges16.widen_edges(model)
     if not n:
         return data, []
-    return pack(model), [f"{n} fully-connected op(s) outside the loop (the input projection, the head) 16x8: int16 "
-                         "activations, int8 weights, int64 bias (they run once a window; the input's and the "
-                         "output's int8 rounding were the largest shares of the int8 error)."]
+    return pack(model), [f"outside the loop ({n} fully-connected op(s), once a window): the input projection reads "
+                         "the input to 1/16 of its int8 step (its int8 value and its rounding residual, still one int8 "
+                         "op), the head is 16x8 (int16 activations, int8 weights, int64 bias): the input's and the "
+                         "output's int8 rounding were the largest shares of the int8 error."]
 
 
 def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:
