@@ -15,7 +15,8 @@ artifact. The order of work:
    (:mod:`edge_lstm.preflight`), then validate each here on the runtimes that ran it; with
    ``--lowering auto`` and a LiteRT ``--target``, the other lowering of each whole-window TFLite
    artifact is built and validated too, both are timed side by side here, and one is kept
-   (:mod:`edge_lstm.lowering_choice`);
+   (:mod:`edge_lstm.lowering_choice`); a full-int8 loop artifact whose residual int8 cell misses
+   its task gate is rebuilt with the int16 cell and proved, and kept if it passes;
 6. write the artifacts that were built and the report, and profile them when asked.
 
 Then the failures are raised, most serious first: artifacts that could not be
