@@ -15,7 +15,8 @@ artifact. The order of work:
    (:mod:`edge_lstm.preflight`), then validate each here on the runtimes that ran it; with
    ``--lowering auto`` and a LiteRT ``--target``, the other lowering of each whole-window TFLite
    artifact is built and validated too, both are timed side by side here, and one is kept
-   (:mod:`edge_lstm.lowering_choice`);
+   (:mod:`edge_lstm.lowering_choice`); a full-int8 loop artifact whose residual int8 cell misses
+   its task gate is rebuilt with the int16 cell and proved, and kept if it passes;
 6. write the artifacts that were built and the report, and profile them when asked.
 
 Then the failures are raised, most serious first: artifacts that could not be
@@ -98,6 +99,7 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     rivals = _rivals(model, proto, artifacts, options, say) if choice is not None and choice.runtime else {}
     extra = [a for a in rivals.values() if isinstance(a, Artifact)]
     prove.prove_all(artifacts, model, options.recipe, vdata, reference, step, say, candidates=extra)
+    artifacts = [_cell_fallback(model, proto, a, options, vdata, reference, say) for a in artifacts]
     if choice is not None:
         artifacts = lowering_choice.settle(artifacts, rivals, choice, vdata.samples[0], say)
     proof = None
@@ -128,6 +130,35 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
 
         enforce_report(report.firmware or {})
     return result
+
+
+def _cell_fallback(model: LoadedModel, proto: onnx.ModelProto, art: Artifact, options: ExportOptions,
+                   vdata: feeds_mod.ValidationData, reference: dict[str, np.ndarray], say: Progress) -> Artifact:
+    """A full-int8 loop artifact with the residual int8 cell (fast: one XNNPACK kernel a step) that misses its task
+    gate on a runtime is rebuilt with the int16 cell (several times slower on LiteRT, often more accurate) and
+    proved; the int16 form replaces it when it passes everywhere, and either way the note says which cell the file
+    holds and why."""
+    from edge_lstm import produce, prove
+
+    failed = [v for v in art.validations if v.task_failed and v.task is not None]
+    if not failed or art.failures:
+        return art
+    why = ", ".join(f"{v.task.drop:.2%} on {v.runtime}" for v in failed if v.task is not None)
+    gate = failed[0].tolerance.max_task_drop or 0.0
+    say(f"rebuilding {art.filename} with the int16 LSTM cell: the residual int8 cell's task drop is {why}")
+    alt = produce.int16_cell_form(model, proto, art, options, say)
+    if alt is None:
+        return art
+    prove.prove_all([alt], model, options.recipe, vdata, reference, None, say)
+    drops = ", ".join(f"{v.task.drop:.2%} on {v.runtime}" for v in alt.validations if v.task is not None)
+    if alt.passed:
+        alt.notes.insert(0, f"LSTM cell: edge-lstm's int16 cell, not the residual int8 one (every op on XNNPACK, "
+                            f"faster on LiteRT): the residual cell's task-metric drop was {why}, over the "
+                            f"{gate:.0%} gate; the int16 cell's is {drops}.")
+        return alt
+    art.notes.insert(0, f"LSTM cell: edge-lstm's residual int8 cell; its task-metric drop is {why}, over the "
+                        f"{gate:.0%} gate, and the int16 cell's was {drops or 'not measured'}, not within it either.")
+    return art
 
 
 def prepare(model: LoadedModel, streaming: bool) -> tuple[onnx.ModelProto, StreamingModel | None]:

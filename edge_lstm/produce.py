@@ -267,8 +267,28 @@ def _executorch(model: LoadedModel, name: str, prec: Precision, say: Progress) -
     return Artifact(name, "executorch", prec, None, False, prog.data, notes=list(prog.notes))
 
 
+def int16_cell_form(model: LoadedModel, proto: onnx.ModelProto, art: Artifact, options: ExportOptions,
+                    say: Progress) -> Artifact | None:
+    """The whole-window full-int8 loop artifact ``art`` (built with :mod:`edge_lstm.quantize.cell8`'s residual int8
+    cells) rebuilt with :mod:`edge_lstm.quantize.cell16`'s int16 cells: lowered and calibrated as ``art`` was (the
+    same graph and windows; the calibrator runs again, on the graph without the residual rewrite); None when
+    ``art`` is no such artifact."""
+    from edge_lstm.quantize import cell8
+    from edge_lstm.tflite_schema import unpack
+
+    if art.format != "tflite" or art.precision is not Precision.INT8 or art.streaming or not art.built \
+            or not cell8.residual_chains(unpack(art.data)):
+        return None
+    got = _lower(proto, options.recipe.lowering, False, art.filename, say, _micro(options), Precision.INT8,
+                 _litert(options))
+    if isinstance(got, list) or got.lowering != art.lowering:
+        return None
+    return _tflite(art.filename, got, Precision.INT8, False, options, _calibration(model, options), say,
+                   residual=False)
+
+
 def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, options: ExportOptions,
-            calib: CalibrationSet | None, say: Progress) -> Artifact:
+            calib: CalibrationSet | None, say: Progress, residual: bool = True) -> Artifact:
     progress.item(say, f"building {name}")
     if prec is Precision.FP32:
         return Artifact(name, "tflite", prec, lowered.lowering, stream, lowered.data, notes=list(lowered.notes),
@@ -279,7 +299,7 @@ def _tflite(name: str, lowered: LoweredTFLite, prec: Precision, stream: bool, op
     use = calib if prec in (Precision.INT8, Precision.INT16X8) else None
     try:
         q = quantize_tflite(lowered.data, prec, use, io, count=use.count if use is not None else 200,
-                            **({"int16_cell": True} if prec is Precision.INT8 else {}))
+                            **({"int16_cell": True, "residual": residual} if prec is Precision.INT8 else {}))
     except UnsupportedModel as e:
         return _refused(name, "tflite", prec, lowered.lowering, stream, e.render())
     notes = list(q.notes) + [n for n in lowered.notes if n not in q.notes]  # the lowering's notes hold here too

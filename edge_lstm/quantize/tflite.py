@@ -20,8 +20,9 @@
   int8 cell (rewritten in float before calibration; every op one XNNPACK runs), and
   in a one-step explicit-state graph an int16 cell state and int16 gate arithmetic
   (:mod:`.cell16`); a loop's per-channel candidate is derived from the per-tensor
-  one (:mod:`.channels`); known output ranges (a one-step model's latest-step
-  outputs) are applied last (:mod:`.ranges`).
+  one (:mod:`.channels`); a loop model with float I/O gets its input projection and
+  head, outside the loop, nearly exact (:mod:`.edges16`); known output ranges (a
+  one-step model's latest-step outputs) are applied last (:mod:`.ranges`).
 * **int16x8**: the same calibration, widened to int16 activations with int8 weights and int64 biases by
   :mod:`.int16x8` (TFLite's quantizer refuses 16x8 for the fused LSTM).
 """
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm.errors import DataError, UnsupportedModel, UsageError
-from edge_lstm.quantize import cell8, cell16, channels, loops
+from edge_lstm.quantize import cell8, cell16, channels, edges16, loops
 from edge_lstm.quantize.artifact import QuantizedArtifact
 from edge_lstm.quantize.calibration import DEFAULT_COUNT, CalibrationSet, calibration_windows
 from edge_lstm.quantize.ranges import set_output_ranges
@@ -68,6 +69,7 @@ def quantize_tflite(
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
     residual: bool = True,
+    wide_edges: bool = True,
 ) -> QuantizedArtifact:
     """Return ``float_tflite`` at ``precision``.
 
@@ -79,7 +81,8 @@ def quantize_tflite(
     an int16 cell state and gate arithmetic where that is measurably more accurate (:mod:`.cell16`; the export
     pipeline asks for it); without it the cell is TFLite's quantizer's, all int8. With ``int16_cell``, a loop's LSTM
     cells are :mod:`.cell8`'s residual int8 cells (every op one XNNPACK runs: as fast as the all-int8 cell, about
-    as accurate as the int16 one) unless ``residual=False``, which keeps :mod:`.cell16`'s int16 cells.
+    as accurate as the int16 one) unless ``residual=False``, which keeps :mod:`.cell16`'s int16 cells. A loop model
+    with float I/O gets its input projection and head in 16x8 (:mod:`.edges16`) unless ``wide_edges=False``.
     """
     precision = check_request(precision, io, calib)
     if precision is Precision.FP32:
@@ -92,7 +95,7 @@ def quantize_tflite(
         raise UsageError("int16x8 widens this module's int8 model: build it with edge_lstm.quantize.quantize_tflite "
                          "(edge_lstm.quantize.int16x8).")
     assert calib is not None  # check_request refused full int8 without calibration data
-    return to_int8(float_tflite, calib, io, count, int16_cell, residual)
+    return to_int8(float_tflite, calib, io, count, int16_cell, residual, wide_edges)
 
 
 def check_request(precision: Precision | str, io: str, calib: Any) -> Precision:
@@ -267,6 +270,7 @@ def to_int8(
     count: int = DEFAULT_COUNT,
     int16_cell: bool = False,
     residual: bool = True,
+    wide_edges: bool = True,
 ) -> QuantizedArtifact:
     """Full-integer model from TFLite's calibrator; int8 activations, int16 LSTM cell (or a loop's residual int8
     cell), int32 bias; see :func:`quantize_tflite`."""
@@ -317,6 +321,9 @@ def to_int8(
         cells += [note for pt, note in tanh_notes.items() if built[pt] is data]
         if io == "int8":
             data = pack(loops.int8_io(unpack(data)))
+        elif wide_edges:
+            data, edge_note = _widen_edges(data)
+            cells += edge_note
     kind = f"{scales} int8 weights, {_state_kind(unpack(data), looped)}"
     notes = [f"int8 activations and {kind}, int32 bias; "
              f"calibrated by TFLite's quantizer on {cal.count} {cal.unit} ({cal.source}).", *cells]
@@ -471,6 +478,18 @@ def _pick_tanh_range(float_tflite: bytes, raw: dict[bool, bytes],
         notes[pt] = (f"LSTM cell state's TANH over [-{best:g}, {best:g}] (relative L2 on the calibration windows "
                      + ", ".join(f"{errors[x][0]:.3g} over +-{x:g}" for x in cell8.TANH_RANGES) + ").")
     return out, notes
+
+
+def _widen_edges(data: bytes) -> tuple[bytes, list[str]]:
+    """A float-I/O loop model's input projection and head nearly exact (:mod:`.edges16`), and a note saying so."""
+    model = unpack(data)
+    n = edges16.widen_edges(model)
+    if not n:
+        return data, []
+    return pack(model), [f"outside the loop ({n} fully-connected op(s), once a window): the input projection reads "
+                         "the input to 1/16 of its int8 step (its int8 value and its rounding residual, still one int8 "
+                         "op), the head is 16x8 (int16 activations, int8 weights, int64 bias): the input's and the "
+                         "output's int8 rounding were the largest shares of the int8 error."]
 
 
 def _finish(data: bytes, looped: bool, cells: bool = True) -> bytes:

@@ -100,6 +100,13 @@ def forecaster(tmp_path_factory: pytest.TempPathFactory) -> Forecaster:
     return train_forecaster(tmp_path_factory.mktemp("quantize"))
 
 
+@pytest.fixture(scope="session")
+def three_layers(tmp_path_factory: pytest.TempPathFactory) -> Forecaster:
+    """A 3 x LSTM(32) forecaster trained the same way: another stack than the reference's (its residual int8 cell
+    misses the 3% task gate: the export falls back to the int16 cell)."""
+    return train_forecaster(tmp_path_factory.mktemp("three"), hidden=32, layers=3)
+
+
 def mae(pred: np.ndarray, target: np.ndarray) -> float:
     """Mean absolute error."""
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - target)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from edge_lstm.cli import main
 from edge_lstm.errors import DataError, UsageError
 from edge_lstm.pipeline import ExportOptions, export
 from edge_lstm.recipes import load_recipe
+from edge_lstm.spec import Precision
 
 
 def _csv(path: Path, values: np.ndarray) -> Path:
@@ -131,7 +134,7 @@ def test_full_int8_for_a_litert_target_is_the_loop_with_the_residual_int8_cell(
     assert "auto: loop for full int8 on LiteRT" in notes or "measured: loop" in notes, notes
     assert "residual cell" in notes, notes
     model = read(Path(art["path"]).read_bytes())
-    assert not any(t.type == 7 for g in model.subgraphs for t in g.tensors)  # no INT16 anywhere
+    assert not any(t.type == 7 for g in model.subgraphs[1:] for t in g.tensors)  # no INT16 in the loop
     for v in art["validation"]:
         print(v["runtime"], v["task"])
         assert v["task"]["metric"] == "mae" and v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
@@ -154,3 +157,73 @@ def test_explicit_state_streaming_int8_keeps_an_int16_cell(forecaster: Any, seri
     assert "cell state and gate arithmetic int16" in " ".join(stream["notes"])
     for v in stream["validation"]:
         assert v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
+
+
+def _cell_export(f: Any, series_files: tuple[Path, Path], out: Path, gate: float | None = None) -> dict[str, Any]:
+    """The full-int8 loop export of ``f`` on the real series (``gate``: the int8 task gate, else the recipe's);
+    its artifact's report entry, whether it passed or not."""
+    from dataclasses import replace
+
+    from edge_lstm.errors import ValidationFailed
+
+    calib, held = series_files
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering="loop")
+    if gate is not None:
+        tol = {**recipe.tolerances, Precision.INT8: replace(recipe.tolerances[Precision.INT8], max_task_drop=gate)}
+        recipe = replace(recipe, tolerances=tol)
+    try:
+        res = export(f.path, ExportOptions(output_dir=out, recipe=recipe, data=held, calib=str(calib)))
+        report = res.report
+    except ValidationFailed:
+        report = json.loads((out / "report.json").read_text())
+    return report["artifacts"][0]
+
+
+def _drops(art: dict[str, Any]) -> list[float]:
+    return [v["task"]["drop"] for v in art["validation"]]
+
+
+def _note_drops(note: str, part: str) -> list[float]:
+    """The task drops (fractions) a cell note gives for ``part`` ("residual" or "int16")."""
+    text = note.split("the int16 cell's")[0 if part == "residual" else 1]
+    return [float(v) / 100 for v in re.findall(r"(-?\d+\.\d+)% on \w", text)]
+
+
+@pytest.mark.parametrize("which", ["three_layers", "forecaster"])
+def test_a_residual_cell_over_its_task_gate_falls_back_to_the_int16_cell(
+        which: str, series_files: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """3 x LSTM(32) (not the stack the cells were measured on) and the tests' forecaster. With a gate no form meets,
+    both are tried, the
+    faster (residual) kept, and the note gives both drops; with the gate between the two forms' drops, the export
+    keeps the one within it: the int16 cell when the residual one is over it (and says why), else the residual."""
+    from edge_lstm.quantize import cell8
+    from edge_lstm.tflite_schema import unpack
+
+    f = request.getfixturevalue(which)
+    strict = _cell_export(f, series_files, tmp_path / "strict", gate=-1.0)
+    note = next(n for n in strict["notes"] if n.startswith("LSTM cell:"))
+    assert "residual int8 cell; its task-metric drop is" in note, note
+    residual, int16 = max(_note_drops(note, "residual")), max(_note_drops(note, "int16"))
+    print("task drop: residual", residual, "int16 cell", int16)
+    assert residual == pytest.approx(max(_drops(strict)), abs=1e-4)
+    art = _cell_export(f, series_files, tmp_path / "o", gate=(residual + int16) / 2)
+    cell = cell8.residual_chains(unpack(Path(art["path"]).read_bytes()))
+    notes = " ".join(art["notes"])
+    if int16 < residual:
+        assert "LSTM cell: edge-lstm's int16 cell, not the residual int8 one" in notes, notes
+        assert cell == 0 and "cell state and gate arithmetic int16" in notes
+        assert max(_drops(art)) == pytest.approx(int16, abs=1e-4)
+    else:
+        assert cell > 0 and not any(n.startswith("LSTM cell:") for n in art["notes"]), notes
+    assert max(_drops(art)) <= (residual + int16) / 2  # the artifact kept passes the gate it was exported for
+    again = _cell_export(f, series_files, tmp_path / "again", gate=(residual + int16) / 2)
+    assert Path(again["path"]).read_bytes() == Path(art["path"]).read_bytes()  # deterministic, fallback included
+
+
+def test_a_residual_cell_within_its_gate_is_kept(forecaster: Any, series_files: tuple[Path, Path],
+                                                 tmp_path: Path) -> None:
+    """The tests' forecaster passes the 3% gate with the residual cell: no fallback, no second calibration."""
+    art = _cell_export(forecaster, series_files, tmp_path / "o")
+    assert max(_drops(art)) <= 0.03, art["validation"]
+    assert "residual cell, 2 layer(s)" in " ".join(art["notes"])
+    assert not any(n.startswith("LSTM cell:") for n in art["notes"])

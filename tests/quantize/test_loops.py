@@ -170,7 +170,8 @@ def test_residual_cell_is_an_int8_loop_variable(int8_loops, name: str, cells: in
     kinds = [model.subgraphs[0].tensors[i].type for i in loop.inputs]
     assert kinds[0] == schema.TensorType.INT32 and set(kinds[1:]) == {INT8}, kinds
     assert len(kinds) == len(_while(_unpack(plain.data)).inputs) + cells, (kinds, q.notes)
-    assert not any(t.type == schema.TensorType.INT16 for g in model.subgraphs for t in g.tensors)
+    # no int16 in the loop (the main graph's edges may hold some: quantize/edges16.py)
+    assert not any(t.type == schema.TensorType.INT16 for g in model.subgraphs[1:] for t in g.tensors)
     if cells:
         assert f"residual cell, {cells} layer(s)" in " ".join(q.notes), q.notes
         assert min(_cosines(c, q.data).values()) >= min(_cosines(c, plain.data).values()) - 1e-3
