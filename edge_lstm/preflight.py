@@ -94,7 +94,8 @@ def run_many(jobs: list[Job], timeout_s: float = TIMEOUT_S, side_by_side: bool =
     ``timeout_s`` bounds a child's time per pair (per 32 samples of a job with samples)."""
     results = [Ran() for _ in jobs]
     with tempfile.TemporaryDirectory(prefix="edge-lstm-preflight-") as tmp:
-        entries = [_stage(Path(tmp), i, job) for i, job in enumerate(jobs)]
+        written: dict[int, str] = {}
+        entries = [_stage(Path(tmp), i, job, written) for i, job in enumerate(jobs)]
         todo = [(i, rt) for i, job in enumerate(jobs) for rt in job.runtimes]
         groups = [[p for p in todo if (p[1] == "tflm") == micro] for micro in (False, True)] if side_by_side \
             else [todo]
@@ -117,14 +118,19 @@ def run_many(jobs: list[Job], timeout_s: float = TIMEOUT_S, side_by_side: bool =
     return results
 
 
-def _stage(tmp: Path, i: int, job: Job) -> tuple[str, str, bool]:
+def _stage(tmp: Path, i: int, job: Job, written: dict[int, str]) -> tuple[str, str, bool]:
     """Write job ``i``'s model and its feeds (one sample, or every sample along a leading axis) for the child;
-    and whether the child is to run every sample and save the outputs."""
+    and whether the child is to run every sample and save the outputs. Jobs that share one list of samples share
+    its file (``written``: the file of each list staged so far, by identity)."""
     model = write_into(tmp, f"artifact{i}{job.suffix}", job.data)
+    if job.samples is not None and id(job.samples) in written:
+        return str(model), written[id(job.samples)], True
     feed_path = tmp / f"feed{i}.npz"
     samples = job.samples if job.samples is not None else [job.feed]
     with atomic_file(feed_path) as f:
         np.savez(f, **{k: np.stack([np.asarray(s[k]) for s in samples]) for k in samples[0]})  # type: ignore[arg-type]
+    if job.samples is not None:
+        written[id(job.samples)] = str(feed_path)
     return str(model), str(feed_path), job.samples is not None
 
 

@@ -173,7 +173,7 @@ def prove_all(artifacts: list[Artifact], model: LoadedModel, recipe: Recipe, vda
     say(f"running {len(planned)} artifact(s) in child processes on each runtime"
         + (f", {whole} on all {len(vdata.samples)} validation windows" if whole else ""))
     jobs = [preflight.Job(art.data, registry.fmt(art.format).suffix, first_feed(art, vdata.samples[0], step), rts,
-                          None if art.streaming else list(vdata.samples))
+                          None if art.streaming else vdata.samples)  # one list: one file for every job
             for art, rts in planned]
     found = preflight.run_many(jobs, meanwhile=meanwhile)
     with progress.task(say, "validating", len(planned), "artifact") as count:
