@@ -11,8 +11,8 @@ artifact. The order of work:
    (a model whose output needs the whole window is refused here, exit 5);
 3. run the reference (PyTorch, or ONNX Runtime on the source ONNX file) on the feeds;
 4. build every artifact; one that a lowering or quantizer refuses does not stop the others;
-5. open and run each artifact once on each runtime, all in one child process
-   (:mod:`edge_lstm.preflight`), then validate each here on the runtimes that ran it; with
+5. run each artifact on each runtime in child processes (:mod:`edge_lstm.preflight`): a whole-window one on
+   every validation window, whose outputs are judged here; a streaming one once, then step by step here; with
    ``--lowering auto`` and a LiteRT ``--target``, the other lowering of each whole-window TFLite
    artifact is built and validated too, both are timed side by side here, and one is kept
    (:mod:`edge_lstm.lowering_choice`); a full-int8 loop artifact whose residual int8 cell misses
@@ -98,7 +98,8 @@ def export(model_path: str | Path, options: ExportOptions, progress: Progress | 
     artifacts = _build(model, proto, step, options, say)
     rivals = _rivals(model, proto, artifacts, options, say) if choice is not None and choice.runtime else {}
     extra = [a for a in rivals.values() if isinstance(a, Artifact)]
-    prove.prove_all(artifacts, model, options.recipe, vdata, reference, step, say, candidates=extra)
+    prove.prove_all(artifacts, model, options.recipe, vdata, reference, step, say, candidates=extra,
+                    meanwhile=_warm_plots if options.html else None)
     artifacts = [_cell_fallback(model, proto, a, options, vdata, reference, say) for a in artifacts]
     if choice is not None:
         artifacts = lowering_choice.settle(artifacts, rivals, choice, vdata.samples[0], say)
@@ -211,6 +212,14 @@ def reference_outputs(model: LoadedModel, vdata: feeds_mod.ValidationData) -> di
     if isinstance(model, sources.OnnxModel):
         sources.settle_outputs(model, reference)
     return reference
+
+
+def _warm_plots() -> None:
+    """The report's plotting library, imported while the validation runs in child processes (see
+    :func:`edge_lstm.prove.prove_all`)."""
+    from edge_lstm import report_plots
+
+    report_plots.warm()
 
 
 def _source_failed(model: LoadedModel, why: str) -> None:

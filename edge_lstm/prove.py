@@ -154,10 +154,13 @@ _LACKS = " cannot run this model: it has no kernel for "
 
 def prove_all(artifacts: list[Artifact], model: LoadedModel, recipe: Recipe, vdata: feeds_mod.ValidationData,
               reference: dict[str, np.ndarray], step: StreamingModel | None, say: Progress,
-              candidates: list[Artifact] | None = None) -> None:
+              candidates: list[Artifact] | None = None, meanwhile: Callable[[], None] | None = None) -> None:
     """:func:`prove` every artifact and every lowering candidate (:mod:`edge_lstm.lowering_choice`), their child
-    runs all in one child process (:func:`preflight.check_many`): a child per artifact cost most of a second each,
-    most of an export's time."""
+    runs all in two child processes side by side (:func:`preflight.run_many`; a child per artifact cost most of a
+    second each, most of an export's time). A whole-window artifact runs every validation window there, so the
+    whole run is crash-contained, and is judged here on the outputs the child hands back; a streaming one runs
+    once there and is fed step by step here. ``meanwhile`` runs here while the children do (the pipeline warms
+    the report's plotting library)."""
     extra = list(candidates or [])
     planned: list[tuple[Artifact, list[str]]] = []
     for art in artifacts + extra:
@@ -166,17 +169,26 @@ def prove_all(artifacts: list[Artifact], model: LoadedModel, recipe: Recipe, vda
             planned.append((art, _installed(art, runtimes)))
     if not planned:
         return
-    say(f"opening {len(planned)} artifact(s) in a child process, once on each runtime")
-    jobs = [preflight.Job(art.data, registry.fmt(art.format).suffix, first_feed(art, vdata.samples[0], step), rts)
+    whole = sum(not art.streaming for art, _ in planned)
+    say(f"running {len(planned)} artifact(s) in child processes on each runtime"
+        + (f", {whole} on all {len(vdata.samples)} validation windows" if whole else ""))
+    jobs = [preflight.Job(art.data, registry.fmt(art.format).suffix, first_feed(art, vdata.samples[0], step), rts,
+                          None if art.streaming else vdata.samples)  # one list: one file for every job
             for art, rts in planned]
-    found = preflight.check_many(jobs)
+    found = preflight.run_many(jobs, meanwhile=meanwhile)
     with progress.task(say, "validating", len(planned), "artifact") as count:
-        for (art, rts), results in zip(planned, found, strict=True):
+        for (art, rts), ran in zip(planned, found, strict=True):
             rival = any(art is e for e in extra)
             count.item(f"validating {art.filename}" + (f" ({art.lowering}, a candidate)" if rival else ""))
-            ok = _judge_smoke(art, rts, results)
-            if ok:
+            ok = _judge_smoke(art, rts, ran.why)
+            if not ok:
+                continue
+            if art.streaming:
                 _validate(art, ok, model, recipe, vdata, reference, step, say)
+                continue
+            for rt in ok:  # the child's outputs on every window, judged as an in-process run would be
+                art.validations.append(feeds_mod.judge(art.filename, rt, model, recipe, art.precision, vdata,
+                                                       reference, ran.outputs[rt]))
 
 
 def _runtimes_or_fail(art: Artifact) -> list[str] | None:

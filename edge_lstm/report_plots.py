@@ -20,6 +20,13 @@ SHOWN_WINDOWS = 168
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
+def warm() -> None:
+    """Import the plotting library and its SVG backend ahead of the first plot (most of a second): the export calls
+    this while its validation runs in child processes, so the import costs no wall time there."""
+    import matplotlib.backends.backend_svg
+    import matplotlib.figure  # noqa: F401 - loaded for later, not used here
+
+
 def _tag(svg_text: str, name: str) -> str:
     """Mark the plot for tests and let it shrink to the page's width (the viewBox keeps its proportions).
 

@@ -75,6 +75,35 @@ def test_one_child_checks_many_artifacts_and_a_crash_is_pinned_on_its_own(
     assert after == {"tflm": None}  # the pair after the crash ran in a fresh child
 
 
+def test_children_run_every_window_side_by_side_and_return_what_this_process_computes(
+        forecaster: tuple[Path, list[tuple[int, ...]]], tmp_path: Path) -> None:
+    """Validation runs in the children (TFLite Micro's pairs in one, the others in another, side by side): each
+    output stacked over the windows equals an in-process run of the same runtime bit for bit, and a crashing
+    artifact among them is blamed alone, the others' outputs still handed back."""
+    from edge_lstm import feeds
+    from edge_lstm.device import make_runner
+
+    good = _fused(*forecaster)
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.standard_normal((1, 48, 1)).astype(np.float32)} for _ in range(5)]
+    jobs = [preflight.Job(good, ".tflite", samples[0], ["litert", "tflm"], samples),
+            preflight.Job(crashing_tflite(good), ".tflite", samples[0], ["tflm"], samples),
+            preflight.Job(good, ".tflite", samples[0], ["tflm"], samples)]
+    warmed = []
+    first, bad, after = preflight.run_many(jobs, meanwhile=lambda: warmed.append(1))
+    assert warmed == [1]
+    assert first.why == {"litert": None, "tflm": None} and after.why == {"tflm": None}
+    assert bad.why["tflm"] == "killed by SIGSEGV (signal 11)" and not bad.outputs
+    for rt in ("litert", "tflm"):
+        (tmp_path / "model.tflite").write_bytes(good)
+        here = feeds.run_all(make_runner(tmp_path / "model.tflite", rt), samples)
+        assert set(first.outputs[rt]) == set(here)
+        for name, got in first.outputs[rt].items():
+            assert got.shape == (5, *here[name].shape[1:]) and np.array_equal(got, here[name])
+    for name, got in after.outputs["tflm"].items():
+        assert np.array_equal(got, first.outputs["tflm"][name])
+
+
 def test_one_crashing_artifact_is_exit_5_and_loses_nothing_else(
         forecaster: tuple[Path, list[tuple[int, ...]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, shapes = forecaster

@@ -399,13 +399,45 @@ def _calibrated(wrapper: Any, source: bytes, specs: list[TensorSpec], cal: Calib
     """TFLite's calibrator over ``cal``, then its quantizer; a WHILE op has no quantized form: allow_float keeps
     it (and only it, checked) in float."""
     io_type, i8, i32 = types
+    calibrator = _calibrator(wrapper, source, specs, cal)
+    return bytes(calibrator.QuantizeModel(io_type, io_type, looped, i8, i32, per_tensor, False))
+
+
+#: calibrators that have seen their windows, by (model bytes, shapes, windows) digest: full int8 and int16x8 (and a
+#: loop's per-tensor and per-channel candidates) calibrate the same graph on the same windows, and the calibrator
+#: quantizes a fresh copy of its model each time (the ranges it recorded are unchanged), so one pass serves them
+#: all: the same bytes as a pass each (tests/quantize/test_tflite.py), at half the calibration time. Two kept: an
+#: export calibrates at most a whole-window and a one-step graph at a time.
+_CALIBRATORS: dict[str, tuple[Any, Any]] = {}
+_KEPT_CALIBRATORS = 2
+
+
+def _calibrator(wrapper: Any, source: bytes, specs: list[TensorSpec], cal: CalibrationSet) -> Any:
+    """TFLite's calibrator for ``source`` after it has seen every window of ``cal`` (one pass per graph and
+    windows, see :data:`_CALIBRATORS`)."""
+    import hashlib
+
+    feeds = cal.feeds()
+    key = hashlib.sha256(source)
+    key.update(repr([list(s.concrete(1)) for s in specs]).encode())
+    for feed in feeds:
+        for x in feed:
+            arr = np.ascontiguousarray(x)
+            key.update(f"{arr.dtype.str}{arr.shape}".encode())
+            key.update(arr.tobytes())
+    digest = key.hexdigest()
+    if digest in _CALIBRATORS:
+        return _CALIBRATORS[digest][1]
     # the wrapper keeps a pointer into these bytes, not a reference: hold them (else a segfault)
     with_intermediates = wrapper.AddIntermediateTensors(source)
     calibrator = wrapper.CalibrationWrapper(with_intermediates, [], [])
     calibrator.Prepare([list(s.concrete(1)) for s in specs])
-    for feed in cal.feeds():
+    for feed in feeds:
         calibrator.FeedTensor(feed)
-    return bytes(calibrator.QuantizeModel(io_type, io_type, looped, i8, i32, per_tensor, False))
+    while len(_CALIBRATORS) >= _KEPT_CALIBRATORS:
+        del _CALIBRATORS[next(iter(_CALIBRATORS))]
+    _CALIBRATORS[digest] = (with_intermediates, calibrator)
+    return calibrator
 
 
 #: the int16 cell (off XNNPACK: several times slower) is kept when its error on the calibration windows is at

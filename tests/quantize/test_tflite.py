@@ -171,3 +171,37 @@ def test_op_without_int8_kernel_is_refused(float_tflite, forecaster):
     with pytest.raises(UnsupportedModel, match="Quantization not yet supported for op: 'SIN'") as exc:
         quantize_tflite(ts.pack(model), Precision.INT8, calib=forecaster.calib[:64])
     assert exc.value.exit_code == 5
+
+
+def test_one_calibration_pass_serves_int8_and_int16x8_with_the_same_bytes(float_tflite, forecaster, monkeypatch):
+    """int8 and int16x8 share one calibrator (same graph, same windows): each artifact's bytes equal those of a
+    fresh calibration pass of its own, and the second artifact feeds the calibrator no window."""
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as wrapper
+
+    from edge_lstm.quantize import tflite as tfl
+
+    calib = forecaster.calib[:48]
+    fresh = {}
+    for prec in (Precision.INT8, Precision.INT16X8):
+        tfl._CALIBRATORS.clear()
+        fresh[prec] = quantize_tflite(float_tflite, prec, calib=calib, count=48).data
+    tfl._CALIBRATORS.clear()
+    fed = []
+    real = wrapper.CalibrationWrapper
+
+    class Counting:
+        def __init__(self, *args):
+            self._inner = real(*args)
+
+        def FeedTensor(self, feed):  # noqa: N802 - the wrapper's name
+            fed.append(1)
+            return self._inner.FeedTensor(feed)
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(wrapper, "CalibrationWrapper", Counting)
+    shared = {prec: quantize_tflite(float_tflite, prec, calib=calib, count=48).data
+              for prec in (Precision.INT8, Precision.INT16X8)}
+    assert shared == fresh
+    assert len(fed) == 48  # one pass: int16x8 reused int8's calibrator
