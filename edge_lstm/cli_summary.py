@@ -110,7 +110,7 @@ def export_summary(report: ExportReport | Json, output: Path) -> str:
     n = len(report.artifacts)
     failed = [a.file for a in report.artifacts if not a.passed]
     head = (f"All {n} artifact(s) passed validation" if not failed else f"{len(failed)} of {n} artifact(s) FAILED")
-    lines = _wrap(f"{head} ({vd.source}, {vd.samples} windows).", "")
+    lines = _wrap(f"{head} ({facts.data_words(vd)}, {vd.samples} windows).", "")
     for a in report.artifacts:  # passed, but not on a runtime the --target runs: exit 4 (BudgetExceeded)
         cannot = facts.not_runnable(report.profile, a.file)
         if cannot:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_lstm.reports import ArtifactEntry, ExportReport, Json, ProfileReport
+from edge_lstm.reports import ArtifactEntry, ExportReport, Json, ProfileReport, ValidationDataInfo
 
 #: a latency within this share of the fastest counts as a tie (broken by the smaller file)
 LATENCY_TIE = 0.05
@@ -33,6 +33,47 @@ def gate_text(tol: dict[str, Any]) -> str:
     if tol.get("max_task_drop") is not None:
         parts.append(f"task-metric drop ≤ {tol['max_task_drop']:.0%}")
     return ", ".join(parts) or "no NaN/Inf"
+
+
+def held_out(metadata: dict[str, Any] | None, source: str, is_file: bool) -> Json | None:
+    """Whether the validation windows were held out from training, as far as the checkpoint can tell:
+    ``{"status": "no" | "unknown", "training_data": ..., "text": ...}``; ``None`` for random data.
+
+    A checkpoint from ``edge-lstm train`` records its training file's name, sha256 and split rows. ``--data``
+    with those bytes is the training file: every window of it is evaluated, training rows included, so the
+    windows are not held out. Another file may still share rows with it (a slice of it), and a checkpoint that
+    records no training data says nothing: both are "unknown", never "held out".
+    """
+    if not is_file:
+        return None
+    import hashlib
+    from pathlib import Path
+
+    meta = metadata or {}
+    name, sha = meta.get("data"), meta.get("data_sha256")
+    if not sha:
+        return {"status": "unknown", "training_data": None,
+                "text": "not known to be held out: the model file does not record its training data"}
+    try:
+        same = hashlib.sha256(Path(source).read_bytes()).hexdigest() == sha
+    except OSError:
+        same = False
+    trained = {"file": name, "sha256": sha, "split_rows": meta.get("split_rows")}
+    if same:
+        split = meta.get("split_rows") or {}
+        rows = ", ".join(f"{k} rows {v[0]}–{v[1] - 1}" for k, v in split.items()
+                         if isinstance(v, list) and len(v) == 2 and all(isinstance(i, int) for i in v))
+        return {"status": "no", "training_data": trained,
+                "text": f"NOT held out: the model was trained on this file ({name}, same sha256"
+                        + (f": {rows}" if rows else "") + "); its windows are evaluated, training rows included"}
+    return {"status": "unknown", "training_data": trained,
+            "text": f"not the training file {name} (sha256 {str(sha)[:12]}…): held out only if it shares no rows "
+                    "with it"}
+
+
+def data_words(vd: ValidationDataInfo) -> str:
+    """``<source>`` with, for a file, whether its windows were held out (see :func:`held_out`)."""
+    return f"{vd.source} ({vd.held_out['text']})" if vd.held_out else vd.source
 
 
 def elements_text(o: dict[str, Any], tol: dict[str, Any]) -> str:
