@@ -109,10 +109,27 @@ def profile_command(
         jsonio.emit(report.to_dict(), indent=None)
     else:
         print_report(report)
+    _enforce_outputs(report, output, as_json)
+    prof.enforce_budgets(report)
+
+
+def _enforce_outputs(report: ProfileReport, output: Path | None, as_json: bool) -> None:
+    """Exit 3 on a run with wrong outputs, the hint naming where its report really is: ``--output``'s files, the
+    ``"result"`` of the JSON error, or only the table printed above (no report was written)."""
+    from edge_lstm.errors import ValidationFailed
     from edge_lstm.tflm_check import enforce_outputs
 
-    enforce_outputs(report.to_dict())
-    prof.enforce_budgets(report)
+    try:
+        enforce_outputs(report.to_dict())
+    except ValidationFailed as e:
+        if output is not None:
+            where = f"the report with every run is {output} (and {_html_path(output)})"
+        elif as_json:
+            where = "the report with every run is the \"result\" of this JSON error; --output also writes it"
+        else:
+            where = "no report was written (the table above lists every run); pass --output report.json to keep one"
+        e.hint = f"A run with wrong outputs does not count against any budget; {where}."
+        raise
 
 
 def _html_path(output: Path) -> Path:

@@ -155,3 +155,38 @@ def test_profile_torchscript_with_input_shape(app: typer.Typer, tmp_path: Path) 
     assert res.exit_code == 0, res.output
     bad = runner.invoke(app, ["profile", str(path), *FAST, "--input-shape", "1xAx1"])
     assert isinstance(bad.exception, UsageError)
+
+
+def _nan_tflite(path: Path) -> Path:
+    """y = sqrt(x - 100) on N(0, 1) inputs, lowered to TFLite: NaN in every output."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_lstm.lower.tflite import lower
+
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["x", "hundred"], ["d"]), helper.make_node("Sqrt", ["d"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.full((1, 4), 100.0, np.float32), "hundred")])
+    path.write_bytes(lower(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "fused").data)
+    return path
+
+
+def test_wrong_outputs_exit_3_with_a_hint_naming_the_report_that_exists(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    nan = str(_nan_tflite(tmp_path / "nan.tflite"))
+    args = ["profile", nan, "--runs", "3", "--warmup", "1"]
+    assert cli.main(args) == 3
+    err = capsys.readouterr().err
+    assert "no report was written" in err and "--output report.json" in err and "see the report" not in err
+    assert not list(tmp_path.glob("*.json"))
+    out = tmp_path / "r" / "report.json"
+    assert cli.main([*args, "--output", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert f"the report with every run is {out}" in err and out.is_file() and (out.parent / "report.html").is_file()
+    assert json.loads(out.read_text())["artifacts"][0]["outputs_check"]["non_finite"] > 0
+    assert cli.main([*args, "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"]["code"] == 3 and '"result" of this JSON error' in doc["error"]["hint"]
+    assert doc["result"]["artifacts"][0]["outputs_check"]["non_finite"] > 0
