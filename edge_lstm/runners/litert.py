@@ -19,6 +19,7 @@ from edge_lstm.errors import UnsupportedModel
 from edge_lstm.kernels import NO_KERNEL, installed_version, missing
 from edge_lstm.runners.base import Runner, zip_equal
 from edge_lstm.runners.quant_io import from_model, to_model
+from edge_lstm.runners.quiet import native_stderr_without
 from edge_lstm.spec import TensorSpec
 
 #: runtime name -> interpreter module: the registry's runtimes that this runner drives, each its first module
@@ -79,13 +80,14 @@ class LiteRTRunner(Runner):
         if not self.xnnpack:
             # The builtin kernels without the default (XNNPACK) delegate.
             kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        try:
-            self.interpreter = module.Interpreter(**kwargs)
-        except (ValueError, RuntimeError) as e:
-            if NO_KERNEL not in str(e):
-                raise
-            raise self._no_kernel(e) from e
-        self.interpreter.allocate_tensors()
+        with native_stderr_without():  # the delegate's "INFO: Created ... delegate" line, nothing else
+            try:
+                self.interpreter = module.Interpreter(**kwargs)
+            except (ValueError, RuntimeError) as e:
+                if NO_KERNEL not in str(e):
+                    raise
+                raise self._no_kernel(e) from e
+            self.interpreter.allocate_tensors()
         ins = self.interpreter.get_input_details()
         outs = self.interpreter.get_output_details()
         self.inputs = [_spec(d) for d in ins]
