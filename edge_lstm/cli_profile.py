@@ -219,7 +219,7 @@ def print_report(report: ProfileReport | dict[str, Any]) -> None:
 def _print_target_checks(report: ProfileReport, tg: dict[str, Any]) -> None:
     t = Table(title=f"Target {tg['name']}: {tg['display_name']}", title_justify="left")
     measured = "EMULATED p50 µs" if report.emulated else f"measured p50 µs ({report.where})"
-    for col in ("artifact", measured, "ESTIMATE µs on target", "flash", "RAM"):
+    for col in ("artifact", measured, "ESTIMATE µs on target", "flash", "RAM", "runs there"):
         t.add_column(col)
     notes = []
     for a in report.artifacts:
@@ -227,11 +227,21 @@ def _print_target_checks(report: ProfileReport, tg: dict[str, Any]) -> None:
         est = a.get("estimate")
         notes += [f"{a['artifact']}: {c['note']}" for c in checks.values() if c.get("note")]
         t.add_row(a["artifact"], _us(a["latency_s"].get("p50")), f"~{_us(est['latency_s'])} (estimate)" if est
-                  else "–", _budget_cell(checks.get("flash")), _budget_cell(checks.get("ram")))
+                  else "–", _budget_cell(checks.get("flash")), _budget_cell(checks.get("ram")),
+                  _runs_there_cell(a["runtime"], checks.get("runtime")))
     out.print(t)
     for n in notes:
         out.print(f"note: {n}")
     out.print(f"[dim]{tg['throughput_method']}[/dim]")
+
+
+def _runs_there_cell(runtime: str, c: dict[str, Any] | None) -> str:
+    """Whether the target runs the artifact: yes on its runtime, another runtime of it does, or not at all."""
+    if c is None:
+        return f"yes ({runtime})"
+    if c["status"] == "not-runnable":
+        return "[red]NOT RUNNABLE[/red] (see the note)"
+    return f"not on {runtime}; another row's runtime is"
 
 
 def _budget_cell(c: dict[str, Any] | None) -> str:

@@ -190,3 +190,22 @@ def test_wrong_outputs_exit_3_with_a_hint_naming_the_report_that_exists(tmp_path
     doc = json.loads(capsys.readouterr().out)
     assert doc["error"]["code"] == 3 and '"result" of this JSON error' in doc["error"]["hint"]
     assert doc["result"]["artifacts"][0]["outputs_check"]["non_finite"] > 0
+
+
+def test_profile_target_marks_what_it_cannot_run_as_export_does(app: typer.Typer, model: Path) -> None:
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--target", "nrf52840"])
+    assert isinstance(res.exception, BudgetExceeded)  # like export: exit 4 when no artifact can run there
+    assert "NOT RUNNABLE" in res.stdout and "warn" not in res.stdout
+    err = str(res.exception)
+    assert "No artifact can run on nrf52840" in err and "profiled on onnxruntime only" in err
+    ok = runner.invoke(app, ["profile", str(model), *FAST, "--target", "rpi4b", "--json"])
+    assert ok.exit_code == 0
+    assert not [c for c in json.loads(ok.stdout)["artifacts"][0]["budget"] if c["budget"] == "runtime"]
+
+
+def test_profile_target_not_runnable_through_main_cli(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["profile", str(model), *FAST, "--target", "nrf52840", "--json"]) == 4
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"]["code"] == 4 and "profiled on onnxruntime only" in doc["error"]["message"]
+    runtime = [c for c in doc["result"]["artifacts"][0]["budget"] if c["budget"] == "runtime"]
+    assert [c["status"] for c in runtime] == ["not-runnable"] and "nrf52840 runs tflm" in runtime[0]["note"]

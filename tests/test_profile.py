@@ -116,8 +116,12 @@ def test_mcu_target_skips_ram_for_non_tflm_runtime(models: dict[str, Path]) -> N
     checks = {c["budget"]: c for c in report["artifacts"][0]["budget"]}
     # issue 9 item 8: a budget that was not measured reads "not measured" (was "skipped"), and a file that did not
     # run on TFLite Micro is not reported as fitting the flash
-    assert checks["ram"]["status"] == "not-measured" and checks["runtime"]["status"] == "warn"
+    # and, as export says of an artifact only validated elsewhere, one the target cannot run is "not-runnable"
+    assert checks["ram"]["status"] == "not-measured" and checks["runtime"]["status"] == "not-runnable"
+    assert checks["runtime"]["note"].startswith("not runnable on stm32h7: profiled on onnxruntime only")
     assert checks["flash"]["status"] == "unverified"
+    with pytest.raises(BudgetExceeded, match="No artifact can run on stm32h7"):
+        enforce_budgets(report)
 
 
 def test_compare_and_report_roundtrip(models: dict[str, Path], tmp_path: Path) -> None:
