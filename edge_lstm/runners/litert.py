@@ -142,3 +142,14 @@ def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
     """(scale, zero point) of an integer I/O tensor, so float32 feeds work with int8-I/O models."""
     scale, zero = detail.get("quantization", (0.0, 0))
     return (float(scale), int(zero)) if scale else None
+
+
+def node_details(interpreter: Any) -> list[dict[str, Any]]:
+    """The nodes an allocated LiteRT / tflite-runtime interpreter runs, after delegation: one dict per node with
+    ``op_name`` (``"DELEGATE"`` for a node the XNNPACK delegate took over), ``index``, ``inputs``, ``outputs``.
+
+    The interpreter has no public call for this (``get_tensor_details`` lists tensors, not nodes; the signature
+    runners hide the graph), so this wraps its private ``_get_ops_details``: the one place edge-lstm calls it, used
+    by the tests and benchmarks that check what XNNPACK delegates. If a release drops it, fix it here only.
+    """
+    return list(interpreter._get_ops_details())
