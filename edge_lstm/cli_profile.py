@@ -169,7 +169,10 @@ def _write_outputs(report: ProfileReport, output: Path, export_report: Path | No
 
 
 def _us(v: float | None) -> str:
-    return "–" if v is None else f"{v * 1e6:,.1f}"
+    """Microseconds to 0.1; under 0.05 µs (a tiny model's estimate) is "<0.1", never a 0.0 that reads as free."""
+    if v is None:
+        return "–"
+    return "<0.1" if 0 < v * 1e6 < 0.05 else f"{v * 1e6:,.1f}"
 
 
 #: what profile's arena figure is (the runner's arena_used_bytes), beside what firmware measures

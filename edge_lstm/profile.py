@@ -470,17 +470,36 @@ def apply_target(report: ProfileReport | dict[str, Any], target: Target) -> None
         a["budget"] = budget_checks(a, target)
 
 
+#: the share of a target's int8 throughput an int16x8 artifact is estimated at, and why (an assumption, not a
+#: measurement on the target): its activations are 16-bit, so a SIMD multiply-accumulate holds half the lanes of an
+#: 8-bit one, and its LiteRT kernels are TFLite's builtin ones (XNNPACK takes no int16). Measured once on an x86
+#: host's LiteRT (2 x LSTM(16) loop, window 24): int16x8 127 us against int8 42 us, so half is optimistic there
+INT16X8_SHARE = 0.5
+INT16X8_BASIS = ("int16x8 at half the int8 figure (assumed, not measured: 16-bit activations fill half the SIMD "
+                 "lanes of 8-bit kernels, and LiteRT runs them on builtin kernels, not XNNPACK)")
+
+
+def macs_per_s(target: Target, precision: str) -> tuple[float, str]:
+    """The estimated throughput for an artifact of ``precision`` on ``target``, and the precision rule it used."""
+    if precision == "int16x8":
+        return target.int8_macs_per_s * INT16X8_SHARE, INT16X8_BASIS
+    from edge_lstm import registry
+
+    figure = "int8" if registry.integer_math(precision) else "fp32"
+    return target.macs_per_s(precision), f"{precision} at the {figure} figure"
+
+
 def latency_estimate(entry: dict[str, Any], target: Target) -> dict[str, Any] | None:
-    """MACs / the target's estimated throughput: an estimate, not a measurement."""
+    """MACs / the target's estimated throughput: an estimate, not a measurement (int16x8: :data:`INT16X8_BASIS`)."""
     c = entry.get("cost")
     if not c:
         return None
-    rate = target.macs_per_s(c["precision"])
+    rate, rule = macs_per_s(target, c["precision"])
     return {
         "label": "estimate", "latency_s": c["macs"] / rate, "per_step_s": c["macs_per_step"] / rate,
-        "macs": c["macs"], "macs_per_s": rate,
-        "basis": f"estimate: {c['macs']:,} MACs / {rate:.3g} MAC/s ({c['precision']}) on {target.name}; "
-                 f"{target.throughput_method}",
+        "macs": c["macs"], "macs_per_s": rate, "precision_rule": rule,
+        "basis": f"estimate: {c['macs']:,} MACs / {rate:.3g} MAC/s ({c['precision']}) on {target.name}"
+                 + (f" ({rule})" if c["precision"] == "int16x8" else "") + f"; {target.throughput_method}",
     }
 
 

@@ -232,7 +232,10 @@ def _accuracy(acc: dict[str, Any] | None, vd: ValidationDataInfo) -> list[str]:
 
 
 def _us(v: float | None) -> str:
-    return "–" if v is None else f"{v * 1e6:,.1f}"
+    """Microseconds to 0.1; under 0.05 µs (a tiny model's estimate) is "<0.1", never a 0.0 that reads as free."""
+    if v is None:
+        return "–"
+    return "<0.1" if 0 < v * 1e6 < 0.05 else f"{v * 1e6:,.1f}"
 
 
 def _profile_rows(prof: ProfileReport) -> list[str]:

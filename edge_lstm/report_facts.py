@@ -221,6 +221,11 @@ def _none_reason(passed: list[dict[str, Any]], cannot: set[str], target: Json | 
             + (f" or not runnable there ({len(cannot)})" if cannot else "") + f" on the runtimes it runs ({runs})")
 
 
+def _us_text(seconds: float) -> str:
+    """``12.3 µs``; under 0.05 µs (a tiny model's estimate) ``<0.1 µs``, never a 0.0 that reads as free."""
+    return "<0.1 µs" if 0 < seconds * 1e6 < 0.05 else f"{seconds * 1e6:,.1f} µs"
+
+
 def budget_rows(profile: ProfileReport | Json | None) -> list[dict[str, str]]:
     """Each budget check of each profiled artifact with how its figure was obtained, spelled out."""
     out = []
@@ -228,7 +233,7 @@ def budget_rows(profile: ProfileReport | Json | None) -> list[dict[str, str]]:
         est = entry.get("estimate")
         if est:
             out.append({"artifact": entry["artifact"], "runtime": entry["runtime"], "budget": "latency",
-                        "figure": f"{est['latency_s'] * 1e6:,.1f} µs", "basis": "estimated", "status": "–",
+                        "figure": _us_text(est["latency_s"]), "basis": "estimated", "status": "–",
                         "note": est["basis"]})
         for c in entry.get("budget") or []:
             used = c.get("used_bytes")

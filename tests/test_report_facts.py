@@ -205,3 +205,23 @@ def test_export_on_the_training_file_says_not_held_out_in_every_report(seattle_c
     for words in (text.replace("\n  ", " "), md, html):
         assert "held-out" not in words and "not the training file train.csv" in words
     assert "held out only if it shares no rows with it" in md
+
+
+def test_the_export_summary_shows_a_sub_microsecond_estimate_as_under_one(tmp_path: Path, capsys: Any) -> None:
+    import torch
+
+    from edge_lstm import archs, load
+    from edge_lstm.cli import main
+
+    torch.manual_seed(0)
+    cfg = archs.ArchConfig(hidden=2, layers=1)
+    ckpt = tmp_path / "tiny.pt"  # 6 steps x 4 gates x 2 x (1 + 2) MACs: a few ns at the x86 host's estimated rate
+    load.save_checkpoint(ckpt, archs.build("forecaster", cfg).eval(), "forecaster", cfg, 6,
+                         {"mean": [0.0], "std": [1.0]}, "forecast")
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "out"), "--format", "onnx", "--profile",
+                 "--target", "x86-64-host"]) == 0
+    text = capsys.readouterr().out
+    head = next(line for line in text.splitlines() if line.startswith("artifact"))
+    row = next(line for line in text.splitlines() if line.startswith("tiny.fp32.onnx"))
+    assert "est. µs" in head, text
+    assert " <1 " in row and " 0 " not in row, text  # the estimate column, right-aligned
