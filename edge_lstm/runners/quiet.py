@@ -50,3 +50,35 @@ def native_stderr_without(noise: tuple[bytes, ...] = NATIVE_NOISE) -> Iterator[N
             if kept:
                 with contextlib.suppress(OSError):
                     os.write(2, kept)
+
+
+def settle_litert_log() -> None:
+    """Let this process's first LiteRT interpreter print its one-time delegate line into :func:`native_stderr_without`.
+
+    The line is logged once per process (TFLite's "log once" macro), by whichever interpreter allocates first. The
+    export quantizes and calibrates through LiteRT interpreters of its own in the main process; allocating a one-op
+    model here first, inside the filter, keeps the line out of every later one. Without ai-edge-litert (a device
+    with tflite-runtime only, which runs in the runners, already filtered) this does nothing.
+    """
+    try:
+        import flatbuffers
+        from ai_edge_litert import schema_py_generated as s
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return
+    t = [s.TensorT() for _ in range(3)]
+    for k, tensor in enumerate(t):
+        tensor.shape, tensor.type, tensor.buffer, tensor.name = [1], s.TensorType.FLOAT32, 0, f"t{k}"
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1], [2]
+    g = s.SubGraphT()
+    g.tensors, g.inputs, g.outputs, g.operators = t, [0, 1], [2], [op]
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.ADD
+    code.version = 1
+    m = s.ModelT()
+    m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, [code], [g], [s.BufferT()]
+    b = flatbuffers.Builder(256)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    with native_stderr_without(), contextlib.suppress(ValueError, RuntimeError):
+        Interpreter(model_content=bytes(b.Output())).allocate_tensors()
