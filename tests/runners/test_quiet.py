@@ -50,8 +50,8 @@ def test_an_int8_export_prints_no_delegate_line(forecaster_ckpt: Path, temps_csv
     """The quantizer's own interpreters run in the export's process: the line is settled first, inside the filter."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "edge_lstm.entry", "export", str(forecaster_ckpt), "-o",
-                           str(tmp_path / "out"), "--format", "tflite", "--lowering", "loop", "--precision", "int8", "--calib",
-                           str(temps_csv), "--data", str(temps_csv)],
+                           str(tmp_path / "out"), "--format", "tflite", "--lowering", "loop", "--precision", "int8",
+                           "--calib", str(temps_csv), "--data", str(temps_csv)],
                           capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode in (0, 3), done.stderr[-2000:]  # 3: an int8 artifact may fail its gate
     assert (tmp_path / "out" / "report.json").is_file()
