@@ -598,8 +598,8 @@ def enforce_budgets(report: ProfileReport | dict[str, Any]) -> None:
     runnable = [a for a in report["artifacts"] if not any(c["status"] == "not-runnable" for c in a.get("budget") or [])]
     if unrunnable and not runnable:  # beside one that runs there, the others are notes (each says so), not a failure
         raise BudgetExceeded(f"No artifact can run on {name}:\n  " + "\n  ".join(unrunnable),
-                             "The artifacts and reports were written; export the precision/lowering named above "
-                             "for this target, or drop --target.")
+                             "Export the format/precision/lowering named above for this target, or drop --target "
+                             "(nothing was refused: every measurement is in the result).")
 
 
 # ---------------------------------------------------------------- comparisons

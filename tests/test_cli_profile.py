@@ -207,5 +207,6 @@ def test_profile_target_not_runnable_through_main_cli(model: Path, capsys: pytes
     assert cli.main(["profile", str(model), *FAST, "--target", "nrf52840", "--json"]) == 4
     doc = json.loads(capsys.readouterr().out)
     assert doc["error"]["code"] == 4 and "profiled on onnxruntime only" in doc["error"]["message"]
+    assert "were written" not in doc["error"]["hint"]  # profile writes nothing without --output
     runtime = [c for c in doc["result"]["artifacts"][0]["budget"] if c["budget"] == "runtime"]
     assert [c["status"] for c in runtime] == ["not-runnable"] and "nrf52840 runs tflm" in runtime[0]["note"]
