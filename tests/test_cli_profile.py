@@ -210,3 +210,10 @@ def test_profile_target_not_runnable_through_main_cli(model: Path, capsys: pytes
     assert "were written" not in doc["error"]["hint"]  # profile writes nothing without --output
     runtime = [c for c in doc["result"]["artifacts"][0]["budget"] if c["budget"] == "runtime"]
     assert [c["status"] for c in runtime] == ["not-runnable"] and "nrf52840 runs tflm" in runtime[0]["note"]
+
+
+def test_profile_html_says_not_runnable(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert cli.main(["profile", str(model), *FAST, "--target", "nrf52840", "--output", str(out)]) == 4
+    page = (tmp_path / "report.html").read_text()
+    assert "not runnable on the target" in page and "not measured / unverified" not in page
