@@ -43,7 +43,7 @@ from tflite import interleaved
 from edge_lstm import capture
 from edge_lstm.lower.tflite import lower
 from edge_lstm.quantize import quantize_onnx, quantize_tflite
-from edge_lstm.runners.litert import LiteRTRunner
+from edge_lstm.runners.litert import LiteRTRunner, node_details
 from edge_lstm.runners.onnxrt import OnnxRuntimeRunner
 from edge_lstm.spec import Precision
 from edge_lstm.tflite_schema import model_op_name, pack, unpack
@@ -91,7 +91,7 @@ def body_kernels(data: bytes) -> str:
     body.subgraphs = [body.subgraphs[bodies[0]]]
     interp = Interpreter(model_content=pack(body), num_threads=1)
     interp.allocate_tensors()
-    ops = interp._get_ops_details()
+    ops = node_details(interp)
     delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
     n = len(body.subgraphs[0].operators)
     # each delegate node replaces the ops inside it: what is left runs on builtin kernels

@@ -185,6 +185,10 @@ def export(
                          profile=profile, target=target, prove_on=prove_on, prove_python=prove_python,
                          ssh_config=str(ssh_config) if ssh_config else None, firmware=firmware, bundle=bundle,
                          units=units, input_dtypes=_dtypes(input_dtype))
+    if "tflite" in rec.formats:  # the quantizer's interpreters would print LiteRT's delegate line: see the function
+        from edge_lstm.runners.quiet import settle_litert_log
+
+        settle_litert_log()
     with _progress(as_json) as say:
         try:
             result = run_export(model, opts, say)

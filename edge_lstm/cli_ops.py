@@ -113,15 +113,15 @@ _ALTERNATIVES = re.compile(r"\s+or\s+|\s*/\s*|,?\s+else\s+")
 
 def int16x8_forms(lowered_to: str) -> list[str]:
     """The forms of an op's lowering (the op table's "lowered to" text) whose TFLite builtins all have the int16
-    kernels the 16x8 quantizer widens (:data:`edge_lstm.quantize.int16x8._INT16_OPS`); a form with no builtin
+    kernels the 16x8 quantizer widens (:data:`edge_lstm.quantize.int16x8.INT16_OPS`); a form with no builtin
     (folded, an alias, nothing at inference) counts."""
-    from edge_lstm.quantize.int16x8 import _INT16_OPS
+    from edge_lstm.quantize.int16x8 import INT16_OPS
     from edge_lstm.tflite_schema import OP_CODES
 
     forms = []
     for alt in _ALTERNATIVES.split(lowered_to):
         builtins = {t for t in _BUILTIN.findall(alt) if t in OP_CODES}
-        if builtins <= _INT16_OPS and "projection" not in alt:  # the quantizer refuses a projected fused LSTM
+        if builtins <= INT16_OPS and "projection" not in alt:  # the quantizer refuses a projected fused LSTM
             forms.append(alt.strip(" ,"))
     return forms
 

@@ -109,10 +109,27 @@ def profile_command(
         jsonio.emit(report.to_dict(), indent=None)
     else:
         print_report(report)
+    _enforce_outputs(report, output, as_json)
+    prof.enforce_budgets(report)
+
+
+def _enforce_outputs(report: ProfileReport, output: Path | None, as_json: bool) -> None:
+    """Exit 3 on a run with wrong outputs, the hint naming where its report really is: ``--output``'s files, the
+    ``"result"`` of the JSON error, or only the table printed above (no report was written)."""
+    from edge_lstm.errors import ValidationFailed
     from edge_lstm.tflm_check import enforce_outputs
 
-    enforce_outputs(report.to_dict())
-    prof.enforce_budgets(report)
+    try:
+        enforce_outputs(report.to_dict())
+    except ValidationFailed as e:
+        if output is not None:
+            where = f"the report with every run is {output} (and {_html_path(output)})"
+        elif as_json:
+            where = "the report with every run is the \"result\" of this JSON error; --output also writes it"
+        else:
+            where = "no report was written (the table above lists every run); pass --output report.json to keep one"
+        e.hint = f"A run with wrong outputs does not count against any budget; {where}."
+        raise
 
 
 def _html_path(output: Path) -> Path:
@@ -152,7 +169,10 @@ def _write_outputs(report: ProfileReport, output: Path, export_report: Path | No
 
 
 def _us(v: float | None) -> str:
-    return "–" if v is None else f"{v * 1e6:,.1f}"
+    """Microseconds to 0.1; under 0.05 µs (a tiny model's estimate) is "<0.1", never a 0.0 that reads as free."""
+    if v is None:
+        return "–"
+    return "<0.1" if 0 < v * 1e6 < 0.05 else f"{v * 1e6:,.1f}"
 
 
 #: what profile's arena figure is (the runner's arena_used_bytes), beside what firmware measures
@@ -202,7 +222,7 @@ def print_report(report: ProfileReport | dict[str, Any]) -> None:
 def _print_target_checks(report: ProfileReport, tg: dict[str, Any]) -> None:
     t = Table(title=f"Target {tg['name']}: {tg['display_name']}", title_justify="left")
     measured = "EMULATED p50 µs" if report.emulated else f"measured p50 µs ({report.where})"
-    for col in ("artifact", measured, "ESTIMATE µs on target", "flash", "RAM"):
+    for col in ("artifact", measured, "ESTIMATE µs on target", "flash", "RAM", "runs there"):
         t.add_column(col)
     notes = []
     for a in report.artifacts:
@@ -210,11 +230,21 @@ def _print_target_checks(report: ProfileReport, tg: dict[str, Any]) -> None:
         est = a.get("estimate")
         notes += [f"{a['artifact']}: {c['note']}" for c in checks.values() if c.get("note")]
         t.add_row(a["artifact"], _us(a["latency_s"].get("p50")), f"~{_us(est['latency_s'])} (estimate)" if est
-                  else "–", _budget_cell(checks.get("flash")), _budget_cell(checks.get("ram")))
+                  else "–", _budget_cell(checks.get("flash")), _budget_cell(checks.get("ram")),
+                  _runs_there_cell(a["runtime"], checks.get("runtime")))
     out.print(t)
     for n in notes:
         out.print(f"note: {n}")
     out.print(f"[dim]{tg['throughput_method']}[/dim]")
+
+
+def _runs_there_cell(runtime: str, c: dict[str, Any] | None) -> str:
+    """Whether the target runs the artifact: yes on its runtime, another runtime of it does, or not at all."""
+    if c is None:
+        return f"yes ({runtime})"
+    if c["status"] == "not-runnable":
+        return "[red]NOT RUNNABLE[/red] (see the note)"
+    return f"not on {runtime}; another row's runtime is"
 
 
 def _budget_cell(c: dict[str, Any] | None) -> str:

@@ -18,7 +18,10 @@ WIDTH = 100
 
 
 def _us(v: float | None) -> str:
-    return "–" if v is None else f"{v * 1e6:,.0f}"
+    """Microseconds, whole; under half a microsecond (a tiny model's estimate) is "<1", never a 0 that reads as free."""
+    if v is None:
+        return "–"
+    return "<1" if 0 < v * 1e6 < 0.5 else f"{v * 1e6:,.0f}"
 
 
 def _grid(head: list[str], rows: list[list[str]], numeric: set[int]) -> list[str]:
@@ -68,7 +71,9 @@ def table_text(report: ExportReport | Json) -> str:
     legend = ("KiB: file size; max err: largest |artifact − float| over the outputs; Δ task: the task metric's change "
               "against the float model; p50: measured on this host (tflm: its host interpreter; – not measured)"
               + (", † per streaming step" if any(a.streaming for a in report.artifacts) else "")
-              + ("; est.: the target's latency ESTIMATED from MACs, not measured" if estimates else "") + ".")
+              + ("; est.: the target's latency ESTIMATED from MACs, not measured" if estimates else "")
+              + ("; int16x8 estimated at half the int8 rate (assumed)" if estimates and any(
+                  a.precision == "int16x8" for a in report.artifacts) else "") + ".")
     return "\n".join(_grid(head, rows, {2, 3, 4, 5, 6, 7} if estimates else {2, 3, 4, 5, 6}) + _wrap(legend, ""))
 
 
@@ -110,7 +115,7 @@ def export_summary(report: ExportReport | Json, output: Path) -> str:
     n = len(report.artifacts)
     failed = [a.file for a in report.artifacts if not a.passed]
     head = (f"All {n} artifact(s) passed validation" if not failed else f"{len(failed)} of {n} artifact(s) FAILED")
-    lines = _wrap(f"{head} ({vd.source}, {vd.samples} windows).", "")
+    lines = _wrap(f"{head} ({facts.data_words(vd)}, {vd.samples} windows).", "")
     for a in report.artifacts:  # passed, but not on a runtime the --target runs: exit 4 (BudgetExceeded)
         cannot = facts.not_runnable(report.profile, a.file)
         if cannot:

@@ -123,15 +123,15 @@ def tune_command(
 
 def human(s: dict[str, Any], output: Path) -> str:
     """The Pareto front and the pick, for people."""
-    from edge_lstm.tune_report import _describe
+    from edge_lstm.tune_report import describe_params
 
     rows = {r["number"]: r for r in s["trials"]}
     lines = [f"Study {s['study']}: {s['counts']}; target {s['target']}, {s['format']} {s['precision']}; "
              f"budgets: {s['budgets']}.", "Pareto-optimal feasible trials (val error, latency estimate, size):"]
     for n in s["pareto"]:
         r = rows[n]
-        lines.append(f"  trial {n:>3}: {_describe(r['params']):<36} {r['val_error']:.4g}  {r['latency_ms']:.3g} ms  "
-                     f"{r['size_kb']:,.1f} KiB")
+        lines.append(f"  trial {n:>3}: {describe_params(r['params']):<36} {r['val_error']:.4g}  "
+                     f"{r['latency_ms']:.3g} ms  {r['size_kb']:,.1f} KiB")
     infeasible = [r for r in s["trials"] if r["state"] == "COMPLETE" and not r["feasible"]]
     lines.append(f"{len(infeasible)} measured trial(s) infeasible; every reason is in report.html.")
     c = s["chosen"]

@@ -22,7 +22,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -53,6 +56,32 @@ def io_names_tensor(inputs: list[str], outputs: list[str]) -> object:
     return torch.tensor(list(raw), dtype=torch.uint8)
 
 
+#: loggers whose warnings during an ExecuTorch export are about the exporter's own packages (torchao's optional
+#: kernels that did not load, pytree's deprecated Enum registration)
+EXPORTER_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+@contextlib.contextmanager
+def exporter_quiet() -> Iterator[None]:
+    """Inside the block: no ``FutureWarning`` (the exporter's deprecations of its own internals, e.g.
+    ``isinstance(treespec, LeafSpec) is deprecated``), no warning that a module's tensors were "assigned during
+    export" (an LSTM's flat weights, harmless), and the loggers in :data:`EXPORTER_LOGGERS` at ERROR. Errors and
+    every other warning pass."""
+    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export",
+                                category=UserWarning)
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
 def export_executorch(model: LoadedModel, precision: Precision = Precision.FP32) -> ExecuTorchProgram:
     """The model as an XNNPACK-delegated ExecuTorch program; :class:`UnsupportedModel` when it cannot be one."""
     from edge_lstm import registry
@@ -71,8 +100,9 @@ def export_executorch(model: LoadedModel, precision: Precision = Precision.FP32)
     import torch
 
     try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+        with exporter_quiet():
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
     except Exception as e:  # installed but broken (built for another torch, a missing .so): this artifact fails
         raise UnsupportedModel(f"ExecuTorch is installed but does not import: {' '.join(str(e).split())[:300]}",
                                f"Reinstall it ({fmt.install}, with torch {torch.__version__.split('+')[0]}), "
@@ -83,7 +113,7 @@ def export_executorch(model: LoadedModel, precision: Precision = Precision.FP32)
     names = io_names_tensor(model.inputs.names, model.output_names)
     t0 = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), exporter_quiet():
             ep = torch.export.export(model.module, args, strict=False)
             edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
                                                constant_methods={IO_METHOD: names})

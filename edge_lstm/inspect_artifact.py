@@ -128,13 +128,54 @@ def _describe_tflite(p: Path) -> dict[str, Any]:
             out["quantization"] = {"scale": t.scale[0], "zero_point": t.zero_point[0] if t.zero_point else 0}
         return out
 
+    form = lowering_form(model, c.time_steps)
     return {
         "name": p.name, "format": "tflite", "description": model.description,
         "subgraphs": len(model.subgraphs), "ops": dict(counts.most_common()), "parameters": c.params,
+        "parameters_counted": PARAMETERS_COUNTED, "lowering": form, "lowering_basis": LOWERING_BASIS,
         "size": tflite_sizes(data), "inputs": [spec(i) for i in g.inputs], "outputs": [spec(i) for i in g.outputs],
         "variable_tensors": sum(1 for t in g.tensors if t.is_variable), "precision": c.precision,
         "macs_per_inference": c.macs, "macs_per_step": c.macs_per_step,
+        "state": _tflite_state(data, form, c.time_steps),
     }
+
+
+#: what a .tflite's "parameters" counts (the file does not record the model's own count)
+PARAMETERS_COUNTED = ("every element of the constant weight tensors stored in the file, as this lowering lays them "
+                      "out: a loop's zero initial states and a wavefront cell's zero blocks count, and LSTM biases "
+                      "are stored once (PyTorch keeps two); the model's own count is in the export report")
+#: how :func:`lowering_form` tells the forms apart (the file records no lowering)
+LOWERING_BASIS = ("read from the ops: a TFLite sequence-LSTM/RNN op is fused, a WHILE loop is loop (wavefront when "
+                  "it carries the step-0 feature of a stacked pair run as one cell), gate ops without either are "
+                  "unrolled, or one-step for a streaming model (loop and unrolled write the same single step)")
+_FUSED_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+              "BIDIRECTIONAL_SEQUENCE_RNN"}
+
+
+def lowering_form(model: Any, steps: int = 0) -> str | None:
+    """``fused``, ``loop``, ``wavefront``, ``unrolled`` or ``one-step`` from a parsed TFLite model's ops and its
+    time ``steps`` (see :data:`LOWERING_BASIS`); ``None`` for a graph with no recurrent cell."""
+    from edge_lstm import tflite_read
+
+    names = {tflite_read.op_name(model, op) for g in model.subgraphs for op in g.operators}
+    if names & _FUSED_OPS:
+        return "fused"
+    if "WHILE" in names:
+        step0 = any(t.name.endswith("_step0") for t in model.subgraphs[0].tensors)
+        return "wavefront" if step0 else "loop"
+    if {"LOGISTIC", "TANH"} & names and "FULLY_CONNECTED" in names:
+        return "one-step" if steps == 1 else "unrolled"
+    return None
+
+
+def _tflite_state(data: bytes, form: str | None, steps: int) -> dict[str, Any] | None:
+    """The state map of a streaming (one-step) or stateful artifact, as a bundle records it; ``None`` when stateless."""
+    from edge_lstm.bundle_state import io_specs, state_map
+
+    ins, outs = io_specs("tflite", data)
+    streaming = form is not None and steps == 1
+    state = state_map("tflite", data, ins, outs, streaming, {})
+    return None if state["storage"] == "none" else state
 
 
 def render(info: dict[str, Any]) -> str:
@@ -144,9 +185,11 @@ def render(info: dict[str, Any]) -> str:
 
         return inspect_mobile.render(info)
     size = info["size"]
+    lowering = f", {info['lowering']} lowering" if info.get("lowering") else ""
+    counted = " (stored weight values, as this lowering lays them out)" if info["format"] == "tflite" else ""
     lines = [
-        f"{info['name']} ({info['format']}, {info.get('precision') or 'unknown'} precision)",
-        f"parameters: {info['parameters']:,}",
+        f"{info['name']} ({info['format']}, {info.get('precision') or 'unknown'} precision{lowering})",
+        f"parameters: {info['parameters']:,}{counted}",
         f"size: {size['file_bytes']:,} B ({size['weights_bytes']:,} B weights, {size['graph_bytes']:,} B graph)",
     ]
     if info.get("macs_per_inference") is not None:
@@ -158,4 +201,15 @@ def render(info: dict[str, Any]) -> str:
     if info.get("streaming"):
         states = ", ".join(f"{s['input']} -> {s['output']}" for s in info["streaming"]["states"])
         lines.append(f"streaming: one step per call, state {states}")
+    if info.get("state"):
+        st = info["state"]
+        links = ", ".join(_state_link(t) for t in st["tensors"])
+        lines.append(f"state ({st['storage']}): {links}; reset: {st['reset']}")
     return "\n".join(lines)
+
+
+def _state_link(t: dict[str, Any]) -> str:
+    """One carried state: ``layer 0 h: h0_0 -> h_0``, or the variable tensor that holds it."""
+    where = t["variable"] if t.get("variable") else f"{t['input']} -> {t['output']}"
+    layer = f"layer {t['layer']} " if t.get("layer") is not None else ""
+    return f"{layer}{t['kind']}: {where}"

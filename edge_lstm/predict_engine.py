@@ -25,6 +25,7 @@ import numpy as np
 from edge_lstm import registry
 from edge_lstm.errors import InputFileError, UsageError
 from edge_lstm.runners.quant_io import dequantize_output, quantize_input
+from edge_lstm.runners.quiet import native_stderr_without
 
 #: the runtimes predict runs, in the order ``auto`` tries them
 RUNTIMES = ("litert", "tflite-runtime", "onnxruntime")
@@ -130,8 +131,9 @@ class TFLiteEngine(Engine):
         self.runtime = runtime
         module = importlib.import_module(MODULES[runtime])
         try:
-            self.interp = module.Interpreter(model_content=data, num_threads=threads)
-            self.interp.allocate_tensors()
+            with native_stderr_without():  # the delegate's "INFO: Created ... delegate" line, nothing else
+                self.interp = module.Interpreter(model_content=data, num_threads=threads)
+                self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise InputFileError(f"{runtime} cannot load '{art['file']}' from the bundle: {e}.",
                                  "Check the runtime version; `edge-lstm bundle verify` checks the bundle.") from e

@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_lstm import cost as cost_mod
 from edge_lstm import progress
-from edge_lstm.errors import BudgetExceeded, InputFileError, UsageError
+from edge_lstm.errors import BudgetExceeded, EdgeLstmError, InputFileError, UsageError
 from edge_lstm.outputs import atomic_file, write_bytes_atomic
 from edge_lstm.reports import ProfileReport
 
@@ -397,7 +397,48 @@ def profile_report(paths: list[str | Path], options: ProfileOptions, target: Tar
     )
     if target is not None:
         apply_target(report, target)
+        mark_not_runnable(report, unrunnable(report, target))
     return report
+
+
+def unrunnable(report: ProfileReport, target: Target) -> dict[str, str]:
+    """The artifacts of a profile that ``target`` cannot run, and why (what export says of an artifact validated
+    only elsewhere: :func:`not_runnable`, "profiled on" instead of "validated on").
+
+    Export knows which runtimes an artifact passed on; a profile only which it ran on. So an artifact counts here
+    only when none of its rows is on a runtime the target runs *and* no runtime the target runs takes its format
+    at all (an .onnx on a TFLite Micro board). A .tflite profiled on LiteRT for a microcontroller may still run on
+    TFLite Micro: its "runtime" check stays a warning that says to profile it there (``--runtime tflm``)."""
+    from edge_lstm import registry
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for a in report.artifacts:
+        rows.setdefault(Path(str(a["artifact"])).name, []).append(a)
+    out = {}
+    for name, entries in rows.items():
+        first = entries[0]
+        takers = {r.name for r in registry.runtimes_for(str(first.get("format")))}
+        if any(runs_there(rt, target.runtimes) for rt in takers):
+            continue
+        precision = (first.get("cost") or {}).get("precision") or first.get("precision") or "fp32"
+        why = not_runnable([str(a["runtime"]) for a in entries], target, str(precision), _lowering(first),
+                           basis="profiled")
+        if why:
+            out[name] = why
+    return out
+
+
+def _lowering(entry: dict[str, Any]) -> str | None:
+    """The lowering form of a profiled .tflite, read from its ops; ``None`` for other formats or unreadable files."""
+    if entry.get("format") != "tflite":
+        return None
+    from edge_lstm.inspect_artifact import lowering_form
+    from edge_lstm.tflite_read import read
+
+    try:
+        return lowering_form(read(Path(str(entry["path"])).read_bytes()))
+    except (OSError, ValueError, IndexError, EdgeLstmError):
+        return None
 
 
 def _check_torch_options(paths: list[str | Path], remote: RemoteConfig | None) -> None:
@@ -429,17 +470,36 @@ def apply_target(report: ProfileReport | dict[str, Any], target: Target) -> None
         a["budget"] = budget_checks(a, target)
 
 
+#: the share of a target's int8 throughput an int16x8 artifact is estimated at, and why (an assumption, not a
+#: measurement on the target): its activations are 16-bit, so a SIMD multiply-accumulate holds half the lanes of an
+#: 8-bit one, and its LiteRT kernels are TFLite's builtin ones (XNNPACK takes no int16). Measured once on an x86
+#: host's LiteRT (2 x LSTM(16) loop, window 24): int16x8 127 us against int8 42 us, so half is optimistic there
+INT16X8_SHARE = 0.5
+INT16X8_BASIS = ("int16x8 at half the int8 figure (assumed, not measured: 16-bit activations fill half the SIMD "
+                 "lanes of 8-bit kernels, and LiteRT runs them on builtin kernels, not XNNPACK)")
+
+
+def macs_per_s(target: Target, precision: str) -> tuple[float, str]:
+    """The estimated throughput for an artifact of ``precision`` on ``target``, and the precision rule it used."""
+    if precision == "int16x8":
+        return target.int8_macs_per_s * INT16X8_SHARE, INT16X8_BASIS
+    from edge_lstm import registry
+
+    figure = "int8" if registry.integer_math(precision) else "fp32"
+    return target.macs_per_s(precision), f"{precision} at the {figure} figure"
+
+
 def latency_estimate(entry: dict[str, Any], target: Target) -> dict[str, Any] | None:
-    """MACs / the target's estimated throughput: an estimate, not a measurement."""
+    """MACs / the target's estimated throughput: an estimate, not a measurement (int16x8: :data:`INT16X8_BASIS`)."""
     c = entry.get("cost")
     if not c:
         return None
-    rate = target.macs_per_s(c["precision"])
+    rate, rule = macs_per_s(target, c["precision"])
     return {
         "label": "estimate", "latency_s": c["macs"] / rate, "per_step_s": c["macs_per_step"] / rate,
-        "macs": c["macs"], "macs_per_s": rate,
-        "basis": f"estimate: {c['macs']:,} MACs / {rate:.3g} MAC/s ({c['precision']}) on {target.name}; "
-                 f"{target.throughput_method}",
+        "macs": c["macs"], "macs_per_s": rate, "precision_rule": rule,
+        "basis": f"estimate: {c['macs']:,} MACs / {rate:.3g} MAC/s ({c['precision']}) on {target.name}"
+                 + (f" ({rule})" if c["precision"] == "int16x8" else "") + f"; {target.throughput_method}",
     }
 
 
@@ -462,7 +522,7 @@ def budget_checks(entry: dict[str, Any], target: Target) -> list[dict[str, Any]]
     elif entry["memory"]["peak_rss_bytes"] is not None:
         checks.append(_check("ram", entry["memory"]["peak_rss_bytes"], target.ram_budget_bytes,
                              f"peak RSS over baseline, measured on {entry['where']}"))
-    if entry["runtime"] not in target.runtimes:
+    if not runs_there(entry["runtime"], target.runtimes):
         checks.append({"budget": "runtime", "status": "warn", "measure": entry["runtime"],
                        "note": f"{target.name} runs {', '.join(target.runtimes)}, not {entry['runtime']}"})
     return checks
@@ -475,9 +535,11 @@ def runs_there(runtime: str, target_runtimes: Sequence[str]) -> bool:
         runtime == "tflite-runtime" and "litert" in ok)
 
 
-def not_runnable(validated: Sequence[str], target: Target, precision: str, lowering: str | None) -> str | None:
+def not_runnable(validated: Sequence[str], target: Target, precision: str, lowering: str | None,
+                 basis: str = "validated") -> str | None:
     """Why an artifact that passed validation on ``validated`` (its runtimes) cannot run on ``target``, and what
-    would; ``None`` when one of them is a runtime the target runs (or nothing passed: it failed anyway)."""
+    would; ``None`` when one of them is a runtime the target runs (or nothing passed: it failed anyway). ``basis``
+    is what the runtimes did ("validated" by export, "profiled" by profile)."""
     if not validated or any(runs_there(rt, target.runtimes) for rt in validated):
         return None
     tflite = any(runs_there(rt, target.runtimes) for rt in ("litert", "tflite-runtime"))
@@ -490,7 +552,7 @@ def not_runnable(validated: Sequence[str], target: Target, precision: str, lower
         fix = f"{target.name} runs no TFLite runtime: export --format onnx for it"
     else:
         fix = "export a --precision that validates on one of those runtimes"
-    return (f"not runnable on {target.name}: validated on {', '.join(dict.fromkeys(validated))} only; "
+    return (f"not runnable on {target.name}: {basis} on {', '.join(dict.fromkeys(validated))} only; "
             f"{target.name} runs {', '.join(target.runtimes)} ({fix})")
 
 
@@ -536,8 +598,8 @@ def enforce_budgets(report: ProfileReport | dict[str, Any]) -> None:
     runnable = [a for a in report["artifacts"] if not any(c["status"] == "not-runnable" for c in a.get("budget") or [])]
     if unrunnable and not runnable:  # beside one that runs there, the others are notes (each says so), not a failure
         raise BudgetExceeded(f"No artifact can run on {name}:\n  " + "\n  ".join(unrunnable),
-                             "The artifacts and reports were written; export the precision/lowering named above "
-                             "for this target, or drop --target.")
+                             "Export the format/precision/lowering named above for this target, or drop --target "
+                             "(nothing was refused: every measurement is in the result).")
 
 
 # ---------------------------------------------------------------- comparisons

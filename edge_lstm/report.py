@@ -40,8 +40,11 @@ def build_report(model: LoadedModel, vdata: ValidationData, artifacts: list[Arti
     (:func:`edge_lstm.cost.model_cost`); ``reference`` the float model's outputs on the validation data, when the
     caller has them (the accuracy section needs them); ``out_dir`` is where the artifacts are published."""
     from edge_lstm.accuracy import accuracy_section
+    from edge_lstm.report_facts import held_out
 
     accuracy = accuracy_section(model, vdata, reference, artifacts, units) if reference else None
+    source = Path(vdata.source)
+    held = held_out(model.metadata, vdata.source, not vdata.source.startswith("random (") and source.is_file())
     return ExportReport(
         tool_version=__version__,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -49,7 +52,7 @@ def build_report(model: LoadedModel, vdata: ValidationData, artifacts: list[Arti
         cost=cost,
         recipe=recipe,
         validation_data=ValidationDataInfo(source=vdata.source, samples=len(vdata.samples), steps=vdata.steps,
-                                           labelled=vdata.targets is not None),
+                                           labelled=vdata.targets is not None, held_out=held),
         artifacts=[a.entry(out_dir) for a in artifacts],
         accuracy=accuracy,
     )
@@ -78,6 +81,8 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
 
 def render_markdown(report: ExportReport | Json) -> str:
     """A human-readable report: model, artifacts, precision table, per-output metrics."""
+    from edge_lstm.report_facts import data_words
+
     r = ExportReport.of(report)
     m, vd, cost = r.model, r.validation_data, r.cost
     lines = [
@@ -87,7 +92,7 @@ def render_markdown(report: ExportReport | Json) -> str:
         f"- model: {m['format']}, {m['parameters']:,} parameters"
         + (f", {cost.macs_per_inference:,} MACs per inference" if cost and cost.macs_per_inference else ""),
         f"- inputs: {', '.join(_spec(t) for t in m['inputs'])}; outputs: {', '.join(_spec(t) for t in m['outputs'])}",
-        f"- validation data: {vd.source}, {vd.samples} windows of {vd.steps} steps",
+        f"- validation data: {data_words(vd)}, {vd.samples} windows of {vd.steps} steps",
         f"- verdict: **{'PASS' if r.passed else 'FAIL'}**",
         *_not_runnable(r),
         _recommended(r),
@@ -115,7 +120,7 @@ def render_markdown(report: ExportReport | Json) -> str:
                 f"{ratio} | {v.runtime} | {_fmt(worst.get('max_abs'))} | {_fmt(worst.get('rel_l2'))} | "
                 f"{_fmt(worst.get('cosine'), '.6f')} | {task} | {'pass' if v.passed else '**FAIL**'} |"
             )
-    lines += _accuracy(r.accuracy)
+    lines += _accuracy(r.accuracy, vd)
     if r.accuracy is None and r.validation_data.labelled and r.model.get("task") != "forecast":
         lines += ["", "No task metric: the validation data has actual values, but this model file does not say it "
                   "is a forecaster (an edge-lstm checkpoint carries its task and normalisation; a TorchScript, "
@@ -203,14 +208,16 @@ def _per_output(artifacts: list[ArtifactEntry]) -> list[str]:
     return rows
 
 
-def _accuracy(acc: dict[str, Any] | None) -> list[str]:
+def _accuracy(acc: dict[str, Any] | None, vd: ValidationDataInfo) -> list[str]:
     """Forecast errors in the data's units, the float model beside the persistence baseline."""
     if not acc:
         return []
+    from edge_lstm.report_facts import data_words
+
     u = acc["units"]
     gain = 1 - acc["float"]["mae"] / acc["persistence"]["mae"] if acc["persistence"]["mae"] > 0 else None
     lines = ["", "## Accuracy against the actual values", "",
-             f"Forecast of {acc['quantity']} on {acc['windows']} held-out windows ({acc['data']}), in {u}"
+             f"Forecast of {acc['quantity']} on {acc['windows']} windows of {data_words(vd)}, in {u}"
              + ("" if acc["units_given"] else " (pass --units to name them)") + ".", "",
              f"| forecaster | runtime | MAE ({u}) | RMSE ({u}) |", "| --- | --- | ---: | ---: |",
              f"| float model (PyTorch) | – | {acc['float']['mae']:.4g} | {acc['float']['rmse']:.4g} |",
@@ -225,7 +232,10 @@ def _accuracy(acc: dict[str, Any] | None) -> list[str]:
 
 
 def _us(v: float | None) -> str:
-    return "–" if v is None else f"{v * 1e6:,.1f}"
+    """Microseconds to 0.1; under 0.05 µs (a tiny model's estimate) is "<0.1", never a 0.0 that reads as free."""
+    if v is None:
+        return "–"
+    return "<0.1" if 0 < v * 1e6 < 0.05 else f"{v * 1e6:,.1f}"
 
 
 def _profile_rows(prof: ProfileReport) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_lstm.reports import ArtifactEntry, ExportReport, Json, ProfileReport
+from edge_lstm.reports import ArtifactEntry, ExportReport, Json, ProfileReport, ValidationDataInfo
 
 #: a latency within this share of the fastest counts as a tie (broken by the smaller file)
 LATENCY_TIE = 0.05
@@ -33,6 +33,47 @@ def gate_text(tol: dict[str, Any]) -> str:
     if tol.get("max_task_drop") is not None:
         parts.append(f"task-metric drop ≤ {tol['max_task_drop']:.0%}")
     return ", ".join(parts) or "no NaN/Inf"
+
+
+def held_out(metadata: dict[str, Any] | None, source: str, is_file: bool) -> Json | None:
+    """Whether the validation windows were held out from training, as far as the checkpoint can tell:
+    ``{"status": "no" | "unknown", "training_data": ..., "text": ...}``; ``None`` for random data.
+
+    A checkpoint from ``edge-lstm train`` records its training file's name, sha256 and split rows. ``--data``
+    with those bytes is the training file: every window of it is evaluated, training rows included, so the
+    windows are not held out. Another file may still share rows with it (a slice of it), and a checkpoint that
+    records no training data says nothing: both are "unknown", never "held out".
+    """
+    if not is_file:
+        return None
+    import hashlib
+    from pathlib import Path
+
+    meta = metadata or {}
+    name, sha = meta.get("data"), meta.get("data_sha256")
+    if not sha:
+        return {"status": "unknown", "training_data": None,
+                "text": "not known to be held out: the model file does not record its training data"}
+    try:
+        same = hashlib.sha256(Path(source).read_bytes()).hexdigest() == sha
+    except OSError:
+        same = False
+    trained = {"file": name, "sha256": sha, "split_rows": meta.get("split_rows")}
+    if same:
+        split = meta.get("split_rows") or {}
+        rows = ", ".join(f"{k} rows {v[0]}–{v[1] - 1}" for k, v in split.items()
+                         if isinstance(v, list) and len(v) == 2 and all(isinstance(i, int) for i in v))
+        return {"status": "no", "training_data": trained,
+                "text": f"NOT held out: the model was trained on this file ({name}, same sha256"
+                        + (f": {rows}" if rows else "") + "); its windows are evaluated, training rows included"}
+    return {"status": "unknown", "training_data": trained,
+            "text": f"not the training file {name} (sha256 {str(sha)[:12]}…): held out only if it shares no rows "
+                    "with it"}
+
+
+def data_words(vd: ValidationDataInfo) -> str:
+    """``<source>`` with, for a file, whether its windows were held out (see :func:`held_out`)."""
+    return f"{vd.source} ({vd.held_out['text']})" if vd.held_out else vd.source
 
 
 def elements_text(o: dict[str, Any], tol: dict[str, Any]) -> str:
@@ -180,6 +221,11 @@ def _none_reason(passed: list[dict[str, Any]], cannot: set[str], target: Json | 
             + (f" or not runnable there ({len(cannot)})" if cannot else "") + f" on the runtimes it runs ({runs})")
 
 
+def _us_text(seconds: float) -> str:
+    """``12.3 µs``; under 0.05 µs (a tiny model's estimate) ``<0.1 µs``, never a 0.0 that reads as free."""
+    return "<0.1 µs" if 0 < seconds * 1e6 < 0.05 else f"{seconds * 1e6:,.1f} µs"
+
+
 def budget_rows(profile: ProfileReport | Json | None) -> list[dict[str, str]]:
     """Each budget check of each profiled artifact with how its figure was obtained, spelled out."""
     out = []
@@ -187,7 +233,7 @@ def budget_rows(profile: ProfileReport | Json | None) -> list[dict[str, str]]:
         est = entry.get("estimate")
         if est:
             out.append({"artifact": entry["artifact"], "runtime": entry["runtime"], "budget": "latency",
-                        "figure": f"{est['latency_s'] * 1e6:,.1f} µs", "basis": "estimated", "status": "–",
+                        "figure": _us_text(est["latency_s"]), "basis": "estimated", "status": "–",
                         "note": est["basis"]})
         for c in entry.get("budget") or []:
             used = c.get("used_bytes")

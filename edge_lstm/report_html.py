@@ -26,7 +26,10 @@ def _esc(v: Any) -> str:
 
 
 def _us(v: float | None) -> str:
-    return "–" if v is None else f"{v * 1e6:,.1f}"
+    """Microseconds to 0.1; under 0.05 µs (a tiny model's estimate) is "<0.1", never a 0.0 that reads as free."""
+    if v is None:
+        return "–"
+    return "&lt;0.1" if 0 < v * 1e6 < 0.05 else f"{v * 1e6:,.1f}"
 
 
 def _kb(v: int | None) -> str:
@@ -91,7 +94,8 @@ def _row(a: dict[str, Any], errors: dict[str, str]) -> str:
         _us(lat.get("p50")), _us(lat.get("p99")), _us(a.get("per_sample_s")),
         _kb(mem.get("peak_rss_bytes")), _kb(a.get("arena_bytes")),
         f'<span class="est">{_us(est["latency_s"])}</span>' if est else "–",
-        '<span class="over">over</span>' if "over" in statuses else verdict,
+        '<span class="over">over</span>' if "over" in statuses else
+        '<span class="over">not runnable on the target</span>' if "not-runnable" in statuses else verdict,
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 

@@ -146,8 +146,10 @@ def _accuracy(report: ExportReport) -> str:
         rows += [[f"<code>{esc(s['file'])}</code>", esc(s["runtime"]), f"{s['mae']:.4g}", f"{s['rmse']:.4g}"]
                  for s in acc["artifacts"]]
         gain = 1 - acc["float"]["mae"] / acc["persistence"]["mae"] if acc["persistence"]["mae"] > 0 else None
-        parts.append(f"<p>Forecast of {esc(acc['quantity'])} on {acc['windows']} held-out windows of "
-                     f"<code>{esc(acc['data'])}</code>; MAE and RMSE in {u}."
+        ho = report.validation_data.held_out
+        parts.append(f"<p>Forecast of {esc(acc['quantity'])} on {acc['windows']} windows of "
+                     f"<code>{esc(acc['data'])}</code>" + (f" ({esc(ho['text'])})" if ho else "")
+                     + f"; MAE and RMSE in {u}."
                      + facts.versus(gain)
                      + "</p>")
         parts.append(_table(["forecaster", "runtime", f"MAE ({acc['units']})", f"RMSE ({acc['units']})"], rows,
@@ -218,7 +220,8 @@ def render_export(report: ExportReport | Json) -> str:
         f"<title>edge-lstm export report: {esc(report.name)}</title><style>{CSS}</style></head><body>"
         f"<h1>edge-lstm export report: {esc(report.name)}</h1>"
         f"<p>edge-lstm {esc(report.tool_version)}, {esc(report.created)}; validated on "
-        f"<code>{esc(vd.source)}</code> ({vd.samples} windows of {vd.steps} steps); recipe "
+        f"<code>{esc(vd.source)}</code> ({vd.samples} windows of {vd.steps} steps"
+        + (f"; {esc(vd.held_out['text'])}" if vd.held_out else "") + "); recipe "
         f"{esc(report.recipe)}. <b class=\"{'passed' if report.passed else 'failed'}\">{verdict}</b>.</p>"
         + _recommendation(rec)
         + "<h2 id=\"verdicts\">Verdict per artifact</h2>" + _verdicts(report)

@@ -85,16 +85,20 @@ class ValidationDataInfo:
     samples: int
     steps: int
     labelled: bool
+    #: whether the windows were held out from training, as the checkpoint tells (``report_facts.held_out``)
+    held_out: Json | None = None
 
     def to_dict(self) -> Json:
         """JSON-ready form."""
-        return {"source": self.source, "samples": self.samples, "steps": self.steps, "labelled": self.labelled}
+        return {"source": self.source, "samples": self.samples, "steps": self.steps, "labelled": self.labelled,
+                "held_out": self.held_out}
 
     @classmethod
     def from_dict(cls, d: Json) -> ValidationDataInfo:
         """Inverse of :meth:`to_dict`."""
         return cls(source=str(d.get("source", "")), samples=int(d.get("samples") or 0),
-                   steps=int(d.get("steps") or 0), labelled=bool(d.get("labelled")))
+                   steps=int(d.get("steps") or 0), labelled=bool(d.get("labelled")),
+                   held_out=d.get("held_out") if isinstance(d.get("held_out"), dict) else None)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,7 +48,8 @@ def _fmt(v: Any, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
-def _describe(p: dict[str, Any]) -> str:
+def describe_params(p: dict[str, Any]) -> str:
+    """A trial's hyperparameters in one short line (``–`` for none), as the tune tables and messages show them."""
     if not p:
         return "–"
     return (f"{p.get('cell')} {p.get('layers')}x{p.get('hidden')} w{p.get('window')} lr {p.get('lr', 0):.2g} "
@@ -60,7 +61,7 @@ def _rows(rows: list[dict[str, Any]], pareto: set[int]) -> list[list[Any]]:
     for r in rows:
         test = (r.get("test") or {}).get("model") or {}
         test_err = test.get("mae", test.get("macro_f1"))
-        out.append([r["number"], r["state"], _describe(r["params"]), _fmt(r["val_error"], ".4g"),
+        out.append([r["number"], r["state"], describe_params(r["params"]), _fmt(r["val_error"], ".4g"),
                     _fmt(test_err, ".4g"), _fmt(r["size_kb"], ",.1f"), _fmt(r["latency_ms"], ".3g"),
                     _fmt(r["host_p50_ms"], ".3g"), _fmt(r["peak_ram_kb"], ",.0f"),
                     "yes" if r["number"] in pareto else "", "yes" if r["feasible"] else "no", r["reason"] or ""])

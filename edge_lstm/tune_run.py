@@ -101,7 +101,7 @@ def _nothing_feasible(rows: list[dict[str, Any]], summary: dict[str, Any]) -> Ex
         return UsageError(f"No trial finished with a measured model ({summary['counts']}): {why}",
                           "Widen the search space, train longer (--epochs), or check the data.")
     closest = sorted(measured, key=lambda r: r["reason"].count(";"))[:3]
-    lines = "\n  ".join(f"trial {r['number']} ({tune_report._describe(r['params'])}): {r['size_kb']:,.1f} KiB, "
+    lines = "\n  ".join(f"trial {r['number']} ({tune_report.describe_params(r['params'])}): {r['size_kb']:,.1f} KiB, "
                         f"{r['latency_ms']:.3g} ms: {r['reason']}" for r in closest)
     return BudgetExceeded(f"No trial meets the budget ({summary['budgets']}). The closest:\n  {lines}",
                           "Loosen a budget, pick a larger target, use a smaller search space (--hidden, --windows) "

@@ -107,3 +107,20 @@ def test_int16x8_claims_hold_on_litert(name: str) -> None:
     except EdgeLstmError:
         data = None
     assert (data is not None and _works(data, samples, micro=False, int8=True)) == claimed
+
+
+def test_the_cli_modules_import_no_private_name_of_another_module() -> None:
+    import ast
+
+    import edge_lstm
+    from edge_lstm.quantize import int16x8
+
+    root = Path(edge_lstm.__file__).parent
+    private = []
+    for path in sorted(root.glob("cli*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edge_lstm"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert private == []
+    assert "FULLY_CONNECTED" in int16x8.INT16_OPS and "GATHER" in int16x8.INT16_OPS

@@ -155,3 +155,65 @@ def test_profile_torchscript_with_input_shape(app: typer.Typer, tmp_path: Path) 
     assert res.exit_code == 0, res.output
     bad = runner.invoke(app, ["profile", str(path), *FAST, "--input-shape", "1xAx1"])
     assert isinstance(bad.exception, UsageError)
+
+
+def _nan_tflite(path: Path) -> Path:
+    """y = sqrt(x - 100) on N(0, 1) inputs, lowered to TFLite: NaN in every output."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_lstm.lower.tflite import lower
+
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["x", "hundred"], ["d"]), helper.make_node("Sqrt", ["d"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.full((1, 4), 100.0, np.float32), "hundred")])
+    path.write_bytes(lower(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "fused").data)
+    return path
+
+
+def test_wrong_outputs_exit_3_with_a_hint_naming_the_report_that_exists(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    nan = str(_nan_tflite(tmp_path / "nan.tflite"))
+    args = ["profile", nan, "--runs", "3", "--warmup", "1"]
+    assert cli.main(args) == 3
+    err = capsys.readouterr().err
+    assert "no report was written" in err and "--output report.json" in err and "see the report" not in err
+    assert not list(tmp_path.glob("*.json"))
+    out = tmp_path / "r" / "report.json"
+    assert cli.main([*args, "--output", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert f"the report with every run is {out}" in err and out.is_file() and (out.parent / "report.html").is_file()
+    assert json.loads(out.read_text())["artifacts"][0]["outputs_check"]["non_finite"] > 0
+    assert cli.main([*args, "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"]["code"] == 3 and '"result" of this JSON error' in doc["error"]["hint"]
+    assert doc["result"]["artifacts"][0]["outputs_check"]["non_finite"] > 0
+
+
+def test_profile_target_marks_what_it_cannot_run_as_export_does(app: typer.Typer, model: Path) -> None:
+    res = runner.invoke(app, ["profile", str(model), *FAST, "--target", "nrf52840"])
+    assert isinstance(res.exception, BudgetExceeded)  # like export: exit 4 when no artifact can run there
+    assert "NOT RUNNABLE" in res.stdout and "warn" not in res.stdout
+    err = str(res.exception)
+    assert "No artifact can run on nrf52840" in err and "profiled on onnxruntime only" in err
+    ok = runner.invoke(app, ["profile", str(model), *FAST, "--target", "rpi4b", "--json"])
+    assert ok.exit_code == 0
+    assert not [c for c in json.loads(ok.stdout)["artifacts"][0]["budget"] if c["budget"] == "runtime"]
+
+
+def test_profile_target_not_runnable_through_main_cli(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["profile", str(model), *FAST, "--target", "nrf52840", "--json"]) == 4
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"]["code"] == 4 and "profiled on onnxruntime only" in doc["error"]["message"]
+    assert "were written" not in doc["error"]["hint"]  # profile writes nothing without --output
+    runtime = [c for c in doc["result"]["artifacts"][0]["budget"] if c["budget"] == "runtime"]
+    assert [c["status"] for c in runtime] == ["not-runnable"] and "nrf52840 runs tflm" in runtime[0]["note"]
+
+
+def test_profile_html_says_not_runnable(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert cli.main(["profile", str(model), *FAST, "--target", "nrf52840", "--output", str(out)]) == 4
+    page = (tmp_path / "report.html").read_text()
+    assert "not runnable on the target" in page and "not measured / unverified" not in page

@@ -135,3 +135,18 @@ def test_a_broken_executorch_install_fails_its_artifact_not_the_run(tmp_path: Pa
     by_file = {a["file"]: a for a in report["artifacts"]}
     assert rc == 5 and by_file["m.fp32.onnx"]["passed"] and not by_file["m.fp32.pte"]["passed"]
     assert "does not import" in " ".join(by_file["m.fp32.pte"]["notes"])
+
+
+def test_the_exporters_own_warnings_stay_off_stderr(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    ckpt = _ckpt(tmp_path, _tiny("stacked"), TINY, "quiet")
+    code = ("import sys; from edge_lstm import load; from edge_lstm.export_executorch import export_executorch\n"
+            "print(len(export_executorch(load.load(sys.argv[1])).data) > 0)")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code, str(ckpt)], capture_output=True, text=True,
+                          timeout=600, check=True, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.stdout.strip() == "True"
+    for noise in ("FutureWarning", "were assigned during export", "Failed to load", "Enum subclass"):
+        assert noise not in done.stderr, done.stderr[-2000:]

@@ -116,8 +116,12 @@ def test_mcu_target_skips_ram_for_non_tflm_runtime(models: dict[str, Path]) -> N
     checks = {c["budget"]: c for c in report["artifacts"][0]["budget"]}
     # issue 9 item 8: a budget that was not measured reads "not measured" (was "skipped"), and a file that did not
     # run on TFLite Micro is not reported as fitting the flash
-    assert checks["ram"]["status"] == "not-measured" and checks["runtime"]["status"] == "warn"
+    # and, as export says of an artifact only validated elsewhere, one the target cannot run is "not-runnable"
+    assert checks["ram"]["status"] == "not-measured" and checks["runtime"]["status"] == "not-runnable"
+    assert checks["runtime"]["note"].startswith("not runnable on stm32h7: profiled on onnxruntime only")
     assert checks["flash"]["status"] == "unverified"
+    with pytest.raises(BudgetExceeded, match="No artifact can run on stm32h7"):
+        enforce_budgets(report)
 
 
 def test_compare_and_report_roundtrip(models: dict[str, Path], tmp_path: Path) -> None:
@@ -211,3 +215,31 @@ def test_reports_written_atomically_and_unwritable_path_is_usage_error(
         write_html(report, tmp_path / "r.html")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.json"]  # no temp files left
     assert out.read_text() == "old" and (tmp_path / "r.html").read_text() == "old"
+
+
+def test_int16x8_is_estimated_at_half_the_int8_rate_and_says_so(models: dict[str, Path]) -> None:
+    from edge_lstm.profile import INT16X8_SHARE, latency_estimate
+
+    rpi = load_target("rpi4b")
+    entry = profile([models["tflite"]], OPTS)["artifacts"][0]
+    estimates = {}
+    for precision in ("fp32", "int8", "int16x8"):
+        entry["cost"]["precision"] = precision
+        estimates[precision] = latency_estimate(entry, rpi)
+    assert estimates["int16x8"]["macs_per_s"] == rpi.int8_macs_per_s * INT16X8_SHARE < rpi.int8_macs_per_s
+    assert estimates["int16x8"]["latency_s"] == pytest.approx(estimates["int8"]["latency_s"] / INT16X8_SHARE)
+    assert "half the int8 figure (assumed, not measured" in estimates["int16x8"]["basis"]
+    assert "assumed" not in estimates["int8"]["basis"]
+
+
+def test_a_tiny_models_estimate_reads_under_a_tenth_of_a_microsecond_not_zero(tmp_path: Path) -> None:
+    from profile_models import fc_tflite
+    from typer.testing import CliRunner
+
+    from edge_lstm.cli import app
+
+    fc = tmp_path / "fc.tflite"
+    fc.write_bytes(fc_tflite())  # 12 MACs: 0.6 ns at the x86 host's estimated rate
+    res = CliRunner().invoke(app, ["profile", str(fc), "--runs", "3", "--warmup", "1", "--target", "x86-64-host"])
+    assert res.exit_code == 0, res.stdout
+    assert "~<0.1" in res.stdout and "~0.0" not in res.stdout  # the cell may wrap before "(estimate)"

@@ -167,3 +167,61 @@ def test_no_recommendation_says_why_when_nothing_passed() -> None:
     arts = [_artifact("m.int8.tflite", 58_000, "litert", INT8_TOL, 0.2, passed=False)]
     rec = facts.recommend(_report(arts))
     assert rec["file"] is None and rec["rule"] == "no whole-window artifact passed validation"
+
+
+def test_export_on_the_training_file_says_not_held_out_in_every_report(seattle_csv: Path, tmp_path: Path,
+                                                                       capsys: Any) -> None:
+    import csv
+    import json
+    import re
+
+    from edge_lstm.cli import main
+
+    train_csv, other = tmp_path / "train.csv", tmp_path / "other.csv"
+    rows = list(csv.reader(seattle_csv.open()))
+    for path, part in ((train_csv, rows[1:601]), (other, rows[3001:3301])):
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([["date", "temp"], *part])
+    ckpt = tmp_path / "m.pt"
+    assert main(["train", str(train_csv), "--target-column", "temp", "--window", "24", "--hidden", "4",
+                 "--layers", "1", "--epochs", "1", "-o", str(ckpt)]) == 0
+    capsys.readouterr()
+    said = {}
+    for data in (train_csv, other):
+        out = tmp_path / data.stem
+        assert main(["export", str(ckpt), "-o", str(out), "--format", "onnx", "--data", str(data)]) == 0
+        page = re.sub(r"<svg.*?</svg>", "", (out / "report.html").read_text(), flags=re.S)  # the plots' own labels
+        said[data.stem] = (capsys.readouterr().out, json.loads((out / "report.json").read_text()),
+                           (out / "report.md").read_text(), page)
+    text, rep, md, html = said["train"]
+    held = rep["validation_data"]["held_out"]
+    assert held["status"] == "no" and held["training_data"]["file"] == "train.csv"
+    assert held["training_data"]["split_rows"]["train"][0] == 0
+    for words in (text.replace("\n  ", " "), md, html):
+        assert "held-out" not in words and "NOT held out: the model was trained on this file (train.csv" in words
+    assert "train rows 0–" in md
+    text, rep, md, html = said["other"]
+    assert rep["validation_data"]["held_out"]["status"] == "unknown"  # another file may still share rows
+    for words in (text.replace("\n  ", " "), md, html):
+        assert "held-out" not in words and "not the training file train.csv" in words
+    assert "held out only if it shares no rows with it" in md
+
+
+def test_the_export_summary_shows_a_sub_microsecond_estimate_as_under_one(tmp_path: Path, capsys: Any) -> None:
+    import torch
+
+    from edge_lstm import archs, load
+    from edge_lstm.cli import main
+
+    torch.manual_seed(0)
+    cfg = archs.ArchConfig(hidden=2, layers=1)
+    ckpt = tmp_path / "tiny.pt"  # 6 steps x 4 gates x 2 x (1 + 2) MACs: a few ns at the x86 host's estimated rate
+    load.save_checkpoint(ckpt, archs.build("forecaster", cfg).eval(), "forecaster", cfg, 6,
+                         {"mean": [0.0], "std": [1.0]}, "forecast")
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "out"), "--format", "onnx", "--profile",
+                 "--target", "x86-64-host"]) == 0
+    text = capsys.readouterr().out
+    head = next(line for line in text.splitlines() if line.startswith("artifact"))
+    row = next(line for line in text.splitlines() if line.startswith("tiny.fp32.onnx"))
+    assert "est. µs" in head, text
+    assert " <1 " in row and " 0 " not in row, text  # the estimate column, right-aligned

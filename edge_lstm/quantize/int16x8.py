@@ -178,6 +178,9 @@ _INT16_OPS = frozenset({
     "CONCATENATION", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "LOGISTIC", "TANH", "CAST", "WHILE", "LESS",
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "TRANSPOSE", "PACK", "UNPACK",
 })
+#: the TFLite builtins the 16x8 quantizer widens to int16 activations, their kernels checked in int16 on LiteRT and
+#: TFLite Micro (a model with any other op is refused); public: ``edge-lstm ops`` lists the 16x8 forms from it
+INT16_OPS: frozenset[str] = _INT16_OPS
 
 
 def _check_ops(model: Any, ops: dict[int, str]) -> None:

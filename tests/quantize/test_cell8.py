@@ -101,12 +101,14 @@ def test_body_is_int8_ops_xnnpack_takes(residual: Any) -> None:
 def test_litert_delegates_the_whole_body(residual: Any) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
+    from edge_lstm.runners.litert import node_details
+
     model = unpack(residual.data)
     body = copy.deepcopy(model)
     body.subgraphs = [body.subgraphs[2]]  # the loop body as a model of its own: LiteRT lists its partitions
     interp = Interpreter(model_content=pack(body), num_threads=1)
     interp.allocate_tensors()
-    kinds = [d["op_name"] for d in interp._get_ops_details()]
+    kinds = [d["op_name"] for d in node_details(interp)]
     assert kinds.count("DELEGATE") == 1, kinds  # one XNNPACK kernel (the counter and the gather stay builtin)
 
 
