@@ -79,7 +79,7 @@ def forecast_plot(acc: dict[str, Any]) -> str:
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     bottom.axhline(0, color="#1f77b4", lw=0.8)
     bottom.set_ylabel(f"artifact − float\n({acc['units']})")
-    bottom.set_xlabel(f"held-out window (first {n} of {acc['windows']})")
+    bottom.set_xlabel(f"validation window (first {n} of {acc['windows']})")
     if acc["artifacts"]:
         bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     for ax in (top, bottom):
