@@ -142,7 +142,7 @@ def _cell_fallback(model: LoadedModel, proto: onnx.ModelProto, art: Artifact, op
     from edge_lstm import produce, prove
 
     failed = [v for v in art.validations if v.task_failed and v.task is not None]
-    if not failed or art.failures:
+    if not failed or art.failures or not produce.has_residual_cells(art):
         return art
     why = ", ".join(f"{v.task.drop:.2%} on {v.runtime}" for v in failed if v.task is not None)
     gate = failed[0].tolerance.max_task_drop or 0.0

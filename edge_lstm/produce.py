@@ -267,17 +267,23 @@ def _executorch(model: LoadedModel, name: str, prec: Precision, say: Progress) -
     return Artifact(name, "executorch", prec, None, False, prog.data, notes=list(prog.notes))
 
 
+def has_residual_cells(art: Artifact) -> bool:
+    """Whether ``art`` is a whole-window full-int8 TFLite loop built with :mod:`edge_lstm.quantize.cell8`'s residual
+    int8 cells (a fused artifact's cell is TFLite's kernel's, never rebuilt)."""
+    from edge_lstm.quantize import cell8
+    from edge_lstm.tflite_schema import unpack
+
+    return art.format == "tflite" and art.precision is Precision.INT8 and not art.streaming and art.built \
+        and bool(cell8.residual_chains(unpack(art.data)))
+
+
 def int16_cell_form(model: LoadedModel, proto: onnx.ModelProto, art: Artifact, options: ExportOptions,
                     say: Progress) -> Artifact | None:
     """The whole-window full-int8 loop artifact ``art`` (built with :mod:`edge_lstm.quantize.cell8`'s residual int8
     cells) rebuilt with :mod:`edge_lstm.quantize.cell16`'s int16 cells: lowered and calibrated as ``art`` was (the
     same graph and windows; the calibrator runs again, on the graph without the residual rewrite); None when
     ``art`` is no such artifact."""
-    from edge_lstm.quantize import cell8
-    from edge_lstm.tflite_schema import unpack
-
-    if art.format != "tflite" or art.precision is not Precision.INT8 or art.streaming or not art.built \
-            or not cell8.residual_chains(unpack(art.data)):
+    if not has_residual_cells(art):
         return None
     got = _lower(proto, options.recipe.lowering, False, art.filename, say, _micro(options), Precision.INT8,
                  _litert(options))

@@ -159,24 +159,37 @@ def test_explicit_state_streaming_int8_keeps_an_int16_cell(forecaster: Any, seri
         assert v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
 
 
-def _cell_export(f: Any, series_files: tuple[Path, Path], out: Path, gate: float | None = None) -> dict[str, Any]:
-    """The full-int8 loop export of ``f`` on the real series (``gate``: the int8 task gate, else the recipe's);
-    its artifact's report entry, whether it passed or not."""
+def _cell_export(f: Any, series_files: tuple[Path, Path], out: Path, gate: float | None = None,
+                 lowering: str = "loop", said: list[str] | None = None) -> dict[str, Any]:
+    """The full-int8 export of ``f`` on the real series (``gate``: the int8 task gate, else the recipe's; ``said``
+    collects the progress lines); its artifact's report entry, whether it passed or not."""
     from dataclasses import replace
 
     from edge_lstm.errors import ValidationFailed
 
     calib, held = series_files
-    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering="loop")
+    recipe = load_recipe().with_overrides(formats=["tflite"], precisions=["int8"], lowering=lowering)
     if gate is not None:
         tol = {**recipe.tolerances, Precision.INT8: replace(recipe.tolerances[Precision.INT8], max_task_drop=gate)}
         recipe = replace(recipe, tolerances=tol)
     try:
-        res = export(f.path, ExportOptions(output_dir=out, recipe=recipe, data=held, calib=str(calib)))
+        res = export(f.path, ExportOptions(output_dir=out, recipe=recipe, data=held, calib=str(calib)),
+                     progress=None if said is None else said.append)
         report = res.report
     except ValidationFailed:
         report = json.loads((out / "report.json").read_text())
     return report["artifacts"][0]
+
+
+def test_a_fused_artifact_over_its_task_gate_is_not_rebuilt(forecaster: Any, series_files: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    """The int16-cell fallback is for the loop's residual cells: a fused full-int8 artifact (TFLite's own cell)
+    that misses its gate fails as it is, and the export does not say it rebuilds it."""
+    said: list[str] = []
+    art = _cell_export(forecaster, series_files, tmp_path / "o", gate=-1.0, lowering="fused", said=said)
+    assert art["lowering"] == "fused" and not art["passed"]
+    assert not any("int16 LSTM cell" in line for line in said), said
+    assert not any(n.startswith("LSTM cell:") for n in art["notes"])
 
 
 def _drops(art: dict[str, Any]) -> list[float]:
