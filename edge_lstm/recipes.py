@@ -186,7 +186,10 @@ def _read(name_or_path: str | Path, chain: tuple[Path, ...], base: Path | None =
     parent = raw.pop("inherit", None)
     if parent:
         base_raw, _ = _read(str(parent), (*chain, resolved), path.parent)
-        tol = {**base_raw.get("tolerance", {}), **raw.get("tolerance", {})}
+        # per precision, key by key: `[tolerance.int8] max_task_drop = 0.01` tightens one gate and keeps the rest
+        mine = raw.get("tolerance", {})
+        tol = {p: {**base_raw.get("tolerance", {}).get(p, {}), **mine.get(p, {})}
+               for p in {**base_raw.get("tolerance", {}), **mine}}
         val = {**base_raw.get("validation", {}), **raw.get("validation", {})}
         raw = {**base_raw, **raw, "tolerance": tol, "validation": val}
     return raw, where

@@ -95,3 +95,15 @@ def test_each_kind_of_config_error_has_its_class(tmp_path: Path) -> None:
     bad.write_text('name = "x"\nformats = ["onnx"]\nprecisions = ["fp32"]\n')
     with pytest.raises(RecipeError, match="has no tolerance"):
         load_recipe(bad)
+
+
+def test_an_inheriting_recipe_overrides_one_tolerance_key_and_keeps_the_others(tmp_path: Path) -> None:
+    """`[tolerance.int8] max_task_drop = 0.01` under `inherit = "default"` tightens that gate alone: the int8
+    gate stays statistical (cosine, relative L2, PSNR), not the dataclass's elementwise default."""
+    path = tmp_path / "tight.toml"
+    path.write_text('inherit = "default"\nname = "tight"\n\n[tolerance.int8]\nmax_task_drop = 0.01\n')
+    base, tight = load_recipe("default").tolerances[Precision.INT8], load_recipe(str(path)).tolerances[Precision.INT8]
+    assert tight.max_task_drop == 0.01
+    assert (tight.elementwise, tight.min_cosine, tight.max_rel_l2, tight.min_psnr) == \
+        (base.elementwise, base.min_cosine, base.max_rel_l2, base.min_psnr) == (False, 0.99, 0.15, 25.0)
+    assert load_recipe(str(path)).tolerances[Precision.FP32] == load_recipe("default").tolerances[Precision.FP32]
