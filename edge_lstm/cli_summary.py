@@ -61,7 +61,7 @@ def table_text(report: ExportReport | Json) -> str:
     for r in runtime_rows:
         err = errs.get((r["file"], r["runtime"]))
         task = r["task"]
-        result = ("pass" if r["passed"] else "FAIL") if r["validated"] else "–"
+        result = ("pass" if r["runtime_passed"] else "FAIL") if r["validated"] else "–"
         step = "†" if r["streaming"] and r["p50_s"] is not None else ""
         rows.append([r["file"], r["runtime"], f"{r['size_bytes'] / 1024:,.0f}", "–" if err is None else f"{err:.1e}",
                      f"{task['artifact']:.4g}" if task else "–",

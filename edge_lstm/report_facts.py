@@ -151,6 +151,8 @@ def runtime_rows(report: ExportReport | Json) -> list[dict[str, Any]]:
                 "file": a.file, "format": a.format, "precision": a.precision, "lowering": a.lowering,
                 "streaming": a.streaming, "runtime": rt, "size_bytes": a.size_bytes,
                 "validated": v is not None, "passed": a.passed and (v is None or v.passed),
+                # this runtime's own verdict (the artifact may fail on another runtime: "passed" is False then)
+                "runtime_passed": v.passed if v is not None else None,
                 "task_drop": task["drop"] if task else None, "task": task,
                 "p50_s": (p or {}).get("latency_s", {}).get("p50"), "p99_s": (p or {}).get("latency_s", {}).get("p99"),
                 "per_sample_s": (p or {}).get("per_sample_s"),

@@ -225,3 +225,19 @@ def test_the_export_summary_shows_a_sub_microsecond_estimate_as_under_one(tmp_pa
     row = next(line for line in text.splitlines() if line.startswith("tiny.fp32.onnx"))
     assert "est. µs" in head, text
     assert " <1 " in row and " 0 " not in row, text  # the estimate column, right-aligned
+
+
+def test_summary_table_gives_each_runtime_its_own_verdict() -> None:
+    """An int8 file that fails on LiteRT but passes on TFLite Micro: the artifact fails (and is never recommended),
+    but the TFLite Micro row says pass — it was that runtime's validation that passed."""
+    from edge_lstm.cli_summary import table_text
+
+    art = _artifact("m.int8.tflite", 1000, "litert", INT8_TOL, 0.5, passed=False)
+    ok = _artifact("m.int8.tflite", 1000, "tflm", INT8_TOL, 0.01)["validation"][0]
+    art["validation"].append(ok)
+    rep = _report([art])
+    rows = {r["runtime"]: r for r in facts.runtime_rows(rep)}
+    assert not rows["litert"]["passed"] and not rows["tflm"]["passed"]  # the artifact's verdict: it failed
+    assert rows["tflm"]["runtime_passed"] and not rows["litert"]["runtime_passed"]
+    lines = {ln.split()[1]: ln.split()[-1] for ln in table_text(rep).splitlines() if ln.startswith("m.int8")}
+    assert lines == {"litert": "FAIL", "tflm": "pass"}

@@ -208,7 +208,8 @@ def test_a_residual_cell_over_its_task_gate_falls_back_to_the_int16_cell(
     """3 x LSTM(32) (not the stack the cells were measured on) and the tests' forecaster. With a gate no form meets,
     both are tried, the
     faster (residual) kept, and the note gives both drops; with the gate between the two forms' drops, the export
-    keeps the one within it: the int16 cell when the residual one is over it (and says why), else the residual."""
+    keeps the one within it: the int16 cell when the residual one is over it (and says why) and the int16 cell is
+    validated on every runtime the residual one was, else the residual."""
     from edge_lstm.quantize import cell8
     from edge_lstm.tflite_schema import unpack
 
@@ -222,6 +223,11 @@ def test_a_residual_cell_over_its_task_gate_falls_back_to_the_int16_cell(
     art = _cell_export(f, series_files, tmp_path / "o", gate=(residual + int16) / 2)
     cell = cell8.residual_chains(unpack(Path(art["path"]).read_bytes()))
     notes = " ".join(art["notes"])
+    everywhere = set(re.findall(r"% on (\w+)", note.split("the int16 cell's")[1])) >= \
+        {v["runtime"] for v in strict["validation"]}
+    if int16 < residual and not everywhere:  # not proved where the residual file was (TFLite Micro): kept, failing
+        assert cell > 0 and "passing, but it is not validated on" in notes, notes
+        return
     if int16 < residual:
         assert "LSTM cell: edge-lstm's int16 cell, not the residual int8 one" in notes, notes
         assert cell == 0 and "cell state and gate arithmetic int16" in notes
