@@ -131,7 +131,7 @@ def _dequantized_output(sub: SubgraphView, t: int) -> bool:
 def _widen_head_input(sub: SubgraphView, op: Any) -> None:
     """The head's input as int16: its int8 value (before any requantizing QUANTIZE, which is then dropped: its
     rounding is not needed) dequantized and quantized to int16, exact at int16's step (tflite-runtime 2.14 has no
-    int8 to int16 QUANTIZE, and TFLite Micro's integer CAST is not one edge-lstm has checked)."""
+    int8 to int16 QUANTIZE, and a CAST, which TFLite Micro has, would keep the int8 zero point: int16 is symmetric)."""
     s = schema()
     x = int(op.inputs[0])
     k = sub.producer.get(x)

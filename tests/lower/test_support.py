@@ -2,7 +2,10 @@
 
 Each op test model (op_cases.py, and the recurrent kinds of tflite_models.py) is
 lowered, quantized to full int8, and run on LiteRT and TFLite Micro; a model must
-work exactly where the table says every ONNX op in it does.
+work exactly where the table says every ONNX op in it does. The TFLite Micro
+kernel table (MICRO_MISSING, MICRO_KERNEL_TYPES, MICRO_CASTS) is held to the
+installed TFLite Micro one builtin and type (or CAST type pair) at a time, with
+the one-op models of micro_kernels.py.
 """
 
 from __future__ import annotations
@@ -10,13 +13,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from micro_kernels import one_op, run
 from op_cases import CASES
 from test_ops import _capture
 from tflite_models import case
 
 from edge_lstm.errors import EdgeLstmError
 from edge_lstm.lower.tflite import lower
-from edge_lstm.lower.tflite.support import SUPPORT, markdown, micro_blockers, rows, table
+from edge_lstm.lower.tflite.support import (
+    MICRO_CASTS,
+    MICRO_KERNEL_TYPES,
+    MICRO_MISSING,
+    SUPPORT,
+    markdown,
+    micro_blockers,
+    micro_kernel_blocker,
+    rows,
+    table,
+)
 from edge_lstm.quantize import quantize_tflite
 from edge_lstm.runners.litert import LiteRTRunner
 from edge_lstm.spec import Precision
@@ -119,3 +133,38 @@ def test_every_table_op_has_an_entry_and_the_matrix_lists_it() -> None:
     assert set(table()) == {k for k in OP_TABLE if not k.startswith("Edge")}
     assert [r[0] for r in rows()] == sorted(table())
     assert markdown().count("\n") == len(table()) + 1
+
+
+_SEQUENCE = {"UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_LSTM"}
+_TYPES = ("float32", "int8", "int16", "int32")
+_CAST_TYPES = ("float32", "int8", "int16", "int32", "int64", "uint8", "bool")
+_KERNELS = sorted({(op, "float32") for op in MICRO_MISSING & _SEQUENCE}
+                  | {(op, t) for op in (MICRO_MISSING - _SEQUENCE) | set(MICRO_KERNEL_TYPES) for t in _TYPES}
+                  | {("CAST", f"{a}->{b}") for a in _CAST_TYPES for b in _CAST_TYPES if a != b})
+
+
+@pytest.mark.parametrize(("op", "types"), _KERNELS, ids=[f"{o}-{t}" for o, t in _KERNELS])
+def test_the_micro_kernel_table_agrees_with_tflite_micro(op: str, types: str) -> None:
+    """A one-op model runs on TFLite Micro, with LiteRT's output (a quantum of it for integers), exactly when the
+    table says TFLite Micro has that kernel; micro_blockers says the same of the file."""
+    probe = one_op(op, types)
+    src, dst = types.split("->") if "->" in types else (types, types)
+    claimed = micro_kernel_blocker(op, [src], [dst]) is None
+    got, ref = run(probe.data, probe.feeds, micro=True), run(probe.data, probe.feeds, micro=False)
+    if claimed:
+        assert not isinstance(got, str), f"the table says TFLite Micro runs {op} at {types}; it says {got}"
+        assert not isinstance(ref, str), f"no LiteRT reference for {op} at {types}: {ref}"
+        step = 1.0 / 4096 if dst == "int16" else 0.02 if dst == "int8" and op != "CAST" else 0.0
+        np.testing.assert_allclose(got.astype(np.float64), ref.astype(np.float64), rtol=1e-5, atol=step + 1e-6)
+    else:
+        works = not isinstance(got, str) and not isinstance(ref, str) and got.shape == ref.shape and bool(
+            np.allclose(got.astype(np.float64), ref.astype(np.float64), rtol=1e-5, atol=0.02))
+        assert not works, f"TFLite Micro runs {op} at {types} (and matches LiteRT): the table says it cannot"
+    assert (not micro_blockers(probe.data)) == claimed, micro_blockers(probe.data)
+
+
+def test_micro_casts_name_only_types_tflite_has() -> None:
+    """MICRO_CASTS pairs are of distinct types the probe covers, so the test above checks each of them."""
+    assert MICRO_CASTS and all(a != b and {a, b} <= set(_CAST_TYPES) for a, b in MICRO_CASTS)
+    assert micro_kernel_blocker("CAST", ["int8"], ["int16"]) is None  # the int16 cell's widening
+    assert micro_kernel_blocker("CAST", ["int64"], ["float32"]) is not None

@@ -42,6 +42,12 @@ def pair(forecaster: Any) -> tuple[bytes, bytes]:
     return _pair(forecaster)
 
 
+@pytest.fixture(scope="module")
+def int16_pair(forecaster: Any) -> tuple[bytes, bytes]:
+    """The same with the int16 cell (cell16.py) instead of the residual int8 one."""
+    return _pair(forecaster, residual=False)
+
+
 def _litert(data: bytes, xs: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -109,8 +115,8 @@ def test_closer_to_pytorch_on_a_three_layer_stack(three_layers: Any) -> None:
     assert after < before, (before, after)
 
 
-def test_int16_cell_gets_the_edges_too(forecaster: Any) -> None:
-    plain, wide = _pair(forecaster, residual=False)
+def test_int16_cell_gets_the_edges_too(int16_pair: tuple[bytes, bytes], forecaster: Any) -> None:
+    plain, wide = int16_pair
     assert not cell8.residual_chains(unpack(wide))
     before, after = _closer(plain, wide, forecaster)
     assert after < before, (before, after)
@@ -120,12 +126,18 @@ def test_byte_deterministic(pair: tuple[bytes, bytes], forecaster: Any) -> None:
     assert _pair(forecaster)[1] == pair[1]
 
 
-def test_runs_on_tflite_micro(pair: tuple[bytes, bytes], forecaster: Any) -> None:
+@pytest.mark.parametrize("cell", ["residual", "int16"])
+def test_runs_on_tflite_micro(cell: str, forecaster: Any, request: pytest.FixtureRequest) -> None:
+    """Both cells, and the export validates both there: TFLite Micro has their kernels (the int16 cell's int8 ->
+    int16 CASTs included)."""
     pytest.importorskip("tflite_micro")
+    from edge_lstm.lower.tflite.support import micro_blockers
     from edge_lstm.runners.tflm import TFLMRunner
 
+    data = request.getfixturevalue("pair" if cell == "residual" else "int16_pair")[1]
+    assert micro_blockers(data) == []
     xs, ref = forecaster.test_x[::16], forecaster.torch_pred[::16]
-    with TFLMRunner(pair[1]) as r:
+    with TFLMRunner(data) as r:
         got = []
         for x in xs:
             r.reset_state()

@@ -155,6 +155,8 @@ def test_explicit_state_streaming_int8_keeps_an_int16_cell(forecaster: Any, seri
     assert len(main_graph.inputs) == 5  # x and (h, c) of both layers
     assert sum(t.type == 7 for t in main_graph.tensors) >= 2  # int16 cell states
     assert "cell state and gate arithmetic int16" in " ".join(stream["notes"])
+    # its int8 -> int16 CASTs are kernels TFLite Micro has (support.MICRO_CASTS): validated there too
+    assert {v["runtime"] for v in stream["validation"]} == {"litert", "tflm"}, stream["notes"]
     for v in stream["validation"]:
         assert v["task"]["drop"] <= 0.03, (v["runtime"], v["task"])
 
@@ -231,6 +233,7 @@ def test_a_residual_cell_over_its_task_gate_falls_back_to_the_int16_cell(
     if int16 < residual:
         assert "LSTM cell: edge-lstm's int16 cell, not the residual int8 one" in notes, notes
         assert cell == 0 and "cell state and gate arithmetic int16" in notes
+        assert {v["runtime"] for v in art["validation"]} == {"litert", "tflm"}, notes  # TFLite Micro has its CAST
         assert max(_drops(art)) == pytest.approx(int16, abs=1e-4)
     else:
         assert cell > 0 and not any(n.startswith("LSTM cell:") for n in art["notes"]), notes

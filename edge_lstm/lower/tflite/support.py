@@ -158,18 +158,44 @@ def markdown() -> str:
     return "\n".join([head, rule, *("| " + " | ".join(r) + " |" for r in rows())])
 
 
-#: TFLite builtins TFLite Micro has no kernel for, at float32 and at int8 (checked by tests/lower/test_support.py)
+#: TFLite builtins TFLite Micro has no kernel for, at any type (measured: tests/lower/test_support.py runs a
+#: one-op model of each on it)
 MICRO_MISSING = frozenset({"POW", "TILE", "GELU", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN",
                            "BIDIRECTIONAL_SEQUENCE_LSTM"})
-MICRO_MISSING_INT8 = MICRO_MISSING | {"EXP", "LOG", "SQRT", "DIV", "NEG", "FLOOR", "CEIL", "SELECT_V2", "CAST"}
+_FLOAT_ONLY = frozenset({"float32"})
+#: builtins whose TFLite Micro kernel takes only some types: op -> the output types it computes (measured as above;
+#: an op not listed here or in MICRO_MISSING is taken at every type the models edge-lstm writes give it)
+MICRO_KERNEL_TYPES: dict[str, frozenset[str]] = {
+    "EXP": _FLOAT_ONLY, "LOG": _FLOAT_ONLY, "SQRT": _FLOAT_ONLY, "NEG": _FLOAT_ONLY, "FLOOR": _FLOAT_ONLY,
+    "CEIL": _FLOAT_ONLY,
+    "DIV": frozenset({"float32", "int32", "int8"}),  # no int16
+    "SELECT_V2": frozenset({"float32", "int8", "int16"}),  # no int32
+}
+_CAST_TYPES = ("float32", "int8", "int16", "int32", "bool")
+#: the (from, to) type pairs TFLite Micro's CAST converts: any two of float32, int8, int16, int32 and bool (no int64,
+#: no uint8; measured as above)
+MICRO_CASTS = frozenset((a, b) for a in _CAST_TYPES for b in _CAST_TYPES if a != b)
+
+
+def micro_kernel_blocker(name: str, types_in: list[str], types_out: list[str]) -> str | None:
+    """Why TFLite Micro has no kernel for builtin ``name`` reading ``types_in`` and writing ``types_out`` (None when
+    it has one, as far as :data:`MICRO_MISSING`, :data:`MICRO_KERNEL_TYPES` and :data:`MICRO_CASTS` go)."""
+    if name in MICRO_MISSING:
+        return f"no {name} kernel"
+    if name == "CAST" and types_in and types_out and (types_in[0], types_out[0]) not in MICRO_CASTS:
+        return f"its CAST kernel does not convert {types_in[0]} to {types_out[0]}"
+    if name in MICRO_KERNEL_TYPES and types_out and types_out[0] not in MICRO_KERNEL_TYPES[name]:
+        return f"no {types_out[0]} {name} kernel"
+    return None
 
 
 def micro_blockers(data: bytes) -> list[str]:
     """Why TFLite Micro cannot run this TFLite file (empty when it can, as far as its kernels go).
 
     Reads the file with the numpy-only reader. Hybrid (int8 weights, float
-    activations) and float16-weight models are reported too; a full-integer model
-    is held to the integer kernels TFLite Micro has.
+    activations) and float16-weight models are reported too; every other op is
+    held to the kernels TFLite Micro has for its tensor types
+    (:func:`micro_kernel_blocker`).
     """
     from edge_lstm.cost_tflite import tflite_cost
     from edge_lstm.tflite_read import dtype_name, op_name, read
@@ -178,14 +204,14 @@ def micro_blockers(data: bytes) -> list[str]:
     precision = tflite_cost(data).precision
     if precision in ("dynamic-int8", "fp16"):
         return [f"{precision} weights: TFLite Micro has no hybrid kernels and cannot dequantize float16"]
-    integer = precision in ("int8", "int16x8")
-    missing = MICRO_MISSING_INT8 if integer else MICRO_MISSING
     reasons: list[str] = []
     for g in model.subgraphs:
         for op in g.operators:
             name = op_name(model, op)
-            if name in missing:
-                reasons.append(f"no {'integer ' if integer else ''}{name} kernel")
+            why = micro_kernel_blocker(name, [dtype_name(g.tensors[i].type) for i in op.inputs if i >= 0],
+                                       [dtype_name(g.tensors[i].type) for i in op.outputs if i >= 0])
+            if why:
+                reasons.append(why)
             elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 16 and op.inputs[16] >= 0:
                 reasons.append("its LSTM kernel has no projection (proj_size)")
             elif name == "GATHER" and len(op.inputs) > 1 and dtype_name(g.tensors[op.inputs[1]].type) == "int64":
