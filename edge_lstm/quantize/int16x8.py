@@ -178,6 +178,10 @@ _INT16_OPS = frozenset({
     "CONCATENATION", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "LOGISTIC", "TANH", "CAST", "WHILE", "LESS",
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "TRANSPOSE", "PACK", "UNPACK",
 })
+#: ops a TFLite lowering writes for a recurrent layer (another lowering may not): the refusal's hint names it only
+#: when one of these is the op refused
+_LOWERING_OPS = frozenset({"WHILE", "LESS", "GATHER", "UNIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+                           "BIDIRECTIONAL_SEQUENCE_LSTM", "SELECT_V2", "DYNAMIC_UPDATE_SLICE"})
 #: the TFLite builtins the 16x8 quantizer widens to int16 activations, their kernels checked in int16 on LiteRT and
 #: TFLite Micro (a model with any other op is refused); public: ``edge-lstm ops`` lists the 16x8 forms from it
 INT16_OPS: frozenset[str] = _INT16_OPS
@@ -198,7 +202,10 @@ def _check_ops(model: Any, ops: dict[int, str]) -> None:
         raise UnsupportedModel(
             f"int16x8 does not handle the op(s) {', '.join(seen)} in this model (edge-lstm widens only ops whose "
             f"int16 kernels it has checked: {', '.join(sorted(_INT16_OPS))}).",
-            "Use --precision int8, or another lowering (--lowering fused or loop).",
+            "Use --precision int8 (its kernels take these ops)" + (
+                ", or another lowering (--lowering fused or loop): the lowering wrote "
+                f"{', '.join(set(seen) & _LOWERING_OPS)}" if set(seen) & _LOWERING_OPS else
+                "; no other lowering helps: the op(s) are the model's own, outside its LSTM layers") + ".",
         )
 
 

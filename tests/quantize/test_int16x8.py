@@ -165,3 +165,21 @@ def test_a_projected_fused_lstm_is_refused_saying_why(tmp_path):
     calib = np.random.default_rng(0).standard_normal((32, WINDOW, 1)).astype(np.float32)
     with pytest.raises(UnsupportedModel, match="projection"):
         quantize_tflite(lower(proto, "fused").data, Precision.INT16X8, calib=calib)
+
+
+def test_an_op_16x8_lacks_outside_the_lstm_does_not_suggest_another_lowering(lowered, forecaster):
+    """The refusal names a lowering only when the lowering wrote the op; a model's own op (a ReLU head's RELU: no
+    lowering helps; here a planted HARD_SWISH stands for any such op) gets "no other lowering helps"."""
+    from edge_lstm.errors import UnsupportedModel
+    from edge_lstm.quantize.int16x8 import _check_ops
+    from edge_lstm.tflite_schema import unpack
+
+    m = unpack(lowered["loop"])
+    ops = {i: "HARD_SWISH" for i in range(len(m.operatorCodes))}
+    with pytest.raises(UnsupportedModel) as e:
+        _check_ops(m, ops)
+    assert "no other lowering helps" in e.value.render() and "--lowering" not in e.value.render(), e.value.render()
+    ops = {i: "UNIDIRECTIONAL_SEQUENCE_RNN" for i in range(len(m.operatorCodes))}
+    with pytest.raises(UnsupportedModel) as e:
+        _check_ops(m, ops)
+    assert "--lowering fused or loop" in e.value.render()
