@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from litert_helpers import first_outputs as _litert
 
 from edge_lstm.lower.tflite import lower
 from edge_lstm.quantize import cell8, quantize_tflite
@@ -57,21 +58,6 @@ def _close_to_pytorch(got: np.ndarray, ref: np.ndarray) -> None:
     cos = float(got @ ref / (np.linalg.norm(got) * np.linalg.norm(ref)))
     rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     assert cos >= 0.99 and rel <= 0.05, (cos, rel)
-
-
-def _litert(data: bytes, xs: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=data, num_threads=1)  # XNNPACK on, as LiteRT ships
-    interp.allocate_tensors()
-    i, o = interp.get_input_details()[0], interp.get_output_details()[0]
-    out = []
-    for x in xs:
-        interp.reset_all_variables()
-        interp.set_tensor(i["index"], x[None].astype(np.float32))
-        interp.invoke()
-        out.append(interp.get_tensor(o["index"]).ravel()[0])
-    return np.array(out)
 
 
 def test_float_rewrite_computes_the_same_function(loop_float: bytes, forecaster: Any) -> None:

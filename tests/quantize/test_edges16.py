@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from litert_helpers import first_outputs as _litert
 
 from edge_lstm.lower.tflite import lower
 from edge_lstm.quantize import cell8, quantize_tflite
@@ -46,21 +47,6 @@ def pair(forecaster: Any) -> tuple[bytes, bytes]:
 def int16_pair(forecaster: Any) -> tuple[bytes, bytes]:
     """The same with the int16 cell (cell16.py) instead of the residual int8 one."""
     return _pair(forecaster, residual=False)
-
-
-def _litert(data: bytes, xs: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=data, num_threads=1)
-    interp.allocate_tensors()
-    i, o = interp.get_input_details()[0], interp.get_output_details()[0]
-    out = []
-    for x in xs:
-        interp.reset_all_variables()
-        interp.set_tensor(i["index"], x[None].astype(np.float32))
-        interp.invoke()
-        out.append(interp.get_tensor(o["index"]).ravel()[0])
-    return np.array(out)
 
 
 def _rms(got: np.ndarray, ref: np.ndarray) -> float:
