@@ -54,6 +54,9 @@ class LoadedModel:
     task: str = "unknown"  # "forecast" | "classify" | "unknown"
     metadata: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    #: facts about how the model is exported that every artifact's notes carry (e.g. a window other than the
+    #: checkpoint's recorded one)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def output_names(self) -> list[str]:
@@ -214,7 +217,13 @@ def load(
     else:
         model = _load_torch_save(path, bool(verdict.needs_trust))
     if input_shapes:
+        recorded = model.inputs.inputs[0].steps if model.format == "checkpoint" and model.inputs.inputs else None
         model.inputs = _override_shapes(model.inputs, input_shapes, path)
+        given = model.inputs.inputs[0].steps if model.inputs.inputs else None
+        if recorded is not None and given is not None and given != recorded:
+            model.notes.append(
+                f"window {given} steps (--input-shape), not the {recorded} the checkpoint records: validated on "
+                f"{given}-step windows (allowed: an LSTM takes windows of any length)")
     if not model.inputs.inputs:
         raise ShapeError(
             f"The input shapes of '{path}' ({model.format}) are not stored in the file.",

@@ -252,3 +252,28 @@ def test_wrong_feature_count_is_named_for_every_format(form: str, tmp_path: Path
     if form != "torchscript":  # the Python API too (TorchScript's is checked on the captured graph, at export)
         with pytest.raises(ShapeError, match="takes 3 feature"):
             load(path, [(1, 48, 5)], trust_pickle=True)
+
+
+def test_a_window_other_than_the_checkpoints_is_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`export fc3.pt --input-shape 1x24x3` on a checkpoint recording window 48: allowed, and said in the report and
+    the CLI summary; the recorded window itself adds no note."""
+    import json
+
+    from edge_lstm import archs
+    from edge_lstm.cli import main
+    from edge_lstm.load import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = archs.ArchConfig(n_features=3, hidden=8, layers=1)
+    path = save_checkpoint(tmp_path / "fc3.pt", archs.build("forecaster", cfg).eval(), "forecaster", cfg, 48, None,
+                           "forecast")
+    note = "window 24 steps (--input-shape), not the 48 the checkpoint records"
+    assert any(note in n for n in load(path, [(1, 24, 3)]).notes)
+    assert load(path, [(1, 48, 3)]).notes == [] and load(path).notes == []
+    out = tmp_path / "o"
+    assert main(["export", str(path), "-o", str(out), "--input-shape", "1x24x3", "--format", "onnx", "--precision",
+                 "fp32"]) == 0
+    assert note in " ".join(capsys.readouterr().out.split())
+    report = json.loads((out / "report.json").read_text())
+    assert all(any(note in n for n in a["notes"]) for a in report["artifacts"])
+    assert report["validation_data"]["steps"] == 24
