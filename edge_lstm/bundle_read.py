@@ -103,6 +103,7 @@ def open_bundle(path: str | Path) -> Bundle:
                              "bundle it with `edge-lstm bundle OUT_DIR -o model.bundle.zip`).")
     if not p.is_file():
         raise InputFileError(f"{where} does not exist.", "Check the path; `edge-lstm bundle OUT_DIR` makes one.")
+    _refuse_non_zip(p, where)
     with open_zip(p, where) as zf:
         manifest = _read_manifest(zf, where)
         files = _read_files(zf, manifest, where)
@@ -110,7 +111,35 @@ def open_bundle(path: str | Path) -> Bundle:
     return Bundle(str(path), manifest, files)
 
 
+_WANT = ("Pass the .bundle.zip that `edge-lstm export --bundle` (or `edge-lstm bundle OUT_DIR`) wrote; predict and "
+         "bundle verify take a bundle, not a model file.")
+
+
+def _refuse_non_zip(p: Path, where: str) -> None:
+    """A file that is not a zip archive at all: say what it is (from its first bytes) rather than "corrupted"."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return  # open_zip reports it
+    if head[:2] == b"PK":
+        return
+    if head[4:8] == b"TFL3":
+        what = "a TFLite model (a TFL3 flatbuffer)"
+    elif head[:1] == b"\x08":
+        what = "an ONNX model (a protobuf)"
+    elif head[:1] == b"\x80":
+        what = "a PyTorch model (a torch.save pickle)"
+    else:
+        what = "empty" if not head else "not a zip archive (unrecognised content)"
+        raise InputFileError(f"{where} is {what}, so not an edge-lstm bundle.", _WANT)
+    raise InputFileError(f"{where} is {what}, not an edge-lstm bundle.", _WANT)
+
+
 def _read_manifest(zf: SafeZip, where: str) -> dict[str, Any]:
+    if MANIFEST not in zf and any(n.endswith(("/data.pkl", "/constants.pkl")) for n in zf.names):
+        raise InputFileError(f"{where} is a PyTorch model (a torch.save or TorchScript archive), not an edge-lstm "
+                             "bundle.", _WANT)
     if MANIFEST not in zf:
         raise InputFileError(f"{where} has no {MANIFEST}: it is not an edge-lstm bundle (members: "
                              f"{', '.join(zf.names[:6]) or 'none'}).", _HINT)

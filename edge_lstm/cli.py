@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,6 +22,7 @@ from rich.console import Console
 
 from edge_lstm import __version__, jsonio, registry
 from edge_lstm.cli_options import DtypeOpt, JsonOpt, ShapeOpt, TrustOpt
+from edge_lstm.entry import closed_pipe_exit
 from edge_lstm.errors import EdgeLstmError, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -273,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         return _aborted(as_json)
     except BrokenPipeError:  # `edge-lstm ... --json | head`: the reader has gone; stop quietly, as Unix tools do
-        _quiet_stdout()
-        return 0
+        return closed_pipe_exit()
+    except SystemExit as e:  # typer turns a broken pipe inside a command (stdout or stderr) into SystemExit(1)
+        if isinstance(e.__context__, BrokenPipeError):
+            return closed_pipe_exit()
+        raise
     except OSError as e:
         _trace(e, debug)
         if e.errno in _PATH_ERRORS and e.filename:
@@ -312,12 +315,6 @@ def _aborted(as_json: bool) -> int:
 @contextlib.contextmanager
 def _nothing() -> Any:
     yield
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's final flush does not fail on the closed pipe again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _fail(e: EdgeLstmError, as_json: bool) -> int:

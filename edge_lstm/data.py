@@ -44,16 +44,32 @@ def read_series(path: str | Path, columns: list[str] | None = None) -> np.ndarra
         raise InputFileError(f"Data path '{path}' is a directory, not a file.", "Pass a CSV or NPY file.")
     if not path.is_file():
         raise InputFileError(f"Data file '{path}' does not exist.", "Pass a CSV or NPY file with --data.")
-    arr = read_npy(path) if path.suffix.lower() == ".npy" else _read_csv(path, columns)
+    where: _Where | None = None
+    if path.suffix.lower() == ".npy":
+        arr = read_npy(path)
+    else:
+        arr, where = _read_csv(path, columns)
     if arr.size == 0:
         raise DataError(f"'{path}' holds no values.")
-    _check_finite(arr, path)
+    _check_finite(arr, path, where)
     with np.errstate(over="ignore"):
         arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[:, None]
-    _check_finite(arr, path, " (beyond the float32 range)")
+    _check_finite(arr, path, where, " (beyond the float32 range)")
     return arr
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a CSV's values came from: the file line of each data row and the file column (0-based) of each column."""
+
+    lines: list[int]
+    columns: list[int]
+
+    def cell(self, row: int, col: int) -> str:
+        """``line 501 (data row 500), column 2``: the file's line and its 1-based data row and column."""
+        return f"line {self.lines[row]} (data row {row + 1}), column {self.columns[col] + 1}"
 
 
 MAX_VALUES = 1 << 28  # elements in one data file (1 GiB of float32)
@@ -93,12 +109,18 @@ def read_npy(path: Path) -> np.ndarray:
         raise DataError(f"'{path}' is not a readable .npy array: {e}.") from e
 
 
-def _read_csv(path: Path, columns: list[str] | None = None) -> np.ndarray:
+def _read_csv(path: Path, columns: list[str] | None = None) -> tuple[np.ndarray, _Where]:
     try:
         if path.stat().st_size > MAX_CSV_BYTES:
             raise DataError(f"'{path}' is larger than {MAX_CSV_BYTES:,} bytes; pass a .npy file for data this big.")
         with path.open(newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r]
+            rows, starts = [], []
+            reader, last = csv.reader(f), 0
+            for r in reader:
+                if r:
+                    rows.append(r)
+                    starts.append(last + 1)  # the line the row starts on (a quoted cell can span lines)
+                last = reader.line_num
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"Cannot read '{path}' as CSV: {e}.") from e
     except csv.Error as e:  # a field over the csv module's limit, a NUL byte, ...
@@ -113,7 +135,10 @@ def _read_csv(path: Path, columns: list[str] | None = None) -> np.ndarray:
     body = rows[1:] if header else rows
     if not body:
         raise DataError(f"'{path}' has a header but no rows.")
-    numeric = [j for j in candidates if _column_numeric(body, j)]
+    lines = starts[1:] if header else starts
+    # over the body (a first row that is data counts too): a column of numbers with a stray word is numeric, and
+    # the word is then reported with its line, not dropped with the column
+    numeric = [j for j in range(len(rows[-1])) if _column_numeric(body, j)]
     names = [c.strip() for c in rows[0]] if header else []
     if columns and header and len(numeric) != len(columns):  # more (or fewer) columns: pick the model's by name
         missing = [c for c in columns if c not in names]
@@ -124,20 +149,26 @@ def _read_csv(path: Path, columns: list[str] | None = None) -> np.ndarray:
     if not numeric:
         raise DataError(f"'{path}' has no numeric column.", "Each feature must be a column of numbers.")
     out = np.empty((len(body), len(numeric)), dtype=np.float32)
+    where = _Where(lines, numeric)
     for i, row in enumerate(body):
         for k, j in enumerate(numeric):
             cell = row[j].strip() if j < len(row) else ""
-            out[i, k] = _cell(cell, path, i, j)
-    return out
+            out[i, k] = _cell(cell, path, where, i, k)
+    return out, where
 
 
-def _cell(cell: str, path: Path, row: int, col: int) -> float:
-    if not cell or cell.lower() in ("nan", "na", "null", "none"):
-        return float("nan")  # missing: reported by the NaN check with its row
+def _cell(cell: str, path: Path, where: _Where, row: int, col: int) -> float:
+    if not cell or cell.lower() in _MISSING:
+        return float("nan")  # missing: reported by the NaN check with its line
     try:
         return float(cell)
     except ValueError:
-        raise DataError(f"'{path}' row {row}, column {col + 1}: '{cell}' is not a number.") from None
+        raise DataError(f"'{path}' {where.cell(row, col)}: '{cell}' is not a number.",
+                        "Fix or drop that value: every feature column must hold numbers (an empty cell, NaN or NA "
+                        "counts as missing).") from None
+
+
+_MISSING = ("nan", "na", "null", "none", "")
 
 
 def is_number(text: str) -> bool:
@@ -150,18 +181,23 @@ def is_number(text: str) -> bool:
 
 
 def _column_numeric(rows: list[list[str]], j: int) -> bool:
+    """A column of numbers: at least half of its first 50 present cells are numbers (a date or label column has
+    none; a stray word in a column of numbers is a bad cell, reported by :func:`_cell`)."""
     sample = [r[j].strip() for r in rows[:50] if j < len(r)]
-    return bool(sample) and all(is_number(c) or c.lower() in ("nan", "na", "null", "none", "") for c in sample)
+    present = [c for c in sample if c.lower() not in _MISSING]
+    return bool(sample) and 2 * sum(is_number(c) for c in present) >= len(present)
 
 
-def _check_finite(arr: np.ndarray, path: Path, why: str = "") -> None:
+def _check_finite(arr: np.ndarray, path: Path, where: _Where | None, why: str = "") -> None:
     if arr.dtype.kind not in "fc":
         return
     bad = ~np.isfinite(arr)
     if bad.any():
-        first = int(np.argwhere(bad)[0][0])
+        first = tuple(int(v) for v in np.argwhere(bad)[0])
+        at = (where.cell(first[0], first[1] if len(first) > 1 else 0) if where is not None
+              else f"array index {list(first)} (0-based)")
         raise DataError(
-            f"'{path}' has {int(bad.sum())} NaN/Inf value(s){why}; the first is in row {first}.",
+            f"'{path}' has {int(bad.sum())} NaN/Inf value(s){why}; the first is at {at}.",
             "Fill or drop missing values before validating or calibrating.",
         )
 

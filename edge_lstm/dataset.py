@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ class Table:
     columns: dict[str, list[str]]
     rows: int
     sha256: str
+    lines: tuple[int, ...] = ()  #: the file line each data row starts on
+
+    def line(self, i: int) -> str:
+        """``line 501 (data row 500)`` for data row ``i`` (0-based)."""
+        return f"line {self.lines[i] if i < len(self.lines) else i + 2} (data row {i + 1})"
 
     def numeric(self, name: str) -> np.ndarray:
         """Column ``name`` as float64; a missing, non-numeric or non-finite cell is a :class:`DataError`."""
@@ -42,16 +48,16 @@ class Table:
         for i, cell in enumerate(self.column(name)):
             text = cell.strip()
             if text.lower() in _MISSING:
-                raise DataError(f"'{self.path}' row {i + 2}, column '{name}': the value is missing.",
+                raise DataError(f"'{self.path}' {self.line(i)}, column '{name}': the value is missing.",
                                 "Fill or drop missing values before training (the series must be complete).")
             try:
                 values[i] = float(text)
             except ValueError:
-                raise DataError(f"'{self.path}' row {i + 2}, column '{name}': '{text}' is not a number.",
+                raise DataError(f"'{self.path}' {self.line(i)}, column '{name}': '{text}' is not a number.",
                                 "Every feature and target column must hold numbers; pass the columns to use "
                                 "with --features.") from None
             if not math.isfinite(values[i]):
-                raise DataError(f"'{self.path}' row {i + 2}, column '{name}': '{text}' is not finite.")
+                raise DataError(f"'{self.path}' {self.line(i)}, column '{name}': '{text}' is not finite.")
         return values
 
     def column(self, name: str) -> list[str]:
@@ -79,7 +85,13 @@ def read_table(path: str | Path) -> Table:
         raise InputFileError(f"Data file '{path}' does not exist or is not a file.", "Pass a CSV file with a header.")
     raw = path.read_bytes()
     try:
-        rows = [r for r in csv.reader(raw.decode("utf-8-sig").splitlines()) if r]
+        rows, starts = [], []
+        reader, last = csv.reader(raw.decode("utf-8-sig").splitlines()), 0
+        for r in reader:
+            if r:
+                rows.append(r)
+                starts.append(last + 1)
+            last = reader.line_num
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"Cannot read '{path}' as CSV: {e}.") from e
     if not rows:
@@ -95,9 +107,10 @@ def read_table(path: str | Path) -> Table:
         raise DataError(f"'{path}' has a header but no rows.")
     for i, r in enumerate(body):
         if len(r) != len(header):
-            raise DataError(f"'{path}' row {i + 2} has {len(r)} cells; the header has {len(header)}.")
+            raise DataError(f"'{path}' line {starts[i + 1]} (data row {i + 1}) has {len(r)} cells; the header has "
+                            f"{len(header)}.")
     columns = {h: [r[j] for r in body] for j, h in enumerate(header)}
-    return Table(path, columns, len(body), hashlib.sha256(raw).hexdigest())
+    return Table(path, columns, len(body), hashlib.sha256(raw).hexdigest(), tuple(starts[1:]))
 
 
 @dataclass(frozen=True)
@@ -229,12 +242,13 @@ def window_labels(labels: np.ndarray, starts: np.ndarray, spec: WindowSpec) -> n
     return out
 
 
-def encode_labels(cells: list[str], path: Path, column: str) -> tuple[np.ndarray, list[str]]:
+def encode_labels(cells: list[str], path: Path, column: str,
+                  at: Callable[[int], str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Class indices for a label column; classes sorted numerically when all are numbers, else as text."""
     values = [c.strip() for c in cells]
     for i, v in enumerate(values):
         if v.lower() in _MISSING:
-            raise DataError(f"'{path}' row {i + 2}, column '{column}': the label is missing.",
+            raise DataError(f"'{path}' {at(i) if at else f'line {i + 2}'}, column '{column}': the label is missing.",
                             "Every row needs a label; drop unlabelled rows.")
     distinct = set(values)
     classes = sorted(distinct, key=float) if all(is_number(v) for v in distinct) else sorted(distinct)
@@ -365,7 +379,8 @@ def prepare(table: Table, opts: DataOptions) -> Prepared:
     labels: np.ndarray | None = None
     classes: list[str] = []
     if opts.task == "classify":
-        labels, classes = encode_labels(table.column(str(opts.label_column)), table.path, str(opts.label_column))
+        labels, classes = encode_labels(table.column(str(opts.label_column)), table.path, str(opts.label_column),
+                                         table.line)
         spec = WindowSpec(opts.window, opts.horizon, opts.stride, opts.label_from)
         seen = np.unique(window_labels(labels, starts["train"], spec))
         if len(classes) < 2 or len(seen) < 2:

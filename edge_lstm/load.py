@@ -17,8 +17,9 @@ from the file pass through :func:`edge_lstm.outputs.safe_name`.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,9 @@ class LoadedModel:
     task: str = "unknown"  # "forecast" | "classify" | "unknown"
     metadata: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    #: facts about how the model is exported that every artifact's notes carry (e.g. a window other than the
+    #: checkpoint's recorded one)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def output_names(self) -> list[str]:
@@ -213,7 +217,13 @@ def load(
     else:
         model = _load_torch_save(path, bool(verdict.needs_trust))
     if input_shapes:
+        recorded = model.inputs.inputs[0].steps if model.format == "checkpoint" and model.inputs.inputs else None
         model.inputs = _override_shapes(model.inputs, input_shapes, path)
+        given = model.inputs.inputs[0].steps if model.inputs.inputs else None
+        if recorded is not None and given is not None and given != recorded:
+            model.notes.append(
+                f"window {given} steps (--input-shape), not the {recorded} the checkpoint records: validated on "
+                f"{given}-step windows (allowed: an LSTM takes windows of any length)")
     if not model.inputs.inputs:
         raise ShapeError(
             f"The input shapes of '{path}' ({model.format}) are not stored in the file.",
@@ -274,10 +284,12 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
     import torch
 
     xs = [torch.zeros(*t.concrete(1), dtype=getattr(torch, t.dtype, torch.float32)) for t in model.inputs.inputs]
+    seen: list[tuple[str, Any, tuple[int, ...]]] = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _first_recurrent_call(model.module, seen):
             out = model.module(*xs)
     except Exception as e:  # the model's own error says what it wanted
+        _raise_feature_mismatch(model, seen, e)
         shapes = ", ".join("x".join(map(str, t.concrete(1))) for t in model.inputs.inputs)
         raise ShapeError(
             f"The model rejects input shape(s) {shapes}: {_model_error(e)}",
@@ -293,6 +305,51 @@ def probe_outputs(model: LoadedModel) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(n, tuple(int(d) for d in o.shape)) for n, o in zip(names, outs, strict=True))
     return tuple(TensorSpec(n, tuple(int(d) for d in o.shape)).with_batch_axis(_out_batch_axis(model, i))
                  for i, (n, o) in enumerate(zip(names, outs, strict=True)))
+
+
+@contextlib.contextmanager
+def _first_recurrent_call(module: Any, seen: list[tuple[str, Any, tuple[int, ...]]]) -> Iterator[None]:
+    """Record the first recurrent layer (``nn.LSTM``/``GRU``/``RNN``) an eager module calls, with its input's shape
+    (TorchScript modules take no hooks: their feature check is :func:`edge_lstm.checks.check_layers`'s)."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+        yield
+        return
+
+    def hook(name: str) -> Any:
+        def record(layer: Any, args: tuple[Any, ...]) -> None:
+            if not seen and args and isinstance(args[0], torch.Tensor):
+                seen.append((name, layer, tuple(int(d) for d in args[0].shape)))
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in module.named_modules()
+               if isinstance(m, torch.nn.RNNBase)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _raise_feature_mismatch(model: LoadedModel, seen: list[tuple[str, Any, tuple[int, ...]]],
+                            e: BaseException) -> None:
+    """A checkpoint's or pickled module's first recurrent layer fed the wrong feature count straight from the input:
+    the same :class:`ShapeError` as :func:`edge_lstm.checks.check_layers` gives a TorchScript model."""
+    if not seen or not model.inputs.inputs:
+        return
+    name, layer, got_shape = seen[0]
+    spec = model.inputs.inputs[0]
+    shape = spec.concrete(1)
+    want, got = int(layer.input_size), got_shape[-1] if got_shape else None
+    if got is None or got == want or not shape or shape[-1] != got:
+        return
+    what = {"LSTM": "LSTM", "GRU": "GRU"}.get(type(layer).__name__, "RNN")
+    fixed = "x".join(str(d) for d in (*shape[:-1], want))
+    raise ShapeError(
+        f"The model does not take input '{spec.name}' of shape {'x'.join(map(str, shape))}: its first {what} layer "
+        f"('{name or what}') takes {want} feature(s) per time step, the input gives {got}.",
+        f"Pass --input-shape {fixed} (the last axis is the features per time step).") from e
 
 
 def _model_error(e: BaseException) -> str:

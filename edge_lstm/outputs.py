@@ -196,14 +196,11 @@ def check_destination(out: Path, force: bool) -> Path:
     if not parent.is_dir():
         raise UsageError(f"Cannot write '{out}': the directory '{parent}' does not exist.")
     remove_stale(target)  # first: a killed run may have left the old output renamed aside
-    if target.exists() and not force:
-        raise OutputExistsError(f"Output '{out}' already exists.",
-                                "Pass --force to replace it, or choose another --output.")
-    if target.exists():
+    if target.exists():  # what --force would refuse is said first: no hint to pass a --force that would not do
         if not target.is_dir():
-            raise OutputExistsError(f"Output '{out}' is not an edge-lstm export (not a directory), so --force will "
-                                    "not replace it.",
-                                    "Choose another --output, or remove it yourself.")
+            raise OutputExistsError(f"Output '{out}' is an existing file, not an edge-lstm export (a directory), "
+                                    "so --force will not replace it.",
+                                    "Choose another --output (a new directory), or remove the file yourself.")
         foreign = _foreign_entries(target)
         if foreign:
             raise OutputExistsError(
@@ -211,6 +208,9 @@ def check_destination(out: Path, force: bool) -> Path:
                 f"({', '.join(foreign[:4])}"
                 f"{' ...' if len(foreign) > 4 else ''}), so --force will not replace it.",
                 "Choose another --output, or remove it yourself.")
+        if not force:
+            raise OutputExistsError(f"Output '{out}' already exists.",
+                                    "Pass --force to replace it, or choose another --output.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write '{out}': the directory '{parent}' is not writable.",
                           "Choose an output directory you can write to.")

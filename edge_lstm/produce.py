@@ -52,6 +52,8 @@ def whole_window(model: LoadedModel, proto: onnx.ModelProto, options: ExportOpti
     out: list[Artifact] = []
     for fmt in options.recipe.formats:
         out += WHOLE_WINDOW[fmt](model, proto, _names(model, fmt, options, False), options, say)
+    for art in out:
+        art.notes += model.notes
     return out
 
 
@@ -62,6 +64,7 @@ def streaming(model: LoadedModel, step: StreamingModel, options: ExportOptions, 
         out += STREAMING[fmt](model, step, _names(model, fmt, options, True), options, say)
     for art in out:
         art.notes.append("one time step per call; validated by feeding each window step by step")
+        art.notes += model.notes
     return out
 
 

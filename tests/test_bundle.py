@@ -286,3 +286,23 @@ def test_feature_names_from_csv_header_or_option(demo_bundle: DemoBundle, tmp_pa
     assert manifest_of(tmp_path / "o.zip")["features"] == {"names": ["t", "dt"], "source": "option"}
     assert cli.main(["bundle", str(bare), "-o", str(tmp_path / "x.zip"), "--features", "t"]) == 2
     assert "--features names 1 feature(s); the model takes 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "what"), [("demo.fp32.tflite", "is a TFLite model (a TFL3 flatbuffer)"),
+                                            ("demo.fp32.onnx", "is an ONNX model (a protobuf)"),
+                                            ("model", "is a PyTorch model"),
+                                            ("heldout", "is not a zip archive")])
+def test_a_model_file_is_named_not_called_corrupted(demo_bundle: DemoBundle, name: str, what: str) -> None:
+    """`predict model.tflite data.csv`: the file is said to be a model (from its first bytes), not a corrupt zip."""
+    path = {"model": demo_bundle.model, "heldout": demo_bundle.heldout}.get(name, demo_bundle.export / name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for args in (["predict", str(path), str(demo_bundle.heldout), "--json"], ["bundle", "verify", str(path)]):
+        p = subprocess.run([sys.executable, "-m", "edge_lstm.entry", *args], capture_output=True, text=True, env=env,
+                           timeout=300, check=False)
+        assert p.returncode == 2, p.stderr
+        text = " ".join(p.stderr.split())
+        assert what in text and "not an edge-lstm bundle" in text and "corrupted" not in text, text
+        assert "edge-lstm export --bundle" in text
+        if "--json" in args:
+            err = json.loads(p.stdout)["error"]
+            assert err["code"] == 2 and what in err["message"] and ".bundle.zip" in err["hint"]

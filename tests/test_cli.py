@@ -41,7 +41,7 @@ def test_export_json(forecaster_ckpt: Path, tmp_path: Path, capsys: pytest.Captu
     (["info", "/no/model.pt"], 2, "does not exist"),
     (["info", "{bad}", "--input-shape", "1xAx1"], 2, "Cannot read input shape"),
     (["info", "{ckpt}", "--input-shape", "1x12"], 2, "rank"),
-    (["info", "{ckpt}", "--input-shape", f"1x{WINDOW}x7"], 2, "rejects"),
+    (["info", "{ckpt}", "--input-shape", f"1x{WINDOW}x7"], 2, "takes 1 feature(s) per time step, the input gives 7"),
     (["info", "{pickle}", "--input-shape", f"1x{WINDOW}x1"], 2, "--trust-pickle"),
     (["export", "{ckpt}", "-o", "{out}", "--format", "coreml"], 2, "Unknown format"),
     (["export", "{ckpt}", "-o", "{out}", "--precision", "int3"], 2, "Unknown precision"),

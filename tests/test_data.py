@@ -30,7 +30,7 @@ def test_windows_are_normalised_and_labelled(temps_csv: Path) -> None:
 def test_nan_in_data(tmp_path: Path) -> None:
     p = tmp_path / "d.csv"
     p.write_text("temp\n1.0\n2.0\nnan\n4.0\n")
-    with pytest.raises(DataError, match=r"NaN/Inf .* row 2"):
+    with pytest.raises(DataError, match=r"NaN/Inf .* at line 4 \(data row 3\), column 1\."):
         read_series(p)
 
 
@@ -62,7 +62,7 @@ def test_missing_file() -> None:
 def test_late_non_numeric_cell_is_a_data_error(tmp_path: Path) -> None:
     p = tmp_path / "d.csv"
     p.write_text("temp\n" + "1.0\n" * 100 + "oops\n")
-    with pytest.raises(DataError, match="row 100, column 1: 'oops' is not a number"):
+    with pytest.raises(DataError, match=r"line 102 \(data row 101\), column 1: 'oops' is not a number"):
         read_series(p)
     p.write_text("temp\n" + "1.0\n" * 100 + "NA\n")
     with pytest.raises(DataError, match="NaN"):  # a missing value is reported as missing, with its row
@@ -86,3 +86,31 @@ def test_delta_target_windows(temps_csv: Path) -> None:
     w = windows_from(temps_csv, 24, 1, norm)
     assert w.y is not None and w.y[0] == pytest.approx((raw[24, 0] - raw[23, 0]) / 10, abs=1e-6)
     assert denormalize_target(w.y[:1], norm)[0] == pytest.approx(raw[24, 0] - raw[23, 0], abs=1e-4)  # no offset
+
+
+def test_bad_cell_is_named_by_its_file_line(tmp_path: Path) -> None:
+    """`n/a` on file line 501 (header on line 1): line 501, data row 500, column 2, all 1-based; blank lines and a
+    quoted cell spanning two lines are counted as the file's lines."""
+    p = tmp_path / "d.csv"
+    body = [f"{i},{i % 7}.5" for i in range(499)]
+    p.write_text("t,temp\n" + "\n".join(body) + "\n499,n/a\n500,1.0\n")
+    with pytest.raises(DataError, match=r"line 501 \(data row 500\), column 2: 'n/a' is not a number"):
+        read_series(p)
+    p.write_text('note,temp\n"two\nlines",1.0\n\nx,2.0\ny,nan\n')  # the NaN is on line 6, in data row 3
+    with pytest.raises(DataError, match=r"the first is at line 6 \(data row 3\), column 2\."):
+        read_series(p)
+    npy = tmp_path / "d.npy"
+    np.save(npy, np.array([[1.0, 2.0], [3.0, np.nan]], np.float32))
+    with pytest.raises(DataError, match=r"at array index \[1, 1\] \(0-based\)"):
+        read_series(npy)
+
+
+@pytest.mark.parametrize("text", ["1,2,3\n4,five,6\n", "a,b,c\n1,2,3\n4,five,6\n"])
+def test_short_file_names_its_bad_cell(tmp_path: Path, text: str) -> None:
+    """A word in a short file's column of numbers is the bad cell, as in a long file, not a dropped column."""
+    p = tmp_path / "d.csv"
+    p.write_text(text)
+    line = text.count("\n")
+    with pytest.raises(DataError, match=rf"line {line} \(data row 2\), column 2: 'five' is not a number") as e:
+        windows_from(p, 1, 3)
+    assert "numeric column" not in str(e.value)

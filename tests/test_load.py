@@ -101,7 +101,7 @@ def test_bare_state_dict_is_explained(tmp_path: Path) -> None:
 def test_wrong_rank_and_rejected_shape(forecaster_ckpt: Path) -> None:
     with pytest.raises(ShapeError, match="rank"):
         load(forecaster_ckpt, [(1, WINDOW)])
-    with pytest.raises(ShapeError, match="rejects"):
+    with pytest.raises(ShapeError, match=r"first LSTM layer \('rnn'\) takes 1 feature\(s\) per time step"):
         load(forecaster_ckpt, [(1, WINDOW, 5)])
     with pytest.raises(ShapeError, match="takes 1 inputs"):
         load(forecaster_ckpt, [(1, WINDOW, 1), (1, 2, 3)])
@@ -219,3 +219,61 @@ def test_pt2_guard_code_is_not_run(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="guard code"):
         load(evil)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("form", ["checkpoint", "pickle", "torchscript"])
+def test_wrong_feature_count_is_named_for_every_format(form: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`export fc3.pt --input-shape 1x48x5` for a model taking 3 features: the same clear message (first LSTM layer,
+    3 features, the --input-shape that fits) for a checkpoint and a pickled module as for TorchScript, exit 2."""
+    import json
+
+    from edge_lstm import archs
+    from edge_lstm.cli import main
+    from edge_lstm.load import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = archs.ArchConfig(n_features=3, hidden=8, layers=1)
+    model = archs.build("forecaster", cfg).eval()
+    path = tmp_path / "fc3.pt"
+    if form == "checkpoint":
+        save_checkpoint(path, model, "forecaster", cfg, 48, None, "forecast")
+    elif form == "pickle":
+        torch.save(model, path)
+    else:
+        torch.jit.save(torch.jit.trace(model, torch.zeros(1, 48, 3)), str(path))
+    for cmd in (["info", str(path)], ["export", str(path), "-o", str(tmp_path / "o")]):
+        assert main([*cmd, "--input-shape", "1x48x5", "--trust-pickle", "--json"]) == 2
+        e = json.loads(capsys.readouterr().out)["error"]
+        assert "first LSTM layer" in e["message"] and "takes 3 feature(s) per time step, the input gives 5" in \
+            e["message"] and "input_size" not in e["message"], e
+        assert "--input-shape 1x48x3" in e["hint"], e
+    assert not (tmp_path / "o").exists()
+    if form != "torchscript":  # the Python API too (TorchScript's is checked on the captured graph, at export)
+        with pytest.raises(ShapeError, match="takes 3 feature"):
+            load(path, [(1, 48, 5)], trust_pickle=True)
+
+
+def test_a_window_other_than_the_checkpoints_is_noted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`export fc3.pt --input-shape 1x24x3` on a checkpoint recording window 48: allowed, and said in the report and
+    the CLI summary; the recorded window itself adds no note."""
+    import json
+
+    from edge_lstm import archs
+    from edge_lstm.cli import main
+    from edge_lstm.load import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = archs.ArchConfig(n_features=3, hidden=8, layers=1)
+    path = save_checkpoint(tmp_path / "fc3.pt", archs.build("forecaster", cfg).eval(), "forecaster", cfg, 48, None,
+                           "forecast")
+    note = "window 24 steps (--input-shape), not the 48 the checkpoint records"
+    assert any(note in n for n in load(path, [(1, 24, 3)]).notes)
+    assert load(path, [(1, 48, 3)]).notes == [] and load(path).notes == []
+    out = tmp_path / "o"
+    assert main(["export", str(path), "-o", str(out), "--input-shape", "1x24x3", "--format", "onnx", "--precision",
+                 "fp32"]) == 0
+    assert note in " ".join(capsys.readouterr().out.split())
+    report = json.loads((out / "report.json").read_text())
+    assert all(any(note in n for n in a["notes"]) for a in report["artifacts"])
+    assert report["validation_data"]["steps"] == 24

@@ -231,3 +231,25 @@ def test_export_and_bundle_print_output_paths_normalised(forecaster_ckpt: Path, 
     assert json.loads(capsys.readouterr().out)["bundle"] == str(tmp_path.resolve() / "b.zip")
     assert main(["bundle", "a/../c", "-o", "a/../b.zip", "--force"]) == 0
     assert capsys.readouterr().out.startswith("Wrote b.zip ")
+
+
+def test_a_file_or_foreign_output_is_never_hinted_to_force(forecaster_ckpt: Path, temps_csv: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`export -o data3.csv` (an existing file) and `-o mine/` (your files): refused with and without --force, and
+    the first refusal does not suggest the --force that would be refused too."""
+    import json
+
+    from edge_lstm.cli import main
+
+    data = tmp_path / "data3.csv"
+    data.write_bytes(temps_csv.read_bytes())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    for out, said in ((data, "is an existing file, not an edge-lstm export"), (mine, "holds files edge-lstm did not")):
+        for force in ([], ["--force"]):
+            assert main(["export", str(forecaster_ckpt), "-o", str(out), "--json", *force]) == 2
+            e = json.loads(capsys.readouterr().out)["error"]
+            assert said in e["message"] and "--force will not replace it" in e["message"], e
+            assert "Pass --force" not in e["hint"] and "another --output" in e["hint"], e
+    assert data.read_bytes() == temps_csv.read_bytes() and (mine / "notes.txt").read_text() == "keep"

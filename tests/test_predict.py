@@ -303,6 +303,20 @@ def test_reader_gone_and_devnull(demo_bundle: DemoBundle) -> None:
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.parametrize("entry", ["main", "device_main"])
+def test_reader_gone_on_stdout_and_stderr(demo_bundle: DemoBundle, entry: str) -> None:
+    """`predict ... 2>&1 | head -1`: stdout and stderr both on the closed pipe; typer turns the broken pipe into
+    SystemExit(1); edge-lstm ends quietly with exit 0 (the full CLI and the Python 3.9 device entry alike)."""
+    call = (f"import sys; from edge_lstm.entry import {entry}; "
+            f"sys.exit({entry}(sys.argv[1:]))")
+    for extra in ("", "--streaming", "--json"):
+        cmd = (f'set -o pipefail; "{sys.executable}" -c "{call}" predict "{demo_bundle.bundle}" '
+               f'"{demo_bundle.heldout}" {extra} 2>&1 | head -1')
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert p.returncode == 0 and len(p.stdout.splitlines()) == 1, (extra, p.returncode, p.stdout, p.stderr)
+
+
 def test_timestamps() -> None:
     from edge_lstm.predict_io import parse_time
 

@@ -175,7 +175,8 @@ def test_classifier_with_class_weights_macro_f1_and_confusion(tmp_path: Path,
 
 @pytest.mark.parametrize(("rows", "args", "needle"), [
     ("temp\n" + "1\n" * 5, ["--target-column", "tmp"], "no column 'tmp'"),
-    ("temp\n" + "1.5\n" * 100 + "warm\n", ["--target-column", "temp"], "'warm' is not a number"),
+    ("temp\n" + "1.5\n" * 100 + "\nwarm\n", ["--target-column", "temp"],  # a blank line: file line 103, data row 101
+     "line 103 (data row 101), column 'temp': 'warm' is not a number"),
     ("temp\n" + "".join(f"{i % 7}\n" for i in range(40)), ["--target-column", "temp", "--window", "24"],
      "too short for one window"),
     ("temp\n" + "3.0\n" * 400, ["--target-column", "temp", "--window", "12"], "constant"),
