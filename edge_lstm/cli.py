@@ -22,8 +22,8 @@ from rich.console import Console
 
 from edge_lstm import __version__, jsonio, registry
 from edge_lstm.cli_options import DtypeOpt, JsonOpt, ShapeOpt, TrustOpt
-from edge_lstm.entry import closed_pipe_exit
 from edge_lstm.errors import EdgeLstmError, UsageError, ValidationFailed
+from edge_lstm.outputs import closed_pipe_exit
 
 if TYPE_CHECKING:
     from edge_lstm.reports import ExportReport

@@ -63,9 +63,13 @@ def device_main(args: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `predict ... --json | head`: the reader has gone; stop quietly, as Unix tools do
+        from edge_lstm.outputs import closed_pipe_exit
+
         return closed_pipe_exit()
     except SystemExit as e:  # typer turns a broken pipe inside a command into SystemExit(1)
         if isinstance(e.__context__, BrokenPipeError):
+            from edge_lstm.outputs import closed_pipe_exit
+
             return closed_pipe_exit()
         raise
     except OSError as e:  # a full disk or an unreadable path: the user's to fix, exit 2 as in the full CLI
@@ -90,32 +94,6 @@ def device_main(args: list[str]) -> int:
             jsonio.emit_error(130, "aborted", "Interrupted.", None)
         return 130
     return int(rc) if isinstance(rc, int) else 0
-
-
-def closed_pipe_exit() -> int:
-    """``edge-lstm ... | head`` (or ``2>&1 | head``): the reader has gone. Point each stream whose reader has gone
-    (stdout when that cannot be told) at /dev/null, so that the interpreter's final flush does not fail again, and
-    end quietly with exit code 0, as ``head``'s writers conventionally do."""
-    import os
-
-    gone = [fd for fd in (1, 2) if _reader_gone(fd)] or [1]
-    for fd in gone:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
-    return 0
-
-
-def _reader_gone(fd: int) -> bool:
-    """True when ``fd`` is a pipe whose reading end is closed (poll reports an error on it)."""
-    try:
-        import select
-
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        return any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, ev in poller.poll(0))
-    except (AttributeError, OSError, ValueError):  # no poll (Windows) or a closed descriptor
-        return False
 
 
 def _trace(e: BaseException, debug: bool) -> None:

@@ -491,3 +491,27 @@ def write_files_atomic(files: dict[Path, bytes], force: bool = True) -> None:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def closed_pipe_exit() -> int:
+    """``edge-lstm ... | head`` (or ``2>&1 | head``): the reader has gone. Point each stream whose reader has gone
+    (stdout when that cannot be told) at /dev/null, so that the interpreter's final flush does not fail again, and
+    end quietly with exit code 0, as ``head``'s writers conventionally do."""
+    gone = [fd for fd in (1, 2) if _reader_gone(fd)] or [1]
+    for fd in gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return 0
+
+
+def _reader_gone(fd: int) -> bool:
+    """True when ``fd`` is a pipe whose reading end is closed (poll reports an error on it)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or a closed descriptor
+        return False
