@@ -152,7 +152,14 @@ def _fitting_shape(shape: tuple[int, ...], rank: int, features: int | None) -> t
 
 
 def _mismatch(spec: TensorSpec, node: Any, want: int, got: int) -> ShapeError:
-    what = {"LSTM": "LSTM layer", "GRU": "GRU layer", "RNN": "RNN layer"}.get(node.op_type, f"{node.op_type} layer")
+    return feature_mismatch(spec, node.op_type, node.name or node.op_type, want, got)
+
+
+def feature_mismatch(spec: TensorSpec, op: str, name: str, want: int, got: int) -> ShapeError:
+    """The error for input ``spec`` feeding ``got`` features per time step to the first recurrent layer (``op``:
+    LSTM, GRU, RNN, or another op's type; ``name``), which takes ``want``: the captured graph's check here, and
+    :mod:`edge_lstm.load`'s for an eager module that PyTorch itself refused."""
+    what = {"LSTM": "LSTM layer", "GRU": "GRU layer", "RNN": "RNN layer"}.get(op, f"{op} layer")
     shape = spec.concrete(1)
     hint = "Check --input-shape against what forward() expects (batch, time, features for batch_first)."
     if shape and shape[-1] == got:
@@ -160,7 +167,7 @@ def _mismatch(spec: TensorSpec, node: Any, want: int, got: int) -> ShapeError:
         hint = f"Pass --input-shape {fixed} (the last axis is the features per time step)."
     return ShapeError(
         f"The model does not take input '{spec.name}' of shape {'x'.join(map(str, shape))}: its first "
-        f"{what} ('{node.name or node.op_type}') takes {want} feature(s) per time step, the input gives {got}.",
+        f"{what} ('{name}') takes {want} feature(s) per time step, the input gives {got}.",
         hint,
     )
 

@@ -344,12 +344,10 @@ def _raise_feature_mismatch(model: LoadedModel, seen: list[tuple[str, Any, tuple
     want, got = int(layer.input_size), got_shape[-1] if got_shape else None
     if got is None or got == want or not shape or shape[-1] != got:
         return
-    what = {"LSTM": "LSTM", "GRU": "GRU"}.get(type(layer).__name__, "RNN")
-    fixed = "x".join(str(d) for d in (*shape[:-1], want))
-    raise ShapeError(
-        f"The model does not take input '{spec.name}' of shape {'x'.join(map(str, shape))}: its first {what} layer "
-        f"('{name or what}') takes {want} feature(s) per time step, the input gives {got}.",
-        f"Pass --input-shape {fixed} (the last axis is the features per time step).") from e
+    from edge_lstm.checks import feature_mismatch
+
+    op = {"LSTM": "LSTM", "GRU": "GRU"}.get(type(layer).__name__, "RNN")
+    raise feature_mismatch(spec, op, name or op, want, got) from e
 
 
 def _model_error(e: BaseException) -> str:
