@@ -138,7 +138,7 @@ def _read_csv(path: Path, columns: list[str] | None = None) -> tuple[np.ndarray,
     lines = starts[1:] if header else starts
     # over the body (a first row that is data counts too): a column of numbers with a stray word is numeric, and
     # the word is then reported with its line, not dropped with the column
-    numeric = [j for j in range(len(rows[-1])) if _column_numeric(body, j)]
+    numeric = candidates if header else [j for j in range(len(rows[-1])) if _column_numeric(body, j)]
     names = [c.strip() for c in rows[0]] if header else []
     if columns and header and len(numeric) != len(columns):  # more (or fewer) columns: pick the model's by name
         missing = [c for c in columns if c not in names]
